@@ -1,0 +1,27 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    the service on its embedded default (SQLite, filesystem broker, local MLflow)
+#   make test   the test suite (needs PostgreSQL and Redis on loopback; starts them if down)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test bench install
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m service.run
+
+test: $(STAMP)
+	./scripts/ensure-services.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/lecture_bench.py

@@ -1,0 +1,60 @@
+"""Flask app factory: one blueprint per resource, JSON errors, optional bearer-token auth."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, current_app, request
+
+from ..config import Settings, get_settings
+from .errors import error_response, register_error_handlers
+
+PUBLIC_PATHS = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/docs",
+                "/openapi.json"}
+
+
+def settings_of() -> Settings:
+    return current_app.extensions["kerasyard.settings"]
+
+
+def create_app(settings: Settings | None = None, *, redispatch_interval: float | None = None
+               ) -> Flask:
+    """Build the API. ``redispatch_interval`` > 0 starts the thread that re-sends jobs whose
+    publish failed while the broker was down (the run command and gunicorn turn it on)."""
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.extensions["kerasyard.settings"] = settings
+    # Uploads are capped at max_upload_bytes; leave room for multipart framing.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
+    app.json.sort_keys = False
+    register_error_handlers(app)
+
+    from .datasets import bp as datasets_bp
+    from .docs import bp as docs_bp
+    from .health import bp as health_bp
+    from .jobs import bp as jobs_bp
+
+    for bp in (jobs_bp, datasets_bp, health_bp, docs_bp):
+        app.register_blueprint(bp)
+
+    @app.before_request
+    def _auth():
+        token = settings.api_token
+        if not token or request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
+            return None
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else ""
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            return error_response(401, "unauthorized", "missing or wrong API token; send "
+                                  "'Authorization: Bearer <KERASYARD_API_TOKEN>'")
+        return None
+
+    if redispatch_interval:
+        from ..queue import Redispatcher
+
+        thread = Redispatcher(settings, redispatch_interval)
+        thread.start()
+        app.extensions["kerasyard.redispatcher"] = thread
+    logging.getLogger(__name__).info("kerasyard API ready (db=%s)", settings.database_url)
+    return app

@@ -1,0 +1,39 @@
+"""/api/v1/datasets: CSV upload (multipart field 'file', or a text/csv body) and listing."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from .. import datasets
+from ..errors import ApiError
+from . import settings_of
+from .body import int_arg
+
+bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
+
+
+@bp.post("")
+def upload():
+    name = request.args.get("name") or request.form.get("name")
+    if request.files:
+        file = request.files.get("file")
+        if file is None:
+            raise ApiError(400, "bad_request", "send the CSV in the multipart field 'file'",
+                           [{"loc": "file", "msg": "field required"}])
+        content, filename = file.read(), file.filename
+    else:
+        content, filename = request.get_data(), None
+    if not content:
+        raise ApiError(400, "bad_request", "no CSV received; POST it as multipart field 'file' "
+                       "or as a text/csv body")
+    return datasets.store_upload(settings_of(), content, name, filename), 201
+
+
+@bp.get("")
+def list_all():
+    return datasets.list_datasets(settings_of(), int_arg("limit", 100, 1, 1000))
+
+
+@bp.get("/<dataset_id>")
+def get_one(dataset_id: str):
+    return datasets.get_dataset(settings_of(), dataset_id)

@@ -1,0 +1,41 @@
+"""/api/v1/jobs: thin routes; the work is in service.jobs."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request, url_for
+
+from .. import jobs
+from . import settings_of
+from .body import int_arg, json_body
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
+
+
+@bp.post("")
+def create_job():
+    job = jobs.submit_job(settings_of(), json_body())
+    return job, 202, {"Location": url_for("jobs.get_job", job_id=job["id"])}
+
+
+@bp.get("")
+def list_jobs():
+    a = request.args
+    return jobs.list_jobs(settings_of(), status=a.get("status") or None,
+                          experiment=a.get("experiment") or None,
+                          sweep_id=a.get("sweep_id") or None,
+                          limit=int_arg("limit", 50, 1, 500), cursor=a.get("cursor") or None)
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str):
+    return jobs.get_job(settings_of(), job_id)
+
+
+@bp.get("/<job_id>/history")
+def job_history(job_id: str):
+    return jobs.history(settings_of(), job_id)
+
+
+@bp.post("/<job_id>/cancel")
+def cancel_job(job_id: str):
+    return jobs.cancel_job(settings_of(), job_id), 202

@@ -1,0 +1,126 @@
+"""The OpenAPI 3.1 document: every route, with the job spec schema generated from pydantic."""
+
+from __future__ import annotations
+
+from .. import __version__
+from ..jobs import STATUSES
+from ..spec import JobSpec
+
+REF = "#/components/schemas/{model}"
+
+
+def _schemas() -> dict:
+    spec_schema = JobSpec.model_json_schema(ref_template=REF)
+    defs = spec_schema.pop("$defs", {})
+    error = {"type": "object", "properties": {"error": {"type": "object", "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object", "properties": {
+            "loc": {"type": "string"}, "msg": {"type": "string"}, "value": {}}}}}}}}
+    job = {"type": "object", "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "experiment": {"type": "string"},
+        "status": {"type": "string", "enum": STATUSES}, "queue": {"type": "string"},
+        "spec": {"$ref": REF.format(model="JobSpec")},
+        "plan": {"type": "object", "description": "input_dim, n_train, n_val, batch_size, "
+                 "steps_per_epoch, total_updates, total_params, gradient_descent, ..."},
+        "progress": {"type": "object", "properties": {
+            "epoch": {"type": "integer"}, "epochs": {"type": "integer"},
+            "metrics": {"type": "object"}, "eta_s": {"type": ["number", "null"]}}},
+        "summary": {"type": ["object", "null"]},
+        "mlflow": {"type": "object", "properties": {
+            "run_id": {"type": ["string", "null"]}, "experiment_id": {"type": ["string", "null"]},
+            "url": {"type": ["string", "null"]}}},
+        "error": {"type": ["object", "null"]}, "attempts": {"type": "integer"},
+        "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
+        "finished_at": {"type": ["string", "null"]}}}
+    return {**defs, "JobSpec": spec_schema, "Job": job, "Error": error}
+
+
+def _resp(desc: str, schema: str | None = None) -> dict:
+    out: dict = {"description": desc}
+    if schema:
+        out["content"] = {"application/json": {"schema": {"$ref": REF.format(model=schema)}}}
+    return out
+
+
+ERRORS = {"400": _resp("malformed request", "Error"), "401": _resp("no or bad token", "Error")}
+JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def document() -> dict:
+    q = lambda name, schema, desc="": {"name": name, "in": "query", "schema": schema,  # noqa
+                                       "description": desc}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "kerasyard", "version": __version__,
+                 "description": "Submit Keras training jobs as data; every epoch in MLflow."},
+        "servers": [{"url": "/"}],
+        "components": {"schemas": _schemas(), "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "only when KERASYARD_API_TOKEN is set"}}},
+        "security": [{}, {"bearer": []}],
+        "paths": {
+            "/api/v1/jobs": {
+                "post": {"summary": "Validate, store and queue a job", "operationId": "createJob",
+                         "requestBody": {"required": True, "content": {
+                             "application/json": {"schema": {"$ref": REF.format(model="JobSpec")}},
+                             "application/yaml": {"schema": {"$ref": REF.format(model="JobSpec")}}}},
+                         "responses": {"202": _resp("queued", "Job"), **ERRORS,
+                                       "413": _resp("body too large", "Error"),
+                                       "422": _resp("invalid spec; details name each field",
+                                                    "Error")}},
+                "get": {"summary": "List jobs, newest first", "operationId": "listJobs",
+                        "parameters": [q("status", {"type": "string", "enum": STATUSES}),
+                                       q("experiment", {"type": "string"}),
+                                       q("sweep_id", {"type": "string"}),
+                                       q("limit", {"type": "integer", "minimum": 1,
+                                                   "maximum": 500, "default": 50}),
+                                       q("cursor", {"type": "string"},
+                                         "next_cursor of the previous page")],
+                        "responses": {"200": {"description": "{jobs: [Job], next_cursor}"},
+                                      **ERRORS}}},
+            "/api/v1/jobs/{job_id}": {"get": {
+                "summary": "One job with live progress and its MLflow link",
+                "operationId": "getJob", "parameters": JOB_ID,
+                "responses": {"200": _resp("the job", "Job"), "404": _resp("no such job", "Error")}}},
+            "/api/v1/jobs/{job_id}/history": {"get": {
+                "summary": "Per-epoch metrics", "operationId": "jobHistory", "parameters": JOB_ID,
+                "responses": {"200": {"description": "{job_id, status, epochs: [{epoch, ...}]}"},
+                              "404": _resp("no such job", "Error")}}},
+            "/api/v1/jobs/{job_id}/cancel": {"post": {
+                "summary": "Cooperative cancel (stops at the next epoch boundary)",
+                "operationId": "cancelJob", "parameters": JOB_ID,
+                "responses": {"202": _resp("cancel requested", "Job"),
+                              "404": _resp("no such job", "Error"),
+                              "409": _resp("the job has already ended", "Error")}}},
+            "/api/v1/datasets": {
+                "post": {"summary": "Upload a CSV (multipart field 'file' or a text/csv body)",
+                         "operationId": "uploadDataset",
+                         "parameters": [q("name", {"type": "string"})],
+                         "requestBody": {"content": {
+                             "multipart/form-data": {"schema": {"type": "object", "properties": {
+                                 "file": {"type": "string", "format": "binary"},
+                                 "name": {"type": "string"}}}},
+                             "text/csv": {"schema": {"type": "string"}}}},
+                         "responses": {"201": {"description": "the dataset with column profile"},
+                                       **ERRORS, "413": _resp("file too large", "Error"),
+                                       "422": _resp("not a usable CSV", "Error")}},
+                "get": {"summary": "List uploaded datasets", "operationId": "listDatasets",
+                        "parameters": [q("limit", {"type": "integer"})],
+                        "responses": {"200": {"description": "{datasets: [...]}"}}}},
+            "/api/v1/datasets/{dataset_id}": {"get": {
+                "summary": "One uploaded dataset", "operationId": "getDataset",
+                "parameters": DS_ID, "responses": {"200": {"description": "the dataset"},
+                                                   "404": _resp("no such dataset", "Error")}}},
+            "/api/v1/health": {"get": {
+                "summary": "Database, broker and MLflow reachability", "operationId": "health",
+                "security": [{}], "responses": {"200": {"description": "all reachable"},
+                                                "503": {"description": "something is down"}}}},
+            "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [{}],
+                                             "operationId": "openapi",
+                                             "responses": {"200": {"description": "OpenAPI"}}}},
+            "/api/v1/docs": {"get": {"summary": "Interactive page over this document",
+                                     "security": [{}], "operationId": "docs",
+                                     "responses": {"200": {"description": "HTML"}}}},
+        },
+    }

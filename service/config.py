@@ -1,0 +1,158 @@
+"""One settings module, read from the environment, shared by the API, the worker and Alembic.
+
+Every setting has an embedded default so that `make run` works on a laptop with nothing but
+Python: SQLite for jobs, kombu's filesystem transport as the broker, and an `mlflow server`
+that the embedded runner starts on loopback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} must be an integer") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} must be a number") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    mlflow_tracking_uri: str
+    # Base URL people open in a browser; differs from the tracking URI behind compose.
+    mlflow_ui_url: str
+    default_queue: str = "cpu"
+    max_params: int = 5_000_000
+    max_epochs: int = 10_000
+    max_samples: int = 200_000
+    max_upload_bytes: int = 10 * 1024 * 1024
+    api_token: str | None = None
+    keras_backend: str = "tensorflow"
+    # Largest number of train steps fused into one compiled call; Keras runs callbacks once per
+    # execution, so we pick a divisor of steps_per_epoch and per-epoch logging stays exact.
+    max_steps_per_execution: int = 256
+    # How often the worker's reporter thread flushes epochs to MLflow / the database and reads
+    # the cancel flag. Fit never waits for either.
+    report_interval_s: float = 0.25
+    mlflow_logging: bool = True
+    log_model: bool = True
+    task_soft_time_limit_s: int = 6 * 3600
+    task_time_limit_s: int = 6 * 3600 + 300
+    max_attempts: int = 3
+    # How long a queued job may sit without being dispatched before the API re-sends it.
+    redispatch_after_s: int = 30
+    worker_preload_keras: bool = True
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        data_dir = Path(os.environ.get("KERASYARD_DATA_DIR", ".kerasyard")).resolve()
+        tracking = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5050")
+        token = os.environ.get("KERASYARD_API_TOKEN") or None
+        return cls(
+            data_dir=data_dir,
+            database_url=os.environ.get("DATABASE_URL", f"sqlite:///{data_dir / 'kerasyard.db'}"),
+            broker_url=os.environ.get("BROKER_URL", "filesystem://"),
+            mlflow_tracking_uri=tracking,
+            mlflow_ui_url=os.environ.get("MLFLOW_UI_URL", tracking).rstrip("/"),
+            default_queue=os.environ.get("KERASYARD_DEFAULT_QUEUE", "cpu"),
+            max_params=_env_int("KERASYARD_MAX_PARAMS", 5_000_000),
+            max_epochs=_env_int("KERASYARD_MAX_EPOCHS", 10_000),
+            max_samples=_env_int("KERASYARD_MAX_SAMPLES", 200_000),
+            max_upload_bytes=_env_int("KERASYARD_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
+            api_token=token,
+            keras_backend=os.environ.get("KERAS_BACKEND", "tensorflow"),
+            max_steps_per_execution=_env_int("KERASYARD_MAX_STEPS_PER_EXECUTION", 256),
+            report_interval_s=_env_float("KERASYARD_REPORT_INTERVAL_S", 0.25),
+            mlflow_logging=_env_bool("KERASYARD_MLFLOW_LOGGING", True),
+            log_model=_env_bool("KERASYARD_LOG_MODEL", True),
+            task_soft_time_limit_s=_env_int("KERASYARD_TASK_SOFT_TIME_LIMIT_S", 6 * 3600),
+            task_time_limit_s=_env_int("KERASYARD_TASK_TIME_LIMIT_S", 6 * 3600 + 300),
+            max_attempts=_env_int("KERASYARD_MAX_ATTEMPTS", 3),
+            redispatch_after_s=_env_int("KERASYARD_REDISPATCH_AFTER_S", 30),
+            worker_preload_keras=_env_bool("KERASYARD_WORKER_PRELOAD_KERAS", True),
+        )
+
+    @property
+    def broker_data_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings shared by the sender (service.queue) and the worker.
+
+    Each non-default has its reason beside it.
+    """
+    transport_options: dict = {
+        # Redis re-delivers an unacked task after this long; it must exceed the hard time limit,
+        # or a long training would be started twice.
+        "visibility_timeout": settings.task_time_limit_s + 3600,
+    }
+    if settings.broker_url.startswith("filesystem://"):
+        folder = settings.broker_data_dir
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options.update(
+            {
+                "data_folder_in": str(folder / "queue"),
+                "data_folder_out": str(folder / "queue"),
+                "processed_folder": str(folder / "processed"),
+                "store_processed": False,
+            }
+        )
+    else:
+        # A publish against a dead broker must fail fast: the job row is already committed
+        # and the API's re-dispatcher sends it later.
+        transport_options.update({"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        # Ack after the task body returns, so a worker that dies mid-training gives the
+        # message back instead of losing the job.
+        "task_acks_late": True,
+        # ...and also when the child process is killed (OOM, segfault in a kernel).
+        "task_reject_on_worker_lost": True,
+        # One training at a time per child; never hoard jobs another worker could start.
+        "worker_prefetch_multiplier": 1,
+        # The database is the source of truth; no result backend is needed.
+        "task_ignore_result": True,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_default_queue": settings.default_queue,
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+    }

@@ -1,0 +1,189 @@
+"""Uploaded CSV datasets: parsing, column profile, and the shape a job spec checks against.
+
+Pure Python (csv module), so the API image needs neither pandas nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from typing import Any
+
+from .spec import DatasetInfo, ErrorDetail, SpecError
+
+MAX_CLASSES = 50
+
+
+class CsvError(ValueError):
+    pass
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_rows(content: bytes) -> tuple[list[str], list[list[str]]]:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CsvError(f"the file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") \
+            from None
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = [row for row in reader if row and any(cell.strip() for cell in row)]
+    except csv.Error as exc:
+        raise CsvError(f"not a valid CSV: {exc}") from None
+    if len(rows) < 3:
+        raise CsvError("a dataset needs a header row and at least 2 data rows")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header) or any(not h for h in header):
+        raise CsvError("the header row must name every column once; "
+                       f"got {header!r}")
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise CsvError(f"line {i} has {len(row)} fields, the header has {len(header)}")
+    return header, rows[1:]
+
+
+def profile(content: bytes) -> dict[str, Any]:
+    """Row count and one entry per column: numeric?, integer?, distinct values (capped)."""
+    header, rows = read_rows(content)
+    columns = []
+    for j, name in enumerate(header):
+        values = [row[j].strip() for row in rows]
+        numbers = [_number(v) for v in values]
+        numeric = all(n is not None for n in numbers)
+        distinct = set(values)
+        columns.append({
+            "name": name,
+            "numeric": numeric,
+            "integer": numeric and all(float(n).is_integer() for n in numbers),
+            "n_unique": len(distinct) if len(distinct) <= 1000 else None,
+        })
+    return {"n_rows": len(rows), "columns": columns,
+            "sha256": hashlib.sha256(content).hexdigest()}
+
+
+def infer_task(column: dict, task: str | None) -> str:
+    if task:
+        return task
+    if not column["numeric"]:
+        return "classification"
+    if column["integer"] and column["n_unique"] is not None and column["n_unique"] <= MAX_CLASSES:
+        return "classification"
+    return "regression"
+
+
+def upload_info(columns: list[dict], n_rows: int, target: str, task: str | None) -> DatasetInfo:
+    """The DatasetInfo of an uploaded set for a given target column; SpecError names the field."""
+    names = [c["name"] for c in columns]
+    by_name = {c["name"]: c for c in columns}
+    if target not in by_name:
+        raise SpecError([ErrorDetail("dataset.target", f"no column {target!r} in the dataset; "
+                                     f"its columns are {names}", target)])
+    features = [c for c in columns if c["name"] != target]
+    bad = [c["name"] for c in features if not c["numeric"]]
+    if bad:
+        raise SpecError([ErrorDetail("dataset.target", f"feature columns must be numeric; "
+                                     f"{bad} are not. Encode them or choose another target",
+                                     target)])
+    if not features:
+        raise SpecError([ErrorDetail("dataset.target", "the dataset has no feature columns")])
+    col = by_name[target]
+    kind = infer_task(col, task)
+    if kind == "regression":
+        if not col["numeric"]:
+            raise SpecError([ErrorDetail("dataset.task", f"column {target!r} is not numeric, so "
+                                         "it cannot be a regression target", task)])
+        return DatasetInfo(n_rows, len(features), "regression")
+    n_classes = col["n_unique"]
+    if n_classes is None or n_classes > MAX_CLASSES:
+        raise SpecError([ErrorDetail("dataset.task", f"column {target!r} has more than "
+                                     f"{MAX_CLASSES} distinct values; use task 'regression'",
+                                     task)])
+    if n_classes < 2:
+        raise SpecError([ErrorDetail("dataset.target", f"column {target!r} has a single value; "
+                                     "a classifier needs at least 2 classes", target)])
+    return DatasetInfo(n_rows, len(features), "classification", n_classes)
+
+
+def load_arrays(content: bytes, target: str, task: str):
+    """(X float32 [n, d], y) for training; classes are mapped to 0..k-1 in sorted order."""
+    import numpy as np
+
+    header, rows = read_rows(content)
+    t = header.index(target)
+    feats = [j for j in range(len(header)) if j != t]
+    x = np.array([[float(row[j]) for j in feats] for row in rows], dtype="float32")
+    raw = [row[t].strip() for row in rows]
+    if task == "regression":
+        y = np.array([float(v) for v in raw], dtype="float32")
+        classes = None
+    else:
+        numeric = all(_number(v) is not None for v in raw)
+        classes = sorted(set(raw), key=(lambda v: float(v)) if numeric else None)
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[v] for v in raw], dtype="int32")
+    return x, y, classes
+
+
+# --- commands behind /api/v1/datasets -------------------------------------------------------
+
+
+def serialize_dataset(row) -> dict:
+    return {"id": row.id, "name": row.name, "filename": row.filename,
+            "size_bytes": row.size_bytes, "sha256": row.sha256, "n_rows": row.n_rows,
+            "columns": row.columns,
+            "created_at": row.created_at.isoformat() if row.created_at else None,
+            "use": {"dataset": {"kind": "upload", "id": row.id, "target": "<column name>"}}}
+
+
+def store_upload(settings, content: bytes, name: str | None, filename: str | None) -> dict:
+    from .db import session_scope
+    from .errors import ApiError
+    from .models import Dataset
+
+    if len(content) > settings.max_upload_bytes:
+        raise ApiError(413, "payload_too_large", f"the CSV is {len(content)} bytes; the limit "
+                       f"is {settings.max_upload_bytes} (KERASYARD_MAX_UPLOAD_BYTES)")
+    try:
+        prof = profile(content)
+    except CsvError as exc:
+        raise ApiError(422, "invalid_dataset", str(exc), [{"loc": "file", "msg": str(exc)}]) \
+            from None
+    with session_scope(settings.database_url) as s:
+        row = Dataset(name=name or filename or "upload", filename=filename,
+                      size_bytes=len(content), sha256=prof["sha256"], n_rows=prof["n_rows"],
+                      columns=prof["columns"], content=content)
+        s.add(row)
+        s.flush()
+        return serialize_dataset(row)
+
+
+def get_dataset(settings, dataset_id: str) -> dict:
+    from .db import session_scope
+    from .errors import ApiError
+    from .models import Dataset
+
+    with session_scope(settings.database_url) as s:
+        row = s.get(Dataset, dataset_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"no dataset with id {dataset_id!r}")
+        return serialize_dataset(row)
+
+
+def list_datasets(settings, limit: int) -> dict:
+    from sqlalchemy import select
+
+    from .db import session_scope
+    from .models import Dataset
+
+    with session_scope(settings.database_url) as s:
+        rows = s.scalars(select(Dataset).order_by(Dataset.created_at.desc()).limit(limit)).all()
+        return {"datasets": [serialize_dataset(r) for r in rows]}

@@ -1,0 +1,29 @@
+"""`alembic upgrade head` as a function (used by the run command, the tests and compose)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+if __name__ == "__main__":
+    from .config import get_settings
+
+    upgrade(sys.argv[1] if len(sys.argv) > 1 else get_settings().database_url)
+    print("database at head")

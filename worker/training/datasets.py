@@ -1,0 +1,163 @@
+"""Datasets, deterministic by seed: synthetic sets, scikit-learn's bundled sets, uploaded CSVs.
+
+NumPy and scikit-learn only; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Callable
+
+import numpy as np
+
+from service import spec as S
+
+
+@dataclasses.dataclass
+class Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    task: str
+    class_names: list[str] | None
+    digest: str
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+
+def _playground(name: str, n: int, noise: float, rng: np.random.Generator):
+    """The TensorFlow Playground's 2-D sets (coordinates in [-6, 6])."""
+    if name == "circle":
+        radius = 5.0
+        r = np.concatenate([rng.uniform(0, radius * 0.5, n // 2),
+                            rng.uniform(radius * 0.7, radius, n - n // 2)])
+        angle = rng.uniform(0, 2 * np.pi, n)
+        x = np.stack([r * np.sin(angle), r * np.cos(angle)], axis=1)
+        y = (r > radius * 0.5).astype("int32")
+    elif name == "xor":
+        x = rng.uniform(-5, 5, (n, 2))
+        x += np.sign(x) * 0.3  # keep points off the axes, as the Playground does
+        y = (x[:, 0] * x[:, 1] < 0).astype("int32")
+    elif name == "gauss":
+        half = n // 2
+        x = np.concatenate([rng.normal(2, 1, (half, 2)), rng.normal(-2, 1, (n - half, 2))])
+        y = np.concatenate([np.zeros(half), np.ones(n - half)]).astype("int32")
+    else:  # spiral
+        half = n // 2
+        parts, labels = [], []
+        for label, (count, delta) in enumerate(((half, 0.0), (n - half, np.pi))):
+            i = np.arange(count)
+            r = i / max(count, 1) * 5
+            t = 1.75 * i / max(count, 1) * 2 * np.pi + delta
+            parts.append(np.stack([r * np.sin(t), r * np.cos(t)], axis=1))
+            labels.append(np.full(count, label))
+        x, y = np.concatenate(parts), np.concatenate(labels).astype("int32")
+    x = x + rng.normal(0, noise, x.shape) * (5 if name != "gauss" else 1)
+    return x.astype("float32"), y
+
+
+def synthetic(ds: S.SyntheticDataset) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets as skd
+
+    n_features, n_classes = S.synthetic_defaults(ds)
+    rng = np.random.default_rng(ds.seed)
+    if ds.name in S.PLAYGROUND_SETS:
+        return _playground(ds.name, ds.n_samples, ds.noise, rng)
+    if ds.name == "classification":
+        informative = S.classification_informative(n_features, n_classes)
+        x, y = skd.make_classification(
+            n_samples=ds.n_samples, n_features=n_features, n_informative=informative,
+            n_redundant=min(2, n_features - informative), n_classes=n_classes,
+            n_clusters_per_class=1, random_state=ds.seed)
+        return x.astype("float32"), y.astype("int32")
+    if ds.name == "linear":
+        # The lecture's cost-function example: y = x . p + noise.
+        p = rng.uniform(-3, 3, n_features)
+        x = rng.uniform(-1, 1, (ds.n_samples, n_features))
+        y = x @ p + rng.normal(0, ds.noise, ds.n_samples)
+        return x.astype("float32"), y.astype("float32")
+    x, y = skd.make_regression(n_samples=ds.n_samples, n_features=n_features,
+                               noise=ds.noise * 10, random_state=ds.seed)
+    return x.astype("float32"), (y / np.std(y)).astype("float32")
+
+
+def sklearn_set(name: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    from sklearn import datasets as skd
+
+    loader = {"iris": skd.load_iris, "wine": skd.load_wine,
+              "breast_cancer": skd.load_breast_cancer, "digits": skd.load_digits,
+              "diabetes": skd.load_diabetes}[name]
+    bunch = loader()
+    names = [str(n) for n in bunch.target_names] if hasattr(bunch, "target_names") else None
+    if name == "diabetes":
+        return bunch.data.astype("float32"), (bunch.target / 100.0).astype("float32"), None
+    return bunch.data.astype("float32"), bunch.target.astype("int32"), names
+
+
+def digest(x: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
+                  load_upload: Callable[[str], tuple[bytes, list[dict]]] | None = None) -> Data:
+    """Arrays for one job: shuffled once by seed, split train/validation, standardized.
+
+    The rows are shuffled before the split because scikit-learn's sets are sorted by class:
+    Keras's own validation_split takes the last rows, which for iris is all one class.
+    """
+    ds = spec.dataset
+    class_names = None
+    standardize = False
+    if isinstance(ds, S.SyntheticDataset):
+        x, y = synthetic(ds)
+        seed = ds.seed
+    elif isinstance(ds, S.SklearnDataset):
+        x, y, class_names = sklearn_set(ds.name)
+        standardize, seed = ds.standardize, spec.fit.seed
+    else:
+        from service.datasets import load_arrays
+
+        if load_upload is None:
+            raise RuntimeError("uploaded datasets need a loader")
+        content, _columns = load_upload(ds.id)
+        x, y, classes = load_arrays(content, ds.target, plan.task)
+        class_names = classes
+        standardize, seed = ds.standardize, spec.fit.seed
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    n_train = plan.n_train
+    x_train, y_train = x[:n_train], y[:n_train]
+    x_val, y_val = (x[n_train:], y[n_train:]) if plan.n_val else (None, None)
+    if standardize:
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        std[std == 0] = 1.0
+        x_train = (x_train - mean) / std
+        if x_val is not None:
+            x_val = (x_val - mean) / std
+    if plan.task == "classification" and class_names is None:
+        class_names = [str(i) for i in range(plan.n_classes or 2)]
+    return Data(x_train.astype("float32"), y_train, None if x_val is None else
+                x_val.astype("float32"), y_val, plan.task, class_names, digest(x, y))
+
+
+def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
+    """Endless batches, a fresh permutation each epoch.
+
+    Handing Keras one endless generator plus steps_per_epoch keeps one input iterator for the
+    whole fit; with arrays, the TensorFlow backend builds a new tf.data iterator every epoch,
+    which on the lecture example cost more than the 40 training steps themselves.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    while True:
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            yield x[idx], y[idx]

@@ -1,0 +1,457 @@
+"""Run one job end to end: claim it, train it, track it, record the outcome.
+
+Plain functions and one small class; the Celery task only calls :func:`run_job`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from sqlalchemy import delete
+
+from service import spec as S
+from service.config import Settings
+from service.db import session_scope
+from service.models import Dataset, Job, JobEpoch, JobStatus, TERMINAL, utcnow
+
+from . import datasets as D
+from . import model as M
+from . import plots, tracking
+
+log = logging.getLogger(__name__)
+
+# A running job whose heartbeat is older than this belongs to a dead worker.
+STALE_HEARTBEAT_S = 120
+
+
+class TrainingFailed(Exception):
+    """Training could not go on; the message says why and what to change."""
+
+
+# --- claiming ----------------------------------------------------------------------------------
+
+
+def claim(job_id: str, settings: Settings) -> dict | None:
+    """Mark the job running and return a snapshot of it, or None when there is nothing to do.
+
+    The row lock serialises two deliveries of the same id; a delivery for a job another live
+    worker is training (fresh heartbeat) or that has already ended is dropped.
+    """
+    with session_scope(settings.database_url) as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None:
+            log.warning("job %s not found; dropping the message", job_id)
+            return None
+        if job.status in {st.value for st in TERMINAL}:
+            return None
+        now = utcnow()
+        if job.status == JobStatus.queued.value and job.cancel_requested:
+            job.status, job.finished_at = JobStatus.cancelled.value, now
+            return None
+        if job.status == JobStatus.running.value:
+            beat = job.heartbeat_at or job.started_at
+            if beat is not None and (now - _aware(beat)).total_seconds() < STALE_HEARTBEAT_S:
+                return None  # a duplicate delivery; the live worker owns it
+            if job.attempts >= settings.max_attempts:
+                job.status, job.finished_at = JobStatus.failed.value, now
+                job.error = {"type": "WorkerLost", "message":
+                             f"the worker training this job died {job.attempts} times; "
+                             "giving up (see the worker logs; memory is the usual cause)"}
+                _end_stale_run(settings, job.mlflow_run_id)
+                return None
+            _end_stale_run(settings, job.mlflow_run_id)
+            s.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id))
+        job.status = JobStatus.running.value
+        job.attempts += 1
+        job.started_at = job.heartbeat_at = now
+        job.worker = f"{socket.gethostname()}:{os.getpid()}"
+        job.error = None
+        job.mlflow_run_id = job.mlflow_experiment_id = None
+        job.progress = {"epoch": 0, "epochs": job.plan.get("epochs"), "metrics": {}}
+        return {"id": job.id, "name": job.name, "spec": job.spec, "sweep_id": job.sweep_id,
+                "attempts": job.attempts}
+
+
+def _aware(value):
+    import datetime as dt
+
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def _end_stale_run(settings: Settings, run_id: str | None) -> None:
+    if not run_id or not settings.mlflow_logging:
+        return
+    try:
+        cl = tracking.client(settings.mlflow_tracking_uri)
+        cl.set_tag(run_id, "kerasyard.error", "worker lost; the job was retried in a new run")
+        cl.set_terminated(run_id, "FAILED")
+    except Exception:  # best effort: the retry goes on regardless
+        log.warning("could not mark stale MLflow run %s FAILED", run_id, exc_info=True)
+
+
+# --- upload access -----------------------------------------------------------------------------
+
+
+def upload_resolver(settings: Settings, target: str, task: str | None):
+    from service.datasets import upload_info
+
+    def resolve(dataset_id: str):
+        with session_scope(settings.database_url) as s:
+            row = s.get(Dataset, dataset_id)
+            if row is None:
+                return None
+            return upload_info(row.columns, row.n_rows, target, task)
+
+    return resolve
+
+
+def upload_loader(settings: Settings):
+    def load(dataset_id: str):
+        with session_scope(settings.database_url) as s:
+            row = s.get(Dataset, dataset_id)
+            if row is None:
+                raise TrainingFailed(f"uploaded dataset {dataset_id!r} no longer exists")
+            return row.content, row.columns
+
+    return load
+
+
+def limits_of(settings: Settings) -> S.Limits:
+    return S.Limits(settings.max_params, settings.max_epochs, settings.max_samples)
+
+
+# --- progress reporting ------------------------------------------------------------------------
+
+
+class Reporter:
+    """Hands epochs to MLflow and the database from a background thread.
+
+    fit() only appends to a list; every ``interval`` seconds the thread sends one log_batch to
+    MLflow with all new epochs, writes them and the progress to the database in one
+    transaction, and reads the job's cancel flag.
+    """
+
+    def __init__(self, settings: Settings, job_id: str, epochs: int, cancel: threading.Event):
+        self.settings = settings
+        self.job_id = job_id
+        self.epochs = epochs
+        self.cancel = cancel
+        self.run_id: str | None = None
+        self.mlflow = None
+        self._pending_db: list[tuple[int, dict]] = []
+        self._pending_mlflow: list[tuple[int, dict]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"reporter-{job_id}", daemon=True)
+        self._t0 = time.monotonic()
+        self.mlflow_errors = 0
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._thread.start()
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        with self._lock:
+            self._pending_db.append((epoch, metrics))
+            self._pending_mlflow.append((epoch, metrics))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.report_interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            db_batch, self._pending_db = self._pending_db, []
+            ml_batch, self._pending_mlflow = self._pending_mlflow, []
+        if ml_batch and self.mlflow is not None and self.run_id:
+            try:
+                tracking.log_epochs(self.mlflow, self.run_id, ml_batch)
+            except Exception:
+                self.mlflow_errors += 1
+                log.warning("MLflow log_batch failed; will retry", exc_info=True)
+                with self._lock:  # keep them for the next flush
+                    self._pending_mlflow[:0] = ml_batch
+        try:
+            self._write_db(db_batch)
+        except Exception:
+            log.warning("progress write failed; will retry", exc_info=True)
+            with self._lock:
+                self._pending_db[:0] = db_batch
+
+    def _write_db(self, batch: list[tuple[int, dict]]) -> None:
+        with session_scope(self.settings.database_url) as s:
+            for epoch, metrics in batch:
+                s.add(JobEpoch(job_id=self.job_id, epoch=epoch, metrics=_clean(metrics)))
+            job = s.get(Job, self.job_id)
+            if job is None:
+                return
+            job.heartbeat_at = utcnow()
+            if batch:
+                epoch, metrics = batch[-1]
+                elapsed = time.monotonic() - self._t0
+                eta = elapsed / epoch * (self.epochs - epoch) if epoch else None
+                job.progress = {"epoch": epoch, "epochs": self.epochs, "metrics": _clean(metrics),
+                                "elapsed_s": round(elapsed, 3),
+                                "eta_s": None if eta is None else round(eta, 3)}
+            if job.cancel_requested:
+                self.cancel.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.flush()
+        if self._pending_mlflow:  # one last try for a flaky server
+            self.flush()
+
+
+def _clean(metrics: dict) -> dict:
+    """JSON-safe metrics: NaN/inf become None (they are not valid JSON)."""
+    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None)
+            for k, v in metrics.items()}
+
+
+def epoch_callback(reporter: Reporter, cancel: threading.Event):
+    import keras
+
+    class EpochReporter(keras.callbacks.Callback):
+        """Per epoch: metrics + learning rate + epoch time to the reporter; NaN and cancel stop
+        training at the epoch boundary."""
+
+        def __init__(self):
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+            self.nan_epoch: int | None = None
+            self.cancelled = False
+            self._t = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+            metrics["epoch_time_s"] = time.perf_counter() - self._t
+            self.history.append(metrics)
+            reporter.epoch(epoch + 1, metrics)
+            if not math.isfinite(metrics.get("loss", 0.0)):
+                self.nan_epoch = epoch + 1
+                self.model.stop_training = True
+            elif cancel.is_set():
+                self.cancelled = True
+                self.model.stop_training = True
+
+    return EpochReporter()
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def run_job(job_id: str, settings: Settings) -> str:
+    """Train one job by id; returns its final status ('skipped' when another owns it)."""
+    snapshot = claim(job_id, settings)
+    if snapshot is None:
+        return "skipped"
+    return JobRun(settings, snapshot).run()
+
+
+class JobRun:
+    def __init__(self, settings: Settings, snapshot: dict):
+        self.settings = settings
+        self.job_id = snapshot["id"]
+        self.snapshot = snapshot
+        self.cancel = threading.Event()
+        self.reporter: Reporter | None = None
+        self.mlflow = None
+        self.run_id: str | None = None
+
+    def run(self) -> str:
+        try:
+            status, summary = self._train()
+        except BaseException as exc:  # SoftTimeLimitExceeded derives from Exception too
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return JobStatus.failed.value
+        self._finish(status, summary=summary)
+        return status
+
+    def _train(self) -> tuple[str, dict]:
+        st = self.settings
+        raw = self.snapshot["spec"]
+        ds = raw.get("dataset", {}) if isinstance(raw, dict) else {}
+        spec, plan = S.validate_job(raw, limits_of(st), upload_resolver(
+            st, ds.get("target", "target"), ds.get("task")))
+        import keras
+
+        data = D.build_dataset(spec, plan, upload_loader(st))
+        self.reporter = Reporter(st, self.job_id, plan.epochs, self.cancel)
+        backend = keras.backend.backend()
+        spe = M.choose_steps_per_execution(plan.steps_per_epoch, st.max_steps_per_execution,
+                                           spec.fit.steps_per_execution)
+        if st.mlflow_logging:
+            self.mlflow = tracking.client(st.mlflow_tracking_uri)
+            exp_id = tracking.experiment_id(self.mlflow, spec.experiment)
+            tags = tracking.base_tags(self.job_id, self.snapshot["sweep_id"], data.digest, backend)
+            tags.update({f"user.{k}": v for k, v in spec.tags.items()})
+            params = tracking.run_params(raw, plan, {"steps_per_execution": spe,
+                                                     "keras_backend": backend})
+            self.run_id = tracking.start_run(self.mlflow, exp_id, spec.name, tags, params)
+            self.reporter.mlflow, self.reporter.run_id = self.mlflow, self.run_id
+            with session_scope(st.database_url) as s:
+                job = s.get(Job, self.job_id)
+                job.mlflow_run_id, job.mlflow_experiment_id = self.run_id, exp_id
+
+        keras.utils.set_random_seed(spec.fit.seed)
+        model = M.build_model(spec, plan)
+        M.compile_model(model, spec, plan, spe)
+        y_train = M.prepare_targets(data.y_train, spec, plan)
+        y_val = M.prepare_targets(data.y_val, spec, plan)
+        callback = epoch_callback(self.reporter, self.cancel)
+        callbacks = [callback]
+        if spec.fit.early_stopping is not None:
+            es = spec.fit.early_stopping
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
+                restore_best_weights=es.restore_best_weights))
+        validation = None
+        if data.x_val is not None:
+            validation = D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
+
+        self.reporter.start()
+        t0 = time.perf_counter()
+        model.fit(
+            D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                            spec.fit.shuffle),
+            steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
+            validation_data=validation, validation_steps=1 if validation else None,
+            callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
+        )
+        fit_time = time.perf_counter() - t0
+        self.reporter.close()
+
+        history = callback.history
+        if callback.nan_epoch is not None:
+            raise TrainingFailed(
+                f"loss became {history[-1].get('loss')} at epoch {callback.nan_epoch}: training "
+                f"diverged. The learning rate {spec.compile.optimizer.learning_rate:g} is "
+                "probably too high; lower compile.optimizer.learning_rate")
+        status = JobStatus.cancelled.value if callback.cancelled else JobStatus.succeeded.value
+        summary = {
+            "epochs_completed": len(history),
+            "final_metrics": _clean(history[-1]) if history else {},
+            "best_loss": min((h["loss"] for h in history), default=None),
+            "fit_time_s": round(fit_time, 3),
+            "steps_per_execution": spe,
+            "keras_backend": backend,
+        }
+        if self.mlflow is not None:
+            self._log_artifacts(model, spec, plan, data, history, status)
+        summary["mlflow_errors"] = self.reporter.mlflow_errors
+        return status, summary
+
+    def _log_artifacts(self, model, spec, plan, data, history, status) -> None:
+        cl, run_id = self.mlflow, self.run_id
+        with tempfile.TemporaryDirectory(prefix="kerasyard-") as tmp:
+            out = Path(tmp)
+            (out / "spec.json").write_text(json.dumps(self.snapshot["spec"], indent=2))
+            (out / "model_summary.txt").write_text(M.summary_text(model, plan))
+            _write_history(history, out / "history.csv")
+            if history:
+                plots.learning_curve({k: [h.get(k, float("nan")) for h in history]
+                                      for k in history[0]}, out / "learning_curve.png",
+                                     f"{spec.name}: {plan.gradient_descent} GD, batch "
+                                     f"{plan.batch_size}, {len(history)} epochs")
+            if plan.task == "classification":
+                x, y, which = ((data.x_val, data.y_val, "validation") if data.x_val is not None
+                               else (data.x_train, data.y_train, "training"))
+                probs = model.predict(x, batch_size=max(256, plan.batch_size), verbose=0)
+                pred = ((probs.reshape(-1) > (0.0 if plan.output_activation == "linear" else 0.5))
+                        .astype(int) if plan.output_units == 1 else probs.argmax(axis=1))
+                counts = plots.confusion_counts(y, pred, plan.n_classes or 2)
+                plots.confusion_matrix(counts, data.class_names or [], out / "confusion_matrix.png",
+                                       f"confusion matrix ({which} set)")
+            cl.log_artifacts(run_id, str(out))
+        if status == JobStatus.succeeded.value and self.settings.log_model:
+            self._log_model(model, data)
+
+    def _log_model(self, model, data) -> None:
+        import keras
+        import mlflow
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
+        sample = data.x_train[:5]
+        signature = infer_signature(sample, keras.ops.convert_to_numpy(model(sample)))
+        # Explicit requirements skip MLflow's import-capturing subprocess (seconds per run).
+        reqs = [f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
+        with mlflow.start_run(run_id=self.run_id):
+            mlflow.keras.log_model(model, name="model", signature=signature,
+                                   pip_requirements=reqs)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.reporter is not None:
+            try:
+                self.reporter.close()
+            except Exception:
+                log.warning("reporter close failed", exc_info=True)
+        if isinstance(exc, S.SpecError):
+            error = {"type": "InvalidSpec", "message": str(exc),
+                     "details": [d.as_dict() for d in exc.details]}
+        elif type(exc).__name__ == "SoftTimeLimitExceeded":
+            error = {"type": "TimeLimitExceeded", "message": "the job ran past the worker's soft "
+                     f"time limit of {self.settings.task_soft_time_limit_s} s"}
+        else:
+            error = {"type": type(exc).__name__, "message": str(exc) or repr(exc)}
+        log.error("job %s failed: %s", self.job_id, error["message"],
+                  exc_info=not isinstance(exc, (TrainingFailed, S.SpecError)))
+        if self.mlflow is not None and self.run_id:
+            try:
+                self.mlflow.set_tag(self.run_id, "kerasyard.error", error["message"][:5000])
+                self.mlflow.set_tag(self.run_id, "mlflow.note.content",
+                                    f"**Failed**: {error['type']}: {error['message']}")
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "error.txt"
+                    path.write_text(f"{error['type']}: {error['message']}\n\n"
+                                    + "".join(traceback.format_exception(exc)))
+                    self.mlflow.log_artifact(self.run_id, str(path))
+            except Exception:
+                log.warning("could not record the failure in MLflow", exc_info=True)
+        self._finish(JobStatus.failed.value, error=error)
+
+    def _finish(self, status: str, summary: dict | None = None, error: dict | None = None) -> None:
+        if self.mlflow is not None and self.run_id:
+            mlflow_status = {"succeeded": "FINISHED", "cancelled": "KILLED"}.get(status, "FAILED")
+            try:
+                self.mlflow.set_terminated(self.run_id, mlflow_status)
+            except Exception:
+                log.warning("could not end MLflow run %s", self.run_id, exc_info=True)
+        with session_scope(self.settings.database_url) as s:
+            job = s.get(Job, self.job_id)
+            job.status = status
+            job.finished_at = utcnow()
+            if summary is not None:
+                job.summary = summary
+            if error is not None:
+                job.error = error
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    keys = list(history[0]) if history else ["loss"]
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", *keys])
+        for i, row in enumerate(history, start=1):
+            writer.writerow([i, *(row.get(k) for k in keys)])
+

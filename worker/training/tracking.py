@@ -1,0 +1,75 @@
+"""MLflow through MlflowClient: the run, its params and tags, batched metrics, artifacts."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from service import __version__
+from service import spec as S
+
+log = logging.getLogger(__name__)
+
+PARAM_BATCH = 100  # MLflow's log_batch limit for params
+METRIC_BATCH = 1000
+
+
+def client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(cl, name: str) -> str:
+    exp = cl.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            cl.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return cl.create_experiment(name)
+    except Exception:  # created concurrently by another worker
+        exp = cl.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def run_params(spec_dict: dict, plan: S.TrainingPlan, extra: dict) -> dict[str, str]:
+    params = {k: v for k, v in S.flatten(spec_dict).items() if v is not None}
+    params.update(plan.as_dict())
+    params.update(extra)
+    return {k[:250]: str(v)[:6000] for k, v in params.items()}
+
+
+def start_run(cl, exp_id: str, run_name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+    from mlflow.entities import Param
+
+    run = cl.create_run(exp_id, run_name=run_name, tags=tags)
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for i in range(0, len(items), PARAM_BATCH):
+        cl.log_batch(run.info.run_id, params=items[i:i + PARAM_BATCH])
+    return run.info.run_id
+
+
+def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]]) -> None:
+    """One log_batch call for every epoch gathered since the last flush (step = epoch)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, value, now, epoch) for epoch, values in epochs
+               for name, value in values.items() if value == value]  # NaN is not loggable
+    for i in range(0, len(metrics), METRIC_BATCH):
+        cl.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
+
+
+def base_tags(job_id: str, sweep_id: str | None, digest: str, backend: str) -> dict[str, str]:
+    tags = {
+        "kerasyard.job_id": job_id,
+        "kerasyard.dataset_digest": digest,
+        "kerasyard.version": __version__,
+        "kerasyard.keras_backend": backend,
+    }
+    if sweep_id:
+        tags["kerasyard.sweep_id"] = sweep_id
+    return tags
