@@ -59,8 +59,7 @@ def claim(job_id: str, settings: Settings) -> dict | None:
             job.status, job.finished_at = JobStatus.cancelled.value, now
             return None
         if job.status == JobStatus.running.value:
-            beat = job.heartbeat_at or job.started_at
-            if beat is not None and (now - _aware(beat)).total_seconds() < STALE_HEARTBEAT_S:
+            if owner_alive(job.worker, job.heartbeat_at or job.started_at, now):
                 return None  # a duplicate delivery; the live worker owns it
             if job.attempts >= settings.max_attempts:
                 job.status, job.finished_at = JobStatus.failed.value, now
@@ -80,6 +79,24 @@ def claim(job_id: str, settings: Settings) -> dict | None:
         job.progress = {"epoch": 0, "epochs": job.plan.get("epochs"), "metrics": {}}
         return {"id": job.id, "name": job.name, "spec": job.spec, "sweep_id": job.sweep_id,
                 "attempts": job.attempts}
+
+
+def owner_alive(worker: str | None, beat, now) -> bool:
+    """Is the process that claimed a running job still at it?
+
+    On this host the pid answers at once (a child killed by the OOM killer is re-delivered
+    within seconds); for another host only the heartbeat can tell.
+    """
+    host, _, pid = (worker or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return int(pid) != os.getpid()
+    return beat is not None and (now - _aware(beat)).total_seconds() < STALE_HEARTBEAT_S
 
 
 def _aware(value):

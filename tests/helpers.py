@@ -1,0 +1,52 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lecture_spec(**fit) -> dict:
+    spec = json.loads((ROOT / "examples" / "lecture_mlp.json").read_text())
+    spec["fit"].update(fit)
+    return spec
+
+
+def tiny_spec(name: str = "tiny", epochs: int = 3, **overrides) -> dict:
+    """A few-millisecond job: 2-D circle set, one hidden layer."""
+    spec = {
+        "name": name,
+        "experiment": "tests",
+        "dataset": {"kind": "synthetic", "name": "circle", "n_samples": 64, "seed": 1},
+        "model": {"layers": [{"type": "dense", "units": 4, "activation": "relu"},
+                             {"type": "dense", "units": 1, "activation": "sigmoid"}]},
+        "compile": {"loss": "binary_crossentropy", "optimizer": {"name": "adam",
+                                                                 "learning_rate": 0.05},
+                    "metrics": ["accuracy"]},
+        "fit": {"batch_size": 16, "epochs": epochs, "seed": 0},
+    }
+    for key, value in overrides.items():
+        spec[key] = copy.deepcopy(value)
+    return spec
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

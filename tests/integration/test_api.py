@@ -1,0 +1,262 @@
+"""The REST contract against real PostgreSQL and Redis: validation, errors, listing, health."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from service.db import session_scope
+from service.models import Job
+from tests.helpers import lecture_spec, tiny_spec
+
+from .conftest import queue_length
+
+pytestmark = pytest.mark.integration
+
+
+def job_count(settings) -> int:
+    with session_scope(settings.database_url) as s:
+        return s.scalar(select(func.count()).select_from(Job))
+
+
+def _mutate(spec, path, value):
+    spec = copy.deepcopy(spec)
+    *parents, last = path
+    target = spec
+    for key in parents:
+        target = target[key]
+    if value is KeyError:
+        del target[last]
+    else:
+        target[last] = value
+    return spec
+
+
+BAD_SPECS = [
+    # (what, path, value, expected loc, words the message must contain)
+    ("unknown activation", ("model", "layers", 0, "activation"), "rleu",
+     "model.layers.0.activation", ["'rleu' is not allowed", "did you mean 'relu'"]),
+    ("softmax width != classes", ("model", "layers", 2, "units"), 7,
+     "model.layers.2.units", ["7 units", "10 classes", "set units to 10"]),
+    ("negative units", ("model", "layers", 1, "units"), -28,
+     "model.layers.1.units", ["-28", "greater than 0"]),
+    ("batch larger than data", ("fit", "batch_size"), 201,
+     "fit.batch_size", ["201", "200 training samples"]),
+    ("missing field", ("fit", "epochs"), KeyError, "fit.epochs", ["field required"]),
+    ("parameters over the cap", ("model", "layers", 0, "units"), 200_000,
+     "model.layers", ["parameters", "above the cap"]),
+    ("epochs over the cap", ("fit", "epochs"), 10_000_000, "fit.epochs", ["above the cap"]),
+    ("regression loss on classes", ("compile", "loss"), "mse", "compile.loss",
+     ["regression loss", "sparse_categorical_crossentropy"]),
+    ("misspelt key", ("fit", "epoch"), 5, "fit.epoch", ["unknown field"]),
+    ("input_dim disagrees", ("model", "input_dim"), 49, "model.input_dim",
+     ["49", "50 features"]),
+]
+
+
+@pytest.mark.parametrize("what,path,value,loc,words", BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
+def test_bad_spec_is_422_naming_the_field_and_nothing_is_queued(client, settings, redis_url,
+                                                                what, path, value, loc, words):
+    before_rows, before_queue = job_count(settings), queue_length(redis_url)
+    resp = client.post("/api/v1/jobs", json=_mutate(lecture_spec(), path, value))
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    err = resp.get_json()["error"]
+    assert err["code"] == "invalid_spec"
+    detail = next(d for d in err["details"] if d["loc"] == loc)
+    for word in words:
+        assert word in detail["msg"], detail
+    assert job_count(settings) == before_rows
+    assert queue_length(redis_url) == before_queue
+
+
+@pytest.mark.parametrize("body,ctype,words", [
+    (b"{not json", "application/json", ["not valid JSON", "line 1"]),
+    (b"", "application/json", ["empty"]),
+    (b"[1, 2]", "application/json", ["must be a JSON object"]),
+])
+def test_malformed_body_is_rejected_with_json_error(client, settings, body, ctype, words):
+    before = job_count(settings)
+    resp = client.post("/api/v1/jobs", data=body, content_type=ctype)
+    assert resp.status_code in (400, 422)
+    err = resp.get_json()["error"]
+    for word in words:
+        assert word in err["message"] or any(word in d["msg"] for d in err["details"]), err
+    assert job_count(settings) == before
+
+
+def test_gradient_descent_conflict_and_lecture_arithmetic(client):
+    spec = lecture_spec(gradient_descent="batch", batch_size=5)
+    resp = client.post("/api/v1/jobs", json=spec)
+    assert resp.status_code == 422
+    assert "uses all 200 training samples" in resp.get_json()["error"]["details"][0]["msg"]
+
+
+def test_yaml_body_is_accepted_and_queued(client, settings, redis_url):
+    import yaml
+
+    before = queue_length(redis_url)
+    resp = client.post("/api/v1/jobs", data=yaml.safe_dump(tiny_spec("yaml-job", epochs=1)),
+                       content_type="application/yaml")
+    assert resp.status_code == 202, resp.get_json()
+    job = resp.get_json()
+    assert resp.headers["Location"].endswith(job["id"])
+    # Either still in the queue or already taken by the session's worker if it is running.
+    assert job["status"] == "queued"
+    assert queue_length(redis_url) >= before
+    client.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def test_unknown_job_is_404_json(client):
+    for path in ("/api/v1/jobs/nope", "/api/v1/jobs/nope/history"):
+        resp = client.get(path)
+        assert resp.status_code == 404
+        assert resp.get_json()["error"]["code"] == "not_found"
+    assert client.post("/api/v1/jobs/nope/cancel").status_code == 404
+    resp = client.get("/api/v1/no-such-route")
+    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
+
+
+def test_cancel_queued_job_then_409(client, redis_url):
+    resp = client.post("/api/v1/jobs", json=tiny_spec("to-cancel", epochs=1,
+                                                      resources={"queue": "gpu"}))
+    job_id = resp.get_json()["id"]
+    assert resp.get_json()["queue"] == "gpu"
+    resp = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert resp.status_code == 202
+    # A worker may have claimed it between the two calls; then it stops at the next epoch.
+    assert resp.get_json()["cancel_requested"] is True
+    assert resp.get_json()["status"] in ("cancelled", "running")
+    if resp.get_json()["status"] == "cancelled":
+        again = client.post(f"/api/v1/jobs/{job_id}/cancel")
+        assert again.status_code == 409
+        assert "already cancelled" in again.get_json()["error"]["message"]
+
+
+def test_list_filters_and_cursor_pagination(client):
+    experiment = "paging-test"
+    ids = []
+    for i in range(5):
+        spec = tiny_spec(f"page-{i}", epochs=1, experiment=experiment)
+        ids.append(client.post("/api/v1/jobs", json=spec).get_json()["id"])
+        client.post(f"/api/v1/jobs/{ids[-1]}/cancel")
+    seen, cursor = [], None
+    while True:
+        url = f"/api/v1/jobs?experiment={experiment}&limit=2" + (f"&cursor={cursor}" if cursor
+                                                                  else "")
+        page = client.get(url).get_json()
+        assert len(page["jobs"]) <= 2
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))  # newest first, each exactly once
+    only_cancelled = client.get(f"/api/v1/jobs?experiment={experiment}&status=cancelled"
+                                "&limit=500").get_json()["jobs"]
+    running = client.get(f"/api/v1/jobs?experiment={experiment}&status=running").get_json()
+    assert {j["id"] for j in only_cancelled} | {j["id"] for j in running["jobs"]} == set(ids)
+    bad = client.get("/api/v1/jobs?status=done")
+    assert bad.status_code == 400 and "status" in bad.get_json()["error"]["message"]
+    bad = client.get("/api/v1/jobs?limit=0")
+    assert bad.status_code == 400 and bad.get_json()["error"]["details"][0]["loc"] == "limit"
+    bad = client.get("/api/v1/jobs?cursor=garbage!")
+    assert bad.status_code == 400 and "cursor" in bad.get_json()["error"]["message"]
+
+
+def test_health_reports_each_component(client):
+    resp = client.get("/api/v1/health")
+    body = resp.get_json()
+    assert resp.status_code == 200, body
+    assert set(body["components"]) == {"database", "broker", "mlflow"}
+    assert all(c["ok"] for c in body["components"].values())
+
+
+def test_health_is_503_when_mlflow_is_down(settings):
+    import dataclasses
+
+    from service.api import create_app
+    from tests.helpers import free_port
+
+    app = create_app(dataclasses.replace(settings,
+                                         mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"))
+    resp = app.test_client().get("/api/v1/health")
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["components"]["mlflow"]["ok"] is False
+    assert body["components"]["database"]["ok"] is True
+
+
+def test_openapi_describes_every_route_and_the_spec_schema(client, app):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1") or rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method) in documented, (path, method)
+    schema = doc["components"]["schemas"]["JobSpec"]
+    assert set(schema["required"]) >= {"name", "dataset", "model", "compile", "fit"}
+    assert "DenseLayer" in doc["components"]["schemas"]
+    page = client.get("/api/v1/docs")
+    assert page.status_code == 200 and b"openapi.json" in page.data
+
+
+def test_dataset_upload_profile_and_errors(client, settings):
+    csv_text = "x1,x2,label\n" + "\n".join(f"{i},{i % 3},{i % 2}" for i in range(30))
+    resp = client.post("/api/v1/datasets?name=parity", data=csv_text, content_type="text/csv")
+    assert resp.status_code == 201, resp.get_json()
+    ds = resp.get_json()
+    assert ds["n_rows"] == 30 and [c["name"] for c in ds["columns"]] == ["x1", "x2", "label"]
+    assert client.get(f"/api/v1/datasets/{ds['id']}").get_json()["sha256"] == ds["sha256"]
+    assert ds["id"] in [d["id"] for d in client.get("/api/v1/datasets").get_json()["datasets"]]
+
+    spec = tiny_spec("upload-bad-target", dataset={"kind": "upload", "id": ds["id"],
+                                                   "target": "y"})
+    resp = client.post("/api/v1/jobs", json=spec)
+    assert resp.status_code == 422
+    detail = resp.get_json()["error"]["details"][0]
+    assert detail["loc"] == "dataset.target" and "no column 'y'" in detail["msg"]
+
+    resp = client.post("/api/v1/datasets", data="a,b\n1,2\n", content_type="text/csv")
+    assert resp.status_code == 422 and "at least 2 data rows" in resp.get_json()["error"]["message"]
+    resp = client.post("/api/v1/jobs", json=tiny_spec(dataset={"kind": "upload", "id": "nope"}))
+    assert resp.status_code == 422
+    assert "no uploaded dataset with id 'nope'" in resp.get_json()["error"]["details"][0]["msg"]
+
+
+def test_upload_over_the_cap_is_413(settings):
+    import dataclasses
+
+    from service.api import create_app
+
+    app = create_app(dataclasses.replace(settings, max_upload_bytes=1000))
+    body = "a,b\n" + "1,2\n" * 2000
+    resp = app.test_client().post("/api/v1/datasets", data=body, content_type="text/csv")
+    assert resp.status_code == 413
+    assert resp.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_token_auth_when_configured(settings):
+    import dataclasses
+
+    from service.api import create_app
+
+    app = create_app(dataclasses.replace(settings, api_token="s3cret"))
+    c = app.test_client()
+    assert c.get("/api/v1/jobs").status_code == 401
+    assert c.get("/api/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/api/v1/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/api/v1/health").status_code in (200, 503)  # public
+
+
+def test_spec_is_stored_as_submitted(client, settings):
+    spec = tiny_spec("stored", epochs=1)
+    job = client.post("/api/v1/jobs", json=spec).get_json()
+    client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    with session_scope(settings.database_url) as s:
+        row = s.get(Job, job["id"])
+        assert json.dumps(row.spec, sort_keys=True) == json.dumps(spec, sort_keys=True)
+        assert row.plan["steps_per_epoch"] == 4  # 64 samples / batch 16

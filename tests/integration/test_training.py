@@ -1,0 +1,169 @@
+"""Jobs through the real path: Flask API -> Redis -> Celery worker process -> Keras -> MLflow."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from service.db import session_scope
+from service.models import Dataset
+from tests.helpers import lecture_spec, tiny_spec, wait_for
+
+from .conftest import wait_terminal
+
+pytestmark = pytest.mark.integration
+
+
+def submit(client, spec) -> str:
+    resp = client.post("/api/v1/jobs", json=spec)
+    assert resp.status_code == 202, resp.get_json()
+    return resp.get_json()["id"]
+
+
+def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
+    epochs = 4
+    job_id = submit(client, lecture_spec(epochs=epochs))
+    job = wait_terminal(client, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["progress"]["epoch"] == epochs and job["progress"]["epochs"] == epochs
+    assert job["attempts"] == 1 and job["started_at"] and job["finished_at"]
+    run_id = job["mlflow"]["run_id"]
+    assert job["mlflow"]["url"].endswith(f"/runs/{run_id}")
+
+    run = mlflow_client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    # The lecture's arithmetic: 200 samples / batch 5 = 40 updates an epoch.
+    assert params["steps_per_epoch"] == "40"
+    assert params["total_updates"] == str(40 * epochs)
+    assert params["total_params"] == "5374"
+    assert params["input_dim"] == "50" and params["n_train"] == "200"
+    assert params["gradient_descent"] == "mini_batch"
+    assert params["fit.batch_size"] == "5" and params["model.layers.0.activation"] == "relu"
+    for name in ("loss", "accuracy", "learning_rate", "epoch_time_s"):
+        history = mlflow_client.get_metric_history(run_id, name)
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1)), name
+    tags = run.data.tags
+    assert tags["kerasyard.job_id"] == job_id
+    assert tags["kerasyard.keras_backend"] == "tensorflow"
+    assert len(tags["kerasyard.dataset_digest"]) == 16
+    artifacts = {a.path for a in mlflow_client.list_artifacts(run_id)}
+    assert {"spec.json", "model_summary.txt", "history.csv", "learning_curve.png",
+            "confusion_matrix.png"} <= artifacts
+
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    model = mlflow.keras.load_model(f"runs:/{run_id}/model")
+    assert model.count_params() == 5374
+
+    hist = client.get(f"/api/v1/jobs/{job_id}/history").get_json()
+    assert [e["epoch"] for e in hist["epochs"]] == list(range(1, epochs + 1))
+    mlflow_loss = {m.step: m.value for m in mlflow_client.get_metric_history(run_id, "loss")}
+    assert all(abs(e["loss"] - mlflow_loss[e["epoch"]]) < 1e-6 for e in hist["epochs"])
+
+
+def test_validation_split_logs_val_twins(client, worker, mlflow_client):
+    spec = tiny_spec("with-validation", epochs=3,
+                     dataset={"kind": "sklearn", "name": "breast_cancer"})
+    spec["model"]["layers"][0]["units"] = 8
+    spec["compile"]["metrics"] = ["accuracy", "auc"]
+    spec["fit"].update(validation_split=0.25, batch_size=32)
+    job = wait_terminal(client, submit(client, spec))
+    assert job["status"] == "succeeded", job["error"]
+    run_id = job["mlflow"]["run_id"]
+    for name in ("val_loss", "val_accuracy", "val_auc", "auc"):
+        assert len(mlflow_client.get_metric_history(run_id, name)) == 3, name
+    params = mlflow_client.get_run(run_id).data.params
+    assert params["n_train"] == "427" and params["n_val"] == "142"  # 569 * 0.25 -> 142
+    assert params["steps_per_epoch"] == "14"  # ceil(427 / 32)
+
+
+def test_diverging_job_fails_with_reason_in_api_and_mlflow(client, worker, mlflow_client):
+    spec = {
+        "name": "diverge", "experiment": "tests",
+        "dataset": {"kind": "synthetic", "name": "linear", "n_samples": 64, "seed": 0},
+        "model": {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
+                             {"type": "dense", "units": 1}]},
+        "compile": {"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 1e12},
+                    "metrics": ["mae"]},
+        "fit": {"batch_size": 8, "epochs": 50},
+    }
+    job = wait_terminal(client, submit(client, spec))
+    assert job["status"] == "failed"
+    assert "diverged" in job["error"]["message"]
+    assert "lower compile.optimizer.learning_rate" in job["error"]["message"]
+    run = mlflow_client.get_run(job["mlflow"]["run_id"])
+    assert run.info.status == "FAILED"
+    assert "diverged" in run.data.tags["kerasyard.error"]
+    assert "error.txt" in {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert job["progress"]["epoch"] < 50
+
+
+def test_cancel_running_job_and_failure_of_a_vanished_dataset(client, worker, settings,
+                                                              mlflow_client):
+    # A long job keeps the single worker busy...
+    long_spec = tiny_spec("long", epochs=5000)
+    long_spec["fit"]["batch_size"] = 64
+    long_id = submit(client, long_spec)
+    wait_for(lambda: client.get(f"/api/v1/jobs/{long_id}").get_json()["progress"]["epoch"] >= 3,
+             120, what="the long job to train a few epochs")
+
+    # ...while a job on an uploaded dataset waits; its dataset disappears before it runs.
+    csv_text = "a,b,target\n" + "\n".join(f"{i / 10},{(i * 7) % 5},{i % 2}" for i in range(40))
+    ds = client.post("/api/v1/datasets", data=csv_text, content_type="text/csv").get_json()
+    up_spec = tiny_spec("vanishing-dataset", epochs=2,
+                        dataset={"kind": "upload", "id": ds["id"], "target": "target"})
+    up_id = submit(client, up_spec)
+    with session_scope(settings.database_url) as s:
+        s.delete(s.get(Dataset, ds["id"]))
+
+    resp = client.post(f"/api/v1/jobs/{long_id}/cancel")
+    assert resp.status_code == 202
+    job = wait_terminal(client, long_id, timeout=60)
+    assert job["status"] == "cancelled"
+    done = job["summary"]["epochs_completed"]
+    assert 3 <= done < 5000
+    run = mlflow_client.get_run(job["mlflow"]["run_id"])
+    assert run.info.status == "KILLED"
+    assert len(mlflow_client.get_metric_history(run.info.run_id, "loss")) == done
+    assert len(client.get(f"/api/v1/jobs/{long_id}/history").get_json()["epochs"]) == done
+
+    failed = wait_terminal(client, up_id)
+    assert failed["status"] == "failed"
+    assert failed["error"]["type"] == "InvalidSpec"
+    assert f"no uploaded dataset with id {ds['id']!r}" in failed["error"]["message"]
+
+
+def test_uploaded_dataset_trains(client, worker, mlflow_client):
+    rows = [f"{x / 10:.2f},{(x * 3) % 7},{int(x % 10 < 5)}" for x in range(60)]
+    ds = client.post("/api/v1/datasets", data="f1,f2,cls\n" + "\n".join(rows),
+                     content_type="text/csv").get_json()
+    spec = tiny_spec("upload-ok", epochs=2,
+                     dataset={"kind": "upload", "id": ds["id"], "target": "cls"})
+    job = wait_terminal(client, submit(client, spec))
+    assert job["status"] == "succeeded", job["error"]
+    assert job["plan"]["input_dim"] == 2 and job["plan"]["n_classes"] == 2
+
+
+def test_killed_worker_child_is_retried_not_lost(client, worker):
+    spec = tiny_spec("survives-a-crash", epochs=400)
+    job_id = submit(client, spec)
+
+    def running_pid():
+        job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+        if job["status"] == "running" and job["progress"]["epoch"] >= 2:
+            return int(job["worker"].rsplit(":", 1)[1])
+        return None
+
+    pid = wait_for(running_pid, 120, what="the job to be training")
+    os.kill(pid, signal.SIGKILL)  # what the OOM killer does
+    job = wait_terminal(client, job_id, timeout=240)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["attempts"] == 2
+    assert job["progress"]["epoch"] == 400
+    hist = client.get(f"/api/v1/jobs/{job_id}/history").get_json()["epochs"]
+    assert [e["epoch"] for e in hist] == list(range(1, 401))
+    worker.wait_ready()  # the pool replaced the child
