@@ -1,0 +1,107 @@
+"""Claiming a job by id on PostgreSQL: duplicates dropped, dead owners taken over, retries capped.
+
+These call the worker's claim() directly (no Celery); the crash path through a real worker
+process is in test_training.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from service.db import session_scope
+from service.models import Job, JobEpoch, utcnow
+from service.spec import validate_job
+from tests.helpers import tiny_spec
+from worker.training.runner import STALE_HEARTBEAT_S, claim
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def cfg(settings):
+    return dataclasses.replace(settings, mlflow_logging=False)
+
+
+def make_job(cfg, **fields) -> str:
+    spec = tiny_spec("claim")
+    _, plan = validate_job(spec)
+    with session_scope(cfg.database_url) as s:
+        job = Job(name="claim", experiment="tests", spec=spec, plan=plan.as_dict(), **fields)
+        s.add(job)
+    return job.id
+
+
+def row(cfg, job_id) -> Job:
+    with session_scope(cfg.database_url) as s:
+        return s.get(Job, job_id)
+
+
+def test_queued_job_is_claimed_once(cfg):
+    job_id = make_job(cfg)
+    snap = claim(job_id, cfg)
+    assert snap["id"] == job_id and snap["attempts"] == 1
+    assert row(cfg, job_id).status == "running"
+    # A second delivery while a live process on this host trains it is dropped.
+    import socket
+    import subprocess
+
+    owner = subprocess.Popen(["sleep", "30"])
+    try:
+        with session_scope(cfg.database_url) as s:
+            s.get(Job, job_id).worker = f"{socket.gethostname()}:{owner.pid}"
+        assert claim(job_id, cfg) is None
+        assert row(cfg, job_id).attempts == 1
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_fresh_owner_on_another_host_keeps_the_job(cfg):
+    job_id = make_job(cfg, status="running", attempts=1, worker="other-host:123",
+                      heartbeat_at=utcnow())
+    assert claim(job_id, cfg) is None
+    assert row(cfg, job_id).attempts == 1
+
+
+def test_stale_owner_is_taken_over_and_old_epochs_dropped(cfg):
+    old = utcnow() - dt.timedelta(seconds=STALE_HEARTBEAT_S + 5)
+    job_id = make_job(cfg, status="running", attempts=1, worker="other-host:123",
+                      heartbeat_at=old)
+    with session_scope(cfg.database_url) as s:
+        s.add(JobEpoch(job_id=job_id, epoch=1, metrics={"loss": 1.0}))
+    snap = claim(job_id, cfg)
+    assert snap is not None and snap["attempts"] == 2
+    with session_scope(cfg.database_url) as s:
+        assert s.get(JobEpoch, (job_id, 1)) is None
+
+
+def test_dead_pid_on_this_host_is_taken_over_at_once(cfg):
+    import socket
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a pid that no longer runs
+    job_id = make_job(cfg, status="running", attempts=1,
+                      worker=f"{socket.gethostname()}:{proc.pid}", heartbeat_at=utcnow())
+    assert claim(job_id, cfg)["attempts"] == 2
+
+
+def test_retries_are_capped(cfg):
+    old = utcnow() - dt.timedelta(seconds=STALE_HEARTBEAT_S + 5)
+    job_id = make_job(cfg, status="running", attempts=cfg.max_attempts, worker="h:1",
+                      heartbeat_at=old)
+    assert claim(job_id, cfg) is None
+    job = row(cfg, job_id)
+    assert job.status == "failed" and job.error["type"] == "WorkerLost"
+    assert f"died {cfg.max_attempts} times" in job.error["message"]
+
+
+def test_terminal_and_cancelled_jobs_are_dropped(cfg):
+    done = make_job(cfg, status="succeeded")
+    assert claim(done, cfg) is None and row(cfg, done).status == "succeeded"
+    cancelled = make_job(cfg, cancel_requested=True)
+    assert claim(cancelled, cfg) is None and row(cfg, cancelled).status == "cancelled"
+    assert claim("no-such-job", cfg) is None
