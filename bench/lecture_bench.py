@@ -25,6 +25,9 @@ Keras, given one untimed warm-up job, then the timed repeats run one after anoth
 untimed 1-epoch plain run per backend warms the page cache first. Each repeat of way 1 runs
 right before the matching repeat of way 2 (the idle worker costs next to nothing meanwhile).
 
+Everything lives in a temporary directory that is removed at the end; every child process is
+stopped on the way out.
+
 Ratios are computed pair-wise per repeat (repeat i of one way against repeat i of the other)
 and the median of those ratios is printed, with min-max. Targets:
 
@@ -109,12 +112,12 @@ def tail(path: Path, chars: int = 4000) -> str:
 class Worker:
     """One Celery worker process (one prefork child) for one backend and logging setting."""
 
-    def __init__(self, env: dict, log_path: Path, name: str):
+    def __init__(self, env: dict, log_path: Path, name: str, cwd: Path):
         from service.run import worker_cmd
 
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(worker_cmd(name=name), env=env, cwd=ROOT,
+        self.proc = subprocess.Popen(worker_cmd(name=name), env=env, cwd=cwd,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -266,7 +269,7 @@ def bench_backend(backend: str, args, client, base_env: dict, tmp: Path, log) ->
         env = dict(base_env, KERAS_BACKEND=backend,
                    KERASYARD_MLFLOW_LOGGING="true" if logging_on else "false")
         worker = Worker(env, tmp / f"worker-{backend}-{mode}.log",
-                        name=f"bench-{backend}-{mode}-{os.getpid()}@%h")
+                        name=f"bench-{backend}-{mode}-{os.getpid()}@%h", cwd=tmp)
         try:
             ready = worker.wait_ready(args.ready_timeout)
             log(f"   worker ({mode}) ready in {ready:.1f} s; warm-up job (untimed)")
@@ -369,12 +372,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} on {platform.platform()}, "
           f"{os.cpu_count()} CPUs; {versions()}", flush=True)
 
+    json_path = Path(args.json).resolve() if args.json else None
     children: list[subprocess.Popen] = []
     mlflow_log = None
+    old_cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="kerasyard-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            from service.run import mlflow_server_cmd, wait_http
+            os.chdir(tmp)
+            from service.run import mlflow_server_cmd, mlflow_server_env, wait_http
 
             port = free_port()
             mlflow_url = f"http://127.0.0.1:{port}"
@@ -384,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow = subprocess.Popen(
                 mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{tmp / 'mlflow.db'}",
                                   str(tmp / "mlartifacts")),
-                env=base_env, cwd=tmp, stdout=mlflow_log, stderr=subprocess.STDOUT,
+                env=mlflow_server_env(base_env), cwd=tmp, stdout=mlflow_log, stderr=subprocess.STDOUT,
                 start_new_session=True)
             children.append(mlflow)
             log(f"starting mlflow server on {mlflow_url}")
@@ -420,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop_process(proc)
             if mlflow_log is not None:
                 mlflow_log.close()
+            os.chdir(old_cwd)
 
     for backend in backends:
         print_backend(backend, results[backend])
@@ -443,15 +450,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\nAll ratios are computed per repeat (repeat i of one way against repeat i of the "
           "other), then the median is taken. met/missed is information only.")
 
-    if args.json:
+    if json_path:
         out = {"config": {"epochs": args.epochs, "repeats": args.repeats, "backends": backends,
                           "example": str(EXAMPLE.relative_to(ROOT)), "poll_s": POLL_S},
                "machine": {"python": platform.python_version(), "platform": platform.platform(),
                            "cpus": os.cpu_count(), "versions": versions()},
                "targets": TARGETS, "backends": results, "jax_over_tensorflow": across,
                "ratio_method": "median of per-repeat ratios"}
-        Path(args.json).write_text(json.dumps(out, indent=2))
-        print(f"numbers written to {args.json}")
+        json_path.write_text(json.dumps(out, indent=2))
+        print(f"numbers written to {json_path}")
     return 0
 
 

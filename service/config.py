@@ -121,13 +121,16 @@ def celery_config(settings: Settings) -> dict:
     }
     if settings.broker_url.startswith("filesystem://"):
         folder = settings.broker_data_dir
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options.update(
             {
                 "data_folder_in": str(folder / "queue"),
                 "data_folder_out": str(folder / "queue"),
                 "processed_folder": str(folder / "processed"),
+                # kombu's default is ./control relative to the working directory: two stacks
+                # started from one folder would share it, and it would land in the repo.
+                "control_folder": str(folder / "control"),
                 "store_processed": False,
                 # kombu polls the folder; its 1 s default would add up to a second to every
                 # job's start. Listing a small folder 5 times a second costs nothing.

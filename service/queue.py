@@ -18,17 +18,19 @@ from .models import Job, JobStatus, utcnow
 log = logging.getLogger(__name__)
 
 TRAIN_TASK = "worker.train"
-_apps: dict[str, Celery] = {}
+_apps: dict[str, Celery] = {}  # one sender app per broker
 _lock = threading.Lock()
 
 
 def celery_for(settings: Settings) -> Celery:
+    # The filesystem transport's folders come from the data dir, so it is part of the key.
+    key = f"{settings.broker_url}|{settings.broker_data_dir}"
     with _lock:
-        app = _apps.get(settings.broker_url)
+        app = _apps.get(key)
         if app is None:
             app = Celery("kerasyard-service")
             app.conf.update(celery_config(settings))
-            _apps[settings.broker_url] = app
+            _apps[key] = app
         return app
 
 

@@ -45,6 +45,14 @@ def mlflow_server_cmd(host: str, port: int, backend_uri: str, artifacts: str,
     return cmd
 
 
+def mlflow_server_env(base: dict | None = None) -> dict:
+    env = dict(os.environ if base is None else base)
+    # MLflow 3's job runner (huey consumers for GenAI scorers) is not used by kerasyard; on a
+    # small machine its seven processes compete with training for the CPU.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
 def worker_cmd(queues: str = "cpu,gpu", concurrency: int = 1, name: str = "embedded@%h",
                max_tasks_per_child: int | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                 mlflow_server_cmd("127.0.0.1", args.mlflow_port,
                                   f"sqlite:///{data_dir / 'mlflow.db'}",
                                   str(data_dir / "mlartifacts")),
-                env=env, stdout=log, stderr=subprocess.STDOUT)
+                env=mlflow_server_env(env), stdout=log, stderr=subprocess.STDOUT)
             children.append(proc)
             print(f"starting MLflow server on {url} (log: {data_dir / 'mlflow-server.log'})",
                   flush=True)

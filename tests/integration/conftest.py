@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from service.config import Settings
-from service.run import mlflow_server_cmd, wait_http, worker_cmd
+from service.run import mlflow_server_cmd, mlflow_server_env, wait_http, worker_cmd
 from tests.helpers import ROOT, free_port, wait_for
 
 PG_ADMIN = os.environ.get("KERASYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -80,7 +80,7 @@ def mlflow_server(workdir):
     proc = subprocess.Popen(
         mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{workdir / 'mlflow.db'}",
                           str(workdir / "mlartifacts")),
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=mlflow_server_env())
     try:
         wait_http(f"{url}/health", 180, proc)
     except SystemExit as exc:

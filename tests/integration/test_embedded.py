@@ -71,7 +71,8 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
         assert (tmp_path / "data" / "kerasyard.db").exists()
         assert (tmp_path / "data" / "mlflow.db").exists()
-        assert (tmp_path / "data" / "broker").is_dir()
+        assert (tmp_path / "data" / "broker" / "control").is_dir()
+        assert not (ROOT / "control").exists()  # kombu's default folder stays out of the repo
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
