@@ -166,6 +166,8 @@ def serialize(settings: Settings, job: Job) -> dict:
         "sweep_id": job.sweep_id,
         "worker": job.worker,
         "created_at": _iso(job.created_at),
+        # None while the broker was unreachable; the API re-sends it when the broker is back.
+        "dispatched_at": _iso(job.dispatched_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
     }

@@ -104,7 +104,7 @@ def test_yaml_body_is_accepted_and_queued(client, settings, redis_url):
     job = resp.get_json()
     assert resp.headers["Location"].endswith(job["id"])
     # Either still in the queue or already taken by the session's worker if it is running.
-    assert job["status"] == "queued"
+    assert job["status"] == "queued" and job["dispatched_at"] is not None
     assert queue_length(redis_url) >= before
     client.post(f"/api/v1/jobs/{job['id']}/cancel")
 

@@ -63,6 +63,7 @@ def test_job_survives_a_broker_outage(settings, tmp_path):
         resp = client.post("/api/v1/jobs", json=tiny_spec("during-outage", epochs=1))
         assert resp.status_code == 202, resp.get_json()
         job_id = resp.get_json()["id"]
+        assert resp.get_json()["dispatched_at"] is None  # stored, waiting for the broker
         with session_scope(cfg.database_url) as s:
             job = s.get(Job, job_id)
             assert job.status == "queued" and job.dispatched_at is None

@@ -105,3 +105,11 @@ def test_terminal_and_cancelled_jobs_are_dropped(cfg):
     cancelled = make_job(cfg, cancel_requested=True)
     assert claim(cancelled, cfg) is None and row(cfg, cancelled).status == "cancelled"
     assert claim("no-such-job", cfg) is None
+
+
+def test_job_cancelled_while_its_worker_was_dead_is_not_restarted(cfg):
+    old = utcnow() - dt.timedelta(seconds=STALE_HEARTBEAT_S + 5)
+    job_id = make_job(cfg, status="running", attempts=1, worker="other-host:9",
+                      heartbeat_at=old, cancel_requested=True)
+    assert claim(job_id, cfg) is None
+    assert row(cfg, job_id).status == "cancelled"

@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 
 from service import spec as S
 from service.config import Settings
@@ -61,6 +61,10 @@ def claim(job_id: str, settings: Settings) -> dict | None:
         if job.status == JobStatus.running.value:
             if owner_alive(job.worker, job.heartbeat_at or job.started_at, now):
                 return None  # a duplicate delivery; the live worker owns it
+            if job.cancel_requested:  # cancelled while its worker was dead: nothing to resume
+                job.status, job.finished_at = JobStatus.cancelled.value, now
+                _end_stale_run(settings, job.mlflow_run_id, "KILLED")
+                return None
             if job.attempts >= settings.max_attempts:
                 job.status, job.finished_at = JobStatus.failed.value, now
                 job.error = {"type": "WorkerLost", "message":
@@ -105,13 +109,13 @@ def _aware(value):
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def _end_stale_run(settings: Settings, run_id: str | None) -> None:
+def _end_stale_run(settings: Settings, run_id: str | None, status: str = "FAILED") -> None:
     if not run_id or not settings.mlflow_logging:
         return
     try:
         cl = tracking.client(settings.mlflow_tracking_uri)
-        cl.set_tag(run_id, "kerasyard.error", "worker lost; the job was retried in a new run")
-        cl.set_terminated(run_id, "FAILED")
+        cl.set_tag(run_id, "kerasyard.error", "the worker training this run died")
+        cl.set_terminated(run_id, status)
     except Exception:  # best effort: the retry goes on regardless
         log.warning("could not mark stale MLflow run %s FAILED", run_id, exc_info=True)
 
@@ -153,9 +157,9 @@ def limits_of(settings: Settings) -> S.Limits:
 class Reporter:
     """Hands epochs to MLflow and the database from a background thread.
 
-    fit() only appends to a list; every ``interval`` seconds the thread sends one log_batch to
-    MLflow with all new epochs, writes them and the progress to the database in one
-    transaction, and reads the job's cancel flag.
+    fit() only appends to a list. Every ``report_interval_s`` the thread writes the new epochs
+    and the progress to the database in one transaction that also reads the cancel flag; every
+    ``mlflow_flush_interval_s`` it sends MLflow one log_batch with all epochs since the last.
     """
 
     def __init__(self, settings: Settings, job_id: str, epochs: int, cancel: threading.Event):
@@ -171,6 +175,7 @@ class Reporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"reporter-{job_id}", daemon=True)
         self._t0 = time.monotonic()
+        self._last_mlflow = 0.0
         self.mlflow_errors = 0
 
     def start(self) -> None:
@@ -186,11 +191,16 @@ class Reporter:
         while not self._stop.wait(self.settings.report_interval_s):
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
+        now = time.monotonic()
+        send_mlflow = final or now - self._last_mlflow >= self.settings.mlflow_flush_interval_s
         with self._lock:
             db_batch, self._pending_db = self._pending_db, []
-            ml_batch, self._pending_mlflow = self._pending_mlflow, []
+            ml_batch = []
+            if send_mlflow:
+                ml_batch, self._pending_mlflow = self._pending_mlflow, []
         if ml_batch and self.mlflow is not None and self.run_id:
+            self._last_mlflow = now
             try:
                 tracking.log_epochs(self.mlflow, self.run_id, ml_batch)
             except Exception:
@@ -207,8 +217,9 @@ class Reporter:
 
     def _write_db(self, batch: list[tuple[int, dict]]) -> None:
         with session_scope(self.settings.database_url) as s:
-            for epoch, metrics in batch:
-                s.add(JobEpoch(job_id=self.job_id, epoch=epoch, metrics=_clean(metrics)))
+            if batch:  # one executemany, not an ORM object per epoch
+                s.execute(insert(JobEpoch), [{"job_id": self.job_id, "epoch": e,
+                                              "metrics": _clean(m)} for e, m in batch])
             job = s.get(Job, self.job_id)
             if job is None:
                 return
@@ -227,9 +238,9 @@ class Reporter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.flush()
+        self.flush(final=True)
         if self._pending_mlflow:  # one last try for a flaky server
-            self.flush()
+            self.flush(final=True)
 
 
 def _clean(metrics: dict) -> dict:
