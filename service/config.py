@@ -64,6 +64,10 @@ class Settings:
     # MLflow gets fewer, larger log_batch calls: each call costs the training process GIL time
     # and the tracking server a transaction, and the UI refreshes no faster than this anyway.
     mlflow_flush_interval_s: float = 1.0
+    # ...and when epochs come faster than the server ingests them comfortably, the next call
+    # waits until MLflow calls have taken at most this share of the run's wall clock (on a
+    # small machine the server's ingest competes with training for the same cores).
+    mlflow_max_duty: float = 0.01
     mlflow_logging: bool = True
     log_model: bool = True
     task_soft_time_limit_s: int = 6 * 3600
@@ -94,6 +98,7 @@ class Settings:
             max_steps_per_execution=_env_int("KERASYARD_MAX_STEPS_PER_EXECUTION", 256),
             report_interval_s=_env_float("KERASYARD_REPORT_INTERVAL_S", 0.25),
             mlflow_flush_interval_s=_env_float("KERASYARD_MLFLOW_FLUSH_INTERVAL_S", 1.0),
+            mlflow_max_duty=_env_float("KERASYARD_MLFLOW_MAX_DUTY", 0.01),
             mlflow_logging=_env_bool("KERASYARD_MLFLOW_LOGGING", True),
             log_model=_env_bool("KERASYARD_LOG_MODEL", True),
             task_soft_time_limit_s=_env_int("KERASYARD_TASK_SOFT_TIME_LIMIT_S", 6 * 3600),

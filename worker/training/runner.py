@@ -158,8 +158,10 @@ class Reporter:
     """Hands epochs to MLflow and the database from a background thread.
 
     fit() only appends to a list. Every ``report_interval_s`` the thread writes the new epochs
-    and the progress to the database in one transaction that also reads the cancel flag; every
-    ``mlflow_flush_interval_s`` it sends MLflow one log_batch with all epochs since the last.
+    and the progress to the database in one transaction that also reads the cancel flag. MLflow
+    gets one log_batch with all epochs since the last, every ``mlflow_flush_interval_s`` or,
+    when a call took long, late enough that calls fill at most ``mlflow_max_duty`` of the
+    wall clock; whatever is left goes at close().
     """
 
     def __init__(self, settings: Settings, job_id: str, epochs: int, cancel: threading.Event):
@@ -175,7 +177,7 @@ class Reporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"reporter-{job_id}", daemon=True)
         self._t0 = time.monotonic()
-        self._last_mlflow = 0.0
+        self._next_mlflow = 0.0
         self.mlflow_errors = 0
 
     def start(self) -> None:
@@ -192,17 +194,19 @@ class Reporter:
             self.flush()
 
     def flush(self, final: bool = False) -> None:
-        now = time.monotonic()
-        send_mlflow = final or now - self._last_mlflow >= self.settings.mlflow_flush_interval_s
+        send_mlflow = final or time.monotonic() >= self._next_mlflow
         with self._lock:
             db_batch, self._pending_db = self._pending_db, []
             ml_batch = []
             if send_mlflow:
                 ml_batch, self._pending_mlflow = self._pending_mlflow, []
         if ml_batch and self.mlflow is not None and self.run_id:
-            self._last_mlflow = now
+            started = time.monotonic()
             try:
                 tracking.log_epochs(self.mlflow, self.run_id, ml_batch)
+                took = time.monotonic() - started
+                self._next_mlflow = started + max(self.settings.mlflow_flush_interval_s,
+                                                  took / self.settings.mlflow_max_duty)
             except Exception:
                 self.mlflow_errors += 1
                 log.warning("MLflow log_batch failed; will retry", exc_info=True)
