@@ -20,10 +20,11 @@ What it measures, per Keras backend (TensorFlow and JAX by default):
    KERASYARD_MLFLOW_LOGGING=false.
 
 The jobs are the lecture example unchanged except ``fit.epochs`` and ``name``. Each worker is
-started once per configuration (backend x logging), waited for until its child has imported
-Keras, given one untimed warm-up job, then the timed repeats run one after another. One
-untimed 1-epoch plain run per backend warms the page cache first. Each repeat of way 1 runs
-right before the matching repeat of way 2 (the idle worker costs next to nothing meanwhile).
+started once per configuration (backend x logging) on its own queue, waited for until its
+child has imported Keras and given one untimed warm-up job; then each repeat runs the plain
+script and one job in each mode, alternating which mode goes first. One
+untimed 1-epoch plain run per backend warms the page cache first (the idle workers cost next
+to nothing meanwhile).
 
 Everything lives in a temporary directory that is removed at the end; every child process is
 stopped on the way out.
@@ -112,12 +113,12 @@ def tail(path: Path, chars: int = 4000) -> str:
 class Worker:
     """One Celery worker process (one prefork child) for one backend and logging setting."""
 
-    def __init__(self, env: dict, log_path: Path, name: str, cwd: Path):
+    def __init__(self, env: dict, log_path: Path, name: str, cwd: Path, queue: str):
         from service.run import worker_cmd
 
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(worker_cmd(name=name), env=env, cwd=cwd,
+        self.proc = subprocess.Popen(worker_cmd(queues=queue, name=name), env=env, cwd=cwd,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -164,10 +165,11 @@ def run_plain(backend: str, epochs: int, timeout: float) -> dict:
     return out
 
 
-def job_spec(epochs: int, name: str) -> dict:
+def job_spec(epochs: int, name: str, queue: str) -> dict:
     spec = copy.deepcopy(json.loads(EXAMPLE.read_text()))
     spec["fit"]["epochs"] = epochs
     spec["name"] = name
+    spec["resources"] = {"queue": queue}  # routes the job to the worker of that mode
     return spec
 
 
@@ -264,27 +266,35 @@ def bench_backend(backend: str, args, client, base_env: dict, tmp: Path, log) ->
     log(f"== {backend}: warming up (1-epoch plain run, untimed)")
     run_plain(backend, 1, args.job_timeout)
 
-    for logging_on in (True, False):
-        mode = "mlflow" if logging_on else "nolog"
-        env = dict(base_env, KERAS_BACKEND=backend,
-                   KERASYARD_MLFLOW_LOGGING="true" if logging_on else "false")
-        worker = Worker(env, tmp / f"worker-{backend}-{mode}.log",
-                        name=f"bench-{backend}-{mode}-{os.getpid()}@%h", cwd=tmp)
-        try:
+    # Both workers stay up, each on its own queue (MLflow on: "cpu", off: "gpu"), so the two
+    # modes alternate repeat by repeat and each pair is measured close together in time; the
+    # order within a pair flips every repeat. An idle worker only polls its broker folder.
+    queues = {"mlflow": "cpu", "nolog": "gpu"}
+    workers: dict[str, Worker] = {}
+    try:
+        for mode, queue in queues.items():
+            env = dict(base_env, KERAS_BACKEND=backend,
+                       KERASYARD_MLFLOW_LOGGING="true" if mode == "mlflow" else "false")
+            workers[mode] = Worker(env, tmp / f"worker-{backend}-{mode}.log",
+                                   name=f"bench-{backend}-{mode}-{os.getpid()}@%h", cwd=tmp,
+                                   queue=queue)
+        for mode, worker in workers.items():
             ready = worker.wait_ready(args.ready_timeout)
             log(f"   worker ({mode}) ready in {ready:.1f} s; warm-up job (untimed)")
-            run_job(client, job_spec(args.epochs, f"bench-{backend}-{mode}-warmup"), worker,
-                    backend, args.job_timeout)
-            for i in range(args.repeats):
-                if logging_on:
-                    plain = run_plain(backend, args.epochs, args.job_timeout)
-                    raw["plain_wall_s"].append(plain["wall_s"])
-                    raw["plain_fit_s"].append(plain["fit_time_s"])
-                    raw["plain_import_s"].append(plain["import_s"])
-                    log(f"   repeat {i + 1}: plain wall {plain['wall_s']:.3f} s, "
-                        f"fit {plain['fit_time_s']:.3f} s")
-                job = run_job(client, job_spec(args.epochs, f"bench-{backend}-{mode}-{i + 1}"),
-                              worker, backend, args.job_timeout)
+            run_job(client, job_spec(args.epochs, f"bench-{backend}-{mode}-warmup",
+                                     queues[mode]), worker, backend, args.job_timeout)
+        for i in range(args.repeats):
+            plain = run_plain(backend, args.epochs, args.job_timeout)
+            raw["plain_wall_s"].append(plain["wall_s"])
+            raw["plain_fit_s"].append(plain["fit_time_s"])
+            raw["plain_import_s"].append(plain["import_s"])
+            log(f"   repeat {i + 1}: plain wall {plain['wall_s']:.3f} s, "
+                f"fit {plain['fit_time_s']:.3f} s")
+            order = ("mlflow", "nolog") if i % 2 == 0 else ("nolog", "mlflow")
+            for mode in order:
+                job = run_job(client, job_spec(args.epochs, f"bench-{backend}-{mode}-{i + 1}",
+                                               queues[mode]),
+                              workers[mode], backend, args.job_timeout)
                 raw[f"e2e_{mode}_s"].append(job["wall_s"])
                 raw[f"fit_{mode}_s"].append(job["fit_time_s"])
                 raw["steps_per_execution"].append(job["steps_per_execution"])
@@ -292,7 +302,8 @@ def bench_backend(backend: str, args, client, base_env: dict, tmp: Path, log) ->
                 log(f"   repeat {i + 1}: kerasyard ({mode}) end to end {job['wall_s']:.3f} s, "
                     f"fit {job['fit_time_s']:.3f} s, steps_per_execution "
                     f"{job['steps_per_execution']}")
-        finally:
+    finally:
+        for worker in workers.values():
             worker.stop()
 
     summary = {

@@ -50,6 +50,7 @@ def mlflow_server_env(base: dict | None = None) -> dict:
     # MLflow 3's job runner (huey consumers for GenAI scorers) is not used by kerasyard; on a
     # small machine its seven processes compete with training for the CPU.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     return env
 
 

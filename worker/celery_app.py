@@ -22,10 +22,16 @@ settings = get_settings()
 # (MLflow's defaults retry for ~2 minutes per call).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# No usage telemetry from workers: its threads compete with training and, behind a firewall,
+# keep retrying a host they cannot reach.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("KERAS_BACKEND", settings.keras_backend)
 # TensorFlow never returns GPU memory; at least don't take it all up front.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if settings.tf_threads > 0:  # read by TensorFlow when the child creates its first context
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(settings.tf_threads))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(settings.tf_threads))
 
 app = Celery("kerasyard", include=["worker.tasks"])
 app.conf.update(celery_config(settings))

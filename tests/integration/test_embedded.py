@@ -1,4 +1,4 @@
-"""The README's run command on its embedded default: SQLite, filesystem broker, local MLflow."""
+"""The README's run command: on its embedded default, and switched to external services."""
 
 from __future__ import annotations
 
@@ -28,38 +28,98 @@ def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def test_run_command_serves_trains_and_tracks(tmp_path):
-    port, mlflow_port = free_port(), free_port()
+def start_run_command(tmp_path, port, mlflow_port, **extra_env):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")}
-    env.update(KERASYARD_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    env.update(KERASYARD_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1", **extra_env)
     log_path = tmp_path / "run.log"
-    log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "service.run", "--port", str(port),
                              "--mlflow-port", str(mlflow_port)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        text = lambda: log_path.read_text(errors="replace")  # noqa: E731
-        wait_for(lambda: proc.poll() is None and "kerasyard API:" in text()
-                 and "ready with Keras backend" in text() or proc.poll() is not None,
-                 240, 0.5, "the run command to start")
-        assert proc.poll() is None, text()[-3000:]
-        assert f"kerasyard API:  {base}" in text()
-        assert f"MLflow UI:      http://127.0.0.1:{mlflow_port}" in text()
+                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    text = lambda: log_path.read_text(errors="replace")  # noqa: E731
+    wait_for(lambda: proc.poll() is not None or ("kerasyard API:" in text()
+                                                 and "ready with Keras backend" in text()),
+             240, 0.5, "the run command to start")
+    assert proc.poll() is None, text()[-3000:]
+    return proc, text
 
+
+def stop_run_command(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    # Every child (MLflow server, worker) went down with it.
+    leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True,
+                               text=True).stdout.split()
+    if leftovers:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not leftovers, leftovers
+
+
+def run_lecture_job(base: str) -> dict:
+    status, job = http("POST", f"{base}/jobs", lecture_spec(epochs=3))
+    assert status == 202, job
+
+    def finished():
+        _, j = http("GET", f"{base}/jobs/{job['id']}")
+        return j if j["status"] in ("succeeded", "failed", "cancelled") else None
+
+    done = wait_for(finished, 180, 0.3, "the job")
+    assert done["status"] == "succeeded", done["error"]
+    return done
+
+
+def test_run_command_uses_postgresql_redis_and_external_mlflow_when_set(tmp_path, settings,
+                                                                        mlflow_client):
+    """DATABASE_URL, BROKER_URL and MLFLOW_TRACKING_URI switch the same command over."""
+    import redis as redis_lib
+
+    from .conftest import _create_database, _drop_database
+
+    name = f"kerasyard_run_{os.getpid()}"
+    db_url = _create_database(name)
+    broker = "redis://127.0.0.1:6379/12"
+    redis_lib.Redis.from_url(broker).flushdb()
+    port = free_port()
+    proc, text = start_run_command(tmp_path, port, free_port(), DATABASE_URL=db_url,
+                                   BROKER_URL=broker,
+                                   MLFLOW_TRACKING_URI=settings.mlflow_tracking_uri)
+    try:
+        assert "starting MLflow server" not in text()
+        base = f"http://127.0.0.1:{port}/api/v1"
         status, health = http("GET", f"{base}/health")
         assert status == 200, health
-        assert "sqlite" not in json.dumps(health) or True
-        status, job = http("POST", f"{base}/jobs", lecture_spec(epochs=3))
-        assert status == 202, job
+        done = run_lecture_job(base)
+        assert mlflow_client.get_run(done["mlflow"]["run_id"]).info.status == "FINISHED"
+        assert not (tmp_path / "data" / "kerasyard.db").exists()
+        import psycopg
 
-        def finished():
-            _, j = http("GET", f"{base}/jobs/{job['id']}")
-            return j if j["status"] in ("succeeded", "failed", "cancelled") else None
+        with psycopg.connect(db_url.replace("+psycopg", "")) as conn:
+            assert conn.execute("SELECT status FROM jobs WHERE id = %s",
+                                (done["id"],)).fetchone() == ("succeeded",)
+    finally:
+        stop_run_command(proc)
+        from service.db import dispose_engines
 
-        done = wait_for(finished, 180, 0.3, "the embedded job")
-        assert done["status"] == "succeeded", done["error"]
+        dispose_engines()
+        _drop_database(name)
+
+
+def test_run_command_serves_trains_and_tracks(tmp_path):
+    """Nothing set: SQLite, the filesystem broker and an MLflow server of its own."""
+    port, mlflow_port = free_port(), free_port()
+    proc, text = start_run_command(tmp_path, port, mlflow_port)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        assert f"kerasyard API:  {base}" in text()
+        assert f"MLflow UI:      http://127.0.0.1:{mlflow_port}" in text()
+        status, health = http("GET", f"{base}/health")
+        assert status == 200, health
+        done = run_lecture_job(base)
         assert done["mlflow"]["url"].startswith(f"http://127.0.0.1:{mlflow_port}/#/experiments/")
 
         from mlflow.tracking import MlflowClient
@@ -74,15 +134,4 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
         assert (tmp_path / "data" / "broker" / "control").is_dir()
         assert not (ROOT / "control").exists()  # kombu's default folder stays out of the repo
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(0.5)
-        # Every child (MLflow server, worker) went down with it.
-        leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True,
-                                   text=True).stdout.split()
-        if leftovers:
-            os.killpg(proc.pid, signal.SIGKILL)
-        assert not leftovers, leftovers
+        stop_run_command(proc)
