@@ -72,6 +72,10 @@ class Settings:
     task_soft_time_limit_s: int = 6 * 3600
     task_time_limit_s: int = 6 * 3600 + 300
     max_attempts: int = 3
+    # A running job whose heartbeat (written 4x a second by the worker's reporter thread, from
+    # claim to the end) is older than this belongs to a dead worker: the API re-sends its id
+    # and the next worker to claim it takes over.
+    stale_heartbeat_s: int = 120
     # How long a queued job may sit without being dispatched before the API re-sends it.
     redispatch_after_s: int = 30
     worker_preload_keras: bool = True
@@ -108,6 +112,7 @@ class Settings:
             task_soft_time_limit_s=_env_int("KERASYARD_TASK_SOFT_TIME_LIMIT_S", 6 * 3600),
             task_time_limit_s=_env_int("KERASYARD_TASK_TIME_LIMIT_S", 6 * 3600 + 300),
             max_attempts=_env_int("KERASYARD_MAX_ATTEMPTS", 3),
+            stale_heartbeat_s=_env_int("KERASYARD_STALE_HEARTBEAT_S", 120),
             redispatch_after_s=_env_int("KERASYARD_REDISPATCH_AFTER_S", 30),
             worker_preload_keras=_env_bool("KERASYARD_WORKER_PRELOAD_KERAS", True),
             tf_threads=_env_int("KERASYARD_TF_THREADS", 1),

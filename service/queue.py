@@ -5,6 +5,7 @@ The service never imports worker/; the task is addressed by its registered name.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 
@@ -56,11 +57,19 @@ def queue_training_job(settings: Settings, job_id: str, queue: str) -> bool:
 
 
 def dispatch_pending(settings: Settings) -> int:
-    """Send every queued job that never reached the broker; returns how many were sent."""
+    """Send again what no worker will otherwise pick up; returns how many ids were sent.
+
+    That is every queued job that never reached the broker, and every running job whose
+    heartbeat is stale: its worker host died, and Redis would only re-deliver the unacked
+    message after the visibility timeout (hours). The worker's claim takes such a job over.
+    """
+    stale = utcnow() - dt.timedelta(seconds=settings.stale_heartbeat_s)
     with session_scope(settings.database_url) as s:
-        rows = s.execute(select(Job.id, Job.queue).where(
-            Job.status == JobStatus.queued.value, Job.dispatched_at.is_(None),
-            Job.cancel_requested.is_(False)).order_by(Job.created_at)).all()
+        never_sent = (Job.status == JobStatus.queued.value) & Job.dispatched_at.is_(None) & \
+            Job.cancel_requested.is_(False)
+        orphaned = (Job.status == JobStatus.running.value) & (Job.heartbeat_at < stale)
+        rows = s.execute(select(Job.id, Job.queue).where(never_sent | orphaned)
+                         .order_by(Job.created_at)).all()
     sent = 0
     for job_id, queue in rows:
         if not queue_training_job(settings, job_id, queue):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 import pytest
 
@@ -15,7 +16,7 @@ from service.db import session_scope
 from service.models import Job, JobEpoch, utcnow
 from service.spec import validate_job
 from tests.helpers import tiny_spec
-from worker.training.runner import STALE_HEARTBEAT_S, claim
+from worker.training.runner import claim
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ def test_fresh_owner_on_another_host_keeps_the_job(cfg):
 
 
 def test_stale_owner_is_taken_over_and_old_epochs_dropped(cfg):
-    old = utcnow() - dt.timedelta(seconds=STALE_HEARTBEAT_S + 5)
+    old = utcnow() - dt.timedelta(seconds=cfg.stale_heartbeat_s + 5)
     job_id = make_job(cfg, status="running", attempts=1, worker="other-host:123",
                       heartbeat_at=old)
     with session_scope(cfg.database_url) as s:
@@ -90,7 +91,7 @@ def test_dead_pid_on_this_host_is_taken_over_at_once(cfg):
 
 
 def test_retries_are_capped(cfg):
-    old = utcnow() - dt.timedelta(seconds=STALE_HEARTBEAT_S + 5)
+    old = utcnow() - dt.timedelta(seconds=cfg.stale_heartbeat_s + 5)
     job_id = make_job(cfg, status="running", attempts=cfg.max_attempts, worker="h:1",
                       heartbeat_at=old)
     assert claim(job_id, cfg) is None
@@ -108,8 +109,29 @@ def test_terminal_and_cancelled_jobs_are_dropped(cfg):
 
 
 def test_job_cancelled_while_its_worker_was_dead_is_not_restarted(cfg):
-    old = utcnow() - dt.timedelta(seconds=STALE_HEARTBEAT_S + 5)
+    old = utcnow() - dt.timedelta(seconds=cfg.stale_heartbeat_s + 5)
     job_id = make_job(cfg, status="running", attempts=1, worker="other-host:9",
                       heartbeat_at=old, cancel_requested=True)
     assert claim(job_id, cfg) is None
     assert row(cfg, job_id).status == "cancelled"
+
+
+def test_api_resends_a_running_job_whose_worker_went_silent(cfg):
+    """A dead worker host: its heartbeat stops; the re-dispatcher sends the id again."""
+    import redis
+
+    from service.queue import dispatch_pending
+
+    cfg = dataclasses.replace(cfg, broker_url="redis://127.0.0.1:6379/11")
+    r = redis.Redis.from_url(cfg.broker_url)
+    r.flushdb()
+    old = utcnow() - dt.timedelta(seconds=cfg.stale_heartbeat_s + 5)
+    orphan = make_job(cfg, status="running", attempts=1, worker="gone:1", heartbeat_at=old,
+                      dispatched_at=old)
+    alive = make_job(cfg, status="running", attempts=1, worker="busy:1", heartbeat_at=utcnow(),
+                     dispatched_at=old)
+    assert dispatch_pending(cfg) >= 1
+    sent = [json.loads(m)["headers"]["argsrepr"] for m in r.lrange("cpu", 0, -1)]
+    assert any(orphan in a for a in sent) and not any(alive in a for a in sent)
+    r.flushdb()
+    assert claim(orphan, cfg)["attempts"] == 2  # what the worker receiving it does

@@ -81,6 +81,17 @@ def test_validation_split_logs_val_twins(client, worker, mlflow_client):
     assert params["steps_per_epoch"] == "14"  # ceil(427 / 32)
 
 
+def test_early_stopping_ends_succeeded_with_fewer_epochs(client, worker, mlflow_client):
+    spec = tiny_spec("early-stop", epochs=200)
+    spec["fit"].update(validation_split=0.25,
+                       early_stopping={"monitor": "val_loss", "patience": 2, "min_delta": 10.0})
+    job = wait_terminal(client, submit(client, spec))
+    assert job["status"] == "succeeded", job["error"]
+    # Nothing improves by 10.0, so it stops after the first epoch plus `patience` more.
+    assert job["summary"]["epochs_completed"] == 3 and job["summary"]["stopped_early"] is True
+    assert len(mlflow_client.get_metric_history(job["mlflow"]["run_id"], "val_loss")) == 3
+
+
 def test_diverging_job_fails_with_reason_in_api_and_mlflow(client, worker, mlflow_client):
     spec = {
         "name": "diverge", "experiment": "tests",

@@ -30,10 +30,6 @@ from . import plots, tracking
 
 log = logging.getLogger(__name__)
 
-# A running job whose heartbeat is older than this belongs to a dead worker.
-STALE_HEARTBEAT_S = 120
-
-
 class TrainingFailed(Exception):
     """Training could not go on; the message says why and what to change."""
 
@@ -59,7 +55,8 @@ def claim(job_id: str, settings: Settings) -> dict | None:
             job.status, job.finished_at = JobStatus.cancelled.value, now
             return None
         if job.status == JobStatus.running.value:
-            if owner_alive(job.worker, job.heartbeat_at or job.started_at, now):
+            if owner_alive(job.worker, job.heartbeat_at or job.started_at, now,
+                           settings.stale_heartbeat_s):
                 return None  # a duplicate delivery; the live worker owns it
             if job.cancel_requested:  # cancelled while its worker was dead: nothing to resume
                 job.status, job.finished_at = JobStatus.cancelled.value, now
@@ -85,7 +82,7 @@ def claim(job_id: str, settings: Settings) -> dict | None:
                 "attempts": job.attempts}
 
 
-def owner_alive(worker: str | None, beat, now) -> bool:
+def owner_alive(worker: str | None, beat, now, stale_after_s: float) -> bool:
     """Is the process that claimed a running job still at it?
 
     On this host the pid answers at once (a child killed by the OOM killer is re-delivered
@@ -100,7 +97,7 @@ def owner_alive(worker: str | None, beat, now) -> bool:
         except PermissionError:
             return True
         return int(pid) != os.getpid()
-    return beat is not None and (now - _aware(beat)).total_seconds() < STALE_HEARTBEAT_S
+    return beat is not None and (now - _aware(beat)).total_seconds() < stale_after_s
 
 
 def _aware(value):
@@ -181,8 +178,10 @@ class Reporter:
         self.mlflow_errors = 0
 
     def start(self) -> None:
-        self._t0 = time.monotonic()
         self._thread.start()
+
+    def fit_started(self) -> None:
+        self._t0 = time.monotonic()  # elapsed and ETA count from here
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         with self._lock:
@@ -243,8 +242,6 @@ class Reporter:
         if self._thread.is_alive():
             self._thread.join()
         self.flush(final=True)
-        if self._pending_mlflow:  # one last try for a flaky server
-            self.flush(final=True)
 
 
 def _clean(metrics: dict) -> dict:
@@ -304,11 +301,14 @@ class JobRun:
         self.job_id = snapshot["id"]
         self.snapshot = snapshot
         self.cancel = threading.Event()
-        self.reporter: Reporter | None = None
+        self.reporter = Reporter(settings, self.job_id, 0, self.cancel)
         self.mlflow = None
         self.run_id: str | None = None
 
     def run(self) -> str:
+        # The reporter's heartbeat covers the whole run (dataset, compile, artifacts), not only
+        # fit: a job whose heartbeat stops is taken for a dead worker's and handed to another.
+        self.reporter.start()
         try:
             status, summary = self._train()
         except BaseException as exc:  # SoftTimeLimitExceeded derives from Exception too
@@ -316,6 +316,8 @@ class JobRun:
             if not isinstance(exc, Exception):
                 raise
             return JobStatus.failed.value
+        finally:
+            self.reporter.close()
         self._finish(status, summary=summary)
         return status
 
@@ -328,7 +330,7 @@ class JobRun:
         import keras
 
         data = D.build_dataset(spec, plan, upload_loader(st))
-        self.reporter = Reporter(st, self.job_id, plan.epochs, self.cancel)
+        self.reporter.epochs = plan.epochs
         backend = keras.backend.backend()
         spe = M.choose_steps_per_execution(plan.steps_per_epoch, st.max_steps_per_execution,
                                            spec.fit.steps_per_execution)
@@ -361,7 +363,7 @@ class JobRun:
         if data.x_val is not None:
             validation = D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
 
-        self.reporter.start()
+        self.reporter.fit_started()
         t0 = time.perf_counter()
         model.fit(
             D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
@@ -371,7 +373,7 @@ class JobRun:
             callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
         )
         fit_time = time.perf_counter() - t0
-        self.reporter.close()
+        self.reporter.flush(final=True)  # every epoch is in MLflow before the artifacts
 
         history = callback.history
         if callback.nan_epoch is not None:
@@ -382,6 +384,7 @@ class JobRun:
         status = JobStatus.cancelled.value if callback.cancelled else JobStatus.succeeded.value
         summary = {
             "epochs_completed": len(history),
+            "stopped_early": not callback.cancelled and len(history) < plan.epochs,
             "final_metrics": _clean(history[-1]) if history else {},
             "best_loss": min((h["loss"] for h in history), default=None),
             "fit_time_s": round(fit_time, 3),
@@ -433,11 +436,10 @@ class JobRun:
                                    pip_requirements=reqs)
 
     def _fail(self, exc: BaseException) -> None:
-        if self.reporter is not None:
-            try:
-                self.reporter.close()
-            except Exception:
-                log.warning("reporter close failed", exc_info=True)
+        try:
+            self.reporter.flush(final=True)
+        except Exception:
+            log.warning("final progress flush failed", exc_info=True)
         if isinstance(exc, S.SpecError):
             error = {"type": "InvalidSpec", "message": str(exc),
                      "details": [d.as_dict() for d in exc.details]}
