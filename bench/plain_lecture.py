@@ -13,8 +13,8 @@ import time
 
 T_START = time.perf_counter()
 
-import keras  # noqa: E402
-from sklearn.datasets import make_classification  # noqa: E402
+import keras
+from sklearn.datasets import make_classification
 
 T_IMPORTED = time.perf_counter()
 

@@ -86,7 +86,7 @@ class Settings:
     tf_threads: int = 1
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         data_dir = Path(os.environ.get("KERASYARD_DATA_DIR", ".kerasyard")).resolve()
         tracking = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5050")
         token = os.environ.get("KERASYARD_API_TOKEN") or None

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import select, tuple_
 
-from .errors import ApiError
 from .config import Settings
 from .datasets import upload_info
 from .db import session_scope
-from .models import Dataset, Job, JobEpoch, JobStatus, TERMINAL, utcnow
+from .errors import ApiError
+from .models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, utcnow
 from .queue import queue_training_job
 from .spec import JobSpec, Limits, TrainingPlan, validate_job
 

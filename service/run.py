@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=os.environ.get("KERASYARD_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("KERASYARD_PORT", 8000)))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("KERASYARD_PORT", "8000")))
     parser.add_argument("--mlflow-port", type=int,
-                        default=int(os.environ.get("KERASYARD_MLFLOW_PORT", 5050)))
+                        default=int(os.environ.get("KERASYARD_MLFLOW_PORT", "5050")))
     parser.add_argument("--no-worker", action="store_true", help="run the API only")
     args = parser.parse_args(argv)
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Annotated, Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -69,7 +70,7 @@ class ActivationLayer(_Strict):
 
 
 Layer = Annotated[
-    Union[DenseLayer, DropoutLayer, BatchNormalizationLayer, ActivationLayer],
+    DenseLayer | DropoutLayer | BatchNormalizationLayer | ActivationLayer,
     Field(discriminator="type"),
 ]
 
@@ -92,7 +93,7 @@ class OptimizerSpec(_Strict):
     weight_decay: float | None = Field(default=None, ge=0.0, description="adamw (default 0.004).")
 
     @model_validator(mode="after")
-    def _options_belong_to_optimizer(self) -> "OptimizerSpec":
+    def _options_belong_to_optimizer(self) -> OptimizerSpec:
         if self.momentum and self.name not in ("sgd", "rmsprop"):
             raise ValueError(f"momentum={self.momentum} applies to sgd and rmsprop, "
                              f"not {self.name!r}; remove it or switch optimizer")
@@ -166,7 +167,7 @@ class UploadDataset(_Strict):
     standardize: bool = True
 
 
-Dataset = Annotated[Union[SyntheticDataset, SklearnDataset, UploadDataset],
+Dataset = Annotated[SyntheticDataset | SklearnDataset | UploadDataset,
                     Field(discriminator="kind")]
 
 
@@ -305,8 +306,7 @@ def _humanize(err: dict) -> ErrorDetail:
         return ErrorDetail(loc, f"the discriminator field is missing: "
                                 f"{(err.get('ctx') or {}).get('discriminator')}")
     msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+    msg = msg.removeprefix("Value error, ")
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         msg = f"{value!r} is out of range: {msg[0].lower()}{msg[1:]}"
     return ErrorDetail(loc, msg, value if not isinstance(value, (dict, list)) else None)
@@ -380,7 +380,7 @@ def output_of(layers: list) -> tuple[int | None, int | None, str]:
 
 
 def split_sizes(n_samples: int, validation_split: float) -> tuple[int, int]:
-    n_val = int(math.floor(n_samples * validation_split))
+    n_val = math.floor(n_samples * validation_split)
     return n_samples - n_val, n_val
 
 
@@ -552,7 +552,7 @@ def check_job(spec: JobSpec, limits: Limits = Limits(),
                                   fit.steps_per_execution))
     if fit.early_stopping is not None:
         monitor = fit.early_stopping.monitor
-        base = monitor[4:] if monitor.startswith("val_") else monitor
+        base = monitor.removeprefix("val_")
         known = {"loss", *spec.compile.metrics}
         if base not in known:
             errors.append(ErrorDetail("fit.early_stopping.monitor", f"{monitor!r} is not logged; "

@@ -48,6 +48,6 @@ def _init_child(**_kwargs) -> None:
     if settings.worker_preload_keras:
         # Import Keras (and its backend) once per child, before the first task arrives, so a
         # job's wall time is training, not imports.
-        import keras  # noqa: F401
+        import keras
 
         log.info("child %s ready with Keras backend %s", os.getpid(), keras.backend.backend())

@@ -48,7 +48,7 @@ DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type
 
 
 def document() -> dict:
-    q = lambda name, schema, desc="": {"name": name, "in": "query", "schema": schema,  # noqa
+    q = lambda name, schema, desc="": {"name": name, "in": "query", "schema": schema,
                                        "description": desc}
     return {
         "openapi": "3.1.0",

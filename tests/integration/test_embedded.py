@@ -37,7 +37,7 @@ def start_run_command(tmp_path, port, mlflow_port, **extra_env):
                              "--mlflow-port", str(mlflow_port)], cwd=ROOT, env=env,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-    text = lambda: log_path.read_text(errors="replace")  # noqa: E731
+    text = lambda: log_path.read_text(errors="replace")
     wait_for(lambda: proc.poll() is not None or ("kerasyard API:" in text()
                                                  and "ready with Keras backend" in text()),
              240, 0.5, "the run command to start")

@@ -103,7 +103,7 @@ def test_csv_profile_and_upload_info():
     assert cols["x2"]["integer"] and not cols["species"]["numeric"]
     info = U.upload_info(prof["columns"], prof["n_rows"], "species", None)
     assert (info.task, info.n_classes, info.n_features) == ("classification", 3, 2)
-    x, y, classes = U.load_arrays(CSV, "species", "classification")
+    _, y, classes = U.load_arrays(CSV, "species", "classification")
     assert classes == ["setosa", "versicolor", "virginica"] and y.tolist() == [0, 1, 0, 2]
     numeric = U.profile(b"x1,x2\n1.5,2\n0.25,3\n2.5,1\n")
     reg = U.upload_info(numeric["columns"], 3, "x1", None)

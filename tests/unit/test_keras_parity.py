@@ -44,7 +44,7 @@ def test_count_params_matches_keras(layers, input_dim):
 def test_every_activation_builds(activation):
     spec = tiny_spec()
     spec["model"]["layers"][0]["activation"] = activation
-    _, plan, model = _build(spec)
+    _, _, model = _build(spec)
     out = keras.ops.convert_to_numpy(model(np.zeros((2, 2), dtype="float32")))
     assert out.shape == (2, 1)
 

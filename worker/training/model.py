@@ -122,8 +122,8 @@ def summary_text(model, plan: S.TrainingPlan) -> str:
         f"  n_train / n_val    {plan.n_train} / {plan.n_val}",
         f"  batch_size         {plan.batch_size}  ({plan.gradient_descent} gradient descent)",
         f"  steps_per_epoch    ceil({plan.n_train} / {plan.batch_size}) = {plan.steps_per_epoch}",
-        f"  total_updates      {plan.steps_per_epoch} x {plan.epochs} epochs = "
-        f"{plan.total_updates}",
+        (f"  total_updates      {plan.steps_per_epoch} x {plan.epochs} epochs = "
+         f"{plan.total_updates}"),
         f"  total_params       {plan.total_params}",
         "",
     ]

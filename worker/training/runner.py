@@ -22,7 +22,7 @@ from sqlalchemy import delete, insert
 from service import spec as S
 from service.config import Settings
 from service.db import session_scope
-from service.models import Dataset, Job, JobEpoch, JobStatus, TERMINAL, utcnow
+from service.models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, utcnow
 
 from . import datasets as D
 from . import model as M

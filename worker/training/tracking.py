@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
+import math
 import time
 
 from service import __version__
 from service import spec as S
-
-log = logging.getLogger(__name__)
 
 PARAM_BATCH = 100  # MLflow's log_batch limit for params
 METRIC_BATCH = 1000
@@ -58,7 +56,7 @@ def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]]) -> N
 
     now = int(time.time() * 1000)
     metrics = [Metric(name, value, now, epoch) for epoch, values in epochs
-               for name, value in values.items() if value == value]  # NaN is not loggable
+               for name, value in values.items() if not math.isnan(value)]  # NaN is not loggable
     for i in range(0, len(metrics), METRIC_BATCH):
         cl.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
 
