@@ -1,9 +1,9 @@
-"""The training code is backend-neutral: the same functions train under JAX (and PyTorch if
-installed). Each backend runs in its own process, since Keras picks it at import."""
+"""The training code is backend-neutral: the same functions train under JAX as under
+TensorFlow (the rest of the suite). The backend runs in its own process, since Keras picks it
+at import."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,10 +31,8 @@ print(json.dumps({"backend": keras.backend.backend(), "loss": hist.history["loss
 """
 
 
-@pytest.mark.parametrize("backend,module", [("jax", "jax"), ("torch", "torch")])
-def test_training_code_runs_on_backend(backend, module):
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed")
+def test_training_code_runs_on_jax():
+    backend = "jax"
     env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)

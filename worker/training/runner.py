@@ -22,6 +22,7 @@ from sqlalchemy import delete, insert
 from service import spec as S
 from service.config import Settings
 from service.db import session_scope
+from service.jobs import validate
 from service.models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, utcnow
 
 from . import datasets as D
@@ -120,19 +121,6 @@ def _end_stale_run(settings: Settings, run_id: str | None, status: str = "FAILED
 # --- upload access -----------------------------------------------------------------------------
 
 
-def upload_resolver(settings: Settings, target: str, task: str | None):
-    from service.datasets import upload_info
-
-    def resolve(dataset_id: str):
-        with session_scope(settings.database_url) as s:
-            row = s.get(Dataset, dataset_id)
-            if row is None:
-                return None
-            return upload_info(row.columns, row.n_rows, target, task)
-
-    return resolve
-
-
 def upload_loader(settings: Settings):
     def load(dataset_id: str):
         with session_scope(settings.database_url) as s:
@@ -142,10 +130,6 @@ def upload_loader(settings: Settings):
             return row.content, row.columns
 
     return load
-
-
-def limits_of(settings: Settings) -> S.Limits:
-    return S.Limits(settings.max_params, settings.max_epochs, settings.max_samples)
 
 
 # --- progress reporting ------------------------------------------------------------------------
@@ -324,9 +308,7 @@ class JobRun:
     def _train(self) -> tuple[str, dict]:
         st = self.settings
         raw = self.snapshot["spec"]
-        ds = raw.get("dataset", {}) if isinstance(raw, dict) else {}
-        spec, plan = S.validate_job(raw, limits_of(st), upload_resolver(
-            st, ds.get("target", "target"), ds.get("task")))
+        spec, plan = validate(st, raw)  # the same checks as at submission, caps included
         import keras
 
         data = D.build_dataset(spec, plan, upload_loader(st))
