@@ -13,7 +13,7 @@ from .config import Settings
 from .datasets import upload_info
 from .db import session_scope
 from .errors import ApiError
-from .models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, utcnow
+from .models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, as_utc, utcnow
 from .queue import queue_training_job
 from .spec import JobSpec, Limits, TrainingPlan, validate_job
 
@@ -133,11 +133,7 @@ def list_jobs(settings: Settings, status: str | None = None, experiment: str | N
 
 
 def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    return value.isoformat()
+    return None if value is None else as_utc(value).isoformat()
 
 
 def mlflow_url(settings: Settings, experiment_id: str | None, run_id: str | None) -> str | None:

@@ -23,13 +23,14 @@ from service import spec as S
 from service.config import Settings
 from service.db import session_scope
 from service.jobs import validate
-from service.models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, utcnow
+from service.models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, as_utc, utcnow
 
 from . import datasets as D
 from . import model as M
 from . import plots, tracking
 
 log = logging.getLogger(__name__)
+
 
 class TrainingFailed(Exception):
     """Training could not go on; the message says why and what to change."""
@@ -98,13 +99,7 @@ def owner_alive(worker: str | None, beat, now, stale_after_s: float) -> bool:
         except PermissionError:
             return True
         return int(pid) != os.getpid()
-    return beat is not None and (now - _aware(beat)).total_seconds() < stale_after_s
-
-
-def _aware(value):
-    import datetime as dt
-
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return beat is not None and (now - as_utc(beat)).total_seconds() < stale_after_s
 
 
 def _end_stale_run(settings: Settings, run_id: str | None, status: str = "FAILED") -> None:
