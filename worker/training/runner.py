@@ -135,9 +135,8 @@ class Reporter:
 
     fit() only appends to a list. Every ``report_interval_s`` the thread writes the new epochs
     and the progress to the database in one transaction that also reads the cancel flag. MLflow
-    gets one log_batch with all epochs since the last, every ``mlflow_flush_interval_s`` or,
-    when a call took long, late enough that calls fill at most ``mlflow_max_duty`` of the
-    wall clock; whatever is left goes at close().
+    gets one log_batch at most every ``mlflow_flush_interval_s``, sized so that its calls fill
+    at most ``mlflow_max_duty`` of the wall clock (see _mlflow_share).
     """
 
     def __init__(self, settings: Settings, job_id: str, epochs: int, cancel: threading.Event):
@@ -153,7 +152,10 @@ class Reporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"reporter-{job_id}", daemon=True)
         self._t0 = time.monotonic()
-        self._next_mlflow = 0.0
+        self._last_mlflow = time.monotonic()
+        # Seconds of MLflow call per metric value, learned from each call (fixed costs included,
+        # so small batches overestimate it: the safe side).
+        self._cost_per_value = 2e-4
         self.mlflow_errors = 0
 
     def start(self) -> None:
@@ -171,20 +173,43 @@ class Reporter:
         while not self._stop.wait(self.settings.report_interval_s):
             self.flush()
 
+    def _mlflow_share(self, final: bool) -> list[tuple[int, dict]]:
+        """The epochs MLflow gets now (called under the lock).
+
+        MLflow calls may take ``mlflow_max_duty`` of the time since the last one. A server's
+        ingest costs about the same per value however they are batched, so when epochs come
+        faster than that budget allows, the oldest epochs go now and the rest wait: until
+        later, or close() after fit. Slow epochs (the usual case) all go every second.
+        """
+        now = time.monotonic()
+        if final:
+            batch, self._pending_mlflow = self._pending_mlflow, []
+            return batch
+        if not self._pending_mlflow or now - self._last_mlflow < \
+                self.settings.mlflow_flush_interval_s:
+            return []
+        budget = self.settings.mlflow_max_duty * (now - self._last_mlflow) / self._cost_per_value
+        taken, values = 0, 0
+        for _, metrics in self._pending_mlflow:
+            values += len(metrics)
+            if taken and values > budget:
+                break
+            taken += 1
+        batch, self._pending_mlflow = self._pending_mlflow[:taken], self._pending_mlflow[taken:]
+        return batch
+
     def flush(self, final: bool = False) -> None:
-        send_mlflow = final or time.monotonic() >= self._next_mlflow
         with self._lock:
             db_batch, self._pending_db = self._pending_db, []
-            ml_batch = []
-            if send_mlflow:
-                ml_batch, self._pending_mlflow = self._pending_mlflow, []
-        if ml_batch and self.mlflow is not None and self.run_id:
+            ml_batch = self._mlflow_share(final) if self.mlflow is not None else []
+        if ml_batch and self.run_id:
             started = time.monotonic()
             try:
                 tracking.log_epochs(self.mlflow, self.run_id, ml_batch)
                 took = time.monotonic() - started
-                self._next_mlflow = started + max(self.settings.mlflow_flush_interval_s,
-                                                  took / self.settings.mlflow_max_duty)
+                self._last_mlflow = time.monotonic()
+                values = sum(len(m) for _, m in ml_batch)
+                self._cost_per_value = 0.5 * self._cost_per_value + 0.5 * took / max(values, 1)
             except Exception:
                 self.mlflow_errors += 1
                 log.warning("MLflow log_batch failed; will retry", exc_info=True)
