@@ -63,9 +63,9 @@ class Settings:
     # MLflow gets fewer, larger log_batch calls: each call costs the training process GIL time
     # and the tracking server a transaction, and the UI refreshes no faster than this anyway.
     mlflow_flush_interval_s: float = 1.0
-    # ...and when epochs come faster than the server ingests them comfortably, the next call
-    # waits until MLflow calls have taken at most this share of the run's wall clock (on a
-    # small machine the server's ingest competes with training for the same cores).
+    # ...each holding only as many waiting epochs as keep MLflow calls within this share of the
+    # run's wall clock; the rest follow after fit (on a small machine the server's ingest
+    # competes with training for the same cores).
     mlflow_max_duty: float = 0.01
     mlflow_logging: bool = True
     log_model: bool = True
@@ -76,7 +76,7 @@ class Settings:
     # claim to the end) is older than this belongs to a dead worker: the API re-sends its id
     # and the next worker to claim it takes over.
     stale_heartbeat_s: int = 120
-    # How long a queued job may sit without being dispatched before the API re-sends it.
+    # Seconds between the API re-dispatcher's rounds (jobs never sent, jobs gone silent).
     redispatch_after_s: int = 30
     worker_preload_keras: bool = True
     # Threads TensorFlow may use per training process (intra- and inter-op); 0 = TF's default
@@ -117,6 +117,11 @@ class Settings:
             worker_preload_keras=_env_bool("KERASYARD_WORKER_PRELOAD_KERAS", True),
             tf_threads=_env_int("KERASYARD_TF_THREADS", 1),
         )
+
+    @property
+    def redispatch_interval_s(self) -> float:
+        """Period of the API's re-dispatcher thread (never faster than every 5 s)."""
+        return max(5, self.redispatch_after_s)
 
     @property
     def broker_data_dir(self) -> Path:

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from .api import create_app
 
-        app = create_app(settings, redispatch_interval=max(5, settings.redispatch_after_s))
+        app = create_app(settings, redispatch_interval=settings.redispatch_interval_s)
         server = make_server(args.host, args.port, app, threaded=True)
         base = f"http://{args.host}:{server.port}"
         print(f"kerasyard API:  {base}/api/v1   (docs: {base}/api/v1/docs)", flush=True)

@@ -9,4 +9,5 @@ from __future__ import annotations
 from .api import create_app
 from .config import get_settings
 
-app = create_app(get_settings(), redispatch_interval=max(5, get_settings().redispatch_after_s))
+settings = get_settings()
+app = create_app(settings, redispatch_interval=settings.redispatch_interval_s)

@@ -178,8 +178,8 @@ class Reporter:
 
         MLflow calls may take ``mlflow_max_duty`` of the time since the last one. A server's
         ingest costs about the same per value however they are batched, so when epochs come
-        faster than that budget allows, the oldest epochs go now and the rest wait: until
-        later, or close() after fit. Slow epochs (the usual case) all go every second.
+        faster than that budget allows, the oldest epochs go now and the rest wait for a later
+        call or the final flush after fit. Slow epochs (the usual case) all go every second.
         """
         now = time.monotonic()
         if final:
