@@ -160,6 +160,10 @@ def serialize(settings: Settings, job: Job) -> dict:
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
         "sweep_id": job.sweep_id,
+        "trial_number": job.trial_number,
+        "repeat": job.repeat,
+        "trial_params": job.trial_params,
+        "trained_by": job.trained_by,
         "worker": job.worker,
         "created_at": _iso(job.created_at),
         # None while the broker was unreachable; the API re-sends it when the broker is back.

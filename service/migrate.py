@@ -19,7 +19,12 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    """kerasyard's tables to ``revision``, then Optuna's (sweep state) to its head."""
     command.upgrade(alembic_config(database_url), revision)
+    if revision == "head":
+        from .studies import init_storage
+
+        init_storage(database_url)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -75,6 +76,15 @@ class Job(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Sweep trials: the trial's index in the sweep (grid order, or the order random/tpe asked
+    # for it), which seed of the configuration this is, the swept values and Optuna's trial id.
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    repeat: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trial_params: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    optuna_trial_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A trial that differs from another only in fit.epochs is recorded from that one's
+    # training ("train once for the epochs axis"); this is the id of the job that trains it.
+    trained_by: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     # Written by the worker's reporter thread; a running job whose heartbeat is stale belongs
     # to a worker that died, and a redelivered task may take it over.
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
@@ -86,7 +96,56 @@ class Job(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
                                                             nullable=True)
 
-    __table_args__ = (Index("ix_jobs_created_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_created_id", "created_at", "id"),
+        # One job per (trial, seed): a scheduler that runs twice cannot duplicate a trial.
+        UniqueConstraint("sweep_id", "trial_number", "repeat", name="uq_jobs_sweep_trial_repeat"),
+    )
+
+
+class SweepStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+SWEEP_TERMINAL = {SweepStatus.succeeded, SweepStatus.failed, SweepStatus.cancelled}
+
+
+class Sweep(Base):
+    """A hyperparameter sweep. Its trials are jobs (``Job.sweep_id``); Optuna's study, in the
+    same database, holds what the sampler and pruner need."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    experiment: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=SweepStatus.queued.value, index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict] = mapped_column(JSONType)
+    # What the scheduler works from: the normalised parameters, the grid's configurations and
+    # the groups trained once for the epochs axis, the number of trials.
+    plan: Mapped[dict] = mapped_column(JSONType)
+    study_name: Mapped[str] = mapped_column(String(200))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A lease, not a lock: whoever advances the sweep holds it for a few seconds; a holder
+    # that died loses it when it expires.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                            nullable=True)
+    best: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    report: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                            nullable=True)
+
+    __table_args__ = (Index("ix_sweeps_created_id", "created_at", "id"),)
 
 
 class JobEpoch(Base):

@@ -19,6 +19,7 @@ from .models import Job, JobStatus, utcnow
 log = logging.getLogger(__name__)
 
 TRAIN_TASK = "worker.train"
+SWEEP_REPORT_TASK = "worker.sweep_report"
 _apps: dict[str, Celery] = {}  # one sender app per broker
 _lock = threading.Lock()
 
@@ -56,6 +57,19 @@ def queue_training_job(settings: Settings, job_id: str, queue: str) -> bool:
     return True
 
 
+def queue_sweep_report(settings: Settings, sweep_id: str) -> bool:
+    """Ask a worker to write the sweep's report into its MLflow parent run."""
+    try:
+        celery_for(settings).send_task(SWEEP_REPORT_TASK, args=[sweep_id],
+                                       queue=settings.default_queue, retry=True,
+                                       retry_policy={"max_retries": 2, "interval_start": 0,
+                                                     "interval_step": 0.5})
+        return True
+    except Exception as exc:
+        log.warning("broker unreachable, report of sweep %s sent later: %s", sweep_id, exc)
+        return False
+
+
 def dispatch_pending(settings: Settings) -> int:
     """Send again what no worker will otherwise pick up; returns how many ids were sent.
 
@@ -65,8 +79,9 @@ def dispatch_pending(settings: Settings) -> int:
     """
     stale = utcnow() - dt.timedelta(seconds=settings.stale_heartbeat_s)
     with session_scope(settings.database_url) as s:
+        # Sweep trials are sent by the sweep's scheduler, which keeps them within max_parallel.
         never_sent = (Job.status == JobStatus.queued.value) & Job.dispatched_at.is_(None) & \
-            Job.cancel_requested.is_(False)
+            Job.cancel_requested.is_(False) & Job.sweep_id.is_(None)
         orphaned = (Job.status == JobStatus.running.value) & (Job.heartbeat_at < stale)
         rows = s.execute(select(Job.id, Job.queue).where(never_sent | orphaned)
                          .order_by(Job.created_at)).all()
@@ -101,3 +116,9 @@ class Redispatcher(threading.Thread):
                 dispatch_pending(self.settings)
             except Exception:
                 log.warning("re-dispatch round failed", exc_info=True)
+            try:
+                from .sweeps import tick
+
+                tick(self.settings)
+            except Exception:
+                log.warning("sweep round failed", exc_info=True)

@@ -42,9 +42,11 @@ log = logging.getLogger(__name__)
 @worker_process_init.connect
 def _init_child(**_kwargs) -> None:
     from service.db import dispose_engines
+    from service.studies import dispose_storages
 
     # Connections inherited from the parent must not be shared across fork.
     dispose_engines()
+    dispose_storages()
     if settings.worker_preload_keras:
         # Import Keras (and its backend) once per child, before the first task arrives, so a
         # job's wall time is training, not imports.

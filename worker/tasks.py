@@ -12,3 +12,10 @@ def train(job_id: str) -> str:
     from .training.runner import run_job
 
     return run_job(job_id, get_settings())
+
+
+@app.task(name="worker.sweep_report")
+def sweep_report(sweep_id: str) -> str:
+    from .training.sweep_report import write_report
+
+    return write_report(sweep_id, get_settings())

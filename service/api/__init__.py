@@ -34,8 +34,9 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     from .docs import bp as docs_bp
     from .health import bp as health_bp
     from .jobs import bp as jobs_bp
+    from .sweeps import bp as sweeps_bp
 
-    for bp in (jobs_bp, datasets_bp, health_bp, docs_bp):
+    for bp in (jobs_bp, sweeps_bp, datasets_bp, health_bp, docs_bp):
         app.register_blueprint(bp)
 
     @app.before_request

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError
@@ -32,7 +32,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(SpecError)
     def _spec_error(exc: SpecError):
-        return error_response(422, "invalid_spec", f"the job spec is invalid: {exc}",
+        what = "sweep spec" if request.path.startswith("/api/v1/sweeps") else "job spec"
+        return error_response(422, "invalid_spec", f"the {what} is invalid: {exc}",
                               [d.as_dict() for d in exc.details])
 
     @app.errorhandler(HTTPException)

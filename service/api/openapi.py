@@ -5,6 +5,8 @@ from __future__ import annotations
 from .. import __version__
 from ..jobs import STATUSES
 from ..spec import JobSpec
+from ..sweep_spec import SweepSpec
+from ..sweeps import SWEEP_STATUSES
 
 REF = "#/components/schemas/{model}"
 
@@ -32,7 +34,31 @@ def _schemas() -> dict:
         "error": {"type": ["object", "null"]}, "attempts": {"type": "integer"},
         "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
         "finished_at": {"type": ["string", "null"]}}}
-    return {**defs, "JobSpec": spec_schema, "Job": job, "Error": error}
+    sweep_schema = SweepSpec.model_json_schema(ref_template=REF)
+    defs.update(sweep_schema.pop("$defs", {}))
+    sweep_schema["properties"]["base"] = {"$ref": REF.format(model="JobSpec")}
+    trial = {"type": "object", "properties": {
+        "number": {"type": "integer"}, "name": {"type": "string"},
+        "params": {"type": "object"},
+        "state": {"type": "string", "enum": [*STATUSES, "pending"]},
+        "objective": {"type": ["number", "null"], "description": "mean over seeds"},
+        "objective_std": {"type": ["number", "null"]},
+        "trained_by": {"type": ["string", "null"],
+                       "description": "the job whose training this trial was recorded from"},
+        "jobs": {"type": "array", "items": {"type": "object"}}}}
+    sweep = {"type": "object", "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"},
+        "status": {"type": "string", "enum": SWEEP_STATUSES},
+        "method": {"type": "string"}, "objective": {"type": "object"},
+        "progress": {"type": "object", "properties": {
+            "done": {"type": "integer"}, "total": {"type": "integer"},
+            "running": {"type": "integer"}, "queued": {"type": "integer"}}},
+        "best": {"type": ["object", "null"]},
+        "trials": {"type": "array", "items": {"$ref": REF.format(model="Trial")}},
+        "mlflow": {"type": "object"}, "error": {"type": ["object", "null"]},
+        "created_at": {"type": "string"}, "finished_at": {"type": ["string", "null"]}}}
+    return {**defs, "JobSpec": spec_schema, "Job": job, "SweepSpec": sweep_schema,
+            "Sweep": sweep, "Trial": trial, "Error": error}
 
 
 def _resp(desc: str, schema: str | None = None) -> dict:
@@ -43,6 +69,7 @@ def _resp(desc: str, schema: str | None = None) -> dict:
 
 
 ERRORS = {"400": _resp("malformed request", "Error"), "401": _resp("no or bad token", "Error")}
+SWEEP_ID = [{"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
@@ -93,6 +120,33 @@ def document() -> dict:
                 "responses": {"202": _resp("cancel requested", "Job"),
                               "404": _resp("no such job", "Error"),
                               "409": _resp("the job has already ended", "Error")}}},
+            "/api/v1/sweeps": {
+                "post": {"summary": "Validate a sweep, store it, start its first trials",
+                         "operationId": "createSweep",
+                         "requestBody": {"required": True, "content": {
+                             "application/json": {"schema": {"$ref": REF.format(model="SweepSpec")}},
+                             "application/yaml": {"schema": {"$ref": REF.format(model="SweepSpec")}}}},
+                         "responses": {"202": _resp("created", "Sweep"), **ERRORS,
+                                       "422": _resp("invalid sweep; details name each field",
+                                                    "Error")}},
+                "get": {"summary": "List sweeps, newest first", "operationId": "listSweeps",
+                        "parameters": [q("status", {"type": "string", "enum": SWEEP_STATUSES}),
+                                       q("limit", {"type": "integer", "minimum": 1,
+                                                   "maximum": 500, "default": 50}),
+                                       q("cursor", {"type": "string"})],
+                        "responses": {"200": {"description": "{sweeps: [Sweep], next_cursor}"},
+                                      **ERRORS}}},
+            "/api/v1/sweeps/{sweep_id}": {"get": {
+                "summary": "A sweep: its trials, their state and objective, the best so far",
+                "operationId": "getSweep", "parameters": SWEEP_ID,
+                "responses": {"200": _resp("the sweep", "Sweep"),
+                              "404": _resp("no such sweep", "Error")}}},
+            "/api/v1/sweeps/{sweep_id}/cancel": {"post": {
+                "summary": "Cancel queued and running trials", "operationId": "cancelSweep",
+                "parameters": SWEEP_ID,
+                "responses": {"202": _resp("cancel requested", "Sweep"),
+                              "404": _resp("no such sweep", "Error"),
+                              "409": _resp("the sweep has already ended", "Error")}}},
             "/api/v1/datasets": {
                 "post": {"summary": "Upload a CSV (multipart field 'file' or a text/csv body)",
                          "operationId": "uploadDataset",

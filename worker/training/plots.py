@@ -63,3 +63,46 @@ def confusion_matrix(counts: np.ndarray, class_names: list[str], path: Path, tit
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def objective_vs_param(labels: list[str], means: list[float | None], spreads: list[float | None],
+                       path: Path, param: str, metric: str, numeric: bool) -> Path:
+    """One point per trial value (mean over the trials and seeds that had it), error bars of
+    one standard deviation; a log x axis for positive numeric values spanning a decade."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ok = [i for i, m in enumerate(means) if m is not None]
+    xs = [float(labels[i]) for i in ok] if numeric else [labels[i] for i in ok]
+    ax.errorbar(xs, [means[i] for i in ok], yerr=[spreads[i] or 0.0 for i in ok],
+                fmt="o-" if numeric else "o", capsize=4)
+    if numeric and xs and min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{metric} by {param} (mean ± sd over trials and seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def curves_by_value(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, param: str,
+                    metric: str) -> Path:
+    """One learning curve per value of ``param`` (the mean over the trials with that value),
+    with a band of one standard deviation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (mean, sd) in curves.items():
+        epochs = np.arange(1, len(mean) + 1)
+        line, = ax.plot(epochs, mean, label=f"{param}={label}")
+        ax.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{metric} per epoch by {param}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -23,11 +23,11 @@ from service import spec as S
 from service.config import Settings
 from service.db import session_scope
 from service.jobs import validate
-from service.models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, as_utc, utcnow
+from service.models import TERMINAL, Dataset, Job, JobEpoch, JobStatus, Sweep, as_utc, utcnow
 
 from . import datasets as D
 from . import model as M
-from . import plots, tracking
+from . import plots, sweep_trial, tracking
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,11 @@ def claim(job_id: str, settings: Settings) -> dict | None:
         job.error = None
         job.mlflow_run_id = job.mlflow_experiment_id = None
         job.progress = {"epoch": 0, "epochs": job.plan.get("epochs"), "metrics": {}}
-        return {"id": job.id, "name": job.name, "spec": job.spec, "sweep_id": job.sweep_id,
-                "attempts": job.attempts}
+        snapshot = {"id": job.id, "name": job.name, "spec": job.spec, "sweep_id": job.sweep_id,
+                    "attempts": job.attempts, "trial": None}
+        if job.sweep_id:
+            snapshot["trial"] = sweep_trial.claim_trial(s, job, s.get(Sweep, job.sweep_id), now)
+        return snapshot
 
 
 def owner_alive(worker: str | None, beat, now, stale_after_s: float) -> bool:
@@ -157,6 +160,8 @@ class Reporter:
         # so small batches overestimate it: the safe side).
         self._cost_per_value = 2e-4
         self.mlflow_errors = 0
+        # Called from this thread with each batch of new epochs (a sweep trial's pruning).
+        self.on_epochs = None
 
     def start(self) -> None:
         self._thread.start()
@@ -221,6 +226,12 @@ class Reporter:
             log.warning("progress write failed; will retry", exc_info=True)
             with self._lock:
                 self._pending_db[:0] = db_batch
+            return
+        if self.on_epochs is not None and db_batch:
+            try:
+                self.on_epochs(db_batch)
+            except Exception:
+                log.warning("reporting to the sweep's pruner failed", exc_info=True)
 
     def _write_db(self, batch: list[tuple[int, dict]]) -> None:
         with session_scope(self.settings.database_url) as s:
@@ -254,18 +265,27 @@ def _clean(metrics: dict) -> dict:
             for k, v in metrics.items()}
 
 
-def epoch_callback(reporter: Reporter, cancel: threading.Event):
+def epoch_callback(reporter: Reporter, cancel: threading.Event,
+                   prune: threading.Event | None = None,
+                   checkpoints: dict[int, Path] | None = None):
+    """``checkpoints`` maps epoch -> path: the model is saved there at the end of that epoch
+    (the shorter-epoch trials recorded from this training)."""
     import keras
 
+    prune = prune or threading.Event()
+    checkpoints = checkpoints or {}
+
     class EpochReporter(keras.callbacks.Callback):
-        """Per epoch: metrics + learning rate + epoch time to the reporter; NaN and cancel stop
-        training at the epoch boundary."""
+        """Per epoch: metrics + learning rate + epoch time to the reporter; NaN, cancel and a
+        sweep's pruner stop training at the epoch boundary."""
 
         def __init__(self):
             super().__init__()
             self.history: list[dict[str, float]] = []
             self.nan_epoch: int | None = None
             self.cancelled = False
+            self.pruned = False
+            self.saved: dict[int, Path] = {}
             self._t = time.perf_counter()
 
         def on_epoch_begin(self, epoch, logs=None):
@@ -278,11 +298,17 @@ def epoch_callback(reporter: Reporter, cancel: threading.Event):
             metrics["epoch_time_s"] = time.perf_counter() - self._t
             self.history.append(metrics)
             reporter.epoch(epoch + 1, metrics)
+            if epoch + 1 in checkpoints:
+                self.model.save(checkpoints[epoch + 1])
+                self.saved[epoch + 1] = checkpoints[epoch + 1]
             if not math.isfinite(metrics.get("loss", 0.0)):
                 self.nan_epoch = epoch + 1
                 self.model.stop_training = True
             elif cancel.is_set():
                 self.cancelled = True
+                self.model.stop_training = True
+            elif prune.is_set():
+                self.pruned = True
                 self.model.stop_training = True
 
     return EpochReporter()
@@ -304,26 +330,56 @@ class JobRun:
         self.settings = settings
         self.job_id = snapshot["id"]
         self.snapshot = snapshot
+        self.trial = snapshot.get("trial")
         self.cancel = threading.Event()
+        self.prune = threading.Event()
         self.reporter = Reporter(settings, self.job_id, 0, self.cancel)
         self.mlflow = None
         self.run_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.pruned_at: int | None = None
 
     def run(self) -> str:
         # The reporter's heartbeat covers the whole run (dataset, compile, artifacts), not only
         # fit: a job whose heartbeat stops is taken for a dead worker's and handed to another.
         self.reporter.start()
+        status, summary, error = JobStatus.failed.value, None, None
         try:
             status, summary = self._train()
         except BaseException as exc:  # SoftTimeLimitExceeded derives from Exception too
-            self._fail(exc)
+            error = self._fail(exc)
             if not isinstance(exc, Exception):
+                self._settle_trial(status, error)
                 raise
-            return JobStatus.failed.value
         finally:
             self.reporter.close()
-        self._finish(status, summary=summary)
+        if error is None:
+            self._finish(status, summary=summary)
+        self._settle_trial(status, error)
         return status
+
+    def _settle_trial(self, status: str, error: dict | None) -> None:
+        """A sweep trial: end the trials this training did not reach, then let the sweep's
+        scheduler tell Optuna and start the next trial."""
+        if not self.trial:
+            return
+        left = [d for d in self.trial.get("derived", [])]
+        if left:
+            reason = {"type": "NotReached", "message":
+                      f"recorded from the training of job {self.job_id}, which ended "
+                      f"{status} before reaching this trial's epochs"
+                      + (f": {error['message']}" if error else "")}
+            sweep_trial.settle(self.settings, left, JobStatus.cancelled.value
+                               if status == JobStatus.cancelled.value else
+                               JobStatus.pruned.value if status == JobStatus.pruned.value
+                               else JobStatus.failed.value, reason)
+        try:
+            from service.sweeps import advance
+
+            advance(self.settings, self.trial["sweep_id"])
+        except Exception:
+            log.warning("advancing sweep %s failed; the API's round will", self.trial["sweep_id"],
+                        exc_info=True)
 
     def _train(self) -> tuple[str, dict]:
         st = self.settings
@@ -341,6 +397,10 @@ class JobRun:
             exp_id = tracking.experiment_id(self.mlflow, spec.experiment)
             tags = tracking.base_tags(self.job_id, self.snapshot["sweep_id"], data.digest, backend)
             tags.update({f"user.{k}": v for k, v in spec.tags.items()})
+            if self.trial:
+                self.parent_run_id, _ = sweep_trial.ensure_parent_run(st, self.mlflow,
+                                                                      self.trial["sweep_id"])
+                tags.update(sweep_trial.child_tags(self.trial, self.parent_run_id))
             params = tracking.run_params(raw, plan, {"steps_per_execution": spe,
                                                      "keras_backend": backend})
             self.run_id = tracking.start_run(self.mlflow, exp_id, spec.name, tags, params)
@@ -348,13 +408,19 @@ class JobRun:
             with session_scope(st.database_url) as s:
                 job = s.get(Job, self.job_id)
                 job.mlflow_run_id, job.mlflow_experiment_id = self.run_id, exp_id
+        pruner = sweep_trial.prune_check(st, self.trial, self.prune)
+        self.reporter.on_epochs = pruner
 
         keras.utils.set_random_seed(spec.fit.seed)
         model = M.build_model(spec, plan)
         M.compile_model(model, spec, plan, spe)
         y_train = M.prepare_targets(data.y_train, spec, plan)
         y_val = M.prepare_targets(data.y_val, spec, plan)
-        callback = epoch_callback(self.reporter, self.cancel)
+        derived = (self.trial or {}).get("derived", [])
+        ckpt_dir = sweep_trial.checkpoint_dir() if derived else None
+        checkpoints = {d["epochs"]: Path(ckpt_dir.name) / f"epoch-{d['epochs']}.keras"
+                       for d in derived} if ckpt_dir else {}
+        callback = epoch_callback(self.reporter, self.cancel, self.prune, checkpoints)
         callbacks = [callback]
         if spec.fit.early_stopping is not None:
             es = spec.fit.early_stopping
@@ -367,23 +433,31 @@ class JobRun:
 
         self.reporter.fit_started()
         t0 = time.perf_counter()
-        model.fit(
-            D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
-                            spec.fit.shuffle),
-            steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
-            validation_data=validation, validation_steps=1 if validation else None,
-            callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
-        )
-        fit_time = time.perf_counter() - t0
-        self.reporter.flush(final=True)  # every epoch is in MLflow before the artifacts
+        try:
+            model.fit(
+                D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                                spec.fit.shuffle),
+                steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
+                validation_data=validation, validation_steps=1 if validation else None,
+                callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
+            )
+            fit_time = time.perf_counter() - t0
+            self.reporter.flush(final=True)  # every epoch is in MLflow before the artifacts
+            history = callback.history
+            if derived:
+                sweep_trial.record_derived(self, spec, plan, data, history, callback.saved,
+                                           [h["epoch_time_s"] for h in history])
+        finally:
+            if ckpt_dir is not None:
+                ckpt_dir.cleanup()
 
-        history = callback.history
         if callback.nan_epoch is not None:
             raise TrainingFailed(
                 f"loss became {history[-1].get('loss')} at epoch {callback.nan_epoch}: training "
                 f"diverged. The learning rate {spec.compile.optimizer.learning_rate:g} is "
                 "probably too high; lower compile.optimizer.learning_rate")
-        status = JobStatus.cancelled.value if callback.cancelled else JobStatus.succeeded.value
+        status = (JobStatus.cancelled.value if callback.cancelled else
+                  JobStatus.pruned.value if callback.pruned else JobStatus.succeeded.value)
         summary = {
             "epochs_completed": len(history),
             "stopped_early": not callback.cancelled and len(history) < plan.epochs,
@@ -393,37 +467,17 @@ class JobRun:
             "steps_per_execution": spe,
             "keras_backend": backend,
         }
+        if callback.pruned:
+            self.pruned_at = len(history)
+            summary["pruned_at_epoch"] = len(history)
         if self.mlflow is not None:
-            self._log_artifacts(model, spec, plan, data, history, status)
+            write_artifacts(self.mlflow, self.run_id, raw, spec, plan, model, data, history)
+            if status == JobStatus.succeeded.value and st.log_model:
+                self.log_model(model, data, self.run_id)
         summary["mlflow_errors"] = self.reporter.mlflow_errors
         return status, summary
 
-    def _log_artifacts(self, model, spec, plan, data, history, status) -> None:
-        cl, run_id = self.mlflow, self.run_id
-        with tempfile.TemporaryDirectory(prefix="kerasyard-") as tmp:
-            out = Path(tmp)
-            (out / "spec.json").write_text(json.dumps(self.snapshot["spec"], indent=2))
-            (out / "model_summary.txt").write_text(M.summary_text(model, plan))
-            _write_history(history, out / "history.csv")
-            if history:
-                plots.learning_curve({k: [h.get(k, float("nan")) for h in history]
-                                      for k in history[0]}, out / "learning_curve.png",
-                                     f"{spec.name}: {plan.gradient_descent} GD, batch "
-                                     f"{plan.batch_size}, {len(history)} epochs")
-            if plan.task == "classification":
-                x, y, which = ((data.x_val, data.y_val, "validation") if data.x_val is not None
-                               else (data.x_train, data.y_train, "training"))
-                probs = model.predict(x, batch_size=max(256, plan.batch_size), verbose=0)
-                pred = ((probs.reshape(-1) > (0.0 if plan.output_activation == "linear" else 0.5))
-                        .astype(int) if plan.output_units == 1 else probs.argmax(axis=1))
-                counts = plots.confusion_counts(y, pred, plan.n_classes or 2)
-                plots.confusion_matrix(counts, data.class_names or [], out / "confusion_matrix.png",
-                                       f"confusion matrix ({which} set)")
-            cl.log_artifacts(run_id, str(out))
-        if status == JobStatus.succeeded.value and self.settings.log_model:
-            self._log_model(model, data)
-
-    def _log_model(self, model, data) -> None:
+    def log_model(self, model, data, run_id: str) -> None:
         import keras
         import mlflow
         from mlflow.models import infer_signature
@@ -433,11 +487,11 @@ class JobRun:
         signature = infer_signature(sample, keras.ops.convert_to_numpy(model(sample)))
         # Explicit requirements skip MLflow's import-capturing subprocess (seconds per run).
         reqs = [f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
-        with mlflow.start_run(run_id=self.run_id):
+        with mlflow.start_run(run_id=run_id):
             mlflow.keras.log_model(model, name="model", signature=signature,
                                    pip_requirements=reqs)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException) -> dict:
         try:
             self.reporter.flush(final=True)
         except Exception:
@@ -465,11 +519,26 @@ class JobRun:
             except Exception:
                 log.warning("could not record the failure in MLflow", exc_info=True)
         self._finish(JobStatus.failed.value, error=error)
+        return error
 
     def _finish(self, status: str, summary: dict | None = None, error: dict | None = None) -> None:
         if self.mlflow is not None and self.run_id:
-            mlflow_status = {"succeeded": "FINISHED", "cancelled": "KILLED"}.get(status, "FAILED")
+            # A pruned trial did what it was asked until its pruner stopped it: FINISHED, and
+            # tagged so (MLflow has no PRUNED status).
+            mlflow_status = {"succeeded": "FINISHED", "pruned": "FINISHED",
+                             "cancelled": "KILLED"}.get(status, "FAILED")
             try:
+                if status == JobStatus.pruned.value:
+                    self.mlflow.set_tag(self.run_id, "kerasyard.pruned", "true")
+                    self.mlflow.set_tag(self.run_id, "kerasyard.pruned_at_epoch",
+                                        str(self.pruned_at))
+                    self.mlflow.set_tag(self.run_id, "mlflow.note.content",
+                                        f"**Pruned** at epoch {self.pruned_at} by the sweep's "
+                                        f"{(self.trial or {}).get('early_stopping', {}).get('type')}"
+                                        " pruner: its objective was worse than the other "
+                                        "trials' at the same epoch.")
+                if self.trial:
+                    self.mlflow.set_tag(self.run_id, "kerasyard.trial_state", status)
                 self.mlflow.set_terminated(self.run_id, mlflow_status)
             except Exception:
                 log.warning("could not end MLflow run %s", self.run_id, exc_info=True)
@@ -481,6 +550,32 @@ class JobRun:
                 job.summary = summary
             if error is not None:
                 job.error = error
+
+
+def write_artifacts(cl, run_id: str, raw: dict, spec, plan, model, data,
+                    history: list[dict]) -> None:
+    """spec.json, model_summary.txt, history.csv, learning_curve.png and, for classification,
+    confusion_matrix.png, in one log_artifacts call."""
+    with tempfile.TemporaryDirectory(prefix="kerasyard-") as tmp:
+        out = Path(tmp)
+        (out / "spec.json").write_text(json.dumps(raw, indent=2))
+        (out / "model_summary.txt").write_text(M.summary_text(model, plan))
+        _write_history(history, out / "history.csv")
+        if history:
+            plots.learning_curve({k: [h.get(k, float("nan")) for h in history]
+                                  for k in history[0]}, out / "learning_curve.png",
+                                 f"{spec.name}: {plan.gradient_descent} GD, batch "
+                                 f"{plan.batch_size}, {len(history)} epochs")
+        if plan.task == "classification":
+            x, y, which = ((data.x_val, data.y_val, "validation") if data.x_val is not None
+                           else (data.x_train, data.y_train, "training"))
+            probs = model.predict(x, batch_size=max(256, plan.batch_size), verbose=0)
+            pred = ((probs.reshape(-1) > (0.0 if plan.output_activation == "linear" else 0.5))
+                    .astype(int) if plan.output_units == 1 else probs.argmax(axis=1))
+            counts = plots.confusion_counts(y, pred, plan.n_classes or 2)
+            plots.confusion_matrix(counts, data.class_names or [], out / "confusion_matrix.png",
+                                   f"confusion matrix ({which} set)")
+        cl.log_artifacts(run_id, str(out))
 
 
 def _write_history(history: list[dict], path: Path) -> None:

@@ -1,0 +1,34 @@
+"""/api/v1/sweeps: thin routes; the work is in service.sweeps."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request, url_for
+
+from .. import sweeps
+from . import settings_of
+from .body import int_arg, json_body
+
+bp = Blueprint("sweeps", __name__, url_prefix="/api/v1/sweeps")
+
+
+@bp.post("")
+def create_sweep():
+    sweep = sweeps.submit_sweep(settings_of(), json_body())
+    return sweep, 202, {"Location": url_for("sweeps.get_sweep", sweep_id=sweep["id"])}
+
+
+@bp.get("")
+def list_sweeps():
+    a = request.args
+    return sweeps.list_sweeps(settings_of(), status=a.get("status") or None,
+                              limit=int_arg("limit", 50, 1, 500), cursor=a.get("cursor") or None)
+
+
+@bp.get("/<sweep_id>")
+def get_sweep(sweep_id: str):
+    return sweeps.get_sweep(settings_of(), sweep_id)
+
+
+@bp.post("/<sweep_id>/cancel")
+def cancel_sweep(sweep_id: str):
+    return sweeps.cancel_sweep(settings_of(), sweep_id), 202

@@ -1,0 +1,107 @@
+"""Optuna in the service's own database: one study per sweep, driven by ask-and-tell.
+
+Optuna's tables (studies, trials, trial_params, trial_values, trial_intermediate_values, ...)
+live next to kerasyard's; they are created by :func:`init_storage`, which the migration step
+calls, so a running API or worker never races to create them. Optuna keeps its Alembic
+revision in ``alembic_version``; kerasyard's own is in ``kerasyard_alembic_version``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+_lock = threading.Lock()
+_storages: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4}
+
+
+def init_storage(url: str) -> None:
+    """Create (or upgrade) Optuna's tables; idempotent."""
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url),
+                                         skip_compatibility_check=True)
+    if storage.get_current_version() != storage.get_head_version():
+        storage.upgrade()
+    storage.engine.dispose()
+
+
+def storage(url: str) -> optuna.storages.RDBStorage:
+    with _lock:
+        st = _storages.get(url)
+        if st is None:
+            st = _storages[url] = optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), skip_table_creation=True)
+        return st
+
+
+def dispose_storages() -> None:
+    """A forked worker child must not reuse its parent's connections."""
+    with _lock:
+        for st in _storages.values():
+            st.engine.dispose(close=False)
+        _storages.clear()
+
+
+def distribution(d: dict) -> BaseDistribution:
+    if d["type"] == "categorical":
+        return CategoricalDistribution(d["values"])
+    if d["type"] == "float":
+        return FloatDistribution(d["low"], d["high"], log=d.get("log", False),
+                                 step=d.get("step"))
+    return IntDistribution(d["low"], d["high"], log=d.get("log", False), step=d.get("step", 1))
+
+
+def distributions(plan: dict) -> dict[str, BaseDistribution]:
+    return {path: distribution(d) for path, d in plan["distributions"].items()}
+
+
+def sampler(spec: dict) -> optuna.samplers.BaseSampler:
+    method, seed = spec.get("method", "grid"), spec.get("seed", 0)
+    if method == "tpe":
+        # Few trials in a teaching sweep: start modelling after a handful of random ones.
+        n_startup = max(2, min(10, (spec.get("max_trials") or 10) // 3))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
+    # grid: every trial's values are fixed by the scheduler (enqueue + ask); the sampler is
+    # never consulted. random: independent uniform draws.
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def pruner(spec: dict) -> optuna.pruners.BasePruner:
+    es = spec.get("early_stopping")
+    if not es:
+        return optuna.pruners.NopPruner()
+    if es["type"] == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=es.get("n_startup_trials", 5),
+                                           n_warmup_steps=es.get("n_warmup_steps", 0),
+                                           interval_steps=es.get("interval_steps", 1))
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=es.get("min_resource", "auto"),
+        reduction_factor=es.get("reduction_factor", 3),
+        min_early_stopping_rate=es.get("min_early_stopping_rate", 0))
+
+
+def create_study(url: str, study_name: str, spec: dict) -> None:
+    direction = spec.get("objective", {}).get("goal", "minimize")
+    optuna.create_study(storage=storage(url), study_name=study_name, direction=direction,
+                        load_if_exists=True)
+
+
+def load_study(url: str, study_name: str, spec: dict) -> optuna.Study:
+    return optuna.load_study(study_name=study_name, storage=storage(url),
+                             sampler=sampler(spec), pruner=pruner(spec))
