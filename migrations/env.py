@@ -12,21 +12,15 @@ from sqlalchemy import inspect, text
 
 from service.config import get_settings
 from service.db import make_engine
+from service.migrate import VERSION_TABLE, include_name
 from service.models import Base
 
 config = context.config
 target_metadata = Base.metadata
-VERSION_TABLE = "kerasyard_alembic_version"
-OWN_TABLES = set(Base.metadata.tables) | {VERSION_TABLE}
 
 
 def _url() -> str:
     return config.attributes.get("database_url") or get_settings().database_url
-
-
-def include_name(name, type_, parent_names) -> bool:
-    # Optuna's tables live in the same database; autogenerate must not offer to drop them.
-    return type_ != "table" or name in OWN_TABLES
 
 
 def _adopt_legacy_version_table(conn) -> None:

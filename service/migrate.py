@@ -9,6 +9,16 @@ from alembic import command
 from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
+# Optuna's storage keeps its own Alembic history in ``alembic_version``; kerasyard's is here.
+VERSION_TABLE = "kerasyard_alembic_version"
+
+
+def include_name(name, type_, parent_names) -> bool:
+    """Only kerasyard's tables: Optuna's share the database, and autogenerate must not offer
+    to drop them."""
+    from .models import Base
+
+    return type_ != "table" or name in Base.metadata.tables or name == VERSION_TABLE
 
 
 def alembic_config(database_url: str) -> Config:

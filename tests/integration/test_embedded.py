@@ -131,6 +131,22 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
         assert (tmp_path / "data" / "kerasyard.db").exists()
         assert (tmp_path / "data" / "mlflow.db").exists()
+
+        # A sweep on SQLite (Optuna's study in the same file) and the filesystem broker.
+        status, sw = http("POST", f"{base}/sweeps", {
+            "name": "embedded-sweep", "base": lecture_spec(), "objective": {"metric": "loss"},
+            "parameters": {"model.hidden_activation": ["relu", "tanh"], "fit.epochs": [1, 3]}})
+        assert status == 202, sw
+
+        def sweep_done():
+            _, s = http("GET", f"{base}/sweeps/{sw['id']}")
+            return s if (s["report"] or {}).get("state") in ("done", "failed") else None
+
+        sw = wait_for(sweep_done, 180, 0.3, "the sweep")
+        assert sw["status"] == "succeeded", sw
+        assert [t["state"] for t in sw["trials"]] == ["succeeded"] * 4
+        assert sw["report"]["state"] == "done", sw["report"]
+        assert client.get_run(sw["mlflow"]["run_id"]).info.status == "FINISHED"
         assert (tmp_path / "data" / "broker" / "control").is_dir()
         assert not (ROOT / "control").exists()  # kombu's default folder stays out of the repo
     finally:

@@ -19,10 +19,18 @@ def test_single_head(pg_database):
     assert len(heads) == 1, heads
 
 
+def _context(conn) -> MigrationContext:
+    from service.migrate import VERSION_TABLE, include_name
+
+    return MigrationContext.configure(conn, opts={"compare_type": True,
+                                                  "include_name": include_name,
+                                                  "version_table": VERSION_TABLE})
+
+
 def test_migrated_schema_matches_models(pg_database):
     engine = create_engine(pg_database)
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = _context(conn)
         diff = compare_metadata(ctx, Base.metadata)
         head = ScriptDirectory.from_config(alembic_config(pg_database)).get_current_head()
         assert ctx.get_current_revision() == head
@@ -44,6 +52,59 @@ def test_downgrade_and_upgrade_round_trip():
         command.upgrade(cfg, "head")
         command.downgrade(cfg, "base")
         command.upgrade(cfg, "head")
+    finally:
+        from service.db import dispose_engines
+
+        dispose_engines()
+        _drop_database(name)
+
+
+def test_optuna_tables_sit_beside_ours_with_their_own_version_table(pg_database):
+    """Optuna's RDB storage (sweep state) shares the database; each history has its table."""
+    import optuna
+    from sqlalchemy import inspect, text
+
+    engine = create_engine(pg_database)
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        ours = conn.execute(text("SELECT version_num FROM kerasyard_alembic_version")).scalar()
+        theirs = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    engine.dispose()
+    assert {"jobs", "sweeps", "studies", "trials", "trial_intermediate_values"} <= tables
+    assert ours == ScriptDirectory.from_config(alembic_config(pg_database)).get_current_head()
+    storage = optuna.storages.RDBStorage(pg_database)  # checks its schema version
+    assert theirs == storage.get_head_version()
+    storage.engine.dispose()
+
+
+def test_a_database_from_before_sweeps_is_adopted():
+    """Databases migrated before sweeps kept kerasyard's revision in ``alembic_version``; the
+    upgrade moves it to ``kerasyard_alembic_version`` and Optuna gets the old name."""
+    import uuid
+
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from service.migrate import upgrade
+
+    from .conftest import _create_database, _drop_database
+
+    name = f"kerasyard_mig_{uuid.uuid4().hex[:8]}"
+    url = _create_database(name)
+    try:
+        command.upgrade(alembic_config(url), "0001")
+        engine = create_engine(url)
+        with engine.begin() as conn:  # what a 0001-era database looked like
+            conn.execute(text("ALTER TABLE kerasyard_alembic_version RENAME TO alembic_version"))
+            conn.execute(text("ALTER TABLE alembic_version RENAME CONSTRAINT "
+                              "kerasyard_alembic_version_pkc TO alembic_version_pkc"))
+        upgrade(url)
+        with engine.connect() as conn:
+            ours = conn.execute(text("SELECT version_num FROM kerasyard_alembic_version")
+                                ).scalar()
+            assert "sweeps" in inspect(conn).get_table_names()
+            assert ours == "0002"
+        engine.dispose()
     finally:
         from service.db import dispose_engines
 
