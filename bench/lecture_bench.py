@@ -113,12 +113,14 @@ def tail(path: Path, chars: int = 4000) -> str:
 class Worker:
     """One Celery worker process (one prefork child) for one backend and logging setting."""
 
-    def __init__(self, env: dict, log_path: Path, name: str, cwd: Path, queue: str):
+    def __init__(self, env: dict, log_path: Path, name: str, cwd: Path, queue: str,
+                 concurrency: int = 1):
         from service.run import worker_cmd
 
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(worker_cmd(queues=queue, name=name), env=env, cwd=cwd,
+        self.proc = subprocess.Popen(worker_cmd(queues=queue, concurrency=concurrency,
+                                                name=name), env=env, cwd=cwd,
                                      stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

@@ -1,0 +1,211 @@
+"""Sweep benchmark: "train once for the epochs axis" against a naive sweep, in one run.
+
+    .venv/bin/python bench/sweep_bench.py [--epochs 10,50,200] [--batch-sizes 1,5,40,160]
+                                          [--activations sigmoid,relu,tanh] [--json out.json]
+
+It runs examples/sweep_lecture.json (the lecture MLP; batch size x hidden activation x
+epochs, 36 trials by default) twice through the service on its embedded stack (SQLite jobs
+database with Optuna's study in it, kombu's filesystem broker, an ``mlflow server`` on SQLite,
+one Celery worker with two prefork children, the API in this process), once with
+``share_epochs: true`` (each configuration trains once, to its largest epoch count; the
+shorter trials are recorded from that training) and once with ``share_epochs: false`` (every
+trial trains on its own, as W&B Sweeps, Ray Tune or Optuna would run it). Everything else is
+the same, ``max_parallel`` 2 included; which goes first alternates with ``--repeats``.
+
+Printed, per mode: epochs trained (the sum over trainings of the epochs each ran), trials,
+wall time from POST /api/v1/sweeps until the sweep has ended and its report is written,
+and the ratios shared / naive. It also checks that both modes give every trial the same
+objective value, bit for bit (the results are identical, only cheaper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lecture_bench import BenchError, Worker, free_port, stop_process, tail  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "sweep_lecture.json"
+
+
+def sweep_body(args, share: bool, tag: str) -> dict:
+    body = json.loads(EXAMPLE.read_text())
+    body["name"] = f"{body['name']} ({tag})"
+    body["share_epochs"] = share
+    body["parameters"] = {
+        "fit.batch_size": [int(x) for x in args.batch_sizes.split(",")],
+        "model.hidden_activation": args.activations.split(","),
+        "fit.epochs": [int(x) for x in args.epochs.split(",")],
+    }
+    body["max_parallel"] = args.max_parallel
+    return body
+
+
+def run_sweep(client, body: dict, worker: Worker, timeout: float) -> dict:
+    t0 = time.perf_counter()
+    resp = client.post("/api/v1/sweeps", json=body)
+    if resp.status_code != 202:
+        raise BenchError(f"POST /sweeps: {resp.status_code} {resp.get_json()}")
+    sweep_id = resp.get_json()["id"]
+    while True:
+        worker.check_alive()
+        sw = client.get(f"/api/v1/sweeps/{sweep_id}").get_json()
+        if sw["status"] in ("succeeded", "failed", "cancelled") and \
+                (sw["report"] or {}).get("state") in ("done", "failed"):
+            break
+        if time.perf_counter() - t0 > timeout:
+            raise BenchError(f"sweep {sweep_id} did not end within {timeout:.0f} s")
+        time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    if sw["status"] != "succeeded" or any(t["state"] != "succeeded" for t in sw["trials"]):
+        raise BenchError(f"sweep {sweep_id} ended {sw['status']}: "
+                         f"{[(t['name'], t['state']) for t in sw['trials']]}")
+    jobs = client.get(f"/api/v1/jobs?sweep_id={sweep_id}&limit=500").get_json()["jobs"]
+    trainings = [j for j in jobs if not j["trained_by"]]
+    return {
+        "wall_s": wall,
+        "trials": len(sw["trials"]),
+        "trainings": len(trainings),
+        "epochs_trained": sum(j["summary"]["epochs_completed"] for j in trainings),
+        "epochs_of_trials": sum(j["plan"]["epochs"] for j in jobs),
+        "fit_s": sum(j["summary"]["fit_time_s"] for j in trainings),
+        "objectives": {t["name"]: t["objective"] for t in sw["trials"]},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", default="10,50,200")
+    parser.add_argument("--batch-sizes", default="1,5,40,160")
+    parser.add_argument("--activations", default="sigmoid,relu,tanh")
+    parser.add_argument("--max-parallel", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--timeout", type=float, default=7200)
+    args = parser.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    print(f"kerasyard sweep bench: {EXAMPLE.relative_to(ROOT)}, batch sizes {args.batch_sizes},"
+          f" activations {args.activations}, epochs {args.epochs}, max_parallel "
+          f"{args.max_parallel}, {args.repeats} repeat(s)", flush=True)
+    print(f"python {platform.python_version()} on {platform.platform()}, {os.cpu_count()} CPUs",
+          flush=True)
+    json_path = Path(args.json).resolve() if args.json else None
+    children: list[subprocess.Popen] = []
+    worker = None
+    old_cwd = os.getcwd()
+    results: dict[str, list[dict]] = {"shared": [], "naive": []}
+    with tempfile.TemporaryDirectory(prefix="kerasyard-sweep-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            os.chdir(tmp)
+            from service.run import mlflow_server_cmd, mlflow_server_env, wait_http
+
+            port = free_port()
+            mlflow_url = f"http://127.0.0.1:{port}"
+            env = os.environ.copy()
+            env["PYTHONUNBUFFERED"] = "1"
+            mlflow = subprocess.Popen(
+                mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{tmp / 'mlflow.db'}",
+                                  str(tmp / "mlartifacts")),
+                env=mlflow_server_env(env), cwd=tmp, stdout=open(tmp / "mlflow.log", "wb"),
+                stderr=subprocess.STDOUT, start_new_session=True)
+            children.append(mlflow)
+            try:
+                wait_http(f"{mlflow_url}/health", 180, mlflow)
+            except SystemExit as exc:
+                raise BenchError(f"mlflow server did not start: {exc}\n"
+                                 f"{tail(tmp / 'mlflow.log')}") from None
+            service_env = {"DATABASE_URL": f"sqlite:///{tmp / 'ky.db'}",
+                           "BROKER_URL": "filesystem://", "MLFLOW_TRACKING_URI": mlflow_url,
+                           "KERASYARD_DATA_DIR": str(tmp)}
+            os.environ.update(service_env)
+            env.update(service_env)
+            env["PYTHONPATH"] = str(ROOT)
+            from service.api import create_app
+            from service.config import Settings
+            from service.migrate import upgrade
+
+            settings = Settings.from_env()
+            upgrade(settings.database_url)
+            client = create_app(settings).test_client()
+            worker = Worker(env, tmp / "worker.log", f"sweep-bench-{os.getpid()}@%h", tmp,
+                            "cpu", concurrency=2)
+            log(f"worker ready in {worker.wait_ready(300):.1f} s")
+            for i in range(args.repeats):
+                order = ("shared", "naive") if i % 2 == 0 else ("naive", "shared")
+                for mode in order:
+                    res = run_sweep(client, sweep_body(args, mode == "shared", f"{mode} {i + 1}"),
+                                    worker, args.timeout)
+                    results[mode].append(res)
+                    log(f"repeat {i + 1} {mode}: {res['trials']} trials, {res['trainings']} "
+                        f"trainings, {res['epochs_trained']} epochs trained, wall "
+                        f"{res['wall_s']:.1f} s")
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            os.chdir(old_cwd)
+            if worker is not None:
+                worker.stop()
+            for proc in children:
+                stop_process(proc)
+
+    report = summarize(results)
+    if json_path:
+        json_path.write_text(json.dumps({"args": vars(args), "results": results,
+                                         "summary": report}, indent=2))
+    return 0
+
+
+def summarize(results: dict[str, list[dict]]) -> dict:
+    import statistics
+
+    shared, naive = results["shared"], results["naive"]
+    med = lambda rows, key: statistics.median(r[key] for r in rows)
+    out = {
+        "trials": shared[0]["trials"],
+        "epochs_trained_shared": med(shared, "epochs_trained"),
+        "epochs_trained_naive": med(naive, "epochs_trained"),
+        "trainings_shared": med(shared, "trainings"),
+        "trainings_naive": med(naive, "trainings"),
+        "wall_shared_s": med(shared, "wall_s"),
+        "wall_naive_s": med(naive, "wall_s"),
+        "fit_shared_s": med(shared, "fit_s"),
+        "fit_naive_s": med(naive, "fit_s"),
+    }
+    out["epochs_ratio"] = out["epochs_trained_shared"] / out["epochs_trained_naive"]
+    out["wall_ratio"] = out["wall_shared_s"] / out["wall_naive_s"]
+    out["fit_ratio"] = out["fit_shared_s"] / out["fit_naive_s"]
+    same = all(s["objectives"] == n["objectives"] for s in shared for n in naive)
+    out["identical_objectives"] = same
+    print(f"\ntrials per sweep: {out['trials']}")
+    print(f"{'':24}{'shared':>12}{'naive':>12}{'shared/naive':>14}")
+    print(f"{'trainings':24}{out['trainings_shared']:>12}{out['trainings_naive']:>12}"
+          f"{out['trainings_shared'] / out['trainings_naive']:>14.3f}")
+    print(f"{'epochs trained':24}{out['epochs_trained_shared']:>12}"
+          f"{out['epochs_trained_naive']:>12}{out['epochs_ratio']:>14.3f}")
+    print(f"{'fit time, summed (s)':24}{out['fit_shared_s']:>12.1f}{out['fit_naive_s']:>12.1f}"
+          f"{out['fit_ratio']:>14.3f}")
+    print(f"{'sweep wall time (s)':24}{out['wall_shared_s']:>12.1f}{out['wall_naive_s']:>12.1f}"
+          f"{out['wall_ratio']:>14.3f}")
+    print(f"every trial's objective identical in both modes: {same}")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
