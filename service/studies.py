@@ -97,8 +97,15 @@ def pruner(spec: dict) -> optuna.pruners.BasePruner:
 
 
 def create_study(url: str, study_name: str, spec: dict) -> None:
-    direction = spec.get("objective", {}).get("goal", "minimize")
-    optuna.create_study(storage=storage(url), study_name=study_name, direction=direction,
+    """Create the sweep's study unless it exists (a cheap lookup, no failing INSERT)."""
+    st = storage(url)
+    try:
+        st.get_study_id_from_name(study_name)
+        return
+    except KeyError:
+        pass
+    direction = (spec.get("objective") or {}).get("goal", "minimize")
+    optuna.create_study(storage=st, study_name=study_name, direction=direction,
                         load_if_exists=True)
 
 

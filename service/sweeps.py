@@ -32,6 +32,7 @@ from .models import (
     Job,
     JobStatus,
     Sweep,
+    as_utc,
     SweepStatus,
     new_id,
     utcnow,
@@ -333,6 +334,8 @@ def _advance(settings: Settings, sweep_id: str) -> None:
     for j in jobs:
         by_trial.setdefault(j.trial_number, []).append(j)
     optuna_trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
+    if _settle_orphaned_derived(settings, jobs):
+        return _advance(settings, sweep_id)
 
     # 1. Tell Optuna what finished. Seeds of one configuration are one Optuna trial.
     for group in by_trial.values():
@@ -408,6 +411,35 @@ def _advance(settings: Settings, sweep_id: str) -> None:
         if not queue_training_job(settings, job_id, queue):
             break  # broker down: the API's background round sends them later
     _maybe_finish(settings, sweep_id)
+
+
+ORPHAN_GRACE_S = 60
+
+
+def _settle_orphaned_derived(settings: Settings, jobs: list[Job]) -> bool:
+    """A trial recorded from another job's training ends when that job has ended without
+    recording it (its worker gave up, say) -- after a grace period for the recording itself."""
+    by_id = {j.id: j for j in jobs}
+    cutoff = utcnow() - dt.timedelta(seconds=ORPHAN_GRACE_S)
+    orphans = []
+    for j in jobs:
+        trainer = by_id.get(j.trained_by) if j.trained_by else None
+        if trainer is not None and j.status not in TERMINAL_VALUES and \
+                trainer.status in TERMINAL_VALUES and trainer.finished_at is not None and \
+                as_utc(trainer.finished_at) < cutoff:
+            orphans.append((j.id, trainer))
+    if not orphans:
+        return False
+    with session_scope(settings.database_url) as s:
+        for job_id, trainer in orphans:
+            row = s.get(Job, job_id)
+            status = JobStatus.cancelled.value if trainer.status == "cancelled" else \
+                JobStatus.failed.value
+            row.status, row.finished_at = status, utcnow()
+            row.error = {"type": "NotReached", "message": f"recorded from the training of job "
+                         f"{trainer.id}, which ended {trainer.status} without recording it"
+                         + (f": {trainer.error.get('message')}" if trainer.error else "")}
+    return True
 
 
 def _stop_siblings(settings: Settings, group: list[Job]) -> None:

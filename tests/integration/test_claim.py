@@ -60,6 +60,24 @@ def test_queued_job_is_claimed_once(cfg):
         owner.wait()
 
 
+def test_live_pid_with_a_stale_heartbeat_is_taken_over(cfg):
+    """After a container restart the hostname is the same and the old pid may now be another
+    process: a live pid whose heartbeat went stale does not own the job."""
+    import socket
+    import subprocess
+
+    old = utcnow() - dt.timedelta(seconds=cfg.stale_heartbeat_s + 5)
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        job_id = make_job(cfg, status="running", attempts=1,
+                          worker=f"{socket.gethostname()}:{other.pid}", heartbeat_at=old)
+        snap = claim(job_id, cfg)
+        assert snap is not None and snap["attempts"] == 2
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_fresh_owner_on_another_host_keeps_the_job(cfg):
     job_id = make_job(cfg, status="running", attempts=1, worker="other-host:123",
                       heartbeat_at=utcnow())

@@ -302,7 +302,7 @@ def test_restart_in_the_middle_loses_and_duplicates_nothing(settings, workdir):
     wait_for(two_done, 180, 0.1, "two trials done and a third running")
     _kill_tree(w1.proc.pid)
     w1.stop()
-    del api  # the API goes too; a new one starts with its background round
+    api = None  # the API goes too; a new one starts with its background round
 
     app2 = create_app(st, redispatch_interval=1)
     api2 = app2.test_client()

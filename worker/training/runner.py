@@ -90,9 +90,12 @@ def claim(job_id: str, settings: Settings) -> dict | None:
 def owner_alive(worker: str | None, beat, now, stale_after_s: float) -> bool:
     """Is the process that claimed a running job still at it?
 
-    On this host the pid answers at once (a child killed by the OOM killer is re-delivered
-    within seconds); for another host only the heartbeat can tell.
+    On this host a dead pid answers at once (a child killed by the OOM killer is re-delivered
+    within seconds). A live pid is not enough: after a container restart the hostname is the
+    same and the old pid may belong to another process, so the heartbeat must be fresh too.
+    For another host only the heartbeat can tell.
     """
+    fresh = beat is not None and (now - as_utc(beat)).total_seconds() < stale_after_s
     host, _, pid = (worker or "").rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
         try:
@@ -100,9 +103,9 @@ def owner_alive(worker: str | None, beat, now, stale_after_s: float) -> bool:
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
-        return int(pid) != os.getpid()
-    return beat is not None and (now - as_utc(beat)).total_seconds() < stale_after_s
+            return fresh
+        return int(pid) != os.getpid() and fresh
+    return fresh
 
 
 def _end_stale_run(settings: Settings, run_id: str | None, status: str = "FAILED") -> None:
