@@ -1,0 +1,340 @@
+"""The `kerasyard` command and `kerasyard.Client` against a live service: the Flask app served
+over real HTTP, PostgreSQL, Redis, a Celery worker process and an MLflow server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from kerasyard import ApiError, Client
+from tests.helpers import ROOT, free_port, tiny_spec, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs):  # the watch loops poll several times a second
+        pass
+
+
+@pytest.fixture(scope="module")
+def api_url(app):
+    """The app fixture served over HTTP on a free loopback port, in a thread."""
+    port = free_port()
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+def cli(url: str | None, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m kerasyard.cli [--url URL] ARGS` as a subprocess (stdout is a pipe, not a TTY)."""
+    cmd = [sys.executable, "-m", "kerasyard.cli"] + (["--url", url] if url else []) + list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          check=False)
+
+
+def write_spec(tmp_path: Path, spec: dict, name: str) -> str:
+    path = tmp_path / name
+    if name.endswith(".json"):
+        path.write_text(json.dumps(spec))
+    else:
+        path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def first_id(stdout: str) -> str:
+    match = re.match(r"([0-9a-f]{32})\s", stdout)
+    assert match, stdout
+    return match.group(1)
+
+
+EPOCHS = 60
+
+
+@pytest.fixture(scope="module")
+def watched(api_url, worker, tmp_path_factory):
+    """One tiny job, with validation data, submitted from a YAML file with --watch."""
+    spec = tiny_spec("cli-watch", epochs=EPOCHS)
+    spec["fit"]["validation_split"] = 0.25
+    path = write_spec(tmp_path_factory.mktemp("cli"), spec, "tiny.yaml")
+    result = cli(api_url, "submit", path, "--watch", "--interval", "0.1", "--line-interval", "0")
+    match = re.search(r"submitted cli-watch \(\w+\) as ([0-9a-f]{32})", result.stdout)
+    assert match, (result.stdout, result.stderr)
+    return result, Client(api_url).get_job(match.group(1))
+
+
+def test_submit_watch_prints_progress_and_exits_0(watched, api_url):
+    result, job = watched
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert job["status"] == "succeeded"
+    lines = result.stdout.splitlines()
+    progress = [ln for ln in lines
+                if re.search(rf"running  \[[#-]{{20}}\]  epoch \d+/{EPOCHS}", ln)]
+    assert progress, result.stdout
+    trained = [ln for ln in progress if re.search(r"epoch [1-9]\d*/\d+  loss \d", ln)]
+    assert trained and all("val_loss" in ln for ln in trained), result.stdout
+    # Plain lines off a TTY: no carriage returns or escape codes.
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout
+    final = next(ln for ln in lines if " succeeded after " in ln)
+    assert final.startswith(f"cli-watch ({job['id'][:8]}) succeeded after epoch {EPOCHS}/{EPOCHS}")
+    assert "val_accuracy" in final and re.search(r"in \d", final)
+    assert f"MLflow: {job['mlflow']['url']}" in result.stdout
+
+
+def test_invalid_spec_exits_2_with_errors_field_by_field(api_url, tmp_path):
+    spec = tiny_spec("cli-bad")
+    spec["model"]["layers"][0]["activation"] = "rleu"
+    spec["model"]["layers"][1]["units"] = 0
+    before = Client(api_url).list_jobs(limit=500)["jobs"]
+    result = cli(api_url, "submit", write_spec(tmp_path, spec, "bad.json"))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: invalid_spec: the job spec is invalid: ")
+    assert any(re.fullmatch(r"  model\.layers\.0\.activation: 'rleu' is not allowed.*"
+                            r"did you mean 'relu'\?", ln) for ln in lines), lines
+    assert any(ln.startswith("  model.layers.1.units: ") for ln in lines), lines
+    assert result.stdout == ""
+    assert Client(api_url).list_jobs(limit=500)["jobs"] == before
+
+    # --json: the same error as JSON on stdout, still exit 2.
+    result = cli(api_url, "--json", "submit", write_spec(tmp_path, spec, "bad.yaml"))
+    assert result.returncode == 2
+    err = json.loads(result.stdout)["error"]
+    assert err["status"] == 422 and err["code"] == "invalid_spec"
+    locs = {d["loc"] for d in err["details"]}
+    assert {"model.layers.0.activation", "model.layers.1.units"} <= locs
+
+
+def test_unreadable_spec_and_bad_usage_exit_2(api_url, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"name": "x",\n  "fit": }')
+    result = cli(api_url, "submit", str(broken))
+    assert result.returncode == 2
+    assert "broken.json is not valid JSON" in result.stderr and "line 2" in result.stderr
+    result = cli(api_url, "submit", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "cannot read" in result.stderr
+    result = cli(api_url, "jobs", "--limit", "0")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == ("error: bad_request: limit='0' must be an integer "
+                                             "from 1 to 500")
+    assert cli(api_url, "frobnicate").returncode == 2
+    assert cli(api_url, "show", "0" * 32).returncode == 2
+
+
+def test_jobs_table_and_json(watched, api_url):
+    _, job = watched
+    result = cli(api_url, "jobs", "--limit", "50")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["ID", "NAME", "STATUS", "EPOCH", "LOSS", "VAL_LOSS", "EXPERIMENT",
+                              "CREATED"]
+    row = next(r for r in rows if r.startswith(job["id"][:8]))
+    cells = row.split()
+    assert cells[1:4] == ["cli-watch", "succeeded", f"{EPOCHS}/{EPOCHS}"]
+    assert float(cells[4]) == pytest.approx(job["progress"]["metrics"]["loss"], rel=1e-3)
+    # Aligned: every row's STATUS column starts where the header's does.
+    col = header.index("STATUS")
+    assert all(r[col - 2:col] == "  " and r[col] != " " for r in rows)
+
+    result = cli(api_url, "jobs", "--status", "succeeded", "--json")
+    data = json.loads(result.stdout)
+    assert job["id"] in [j["id"] for j in data["jobs"]]
+    assert {j["status"] for j in data["jobs"]} == {"succeeded"}
+
+
+def test_show_by_prefix_history_and_open(watched, api_url, mlflow_client, mlflow_server):
+    _, job = watched
+    result = cli(api_url, "show", job["id"][:7])
+    assert result.returncode == 0, result.stderr
+    facts = dict(re.split(r"\s{2,}", ln, maxsplit=1) for ln in result.stdout.splitlines())
+    plan = job["plan"]
+    assert facts["job"] == job["id"] and facts["status"] == "succeeded"
+    assert facts["plan"] == (f"{plan['n_train']} training samples, batch size "
+                             f"{plan['batch_size']} -> {plan['steps_per_epoch']} updates an "
+                             f"epoch x {EPOCHS} epochs = {plan['steps_per_epoch'] * EPOCHS} "
+                             "updates (mini_batch)")
+    assert facts["mlflow"] == job["mlflow"]["url"]
+    assert facts["progress"].startswith(f"[{'#' * 20}]  epoch {EPOCHS}/{EPOCHS}  loss ")
+
+    api_history = Client(api_url).job_history(job["id"])["epochs"]
+    result = cli(api_url, "history", job["id"][:10])
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+                              "learning_rate", "epoch_time_s"]
+    assert len(rows) == EPOCHS
+    assert [int(r.split()[0]) for r in rows] == list(range(1, EPOCHS + 1))
+    assert float(rows[0].split()[1]) == pytest.approx(api_history[0]["loss"], rel=1e-3)
+
+    result = cli(api_url, "history", job["id"], "--csv")
+    table = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [float(r["loss"]) for r in table] == [e["loss"] for e in api_history]
+
+    result = cli(api_url, "open", job["id"][:8])
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.strip()
+    run_id = job["mlflow"]["run_id"]
+    assert url == f"{mlflow_server}/#/experiments/{job['mlflow']['experiment_id']}/runs/{run_id}"
+    assert mlflow_client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_diverging_job_exits_1_with_the_reason(api_url, worker, tmp_path):
+    spec = {
+        "name": "cli-diverge", "experiment": "tests",
+        "dataset": {"kind": "synthetic", "name": "linear", "n_samples": 64, "seed": 0},
+        "model": {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
+                             {"type": "dense", "units": 1}]},
+        "compile": {"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 1e12},
+                    "metrics": ["mae"]},
+        "fit": {"batch_size": 8, "epochs": 50},
+    }
+    result = cli(api_url, "submit", write_spec(tmp_path, spec, "diverge.json"), "--watch",
+                 "--interval", "0.2")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert re.search(r"cli-diverge \(\w+\) failed after epoch \d+/50", result.stdout)
+    assert re.search(r"TrainingFailed: loss became \S+ at epoch \d+: training diverged",
+                     result.stdout), result.stdout
+    assert "lower compile.optimizer.learning_rate" in result.stdout
+
+
+def test_cancel_a_running_job_then_watch_exits_3(api_url, worker, tmp_path):
+    spec = tiny_spec("cli-long", epochs=5000)
+    spec["fit"]["batch_size"] = 64
+    result = cli(api_url, "submit", write_spec(tmp_path, spec, "long.json"), "--queue", "cpu")
+    assert result.returncode == 0, result.stderr
+    job_id = first_id(result.stdout)
+    assert "queued on cpu: 1 update an epoch x 5000 epochs = 5000 updates" in result.stdout
+    api = Client(api_url)
+    wait_for(lambda: api.get_job(job_id)["progress"]["epoch"] >= 2, 120, what="a few epochs")
+
+    result = cli(api_url, "cancel", job_id[:9])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"cancel requested for job cli-long ({job_id[:8]}): now "
+                                     "running; it stops at its next epoch boundary")
+    # --json: the final job on stdout, the live lines on stderr.
+    result = cli(api_url, "watch", job_id, "--interval", "0.2", "--json")
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    final = json.loads(result.stdout)
+    assert final["id"] == job_id and final["status"] == "cancelled"
+    assert 2 <= final["summary"]["epochs_completed"] < 5000
+    assert re.search(rf"cli-long \({job_id[:8]}\) running  \[", result.stderr), result.stderr
+
+    result = cli(api_url, "cancel", job_id)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: illegal_state: job {job_id} is already cancelled")
+
+
+def test_unreachable_service_exits_5():
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["jobs"], ["show", "abc"], ["submit", str(ROOT / "examples/lecture_mlp.json")]):
+        result = cli(url, *args)
+        assert result.returncode == 5, (args, result.stderr)
+        assert result.stderr.startswith(f"error: cannot reach the kerasyard service at {url}")
+
+
+def test_installed_script_documents_exit_codes():
+    script = Path(sys.executable).parent / "kerasyard"
+    assert script.exists(), "run `pip install -e .`: pyproject.toml declares the kerasyard script"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0
+    for line in ("0  succeeded", "1  the job or sweep failed", "2  usage or validation error",
+                 "3  the job or sweep was cancelled", "4  pruned", "5  cannot reach the service"):
+        assert line in result.stdout
+
+
+def test_python_client_errors_pages_uploads_health(api_url, watched, tmp_path):
+    api = Client(api_url + "/api/v1/")
+    with pytest.raises(ApiError) as info:
+        api.submit_job(tiny_spec("bad", fit={"batch_size": 16, "epochs": -1}))
+    assert info.value.status == 422 and info.value.code == "invalid_spec"
+    assert [d["loc"] for d in info.value.details] == ["fit.epochs"]
+    with pytest.raises(ApiError) as info:
+        api.get_job("nope")
+    assert info.value.status == 404 and info.value.code == "not_found"
+
+    everything = [j["id"] for j in api.list_jobs(limit=500)["jobs"]]
+    assert len(everything) >= 3
+    assert [j["id"] for j in api.iter_jobs(page_size=2)] == everything
+
+    data = tmp_path / "points.csv"
+    data.write_text("x1,x2,target\n" + "\n".join(f"{i},{i % 3},{i % 2}" for i in range(30)))
+    result = cli(api_url, "--json", "upload", str(data), "--name", "points")
+    assert result.returncode == 0, result.stderr
+    uploaded = json.loads(result.stdout)
+    got = api.get_dataset(uploaded["id"])
+    assert got["n_rows"] == 30 and got["name"] == "points" and got["filename"] == "points.csv"
+
+    assert api.health()["status"] == "ok"
+    result = cli(api_url, "health")
+    assert result.returncode == 0 and result.stdout.startswith("ok")
+
+
+# --- sweeps (issue 3): run once the API has POST /api/v1/sweeps -------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweeps_api(app):
+    if not any(rule.rule == "/api/v1/sweeps" for rule in app.url_map.iter_rules()):
+        pytest.skip("the sweeps API (POST /api/v1/sweeps, issue 3) is not in service/api yet")
+
+
+def sweep_spec(name: str, epochs: int, batch_sizes=(8, 16)) -> dict:
+    base = tiny_spec(name, epochs=epochs)
+    base["fit"]["validation_split"] = 0.25
+    return {"name": name, "base": base, "method": "grid",
+            "parameters": {"fit.batch_size": list(batch_sizes)},
+            "objective": {"metric": "val_loss", "goal": "minimize"},
+            "max_trials": len(batch_sizes), "max_parallel": 1}
+
+
+def test_sweep_watch_table_show_jobs_open(sweeps_api, api_url, worker, tmp_path):
+    path = write_spec(tmp_path, sweep_spec("cli-sweep", epochs=3), "sweep.yaml")
+    result = cli(api_url, "sweep", path, "--watch", "--interval", "0.5")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    sweep_id = re.search(r"submitted sweep cli-sweep as ([0-9a-f]{32})", result.stdout).group(1)
+    sweep = Client(api_url).get_sweep(sweep_id)
+    assert sweep["status"] == "succeeded"
+    out = result.stdout
+    for trial in sweep["trials"]:
+        assert re.search(rf"trial {trial['number']} \(.+\) succeeded  val_loss \d", out), out
+    table = out[out.index("PARAMS"):].splitlines()
+    best = [ln for ln in table if ln.startswith("*")]
+    assert len(best) == 1 and f" {sweep['best']['number']} " in best[0]
+    assert f"best: trial {sweep['best']['number']}" in out
+
+    result = cli(api_url, "sweeps")
+    assert result.returncode == 0
+    assert any(ln.startswith(sweep_id[:8]) and "succeeded" in ln
+               for ln in result.stdout.splitlines())
+    result = cli(api_url, "show", sweep_id[:8])
+    assert result.returncode == 0 and f"sweep      {sweep_id}" in result.stdout
+    result = cli(api_url, "jobs", "--sweep", sweep_id, "--json")
+    ids = {j["id"] for j in json.loads(result.stdout)["jobs"]}
+    assert ids == {j["id"] for t in sweep["trials"] for j in t["jobs"]}
+    result = cli(api_url, "open", sweep_id)
+    assert result.returncode == 0 and result.stdout.strip() == sweep["mlflow"]["url"]
+
+
+def test_cancelled_sweep_watch_exits_3(sweeps_api, api_url, worker, tmp_path):
+    result = cli(api_url, "sweep", write_spec(tmp_path, sweep_spec("cli-sweep-cancel",
+                                                                    epochs=5000), "s.json"))
+    assert result.returncode == 0, result.stderr
+    sweep_id = first_id(result.stdout)
+    result = cli(api_url, "cancel", sweep_id)
+    assert result.returncode == 0 and "cancel requested for sweep cli-sweep-cancel" in result.stdout
+    result = cli(api_url, "watch", sweep_id)
+    assert result.returncode == 3, (result.stdout, result.stderr)

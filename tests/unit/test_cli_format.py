@@ -1,0 +1,493 @@
+"""The command-line client's pure parts: tables, progress lines, watch output, errors, exit
+codes, id resolution and spec loading, on dicts shaped like the API's JSON."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import sys
+
+import pytest
+
+from kerasyard import ApiError, Client, cli
+from kerasyard import format as fmt
+from kerasyard.client import _api_error
+
+
+def job(status="running", epoch=10, epochs=40, metrics=None, **extra) -> dict:
+    out = {"id": "3f2c1a2b" + "0" * 24, "name": "lecture-mlp", "experiment": "lecture",
+           "status": status, "queue": "cpu",
+           "plan": {"n_train": 200, "batch_size": 5, "steps_per_epoch": 40, "epochs": epochs,
+                    "total_updates": 40 * epochs, "total_params": 5374, "input_dim": 50,
+                    "gradient_descent": "mini_batch"},
+           "progress": {"epoch": epoch, "epochs": epochs,
+                        "metrics": {"loss": 0.5, "val_loss": 0.6} if metrics is None else metrics},
+           "summary": None, "error": None,
+           "mlflow": {"run_id": None, "experiment_id": None, "url": None},
+           "created_at": "2026-01-01T10:00:00+00:00", "started_at": None, "finished_at": None}
+    out.update(extra)
+    return out
+
+
+# --- numbers, durations, ETA ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value,text", [
+    (None, "-"), (0.5, "0.5000"), (0.123456, "0.1235"), (2.33, "2.330"), (1.0, "1.000"),
+    (123.456, "123.5"), (1234.5, "1234"), (0.0, "0.0000"), (1.5e-5, "1.500e-05"),
+    (2.5e7, "2.500e+07"), (7, "7"), (float("nan"), "nan"), ("relu", "relu"),
+])
+def test_fmt_number(value, text):
+    assert fmt.fmt_number(value) == text
+
+
+@pytest.mark.parametrize("seconds,text", [
+    (None, "?"), (-1, "?"), (3.14, "3.1s"), (42, "42s"), (125, "2m05s"), (3725, "1h02m"),
+])
+def test_fmt_duration(seconds, text):
+    assert fmt.fmt_duration(seconds) == text
+
+
+def test_eta_is_the_epoch_rate_times_epochs_left():
+    assert fmt.eta_seconds(10, 100, 5.0) == pytest.approx(45.0)
+    assert fmt.eta_seconds(100, 100, 50.0) == 0.0
+    assert fmt.eta_seconds(0, 100, 5.0) is None
+    assert fmt.eta_seconds(10, None, 5.0) is None
+    assert fmt.eta_seconds(10, 100, None) is None
+
+
+def test_age_is_relative_within_a_day_then_a_date():
+    now = dt.datetime(2026, 1, 1, 10, 2, 5, tzinfo=dt.timezone.utc)
+    assert fmt.fmt_age("2026-01-01T10:00:00+00:00", now) == "2m05s ago"
+    assert fmt.fmt_age("2025-12-30T09:00:00+00:00", now) == "2025-12-30 09:00"
+    assert fmt.fmt_age(None, now) == "-"
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def test_table_pads_columns_and_right_aligns_numbers():
+    text = fmt.table(["NAME", "LOSS", "NOTE"], [["a", "0.5", "x"], ["longer", "12.25", ""]])
+    assert text.splitlines() == [
+        "NAME     LOSS  NOTE",
+        "a         0.5  x",
+        "longer  12.25",
+    ]
+
+
+def test_table_right_alignment_can_be_forced_off():
+    text = fmt.table(["A", "B"], [["1", "2"], ["10", "20"]], right=())
+    assert text.splitlines() == ["A   B", "1   2", "10  20"]
+
+
+def test_jobs_table_columns():
+    now = dt.datetime(2026, 1, 1, 10, 0, 30, tzinfo=dt.timezone.utc)
+    queued = job("queued", epoch=0, metrics={}, id="b" * 32, name="second")
+    text = fmt.jobs_table([job(), queued], now)
+    assert text.splitlines() == [
+        "ID        NAME         STATUS   EPOCH    LOSS  VAL_LOSS  EXPERIMENT  CREATED",
+        "3f2c1a2b  lecture-mlp  running  10/40  0.5000    0.6000  lecture     30s ago",
+        "bbbbbbbb  second       queued    0/40       -         -  lecture     30s ago",
+    ]
+
+
+# --- progress lines ---------------------------------------------------------------------------
+
+
+def test_progress_line_has_bar_epoch_losses_and_eta_from_the_epoch_rate():
+    j = job()
+    j["progress"]["elapsed_s"] = 5.0  # 10 epochs in 5 s: 30 more take 15 s
+    assert fmt.progress_line(j) == ("[#####---------------]  epoch 10/40  loss 0.5000  "
+                                    "val_loss 0.6000  ETA 15s")
+
+
+def test_progress_line_eta_falls_back_to_the_callers_clock_and_omits_missing_parts():
+    j = job(metrics={"loss": 0.25})
+    assert fmt.progress_line(j, seconds_per_epoch=0.2) == ("[#####---------------]  epoch 10/40  "
+                                                           "loss 0.2500  ETA 6.0s")
+    assert fmt.progress_line(job(metrics={})) == "[#####---------------]  epoch 10/40"
+    done = fmt.progress_line(job("succeeded", epoch=40))
+    assert done == "[####################]  epoch 40/40  loss 0.5000  val_loss 0.6000"
+    assert fmt.progress_line(job("running", epoch=40)).endswith("fit done, logging to MLflow")
+
+
+def test_watch_line_queued_and_narrow_terminal():
+    assert fmt.watch_line(job("queued", epoch=0)) == "lecture-mlp (3f2c1a2b) queued"
+    j = job()
+    j["progress"]["elapsed_s"] = 5.0
+    full = fmt.watch_line(j)
+    assert full == ("lecture-mlp (3f2c1a2b) running  [#####---------------]  epoch 10/40  "
+                    "loss 0.5000  val_loss 0.6000  ETA 15s")
+    narrow = fmt.watch_line(j, width=len(full) - 5)
+    assert narrow == ("lecture-mlp (3f2c1a2b) running  [##--------]  epoch 10/40  "
+                      "loss 0.5000  val_loss 0.6000  ETA 15s")
+    tiny = fmt.watch_line(j, width=40)
+    assert len(tiny) == 40 and tiny.startswith("3f2c1a2b running  [#----]  epoch 10/40")
+
+
+def test_final_line_failed_job_names_the_reason_and_mlflow_link():
+    j = job("failed", epoch=3, epochs=50, metrics={"loss": float("nan"), "mae": 1e20},
+            started_at="2026-01-01T10:00:00+00:00", finished_at="2026-01-01T10:00:04+00:00",
+            error={"type": "TrainingFailed", "message": "loss became nan at epoch 3"},
+            mlflow={"run_id": "r", "experiment_id": "1", "url": "http://m/#/experiments/1/runs/r"})
+    assert fmt.final_line(j).splitlines() == [
+        "lecture-mlp (3f2c1a2b) failed after epoch 3/50  loss nan  mae 1.000e+20  in 4.0s",
+        "  TrainingFailed: loss became nan at epoch 3",
+        "  MLflow: http://m/#/experiments/1/runs/r",
+    ]
+
+
+def test_final_line_uses_the_summary_and_says_when_it_stopped_early():
+    j = job("succeeded", epoch=12, epochs=300,
+            summary={"final_metrics": {"val_loss": 0.2, "accuracy": 0.9, "loss": 0.1,
+                                       "learning_rate": 0.01}, "stopped_early": True})
+    assert fmt.final_line(j) == ("lecture-mlp (3f2c1a2b) succeeded after epoch 12/300  "
+                                 "loss 0.1000  accuracy 0.9000  val_loss 0.2000  (stopped early)")
+
+
+def test_job_details_lists_the_lecture_arithmetic():
+    text = fmt.job_details(job())
+    facts = dict(line.split(None, 1) for line in text.splitlines())
+    assert facts["plan"] == ("200 training samples, batch size 5 -> 40 updates an epoch x "
+                             "40 epochs = 1600 updates (mini_batch)")
+    assert facts["params"] == "5374 (input_dim 50)"
+    assert facts["mlflow"] == "- (no run yet)"
+    assert "1 update an epoch" in fmt.job_details(job(plan={**job()["plan"], "steps_per_epoch": 1}))
+
+
+# --- watchers (plain lines off a terminal, redraw on one) -------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_job_watcher_off_a_tty_prints_status_changes_and_throttled_epochs():
+    out, clock = io.StringIO(), Clock()
+    w = cli.JobWatcher(out, tty=False, line_interval=2.0, clock=clock)
+    w.update(job("queued", epoch=0, metrics={}))
+    w.update(job("queued", epoch=0, metrics={}))          # nothing new: no line
+    clock.now = 1
+    w.update(job("running", epoch=1))                     # status change: a line
+    clock.now = 2
+    w.update(job("running", epoch=2))                     # within 2 s of the last: held back
+    clock.now = 3.5
+    w.update(job("running", epoch=5))                     # 2.5 s later: a line
+    clock.now = 4
+    w.update(job("succeeded", epoch=40))                  # the caller prints the outcome
+    lines = out.getvalue().splitlines()
+    assert [ln.split("  ")[0] for ln in lines] == [
+        "lecture-mlp (3f2c1a2b) queued", "lecture-mlp (3f2c1a2b) running",
+        "lecture-mlp (3f2c1a2b) running"]
+    assert "epoch 1/40" in lines[1] and "epoch 5/40" in lines[2]
+    # No elapsed_s from the service: the rate is measured here, 4 epochs in 2.5 s.
+    assert "ETA" not in lines[1] and lines[2].endswith("ETA 22s")
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+def test_job_watcher_on_a_tty_redraws_one_line():
+    out = io.StringIO()
+    w = cli.JobWatcher(out, tty=True, clock=Clock())
+    w.update(job("running", epoch=1))
+    w.update(job("running", epoch=2))
+    w.finish(job("succeeded", epoch=40))
+    text = out.getvalue()
+    assert "\n" not in text
+    assert text.count("\r\x1b[K") == 3 and text.endswith("\r\x1b[K")
+
+
+def sweep(trials, best=None, status="running") -> dict:
+    return {"id": "5" * 32, "name": "bs-vs-act", "status": status, "method": "grid",
+            "objective": {"metric": "val_loss", "goal": "minimize"}, "max_trials": 4,
+            "max_parallel": 2, "repeats": 1,
+            "progress": {"done": sum(t["state"] == "succeeded" for t in trials),
+                         "total": len(trials), "running": sum(t["state"] == "running"
+                                                              for t in trials),
+                         "queued": sum(t["state"] == "queued" for t in trials)},
+            "best": best, "trials": trials, "mlflow": {"url": None},
+            "created_at": "2026-01-01T10:00:00+00:00"}
+
+
+def trial(number, state, objective=None, std=None, epoch=None, bs=5, act="relu"):
+    jobs = [] if state == "pending" else [{"id": f"{number}" * 32, "status": state,
+                                           "seed": 0, "epoch": epoch, "epochs": 50}]
+    return {"number": number, "name": f"bs={bs} act={act}",
+            "params": {"fit.batch_size": bs, "model.hidden_activation": act}, "state": state,
+            "objective": objective, "objective_std": std, "jobs": jobs}
+
+
+def test_trials_table_marks_the_best_and_shows_spread():
+    trials = [trial(0, "succeeded", 0.41, 0.02, 50), trial(1, "succeeded", 0.3, None, 50, 40),
+              trial(2, "running", epoch=7, act="tanh"), trial(3, "pending", act="sigmoid")]
+    text = fmt.trials_table(sweep(trials, best={"number": 1, "name": "bs=40 act=relu",
+                                                "objective": 0.3}))
+    assert text.splitlines() == [
+        "   #  PARAMS            STATE      EPOCH   val_loss (min)",
+        "   0  bs=5 act=relu     succeeded  50/50  0.4100 ± 0.0200",
+        "*  1  bs=40 act=relu    succeeded  50/50           0.3000",
+        "   2  bs=5 act=tanh     running     7/50                -",
+        "   3  bs=5 act=sigmoid  pending        -                -",
+    ]
+
+
+def test_trials_table_keeps_best_and_running_when_cut_for_a_terminal():
+    trials = [trial(i, "succeeded", 1.0 + i) for i in range(6)] + [trial(6, "running", epoch=3)]
+    s = sweep(trials, best={"number": 0, "objective": 1.0})
+    text = fmt.trials_table(s, max_rows=3)
+    rows = text.splitlines()
+    assert [r.split()[0:2] for r in rows[1:4]] == [["*", "0"], ["1", "bs=5"], ["6", "bs=5"]]
+    assert rows[-1] == "   ... 4 more trials (kerasyard show 55555555)"
+
+
+def test_fmt_params_uses_last_segments_unless_they_clash():
+    assert fmt.fmt_params({"fit.batch_size": 5, "model.hidden_activation": "relu"}) == \
+        "batch_size=5 hidden_activation=relu"
+    assert fmt.fmt_params({"model.layers.0.units": 8, "model.layers.1.units": 4,
+                           "compile.optimizer.learning_rate": 0.001}) == \
+        "model.layers.0.units=8 model.layers.1.units=4 learning_rate=0.0010"
+
+
+def test_sweep_watcher_off_a_tty_prints_each_trial_change_once():
+    out, clock = io.StringIO(), Clock()
+    w = cli.SweepWatcher(out, tty=False, line_interval=5.0, clock=clock)
+    w.update(sweep([trial(0, "running", epoch=1), trial(1, "queued")]))
+    clock.now = 1
+    w.update(sweep([trial(0, "running", epoch=9), trial(1, "queued")]))   # held back: < 5 s
+    clock.now = 2
+    done = sweep([trial(0, "succeeded", 0.5, epoch=50), trial(1, "succeeded", 0.4, epoch=50)],
+                 best={"number": 1, "name": "bs=5 act=relu", "objective": 0.4},
+                 status="succeeded")
+    w.update(done)
+    w.finish(done)
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == [
+        "  trial 0 (bs=5 act=relu) running",
+        "  trial 1 (bs=5 act=relu) queued",
+        ("sweep bs-vs-act (55555555) running  grid  0/2 done, 1 running, 1 queued  "
+         "(trial 0 epoch 1/50)"),
+    ]
+    assert lines[3:5] == ["  trial 0 (bs=5 act=relu) succeeded  val_loss 0.5000",
+                          "  trial 1 (bs=5 act=relu) succeeded  val_loss 0.4000"]
+    assert lines[5] == "sweep bs-vs-act (55555555) succeeded  grid  2/2 done, 0 running, 0 queued"
+    assert lines[-1] == "best: trial 1 (bs=5 act=relu)  val_loss 0.4000"
+    assert sum(1 for ln in lines if ln.startswith("sweep ")) == 2
+
+
+def test_sweep_watcher_on_a_tty_moves_up_over_the_previous_block():
+    out = io.StringIO()
+    w = cli.SweepWatcher(out, tty=True, clock=Clock())
+    s1 = sweep([trial(0, "running", epoch=1)])
+    w.update(s1)
+    w.update(s1)                       # unchanged: nothing redrawn
+    first = out.getvalue()
+    w.update(sweep([trial(0, "running", epoch=2)]))
+    assert first.count("\n") == 3 and "\x1b[" not in first
+    assert out.getvalue()[len(first):].startswith("\x1b[3F\x1b[J")
+
+
+def test_sweeps_table():
+    now = dt.datetime(2026, 1, 1, 10, 1, 0, tzinfo=dt.timezone.utc)
+    s = sweep([trial(0, "succeeded", 0.25)], best={"number": 0, "objective": 0.25})
+    assert fmt.sweeps_table([s], now).splitlines() == [
+        "ID        NAME       STATUS   METHOD  DONE  RUNNING  OBJECTIVE    BEST  CREATED",
+        "55555555  bs-vs-act  running  grid     1/1        0  val_loss   0.2500  1m00s ago",
+    ]
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+HISTORY = {"job_id": "x", "status": "succeeded", "epochs": [
+    {"epoch": 1, "epoch_time_s": 0.5, "val_accuracy": 0.5, "learning_rate": 0.01,
+     "accuracy": 0.4, "val_loss": 0.9, "loss": 1.0},
+    {"epoch": 2, "epoch_time_s": 0.25, "val_accuracy": 0.6, "learning_rate": 0.01,
+     "accuracy": 0.55, "val_loss": 0.8, "loss": 0.7},
+]}
+
+
+def test_history_columns_put_loss_first_then_metrics_val_twins_and_timing_last():
+    assert fmt.history_columns(HISTORY["epochs"]) == [
+        "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s"]
+
+
+def test_history_table_and_csv():
+    assert fmt.history_table(HISTORY).splitlines() == [
+        "epoch    loss  accuracy  val_loss  val_accuracy  learning_rate  epoch_time_s",
+        "    1   1.000    0.4000    0.9000        0.5000         0.0100        0.5000",
+        "    2  0.7000    0.5500    0.8000        0.6000         0.0100        0.2500",
+    ]
+    rows = list(csv.DictReader(io.StringIO(fmt.history_csv(HISTORY))))
+    assert [float(r["loss"]) for r in rows] == [1.0, 0.7]
+    assert fmt.history_table({"status": "queued", "epochs": []}) == \
+        "no epochs recorded yet (job queued)"
+
+
+# --- errors and exit codes --------------------------------------------------------------------
+
+
+def test_api_error_is_rendered_field_by_field():
+    exc = ApiError(422, "invalid_spec", "the job spec is invalid: model.layers.2.units: ...",
+                   [{"loc": "model.layers.2.units", "msg": "7 units but 10 classes",
+                     "value": 7},
+                    {"loc": ["fit", "epochs"], "msg": "field required"},
+                    {"msg": "no loc"}])
+    assert fmt.render_api_error(exc) == [
+        "error: invalid_spec: the job spec is invalid: model.layers.2.units: ...",
+        "  model.layers.2.units: 7 units but 10 classes",
+        "  fit.epochs: field required",
+        "  (request): no loc",
+    ]
+
+
+def test_error_json_from_the_api_and_from_a_proxy():
+    body = json.dumps({"error": {"code": "illegal_state", "message": "already ended",
+                                 "details": []}}).encode()
+    exc = _api_error(409, body, "CONFLICT")
+    assert (exc.status, exc.code, exc.message, exc.details) == (409, "illegal_state",
+                                                                "already ended", [])
+    exc = _api_error(502, b"<html>Bad Gateway</html>", "Bad Gateway")
+    assert exc.code == "http_error"
+    assert exc.message == "HTTP 502 Bad Gateway: <html>Bad Gateway</html>"
+    degraded = {"status": "degraded", "components": {
+        "database": {"ok": True, "detail": "ok"}, "broker": {"ok": False, "detail": "refused"}}}
+    exc = _api_error(503, json.dumps(degraded).encode(), "Service Unavailable")
+    assert exc.code == "degraded" and exc.message == "the service is degraded: broker: refused"
+    assert exc.body == degraded
+
+
+@pytest.mark.parametrize("status,code", [
+    ("succeeded", 0), ("failed", 1), ("cancelled", 3), ("pruned", 4), ("running", 4), (None, 4),
+])
+def test_exit_code_for_status(status, code):
+    assert fmt.exit_code_for_status(status) == code
+
+
+@pytest.mark.parametrize("http,code", [(400, 2), (401, 2), (404, 2), (409, 2), (413, 2),
+                                       (422, 2), (500, 4), (503, 4)])
+def test_exit_code_for_api_errors(http, code):
+    assert fmt.exit_code_for_error(ApiError(http, "x", "y")) == code
+
+
+def test_help_documents_every_exit_code(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for n, words in [(0, "succeeded"), (1, "failed"), (2, "usage or validation"),
+                     (3, "cancelled"), (4, "pruned"), (5, "cannot reach the service")]:
+        assert f"  {n}  " in out and words in out
+
+
+# --- argument parsing, spec files, client set-up ----------------------------------------------
+
+
+def test_global_options_work_before_or_after_the_command():
+    parser = cli.build_parser()
+    a = parser.parse_args(["--url", "http://h:1", "jobs", "--json", "--status", "failed"])
+    b = parser.parse_args(["jobs", "--url", "http://h:1", "--json", "--status", "failed"])
+    for args in (a, b):
+        assert (args.url, args.json, args.status, args.command) == ("http://h:1", True,
+                                                                    "failed", "jobs")
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["submit"])
+    assert info.value.code == 2
+    assert cli.main([]) == 2
+
+
+def test_load_spec_yaml_json_and_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: x\nfit:\n  epochs: 3\n")
+    assert cli.load_spec(str(tmp_path / "a.yaml")) == {"name": "x", "fit": {"epochs": 3}}
+    (tmp_path / "b.json").write_text('{"name": "x",\n "fit": {]}')
+    with pytest.raises(cli.UsageError, match=r"b.json is not valid JSON: .* line 2 column"):
+        cli.load_spec(str(tmp_path / "b.json"))
+    (tmp_path / "c.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(cli.UsageError, match="must hold one object"):
+        cli.load_spec(str(tmp_path / "c.yaml"))
+    with pytest.raises(cli.UsageError, match="cannot read"):
+        cli.load_spec(str(tmp_path / "missing.yaml"))
+
+
+def test_client_url_and_token_defaults(monkeypatch):
+    monkeypatch.setenv("KERASYARD_URL", "https://ky.example:8443/api/v1/")
+    monkeypatch.setenv("KERASYARD_API_TOKEN", "s3cret")
+    c = Client()
+    assert (c.base_url, c.token) == ("https://ky.example:8443", "s3cret")
+    c = Client("localhost:9000", token="other")
+    assert (c.base_url, c.token) == ("http://localhost:9000", "other")
+    monkeypatch.delenv("KERASYARD_URL")
+    monkeypatch.delenv("KERASYARD_API_TOKEN")
+    assert (Client().base_url, Client().token) == ("http://127.0.0.1:8000", None)
+
+
+def test_the_client_imports_no_server_or_training_library():
+    import subprocess
+
+    code = ("import sys, kerasyard.cli; heavy = {'tensorflow', 'keras', 'mlflow', 'flask', "
+            "'sqlalchemy', 'celery', 'pydantic', 'service', 'worker', 'requests'}; "
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- id resolution ----------------------------------------------------------------------------
+
+
+class StubClient:
+    """The Client methods resolve() uses, over in-memory jobs and sweeps."""
+
+    def __init__(self, jobs, sweeps, sweeps_route=True):
+        self.jobs = {j["id"]: j for j in jobs}
+        self.sweeps = {s["id"]: s for s in sweeps}
+        self.sweeps_route = sweeps_route
+
+    def get_job(self, job_id):
+        if job_id not in self.jobs:
+            raise ApiError(404, "not_found", f"no job with id {job_id!r}")
+        return self.jobs[job_id]
+
+    def get_sweep(self, sweep_id):
+        if not self.sweeps_route or sweep_id not in self.sweeps:
+            raise ApiError(404, "not_found", "no sweep")
+        return self.sweeps[sweep_id]
+
+    def iter_jobs(self, page_size=200):
+        return iter(self.jobs.values())
+
+    def iter_sweeps(self, page_size=100):
+        if not self.sweeps_route:
+            raise ApiError(404, "not_found", "the requested URL was not found")
+        return iter(self.sweeps.values())
+
+
+def test_resolve_full_ids_and_prefixes_jobs_first():
+    a, b = {"id": "abc1" + "0" * 28}, {"id": "abc2" + "0" * 28}
+    s = {"id": "fed9" + "0" * 28}
+    client = StubClient([a, b], [s])
+    assert cli.resolve(client, a["id"]) == ("job", a)
+    assert cli.resolve(client, s["id"]) == ("sweep", s)
+    assert cli.resolve(client, "abc2") == ("job", b)
+    assert cli.resolve(client, "fed") == ("sweep", s)
+    with pytest.raises(cli.UsageError, match="'abc' matches 2 jobs"):
+        cli.resolve(client, "abc")
+    with pytest.raises(ApiError) as info:
+        cli.resolve(client, "0123")
+    assert info.value.status == 404 and "0123" in info.value.message
+
+
+def test_resolve_on_a_service_without_sweeps_reports_not_found():
+    client = StubClient([{"id": "a" * 32}], [], sweeps_route=False)
+    with pytest.raises(ApiError) as info:
+        cli.resolve(client, "b" * 32)
+    assert info.value.code == "not_found"
+    assert info.value.message == f"no job or sweep with id {'b' * 32!r}"
+    with pytest.raises(ApiError):
+        cli.resolve(client, "bb")
