@@ -10,6 +10,36 @@ from ..sweeps import SWEEP_STATUSES
 
 REF = "#/components/schemas/{model}"
 
+# Request body examples; /api/v1/docs prefills its forms from them. Embedded rather than read
+# from examples/ because the API image may be installed without the repository's examples.
+# tests/unit/test_docs_page.py checks they validate and still match those files.
+_LECTURE_BASE = {
+    "dataset": {"kind": "synthetic", "name": "classification",
+                "n_samples": 200, "n_features": 50, "n_classes": 10, "seed": 0},
+    "model": {"layers": [{"type": "dense", "units": 64, "activation": "relu"},
+                         {"type": "dense", "units": 28, "activation": "relu"},
+                         {"type": "dense", "units": 10, "activation": "softmax"}]},
+    "compile": {"loss": "sparse_categorical_crossentropy",
+                "optimizer": {"name": "sgd", "learning_rate": 0.01},
+                "metrics": ["accuracy"]},
+}
+# examples/lecture_mlp.json with 20 epochs instead of 1000, so "Send" is quick.
+JOB_EXAMPLE = {"name": "lecture-mlp", "experiment": "lecture", **_LECTURE_BASE,
+               "fit": {"batch_size": 5, "epochs": 20, "validation_split": 0.0, "seed": 0}}
+# examples/sweep_lecture.json with a smaller grid: 2 x 2 x 2 = 8 trials rather than 36.
+SWEEP_EXAMPLE = {
+    "name": "lecture: batch size x activation x epochs",
+    "experiment": "lecture-sweep",
+    "method": "grid",
+    "base": {"name": "lecture-mlp", "experiment": "lecture-sweep", **_LECTURE_BASE,
+             "fit": {"batch_size": 5, "epochs": 10, "validation_split": 0.2, "seed": 0}},
+    "parameters": {"fit.batch_size": [5, 40],
+                   "model.hidden_activation": ["sigmoid", "relu"],
+                   "fit.epochs": [10, 50]},
+    "objective": {"metric": "val_loss", "goal": "minimize"},
+    "max_parallel": 2,
+}
+
 
 def _schemas() -> dict:
     spec_schema = JobSpec.model_json_schema(ref_template=REF)
@@ -90,8 +120,10 @@ def document() -> dict:
             "/api/v1/jobs": {
                 "post": {"summary": "Validate, store and queue a job", "operationId": "createJob",
                          "requestBody": {"required": True, "content": {
-                             "application/json": {"schema": {"$ref": REF.format(model="JobSpec")}},
-                             "application/yaml": {"schema": {"$ref": REF.format(model="JobSpec")}}}},
+                             "application/json": {"schema": {"$ref": REF.format(model="JobSpec")},
+                                                  "example": JOB_EXAMPLE},
+                             "application/yaml": {"schema": {"$ref": REF.format(model="JobSpec")},
+                                                  "example": JOB_EXAMPLE}}},
                          "responses": {"202": _resp("queued", "Job"), **ERRORS,
                                        "413": _resp("body too large", "Error"),
                                        "422": _resp("invalid spec; details name each field",
@@ -124,8 +156,10 @@ def document() -> dict:
                 "post": {"summary": "Validate a sweep, store it, start its first trials",
                          "operationId": "createSweep",
                          "requestBody": {"required": True, "content": {
-                             "application/json": {"schema": {"$ref": REF.format(model="SweepSpec")}},
-                             "application/yaml": {"schema": {"$ref": REF.format(model="SweepSpec")}}}},
+                             "application/json": {"schema": {"$ref": REF.format(model="SweepSpec")},
+                                                  "example": SWEEP_EXAMPLE},
+                             "application/yaml": {"schema": {"$ref": REF.format(model="SweepSpec")},
+                                                  "example": SWEEP_EXAMPLE}}},
                          "responses": {"202": _resp("created", "Sweep"), **ERRORS,
                                        "422": _resp("invalid sweep; details name each field",
                                                     "Error")}},
