@@ -110,6 +110,27 @@ def tail(path: Path, chars: int = 4000) -> str:
         return ""
 
 
+def start_mlflow(tmp: Path, env: dict, children: list) -> tuple[subprocess.Popen, str]:
+    """An ``mlflow server`` on SQLite in ``tmp`` on a free port, as ``make run`` starts one;
+    appended to ``children`` so the caller stops it."""
+    from service.run import mlflow_server_cmd, mlflow_server_env, wait_http
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp / "mlflow-server.log"
+    proc = subprocess.Popen(
+        mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{tmp / 'mlflow.db'}",
+                          str(tmp / "mlartifacts")),
+        env=mlflow_server_env(env), cwd=tmp, stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    children.append(proc)
+    try:
+        wait_http(f"{url}/health", 180, proc)
+    except SystemExit as exc:
+        raise BenchError(f"mlflow server did not start: {exc}\n{tail(log_path)}") from None
+    return proc, url
+
+
 class Worker:
     """One Celery worker process (one prefork child) for one backend and logging setting."""
 
@@ -387,31 +408,15 @@ def main(argv: list[str] | None = None) -> int:
 
     json_path = Path(args.json).resolve() if args.json else None
     children: list[subprocess.Popen] = []
-    mlflow_log = None
     old_cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="kerasyard-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
             os.chdir(tmp)
-            from service.run import mlflow_server_cmd, mlflow_server_env, wait_http
-
-            port = free_port()
-            mlflow_url = f"http://127.0.0.1:{port}"
-            mlflow_log = open(tmp / "mlflow-server.log", "wb")
             base_env = os.environ.copy()
             base_env["PYTHONUNBUFFERED"] = "1"
-            mlflow = subprocess.Popen(
-                mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{tmp / 'mlflow.db'}",
-                                  str(tmp / "mlartifacts")),
-                env=mlflow_server_env(base_env), cwd=tmp, stdout=mlflow_log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-            children.append(mlflow)
-            log(f"starting mlflow server on {mlflow_url}")
-            try:
-                wait_http(f"{mlflow_url}/health", 180, mlflow)
-            except SystemExit as exc:
-                raise BenchError(f"mlflow server did not start: {exc}\n"
-                                 f"{tail(tmp / 'mlflow-server.log')}") from None
+            mlflow, mlflow_url = start_mlflow(tmp, base_env, children)
+            log(f"mlflow server on {mlflow_url}")
 
             db_url = f"sqlite:///{tmp / 'ky.db'}"
             service_env = {"DATABASE_URL": db_url, "BROKER_URL": "filesystem://",
@@ -437,8 +442,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for proc in reversed(children):
                 stop_process(proc)
-            if mlflow_log is not None:
-                mlflow_log.close()
             os.chdir(old_cwd)
 
     for backend in backends:

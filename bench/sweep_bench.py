@@ -6,7 +6,8 @@
 It runs examples/sweep_lecture.json (the lecture MLP; batch size x hidden activation x
 epochs, 36 trials by default) twice through the service on its embedded stack (SQLite jobs
 database with Optuna's study in it, kombu's filesystem broker, an ``mlflow server`` on SQLite,
-one Celery worker with two prefork children, the API in this process), once with
+one Celery worker with two prefork children, warmed up with two untimed 1-epoch jobs, the
+API in this process), once with
 ``share_epochs: true`` (each configuration trains once, to its largest epoch count; the
 shorter trials are recorded from that training) and once with ``share_epochs: false`` (every
 trial trains on its own, as W&B Sweeps, Ray Tune or Optuna would run it). Everything else is
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lecture_bench import BenchError, Worker, free_port, stop_process, tail  # noqa: E402
+from lecture_bench import BenchError, Worker, start_mlflow, stop_process  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "sweep_lecture.json"
 
@@ -84,6 +85,24 @@ def run_sweep(client, body: dict, worker: Worker, timeout: float) -> dict:
     }
 
 
+def warm_up(client, worker: Worker, timeout: float) -> None:
+    """Two untimed 1-epoch jobs, one per prefork child, so neither mode pays first-use costs
+    (the first MLflow experiment, a child's first graph trace)."""
+    base = json.loads(EXAMPLE.read_text())["base"]
+    ids = []
+    for i in range(2):
+        spec = dict(base, name=f"warm-up {i}")
+        spec["fit"] = dict(base["fit"], epochs=1)
+        ids.append(client.post("/api/v1/jobs", json=spec).get_json()["id"])
+    t0 = time.perf_counter()
+    for job_id in ids:
+        while client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] in ("queued", "running"):
+            worker.check_alive()
+            if time.perf_counter() - t0 > timeout:
+                raise BenchError("the warm-up jobs did not finish")
+            time.sleep(0.2)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,23 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         try:
             os.chdir(tmp)
-            from service.run import mlflow_server_cmd, mlflow_server_env, wait_http
-
-            port = free_port()
-            mlflow_url = f"http://127.0.0.1:{port}"
             env = os.environ.copy()
             env["PYTHONUNBUFFERED"] = "1"
-            mlflow = subprocess.Popen(
-                mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{tmp / 'mlflow.db'}",
-                                  str(tmp / "mlartifacts")),
-                env=mlflow_server_env(env), cwd=tmp, stdout=open(tmp / "mlflow.log", "wb"),
-                stderr=subprocess.STDOUT, start_new_session=True)
-            children.append(mlflow)
-            try:
-                wait_http(f"{mlflow_url}/health", 180, mlflow)
-            except SystemExit as exc:
-                raise BenchError(f"mlflow server did not start: {exc}\n"
-                                 f"{tail(tmp / 'mlflow.log')}") from None
+            _, mlflow_url = start_mlflow(tmp, env, children)
             service_env = {"DATABASE_URL": f"sqlite:///{tmp / 'ky.db'}",
                            "BROKER_URL": "filesystem://", "MLFLOW_TRACKING_URI": mlflow_url,
                            "KERASYARD_DATA_DIR": str(tmp)}
@@ -145,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             client = create_app(settings).test_client()
             worker = Worker(env, tmp / "worker.log", f"sweep-bench-{os.getpid()}@%h", tmp,
                             "cpu", concurrency=2)
-            log(f"worker ready in {worker.wait_ready(300):.1f} s")
+            log(f"worker ready in {worker.wait_ready(300):.1f} s; warming up both children")
+            warm_up(client, worker, args.timeout)
             for i in range(args.repeats):
                 order = ("shared", "naive") if i % 2 == 0 else ("naive", "shared")
                 for mode in order:

@@ -244,7 +244,7 @@ def _pending_grid_trials(sweep: Sweep, trials: list[dict]) -> list[dict]:
     order = sweep.plan.get("param_order")
     return [{"number": i, "name": trial_name(configs[i], order),
              "params": ordered(configs[i], order),
-             "state": "pending", "objective": None, "objective_std": None,
+             "state": "cancelled" if sweep.cancel_requested else "pending", "objective": None, "objective_std": None,
              "objective_values": [], "trained_by": None, "jobs": []}
             for i in range(sweep.plan["total"]) if i not in seen]
 

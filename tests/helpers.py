@@ -35,6 +35,19 @@ def tiny_spec(name: str = "tiny", epochs: int = 3, **overrides) -> dict:
     return spec
 
 
+def diverging_spec(name: str = "diverge") -> dict:
+    """A regression job whose SGD learning rate (1e12) sends the loss to inf/NaN at once."""
+    return {
+        "name": name, "experiment": "tests",
+        "dataset": {"kind": "synthetic", "name": "linear", "n_samples": 64, "seed": 0},
+        "model": {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
+                             {"type": "dense", "units": 1}]},
+        "compile": {"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 1e12},
+                    "metrics": ["mae"]},
+        "fit": {"batch_size": 8, "epochs": 50},
+    }
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

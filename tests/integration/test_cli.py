@@ -17,7 +17,7 @@ import yaml
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from kerasyard import ApiError, Client
-from tests.helpers import ROOT, free_port, tiny_spec, wait_for
+from tests.helpers import ROOT, diverging_spec, free_port, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -192,15 +192,7 @@ def test_show_by_prefix_history_and_open(watched, api_url, mlflow_client, mlflow
 
 
 def test_diverging_job_exits_1_with_the_reason(api_url, worker, tmp_path):
-    spec = {
-        "name": "cli-diverge", "experiment": "tests",
-        "dataset": {"kind": "synthetic", "name": "linear", "n_samples": 64, "seed": 0},
-        "model": {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
-                             {"type": "dense", "units": 1}]},
-        "compile": {"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 1e12},
-                    "metrics": ["mae"]},
-        "fit": {"batch_size": 8, "epochs": 50},
-    }
+    spec = diverging_spec("cli-diverge")
     result = cli(api_url, "submit", write_spec(tmp_path, spec, "diverge.json"), "--watch",
                  "--interval", "0.2")
     assert result.returncode == 1, (result.stdout, result.stderr)

@@ -93,7 +93,7 @@ def test_invalid_sweeps_name_the_field_value_and_fix(client):
 
 def test_lecture_grid_expands_exactly_and_cancels(client, settings):
     """The lecture sweep: 4 batch sizes x 3 activations x 3 epoch counts = 36 trials, the
-    epochs axis trained once per configuration. No worker runs here: cancel ends it."""
+    epochs axis trained once per configuration; cancel ends it."""
     lecture = json.loads((ROOT / "examples" / "sweep_lecture.json").read_text())
     resp = client.post("/api/v1/sweeps", json=lecture)
     assert resp.status_code == 202, resp.get_json()
@@ -128,7 +128,10 @@ def test_lecture_grid_expands_exactly_and_cancels(client, settings):
 
     resp = client.post(f"/api/v1/sweeps/{sw['id']}/cancel")
     assert resp.status_code == 202
-    sw = client.get(f"/api/v1/sweeps/{sw['id']}").get_json()
+    # Queued trials end at once; one a worker already took (when the session's worker runs)
+    # ends at its next epoch boundary.
+    sw = wait_for(lambda: (lambda s: s if s["status"] != "running" else None)(
+        client.get(f"/api/v1/sweeps/{sw['id']}").get_json()), 60, 0.2, "the sweep to cancel")
     assert sw["status"] == "cancelled"
     assert {j["status"] for j in sweep_jobs(client, sw["id"])} == {"cancelled"}
     assert client.post(f"/api/v1/sweeps/{sw['id']}/cancel").status_code == 409
@@ -137,6 +140,28 @@ def test_lecture_grid_expands_exactly_and_cancels(client, settings):
 
 
 # --- running sweeps ----------------------------------------------------------------------------
+
+
+def test_cancel_stops_running_and_queued_trials(client, worker, mlflow_client):
+    body = tiny_sweep("cancel", {"model.hidden_activation": ["relu", "tanh", "sigmoid"]},
+                      max_parallel=1)
+    body["base"]["fit"]["epochs"] = 5000
+    sw = client.post("/api/v1/sweeps", json=body).get_json()
+
+    def training():
+        s = client.get(f"/api/v1/sweeps/{sw['id']}").get_json()
+        running = [t for t in s["trials"] if t["state"] == "running"]
+        return running[0] if running and (running[0]["jobs"][0]["epoch"] or 0) > 0 else None
+
+    running = wait_for(training, 120, 0.1, "a trial to be training")
+    assert client.post(f"/api/v1/sweeps/{sw['id']}/cancel").status_code == 202
+    sw = wait_sweep(client, sw["id"], timeout=60)
+    assert sw["status"] == "cancelled"
+    assert {t["state"] for t in sw["trials"]} == {"cancelled"}
+    job = client.get(f"/api/v1/jobs/{running['jobs'][0]['id']}").get_json()
+    assert job["status"] == "cancelled" and job["summary"]["epochs_completed"] < 5000
+    assert mlflow_client.get_run(job["mlflow"]["run_id"]).info.status == "KILLED"
+    assert mlflow_client.get_run(sw["mlflow"]["run_id"]).info.status == "KILLED"
 
 
 def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, mlflow_client,

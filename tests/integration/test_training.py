@@ -9,7 +9,7 @@ import pytest
 
 from service.db import session_scope
 from service.models import Dataset
-from tests.helpers import lecture_spec, tiny_spec, wait_for
+from tests.helpers import diverging_spec, lecture_spec, tiny_spec, wait_for
 
 from .conftest import wait_terminal
 
@@ -93,15 +93,7 @@ def test_early_stopping_ends_succeeded_with_fewer_epochs(client, worker, mlflow_
 
 
 def test_diverging_job_fails_with_reason_in_api_and_mlflow(client, worker, mlflow_client):
-    spec = {
-        "name": "diverge", "experiment": "tests",
-        "dataset": {"kind": "synthetic", "name": "linear", "n_samples": 64, "seed": 0},
-        "model": {"layers": [{"type": "dense", "units": 8, "activation": "relu"},
-                             {"type": "dense", "units": 1}]},
-        "compile": {"loss": "mse", "optimizer": {"name": "sgd", "learning_rate": 1e12},
-                    "metrics": ["mae"]},
-        "fit": {"batch_size": 8, "epochs": 50},
-    }
+    spec = diverging_spec()
     job = wait_terminal(client, submit(client, spec))
     assert job["status"] == "failed"
     assert "diverged" in job["error"]["message"]

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from service.spec import validate_job
+from service.sweep_spec import validate_sweep
 from tests.helpers import ROOT
 
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".json", ".yaml"))
@@ -17,6 +18,10 @@ EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".jso
 def test_example_validates(path):
     data = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(
         path.read_text())
+    if "base" in data:  # a sweep
+        _, sweep_plan = validate_sweep(data)
+        assert sweep_plan.total > 0
+        return
     _, plan = validate_job(data)
     assert plan.total_params > 0
 

@@ -77,14 +77,8 @@ def objective_vs_param(labels: list[str], means: list[float | None], spreads: li
                 fmt="o-" if numeric else "o", capsize=4)
     if numeric and xs and min(xs) > 0 and max(xs) / min(xs) >= 10:
         ax.set_xscale("log")
-    ax.set_xlabel(param)
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{metric} by {param} (mean ± sd over trials and seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, param, metric,
+                   f"{metric} by {param} (mean ± sd over trials and seeds)")
 
 
 def curves_by_value(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, param: str,
@@ -97,11 +91,15 @@ def curves_by_value(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path
         epochs = np.arange(1, len(mean) + 1)
         line, = ax.plot(epochs, mean, label=f"{param}={label}")
         ax.fill_between(epochs, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{metric} per epoch by {param}")
+    return _finish(plt, fig, ax, path, "epoch", metric, f"{metric} per epoch by {param}")
+
+
+def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
