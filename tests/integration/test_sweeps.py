@@ -235,11 +235,12 @@ def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, m
     assert len(rows) == 5 and rows[0].startswith("trial,name,model.hidden_activation,fit.epochs")
 
 
-def test_tpe_sweep_finishes_with_a_best_trial(client, worker, settings):
-    body = tiny_sweep("tpe", {"compile.optimizer.learning_rate":
-                              {"type": "float", "low": 1e-3, "high": 0.3, "log": True},
-                              "model.layers.0.units": {"type": "int", "low": 2, "high": 8}},
-                      method="tpe", max_trials=5, max_parallel=2, seed=3)
+@pytest.mark.parametrize("method", ["tpe", "random"])
+def test_sampled_sweep_finishes_with_a_best_trial(client, worker, settings, method):
+    body = tiny_sweep(method, {"compile.optimizer.learning_rate":
+                               {"type": "float", "low": 1e-3, "high": 0.3, "log": True},
+                               "model.layers.0.units": {"type": "int", "low": 2, "high": 8}},
+                      method=method, max_trials=5, max_parallel=2, seed=3)
     sw = client.post("/api/v1/sweeps", json=body).get_json()
     sw = wait_sweep(client, sw["id"])
     assert sw["status"] == "succeeded", sw
@@ -249,10 +250,17 @@ def test_tpe_sweep_finishes_with_a_best_trial(client, worker, settings):
     for t in sw["trials"]:
         assert 1e-3 <= t["params"]["compile.optimizer.learning_rate"] <= 0.3
         assert 2 <= t["params"]["model.layers.0.units"] <= 8
+        job = client.get(f"/api/v1/jobs/{t['jobs'][0]['id']}").get_json()
+        assert job["spec"]["model"]["layers"][0]["units"] == t["params"]["model.layers.0.units"]
+    assert len({t["params"]["compile.optimizer.learning_rate"] for t in sw["trials"]}) == 5
     study = optuna.load_study(study_name=f"kerasyard-sweep-{sw['id']}",
                               storage=settings.database_url)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 5
+    sampler = {"tpe": "TPESampler", "random": "RandomSampler"}[method]
+    from service.studies import sampler as sampler_for
+
+    assert type(sampler_for(sw["spec"])).__name__ == sampler
     assert study.best_value == pytest.approx(sw["best"]["objective"])
     assert_max_parallel(sweep_jobs(client, sw["id"]), 2)
 
