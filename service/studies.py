@@ -71,8 +71,15 @@ def distributions(plan: dict) -> dict[str, BaseDistribution]:
     return {path: distribution(d) for path, d in plan["distributions"].items()}
 
 
-def sampler(spec: dict) -> optuna.samplers.BaseSampler:
-    method, seed = spec.get("method", "grid"), spec.get("seed", 0)
+def sampler(spec: dict, n_trials: int = 0) -> optuna.samplers.BaseSampler:
+    """The sweep's sampler, seeded for the next trial.
+
+    The scheduler builds a fresh sampler in each process and round, so a fixed seed would
+    draw the same values every time; seeding with the sweep's seed plus the number of trials
+    the study holds gives every trial its own draw, reproducibly across restarts.
+    """
+    method = spec.get("method", "grid")
+    seed = spec.get("seed", 0) * 1_000_003 + n_trials
     if method == "tpe":
         # Few trials in a teaching sweep: start modelling after a handful of random ones.
         n_startup = max(2, min(10, (spec.get("max_trials") or 10) // 3))
@@ -112,3 +119,9 @@ def create_study(url: str, study_name: str, spec: dict) -> None:
 def load_study(url: str, study_name: str, spec: dict) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=storage(url),
                              sampler=sampler(spec), pruner=pruner(spec))
+
+
+def ask(study: optuna.Study, spec: dict, dists: dict) -> optuna.Trial:
+    """``study.ask`` with the sampler seeded for this trial (see :func:`sampler`)."""
+    study.sampler = sampler(spec, len(study.get_trials(deepcopy=False)))
+    return study.ask(dists)

@@ -503,7 +503,7 @@ def _create_trials(settings: Settings, sweep_id: str, study, spec: dict, plan: d
             study.enqueue_trial(params)
             trial = study.ask(dists)
         else:
-            trial = study.ask(dists)
+            trial = studies.ask(study, spec, dists)
             params = {p: trial.params[p] for p in plan.get("param_order") or dists}
         trial_failed = False
         for r in range(repeats):
