@@ -78,11 +78,10 @@ def sampler(spec: dict, n_trials: int = 0) -> optuna.samplers.BaseSampler:
     draw the same values every time; seeding with the sweep's seed plus the number of trials
     the study holds gives every trial its own draw, reproducibly across restarts.
     """
-    method = spec.get("method", "grid")
-    seed = spec.get("seed", 0) * 1_000_003 + n_trials
-    if method == "tpe":
+    seed = spec["seed"] * 1_000_003 + n_trials
+    if spec["method"] == "tpe":
         # Few trials in a teaching sweep: start modelling after a handful of random ones.
-        n_startup = max(2, min(10, (spec.get("max_trials") or 10) // 3))
+        n_startup = max(2, min(10, spec["max_trials"] // 3))
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup)
     # grid: every trial's values are fixed by the scheduler (enqueue + ask); the sampler is
     # never consulted. random: independent uniform draws.
@@ -90,17 +89,14 @@ def sampler(spec: dict, n_trials: int = 0) -> optuna.samplers.BaseSampler:
 
 
 def pruner(spec: dict) -> optuna.pruners.BasePruner:
-    es = spec.get("early_stopping")
+    """The sweep's ``early_stopping``; its fields are the pruner's keyword arguments."""
+    es = spec["early_stopping"]
     if not es:
         return optuna.pruners.NopPruner()
+    kwargs = {k: v for k, v in es.items() if k != "type"}
     if es["type"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=es.get("n_startup_trials", 5),
-                                           n_warmup_steps=es.get("n_warmup_steps", 0),
-                                           interval_steps=es.get("interval_steps", 1))
-    return optuna.pruners.SuccessiveHalvingPruner(
-        min_resource=es.get("min_resource", "auto"),
-        reduction_factor=es.get("reduction_factor", 3),
-        min_early_stopping_rate=es.get("min_early_stopping_rate", 0))
+        return optuna.pruners.MedianPruner(**kwargs)
+    return optuna.pruners.SuccessiveHalvingPruner(**kwargs)
 
 
 def create_study(url: str, study_name: str, spec: dict) -> None:
@@ -111,8 +107,7 @@ def create_study(url: str, study_name: str, spec: dict) -> None:
         return
     except KeyError:
         pass
-    direction = (spec.get("objective") or {}).get("goal", "minimize")
-    optuna.create_study(storage=st, study_name=study_name, direction=direction,
+    optuna.create_study(storage=st, study_name=study_name, direction=spec["objective"]["goal"],
                         load_if_exists=True)
 
 

@@ -27,8 +27,8 @@ from .spec import (
     Limits,
     SpecError,
     _humanize,
-    check_job,
     parse_spec,
+    validate_job,
 )
 
 METHODS = ("grid", "random", "tpe")
@@ -120,8 +120,8 @@ def apply_params(base: dict, params: dict[str, Any]) -> dict:
     out = copy.deepcopy(base)
     for path, value in params.items():
         if path == HIDDEN_ACTIVATION:
-            layers = out.get("model", {}).get("layers")
-            dense = [la for la in layers or [] if isinstance(la, dict) and la.get("type") == "dense"]
+            layers = out.get("model", {}).get("layers") or []
+            dense = [la for la in layers if isinstance(la, dict) and la.get("type") == "dense"]
             if len(dense) < 2:
                 raise KeyError(path, "the base model needs at least one hidden dense layer")
             for layer in dense[:-1]:
@@ -263,9 +263,7 @@ def validate_sweep(data: Any, limits: Limits = Limits(),
             return None
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
         try:
-            spec = parse_spec(spec_dict)
-            check_job(spec, limits, resolve_upload)
-            return spec
+            return validate_job(spec_dict, limits, resolve_upload)[0]
         except SpecError as exc:
             for d in exc.details:
                 where = next((p for p in params if d.loc == p or d.loc.startswith(p + ".")
@@ -275,8 +273,7 @@ def validate_sweep(data: Any, limits: Limits = Limits(),
                     where = next(iter(params))
                 prefix = f"parameters.{where}" if where else loc
                 msg = d.msg
-                if d.loc.endswith("unknown field; remove it or check its spelling") or \
-                        "unknown field" in d.msg:
+                if "unknown field" in d.msg:
                     msg = f"{d.loc!r} is not a field of the job spec; check its spelling"
                 errors.append(ErrorDetail(prefix, f"with {shown}: {d.loc}: {msg}", d.value))
             return None
@@ -367,8 +364,8 @@ def validate_sweep(data: Any, limits: Limits = Limits(),
         raise SpecError(errors)
 
     share, why, groups = _epoch_groups(sweep, configs, specs, total)
-    return sweep, SweepPlan(method=sweep.method, param_order=list(sweep.parameters), total=total, repeats=sweep.repeats,
-                            distributions=distributions, configs=configs, groups=groups,
+    return sweep, SweepPlan(method=sweep.method, param_order=list(sweep.parameters),
+                            total=total, repeats=sweep.repeats, distributions=distributions, configs=configs, groups=groups,
                             share_epochs=share, share_epochs_why=why)
 
 

@@ -18,27 +18,26 @@ import statistics
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 
+from . import jobs as J
 from . import studies
 from .config import Settings
 from .db import session_scope
 from .errors import ApiError
-from .jobs import _iso, limits, mlflow_url, resolver
-from .jobs import _decode_cursor, _encode_cursor
 from .models import (
     SWEEP_TERMINAL,
     TERMINAL,
     Job,
     JobStatus,
     Sweep,
-    as_utc,
     SweepStatus,
+    as_utc,
     new_id,
     utcnow,
 )
 from .queue import queue_sweep_report, queue_training_job
-from .spec import SpecError, check_job, parse_spec
+from .spec import SpecError
 from .sweep_spec import SweepPlan, SweepSpec, apply_params, ordered, trial_name, validate_sweep
 
 log = logging.getLogger(__name__)
@@ -51,21 +50,25 @@ REPORT_RESEND_S = 600
 
 def validate(settings: Settings, data: Any) -> tuple[SweepSpec, SweepPlan]:
     base = data.get("base") if isinstance(data, dict) else None
-    return validate_sweep(data, limits(settings), resolver(settings, base or {}))
+    return validate_sweep(data, J.limits(settings), J.resolver(settings, base or {}))
 
 
 # --- commands behind the routes ----------------------------------------------------------------
 
 
 def submit_sweep(settings: Settings, data: Any) -> dict:
-    """Validate, store, create the Optuna study, start the first trials."""
+    """Validate, store, create the Optuna study, start the first trials.
+
+    The sweep is stored as validated, every default filled in (the experiment resolved from
+    the base), so the scheduler, the worker and the report read one set of values.
+    """
     sweep, plan = validate(settings, data)
+    sweep.experiment = sweep.experiment or sweep.base.get("experiment") or "Default"
     sweep_id = new_id()
     with session_scope(settings.database_url) as s:
-        s.add(Sweep(id=sweep_id, name=sweep.name,
-                    experiment=sweep.experiment or sweep.base.get("experiment") or "Default",
-                    method=sweep.method, spec=data, plan=plan.as_dict(),
-                    study_name=f"kerasyard-sweep-{sweep_id}"))
+        s.add(Sweep(id=sweep_id, name=sweep.name, experiment=sweep.experiment,
+                    method=sweep.method, spec=sweep.model_dump(mode="json"),
+                    plan=plan.as_dict(), study_name=f"kerasyard-sweep-{sweep_id}"))
     advance(settings, sweep_id)
     return get_sweep(settings, sweep_id)
 
@@ -102,13 +105,11 @@ def list_sweeps(settings: Settings, status: str | None = None, limit: int = 50,
         raise ApiError(400, "bad_request", f"status {status!r} is not one of {SWEEP_STATUSES}",
                        [{"loc": "status", "msg": f"expected one of {SWEEP_STATUSES}",
                          "value": status}])
-    from sqlalchemy import tuple_
-
     query = select(Sweep)
     if status:
         query = query.where(Sweep.status == status)
     if cursor:
-        created, sweep_id = _decode_cursor(cursor)
+        created, sweep_id = J._decode_cursor(cursor)
         query = query.where(tuple_(Sweep.created_at, Sweep.id) < tuple_(created, sweep_id))
     query = query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)
     with session_scope(settings.database_url) as s:
@@ -121,7 +122,7 @@ def list_sweeps(settings: Settings, status: str | None = None, limit: int = 50,
             by_sweep.setdefault(j.sweep_id, []).append(j)
         return {"sweeps": [serialize(settings, sw, by_sweep.get(sw.id, []), with_trials=False)
                            for sw in page],
-                "next_cursor": _encode_cursor(page[-1]) if len(rows) > limit else None}
+                "next_cursor": J._encode_cursor(page[-1]) if len(rows) > limit else None}
 
 
 # --- trials as the user sees them --------------------------------------------------------------
@@ -132,6 +133,12 @@ def job_objective(job: Job, metric: str) -> float | None:
         return None
     value = ((job.summary or {}).get("final_metrics") or {}).get(metric)
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def seed_values(group: list[Job], metric: str) -> list[float]:
+    """The objective of each seed of a trial that succeeded."""
+    return [v for v in (job_objective(j, metric) for j in group
+                        if j.status == JobStatus.succeeded.value) if v is not None]
 
 
 def trial_state(jobs: list[Job]) -> str:
@@ -153,16 +160,15 @@ def trial_state(jobs: list[Job]) -> str:
 
 def trials_of(sweep: Sweep, jobs: list[Job]) -> list[dict]:
     """One entry per trial (configuration), seeds folded into mean and spread."""
-    metric = sweep.spec.get("objective", {}).get("metric", "val_loss")
+    metric = sweep.spec["objective"]["metric"]
     by_trial: dict[int, list[Job]] = {}
     for j in jobs:
         by_trial.setdefault(j.trial_number, []).append(j)
     out = []
     for number in sorted(by_trial):
         group = sorted(by_trial[number], key=lambda j: j.repeat or 0)
-        values = [v for v in (job_objective(j, metric) for j in group
-                              if j.status == JobStatus.succeeded.value) if v is not None]
-        params = ordered(group[0].trial_params or {}, sweep.plan.get("param_order"))
+        values = seed_values(group, metric)
+        params = ordered(group[0].trial_params or {}, sweep.plan["param_order"])
         state = trial_state(group)
         pruned = [job_objective(j, metric) for j in group if j.status == JobStatus.pruned.value]
         objective = statistics.fmean(values) if values and state == "succeeded" else \
@@ -188,7 +194,7 @@ def trials_of(sweep: Sweep, jobs: list[Job]) -> list[dict]:
 
 
 def best_trial(sweep: Sweep, trials: list[dict]) -> dict | None:
-    goal = sweep.spec.get("objective", {}).get("goal", "minimize")
+    goal = sweep.spec["objective"]["goal"]
     done = [t for t in trials if t["state"] == "succeeded" and t["objective"] is not None]
     if not done:
         return None
@@ -200,7 +206,7 @@ def best_trial(sweep: Sweep, trials: list[dict]) -> dict | None:
 
 def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bool) -> dict:
     trials = trials_of(sweep, jobs)
-    total = sweep.plan.get("total", 0)
+    total = sweep.plan["total"]
     done = sum(1 for t in trials if t["state"] in TERMINAL_VALUES)
     out = {
         "id": sweep.id,
@@ -208,13 +214,12 @@ def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bo
         "experiment": sweep.experiment,
         "status": sweep.status,
         "method": sweep.method,
-        "objective": sweep.spec.get("objective") or {"metric": "val_loss", "goal": "minimize"},
-        "max_trials": sweep.spec.get("max_trials"),
-        "max_parallel": sweep.spec.get("max_parallel", 2),
-        "repeats": sweep.plan.get("repeats", 1),
-        "early_stopping": sweep.spec.get("early_stopping"),
-        "share_epochs": {"on": sweep.plan.get("share_epochs"),
-                         "why": sweep.plan.get("share_epochs_why")},
+        "objective": sweep.spec["objective"],
+        "max_trials": sweep.spec["max_trials"],
+        "max_parallel": sweep.spec["max_parallel"],
+        "repeats": sweep.spec["repeats"],
+        "early_stopping": sweep.spec["early_stopping"],
+        "share_epochs": {"on": sweep.plan["share_epochs"], "why": sweep.plan["share_epochs_why"]},
         "progress": {"done": done, "total": total,
                      "running": sum(1 for t in trials if t["state"] == "running"),
                      "queued": sum(1 for t in trials if t["state"] == "queued"),
@@ -223,13 +228,13 @@ def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bo
         "best": best_trial(sweep, trials),
         "spec": sweep.spec,
         "mlflow": {"run_id": sweep.mlflow_run_id, "experiment_id": sweep.mlflow_experiment_id,
-                   "url": mlflow_url(settings, sweep.mlflow_experiment_id, sweep.mlflow_run_id)},
+                   "url": J.mlflow_url(settings, sweep.mlflow_experiment_id, sweep.mlflow_run_id)},
         "report": sweep.report,
         "error": sweep.error,
         "cancel_requested": sweep.cancel_requested,
-        "created_at": _iso(sweep.created_at),
-        "started_at": _iso(sweep.started_at),
-        "finished_at": _iso(sweep.finished_at),
+        "created_at": J._iso(sweep.created_at),
+        "started_at": J._iso(sweep.started_at),
+        "finished_at": J._iso(sweep.finished_at),
     }
     if with_trials:
         out["trials"] = trials + _pending_grid_trials(sweep, trials)
@@ -237,15 +242,15 @@ def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bo
 
 
 def _pending_grid_trials(sweep: Sweep, trials: list[dict]) -> list[dict]:
-    configs = sweep.plan.get("configs")
+    configs = sweep.plan["configs"]
     if not configs:
         return []
     seen = {t["number"] for t in trials}
-    order = sweep.plan.get("param_order")
+    order = sweep.plan["param_order"]
+    state = "cancelled" if sweep.cancel_requested else "pending"
     return [{"number": i, "name": trial_name(configs[i], order),
-             "params": ordered(configs[i], order),
-             "state": "cancelled" if sweep.cancel_requested else "pending", "objective": None, "objective_std": None,
-             "objective_values": [], "trained_by": None, "jobs": []}
+             "params": ordered(configs[i], order), "state": state, "objective": None,
+             "objective_std": None, "objective_values": [], "trained_by": None, "jobs": []}
             for i in range(sweep.plan["total"]) if i not in seen]
 
 
@@ -329,7 +334,7 @@ def _advance(settings: Settings, sweep_id: str) -> None:
         jobs = s.scalars(select(Job).where(Job.sweep_id == sweep_id)).all()
     studies.create_study(url, study_name, spec)  # a no-op once it exists
     study = studies.load_study(url, study_name, spec)
-    metric = spec.get("objective", {}).get("metric", "val_loss")
+    metric = spec["objective"]["metric"]
     by_trial: dict[int, list[Job]] = {}
     for j in jobs:
         by_trial.setdefault(j.trial_number, []).append(j)
@@ -350,8 +355,7 @@ def _advance(settings: Settings, sweep_id: str) -> None:
         if not statuses <= TERMINAL_VALUES:
             continue
         trial = optuna.trial.Trial(study, tid)
-        values = [v for v in (job_objective(j, metric) for j in group
-                              if j.status == JobStatus.succeeded.value) if v is not None]
+        values = seed_values(group, metric)
         if pruned_seed:
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif values:
@@ -369,7 +373,7 @@ def _advance(settings: Settings, sweep_id: str) -> None:
                 j.cancel_requested = True
                 if j.status == JobStatus.queued.value:
                     j.status, j.finished_at = JobStatus.cancelled.value, now
-        _fail_unfinished(study, optuna_trials, by_trial, only_idle=True)
+        _fail_idle_trials(study, optuna_trials, by_trial)
         _maybe_finish(settings, sweep_id)
         return
 
@@ -385,7 +389,7 @@ def _advance(settings: Settings, sweep_id: str) -> None:
 
     # 4. Trainings, never more than max_parallel at once: first the seeds already stored but
     # not yet sent (a broker outage, or more seeds than room), then new trials.
-    max_parallel = spec.get("max_parallel", 2)
+    max_parallel = spec["max_parallel"]
     created = set(by_trial)
     with session_scope(url) as s:
         rows = s.scalars(select(Job).where(Job.sweep_id == sweep_id)
@@ -455,7 +459,8 @@ def _stop_siblings(settings: Settings, group: list[Job]) -> None:
                 row.cancel_requested = True
 
 
-def _fail_unfinished(study, optuna_trials, by_trial, only_idle: bool) -> None:
+def _fail_idle_trials(study, optuna_trials, by_trial) -> None:
+    """A cancelled sweep: Optuna trials with no seed still training end FAIL."""
     import optuna
     from optuna.trial import TrialState
 
@@ -463,7 +468,7 @@ def _fail_unfinished(study, optuna_trials, by_trial, only_idle: bool) -> None:
         ot = optuna_trials.get(group[0].optuna_trial_id)
         if ot is None or ot.state != TrialState.RUNNING:
             continue
-        if only_idle and any(j.status == JobStatus.running.value for j in group):
+        if any(j.status == JobStatus.running.value for j in group):
             continue
         study.tell(optuna.trial.Trial(study, ot._trial_id), state=TrialState.FAIL,
                    skip_if_finished=True)
@@ -479,7 +484,7 @@ def _next_trials(plan: dict, created: set[int]) -> list[int]:
     for i in range(total):
         if i in created:
             continue
-        for group in plan.get("groups") or []:
+        for group in plan["groups"] or []:
             if i in group:
                 return [g for g in group if g not in created and g < total]
         return [i]
@@ -493,18 +498,18 @@ def _create_trials(settings: Settings, sweep_id: str, study, spec: dict, plan: d
     In a group, the first index trains and the others are recorded from its training.
     """
     dists = studies.distributions(plan)
-    repeats = plan.get("repeats", 1)
+    repeats = plan["repeats"]
     rows: list[Job] = []
     failed_trials = []
     trainer_of_repeat: dict[int, str] = {}
     for k, number in enumerate(numbers):
         if plan["method"] == "grid":
-            params = ordered(plan["configs"][number], plan.get("param_order"))
+            params = ordered(plan["configs"][number], plan["param_order"])
             study.enqueue_trial(params)
             trial = study.ask(dists)
         else:
             trial = studies.ask(study, spec, dists)
-            params = {p: trial.params[p] for p in plan.get("param_order") or dists}
+            params = {p: trial.params[p] for p in plan["param_order"]}
         trial_failed = False
         for r in range(repeats):
             job_id = _new_job_row(settings, sweep_id, spec, params, number, r,
@@ -531,20 +536,19 @@ def _new_job_row(settings: Settings, sweep_id: str, spec: dict, params: dict, nu
                  repeat: int, optuna_trial_id: int, rows: list[Job]) -> str:
     base = spec["base"]
     seed = (base.get("fit") or {}).get("seed", 0) + repeat
-    name = trial_name(params) + (f" seed={seed}" if spec.get("repeats", 1) > 1 else "")
+    name = trial_name(params) + (f" seed={seed}" if spec["repeats"] > 1 else "")
     job_spec = apply_params(base, params)
     job_spec["name"] = name[:200]
-    job_spec["experiment"] = spec.get("experiment") or base.get("experiment") or "Default"
+    job_spec["experiment"] = spec["experiment"]
     job_spec.setdefault("fit", {})["seed"] = seed
-    if spec.get("resources"):
+    if spec["resources"]:
         job_spec["resources"] = spec["resources"]
     job = Job(id=new_id(), name=name[:200], experiment=job_spec["experiment"],
               sweep_id=sweep_id, trial_number=number, repeat=repeat, trial_params=params,
               optuna_trial_id=optuna_trial_id, spec=job_spec, attempts=0,
               cancel_requested=False, status=JobStatus.queued.value)
     try:
-        parsed = parse_spec(job_spec)
-        job_plan = check_job(parsed, limits(settings), resolver(settings, job_spec))
+        parsed, job_plan = J.validate(settings, job_spec)  # the checks POST /jobs makes
         job.plan = job_plan.as_dict()
         job.queue = parsed.resources.queue or settings.default_queue
         job.progress = {"epoch": 0, "epochs": job_plan.epochs, "metrics": {}}
@@ -568,7 +572,7 @@ def _maybe_finish(settings: Settings, sweep_id: str) -> None:
         if any(j.status not in TERMINAL_VALUES for j in jobs):
             return
         numbers = {j.trial_number for j in jobs}
-        if not sweep.cancel_requested and len(numbers) < sweep.plan.get("total", 0):
+        if not sweep.cancel_requested and len(numbers) < sweep.plan["total"]:
             return
         trials = trials_of(sweep, jobs)
         sweep.best = best_trial(sweep, trials)

@@ -366,16 +366,15 @@ class JobRun:
         scheduler tell Optuna and start the next trial."""
         if not self.trial:
             return
-        left = [d for d in self.trial.get("derived", [])]
+        left = self.trial["derived"]  # settle() skips those already recorded
         if left:
             reason = {"type": "NotReached", "message":
                       f"recorded from the training of job {self.job_id}, which ended "
                       f"{status} before reaching this trial's epochs"
                       + (f": {error['message']}" if error else "")}
-            sweep_trial.settle(self.settings, left, JobStatus.cancelled.value
-                               if status == JobStatus.cancelled.value else
-                               JobStatus.pruned.value if status == JobStatus.pruned.value
-                               else JobStatus.failed.value, reason)
+            ended = status if status in (JobStatus.cancelled.value, JobStatus.pruned.value) \
+                else JobStatus.failed.value
+            sweep_trial.settle(self.settings, left, ended, reason)
         try:
             from service.sweeps import advance
 
@@ -448,8 +447,7 @@ class JobRun:
             self.reporter.flush(final=True)  # every epoch is in MLflow before the artifacts
             history = callback.history
             if derived:
-                sweep_trial.record_derived(self, spec, plan, data, history, callback.saved,
-                                           [h["epoch_time_s"] for h in history])
+                sweep_trial.record_derived(self, data, history, callback.saved)
         finally:
             if ckpt_dir is not None:
                 ckpt_dir.cleanup()
@@ -537,7 +535,7 @@ class JobRun:
                                         str(self.pruned_at))
                     self.mlflow.set_tag(self.run_id, "mlflow.note.content",
                                         f"**Pruned** at epoch {self.pruned_at} by the sweep's "
-                                        f"{(self.trial or {}).get('early_stopping', {}).get('type')}"
+                                        f"{self.trial['sweep_spec']['early_stopping']['type']}"
                                         " pruner: its objective was worse than the other "
                                         "trials' at the same epoch.")
                 if self.trial:

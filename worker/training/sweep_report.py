@@ -46,12 +46,11 @@ def write_report(sweep_id: str, settings: Settings) -> str:
                            .order_by(JobEpoch.job_id, JobEpoch.epoch)).all() if ids else []
         trials = SW.trials_of(sweep, jobs)
         best = SW.best_trial(sweep, trials)
-        status = sweep.status
     curves: dict[str, list[dict]] = {}
     for row in epochs:
         curves.setdefault(row.job_id, []).append(row.metrics)
     try:
-        artifacts = _write(settings, sweep, jobs, trials, best, curves, status)
+        artifacts = _write(settings, sweep, jobs, trials, best, curves)
         report = {"state": "done", "artifacts": artifacts, "finished_at": utcnow().isoformat()}
     except Exception as exc:
         log.error("report of sweep %s failed", sweep_id, exc_info=True)
@@ -63,13 +62,13 @@ def write_report(sweep_id: str, settings: Settings) -> str:
 
 
 def _write(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[dict],
-           best: dict | None, curves: dict[str, list[dict]], status: str) -> list[str]:
+           best: dict | None, curves: dict[str, list[dict]]) -> list[str]:
     if not settings.mlflow_logging:
         return []
     cl = tracking.client(settings.mlflow_tracking_uri)
     run_id, _ = sweep_trial.ensure_parent_run(settings, cl, sweep.id)
-    metric = (sweep.spec.get("objective") or {}).get("metric", "val_loss")
-    params = sweep.plan.get("param_order") or list(sweep.spec.get("parameters", {}))
+    metric = sweep.spec["objective"]["metric"]
+    params = sweep.plan["param_order"]
     with tempfile.TemporaryDirectory(prefix="kerasyard-sweep-") as tmp:
         out = Path(tmp)
         _trials_csv(trials, params, out / "trials.csv")
@@ -82,11 +81,12 @@ def _write(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[dict]
         names = sorted(p.name for p in out.iterdir())
     counts = {state: sum(1 for t in trials if t["state"] == state)
               for state in ("succeeded", "failed", "pruned", "cancelled")}
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
 
     now = int(utcnow().timestamp() * 1000)
     metrics = [Metric(f"trials_{k}", v, now, 0) for k, v in counts.items()]
-    tags = {"kerasyard.sweep_status": status}
+    best_params: list[Param] = []
+    tags = {"kerasyard.sweep_status": sweep.status}
     if best is not None:
         metrics.append(Metric("best_objective", best["objective"], now, 0))
         job = next(j for j in jobs if j.id == best["job_ids"][0])
@@ -96,16 +96,14 @@ def _write(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[dict]
             values = [f[name] for f in finals if isinstance(f.get(name), (int, float))]
             if values:
                 metrics.append(Metric(f"best.{name}", statistics.fmean(values), now, 0))
-        cl.log_batch(run_id, params=[Param(f"best.{k}", str(v)[:6000])
-                                     for k, v in best["params"].items()])
+        best_params = [Param(f"best.{k}", str(v)[:6000]) for k, v in best["params"].items()]
         tags.update({"kerasyard.best_trial": best["name"],
                      "kerasyard.best_run_id": job.mlflow_run_id or ""})
-    cl.log_batch(run_id, metrics=metrics)
     tags["mlflow.note.content"] = _note(sweep, trials, best, metric)
-    for k, v in tags.items():
-        cl.set_tag(run_id, k, v)
+    cl.log_batch(run_id, metrics=metrics, params=best_params,
+                 tags=[RunTag(k, v) for k, v in tags.items()])
     cl.set_terminated(run_id, {SweepStatus.succeeded.value: "FINISHED",
-                               SweepStatus.cancelled.value: "KILLED"}.get(status, "FAILED"))
+                               SweepStatus.cancelled.value: "KILLED"}.get(sweep.status, "FAILED"))
     return names
 
 

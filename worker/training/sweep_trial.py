@@ -28,7 +28,7 @@ def claim_trial(s, job: Job, sweep: Sweep | None, now) -> dict | None:
     running (called inside claim's transaction)."""
     if sweep is None:
         return None
-    order = sweep.plan.get("param_order")
+    order = sweep.plan["param_order"]
     derived = s.scalars(select(Job).where(Job.trained_by == job.id)
                         .order_by(Job.trial_number)).all()
     out = []
@@ -40,14 +40,10 @@ def claim_trial(s, job: Job, sweep: Sweep | None, now) -> dict | None:
         out.append({"id": d.id, "name": d.name, "spec": d.spec, "epochs": d.plan["epochs"],
                     "trial_number": d.trial_number,
                     "params": ordered(d.trial_params or {}, order)})
-    spec = sweep.spec
     return {"sweep_id": sweep.id, "sweep_name": sweep.name, "study_name": sweep.study_name,
             "number": job.trial_number, "repeat": job.repeat,
             "params": ordered(job.trial_params or {}, order),
-            "optuna_trial_id": job.optuna_trial_id,
-            "objective": spec.get("objective") or {"metric": "val_loss", "goal": "minimize"},
-            "early_stopping": spec.get("early_stopping"), "sweep_spec": spec,
-            "derived": out}
+            "optuna_trial_id": job.optuna_trial_id, "sweep_spec": sweep.spec, "derived": out}
 
 
 # --- MLflow parent run -------------------------------------------------------------------------
@@ -61,14 +57,13 @@ def ensure_parent_run(settings: Settings, cl, sweep_id: str) -> tuple[str, str]:
             return sweep.mlflow_run_id, sweep.mlflow_experiment_id
         name, experiment, spec, plan = sweep.name, sweep.experiment, sweep.spec, sweep.plan
     exp_id = tracking.experiment_id(cl, experiment)
-    params = {"sweep.method": spec.get("method", "grid"),
-              "sweep.objective": f"{(spec.get('objective') or {}).get('goal', 'minimize')} "
-                                 f"{(spec.get('objective') or {}).get('metric', 'val_loss')}",
-              "sweep.max_parallel": spec.get("max_parallel", 2),
-              "sweep.trials": plan.get("total"), "sweep.repeats": plan.get("repeats", 1),
-              "sweep.early_stopping": (spec.get("early_stopping") or {}).get("type", "none"),
-              "sweep.share_epochs": plan.get("share_epochs")}
-    for path, space in spec.get("parameters", {}).items():
+    params = {"sweep.method": spec["method"],
+              "sweep.objective": f"{spec['objective']['goal']} {spec['objective']['metric']}",
+              "sweep.max_parallel": spec["max_parallel"],
+              "sweep.trials": plan["total"], "sweep.repeats": spec["repeats"],
+              "sweep.early_stopping": (spec["early_stopping"] or {}).get("type", "none"),
+              "sweep.share_epochs": plan["share_epochs"]}
+    for path, space in spec["parameters"].items():
         params[f"sweep.parameters.{path}"] = space
     tags = {"kerasyard.sweep_id": sweep_id, "kerasyard.kind": "sweep",
             "mlflow.note.content": f"Sweep **{name}**: one child run per trial."}
@@ -90,7 +85,7 @@ def child_tags(trial: dict, parent_run_id: str) -> dict[str, str]:
     return {"mlflow.parentRunId": parent_run_id,
             "kerasyard.trial_number": str(trial["number"]),
             "kerasyard.trial": trial_name(trial["params"]),
-            "kerasyard.repeat": str(trial.get("repeat") or 0)}
+            "kerasyard.repeat": str(trial["repeat"] or 0)}
 
 
 # --- pruning -----------------------------------------------------------------------------------
@@ -109,7 +104,7 @@ class PruneCheck:
         study = studies.load_study(settings.database_url, trial["study_name"],
                                    trial["sweep_spec"])
         self.trial = optuna.trial.Trial(study, trial["optuna_trial_id"])
-        self.metric = trial["objective"]["metric"]
+        self.metric = trial["sweep_spec"]["objective"]["metric"]
         self.prune = prune
         self.pruned_at: int | None = None
 
@@ -129,7 +124,7 @@ class PruneCheck:
 
 
 def prune_check(settings: Settings, trial: dict | None, prune: threading.Event):
-    if not trial or not trial.get("early_stopping") or (trial.get("repeat") or 0) > 0:
+    if not trial or not trial["sweep_spec"]["early_stopping"] or (trial["repeat"] or 0) > 0:
         return None
     return PruneCheck(settings, trial, prune)
 
@@ -137,18 +132,16 @@ def prune_check(settings: Settings, trial: dict | None, prune: threading.Event):
 # --- trials recorded from this training (the epochs axis) --------------------------------------
 
 
-def record_derived(run, spec, plan, data, history: list[dict], checkpoints: dict[int, Path],
-                   fit_times: list[float]) -> None:
+def record_derived(run, data, history: list[dict], checkpoints: dict[int, Path]) -> None:
     """Each shorter-epoch trial whose epoch count this training reached becomes a finished
     job with its own MLflow child run: metrics cut at its epochs, its model as it was then."""
-    trial = run.snapshot.get("trial") or {}
-    for d in trial.get("derived", []):
+    for d in run.trial["derived"]:
         e = d["epochs"]
         if len(history) < e or not math.isfinite(history[e - 1].get("loss", math.nan)) \
                 or e not in checkpoints:
             continue
         try:
-            _record_one(run, d, data, history[:e], checkpoints[e], sum(fit_times[:e]))
+            _record_one(run, d, data, history[:e], checkpoints[e])
         except Exception as exc:
             log.error("recording trial %s from job %s failed", d["id"], run.job_id,
                       exc_info=True)
@@ -157,8 +150,7 @@ def record_derived(run, spec, plan, data, history: list[dict], checkpoints: dict
                     f"training of job {run.job_id} failed: {exc}"})
 
 
-def _record_one(run, d: dict, data, history: list[dict], checkpoint: Path,
-                fit_time: float) -> None:
+def _record_one(run, d: dict, data, history: list[dict], checkpoint: Path) -> None:
     import keras
 
     from service.jobs import validate
@@ -170,7 +162,7 @@ def _record_one(run, d: dict, data, history: list[dict], checkpoint: Path,
     run_id = exp_id = None
     model = keras.models.load_model(checkpoint)
     if run.mlflow is not None:
-        trial = run.snapshot["trial"]
+        trial = run.trial
         exp_id = tracking.experiment_id(run.mlflow, spec.experiment)
         tags = tracking.base_tags(d["id"], trial["sweep_id"], data.digest,
                                   keras.backend.backend())
@@ -182,9 +174,7 @@ def _record_one(run, d: dict, data, history: list[dict], checkpoint: Path,
                                        "seed, data order and updates as a separate training.")
         params = tracking.run_params(d["spec"], plan, {"trained_by": run.job_id})
         run_id = tracking.start_run(run.mlflow, exp_id, spec.name, tags, params)
-        tracking.log_epochs(run.mlflow, run_id,
-                            [(i, {k: v for k, v in h.items() if isinstance(v, float)})
-                             for i, h in enumerate(history, start=1)])
+        tracking.log_epochs(run.mlflow, run_id, list(enumerate(history, start=1)))
         write_artifacts(run.mlflow, run_id, d["spec"], spec, plan, model, data, history)
         if st.log_model:
             run.log_model(model, data, run_id)
@@ -192,7 +182,8 @@ def _record_one(run, d: dict, data, history: list[dict], checkpoint: Path,
     summary = {"epochs_completed": len(history), "stopped_early": False,
                "final_metrics": _clean(history[-1]),
                "best_loss": min(h["loss"] for h in history),
-               "fit_time_s": round(fit_time, 3), "trained_by": run.job_id}
+               "fit_time_s": round(sum(h["epoch_time_s"] for h in history), 3),
+               "trained_by": run.job_id}
     with session_scope(st.database_url) as s:
         s.execute(insert(JobEpoch), [{"job_id": d["id"], "epoch": i, "metrics": _clean(h)}
                                      for i, h in enumerate(history, start=1)])
