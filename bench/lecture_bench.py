@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(tmp)
             base_env = os.environ.copy()
             base_env["PYTHONUNBUFFERED"] = "1"
-            mlflow, mlflow_url = start_mlflow(tmp, base_env, children)
+            _, mlflow_url = start_mlflow(tmp, base_env, children)
             log(f"mlflow server on {mlflow_url}")
 
             db_url = f"sqlite:///{tmp / 'ky.db'}"
