@@ -32,7 +32,7 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     """kerasyard's tables to ``revision``, then Optuna's (sweep state) to its head."""
     command.upgrade(alembic_config(database_url), revision)
     if revision == "head":
-        from .studies import init_storage
+        from .sweeps.studies import init_storage
 
         init_storage(database_url)
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -50,7 +51,16 @@ class JobStatus(str, enum.Enum):
         return self in TERMINAL
 
 
-TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled, JobStatus.pruned}
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled,
+                      JobStatus.pruned})
+
+
+def _status_type(enum_cls: type[enum.Enum]) -> Enum:
+    """A status column holds the enum's value in a VARCHAR(16) (no database enum type, so a
+    new status needs no migration); Python code reads and compares enum members."""
+    return Enum(enum_cls, native_enum=False, create_constraint=False, length=16,
+                values_callable=lambda members: [m.value for m in members],
+                validate_strings=True)
 
 
 class Base(DeclarativeBase):
@@ -63,7 +73,8 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     experiment: Mapped[str] = mapped_column(String(200), index=True)
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value, index=True)
+    status: Mapped[JobStatus] = mapped_column(_status_type(JobStatus), default=JobStatus.queued,
+                                              index=True)
     queue: Mapped[str] = mapped_column(String(32), default="cpu")
     spec: Mapped[dict] = mapped_column(JSONType)
     plan: Mapped[dict] = mapped_column(JSONType)
@@ -85,8 +96,9 @@ class Job(Base):
     # A trial that differs from another only in fit.epochs is recorded from that one's
     # training ("train once for the epochs axis"); this is the id of the job that trains it.
     trained_by: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
-    # Written by the worker's reporter thread; a running job whose heartbeat is stale belongs
-    # to a worker that died, and a redelivered task may take it over.
+    # Written by the worker's heartbeat thread; a running job whose heartbeat is stale belongs
+    # to a worker that died (or hangs), and the next claim takes it over. ``attempts`` is the
+    # fence: every write of a worker is conditional on the attempt number its claim took.
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
                                                              nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -111,7 +123,7 @@ class SweepStatus(str, enum.Enum):
     cancelled = "cancelled"
 
 
-SWEEP_TERMINAL = {SweepStatus.succeeded, SweepStatus.failed, SweepStatus.cancelled}
+SWEEP_TERMINAL = frozenset({SweepStatus.succeeded, SweepStatus.failed, SweepStatus.cancelled})
 
 
 class Sweep(Base):
@@ -123,7 +135,8 @@ class Sweep(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     experiment: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default=SweepStatus.queued.value, index=True)
+    status: Mapped[SweepStatus] = mapped_column(_status_type(SweepStatus),
+                                                default=SweepStatus.queued, index=True)
     method: Mapped[str] = mapped_column(String(16))
     spec: Mapped[dict] = mapped_column(JSONType)
     # What the scheduler works from: the normalised parameters, the grid's configurations and

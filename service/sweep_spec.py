@@ -6,7 +6,7 @@ batch size larger than the training set is refused before any trial runs, with t
 path in the error. It returns a :class:`SweepPlan`, which the scheduler works from.
 
 Nothing here imports Optuna: distributions are described as plain dicts and turned into
-Optuna's objects in :mod:`service.studies`.
+Optuna's objects in :mod:`service.sweeps.studies`.
 """
 
 from __future__ import annotations

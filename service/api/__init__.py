@@ -20,8 +20,8 @@ def settings_of() -> Settings:
 
 def create_app(settings: Settings | None = None, *, redispatch_interval: float | None = None
                ) -> Flask:
-    """Build the API. ``redispatch_interval`` > 0 starts the thread that re-sends jobs whose
-    publish failed while the broker was down (the run command and gunicorn turn it on)."""
+    """Build the API. ``redispatch_interval`` > 0 starts :mod:`service.background`'s thread
+    (re-sends lost jobs, advances sweeps; the run command and gunicorn turn it on)."""
     settings = settings or get_settings()
     app = Flask(__name__)
     app.extensions["kerasyard.settings"] = settings
@@ -52,10 +52,10 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
         return None
 
     if redispatch_interval:
-        from ..queue import Redispatcher
+        from ..background import BackgroundRounds
 
-        thread = Redispatcher(settings, redispatch_interval)
+        thread = BackgroundRounds(settings, redispatch_interval)
         thread.start()
-        app.extensions["kerasyard.redispatcher"] = thread
+        app.extensions["kerasyard.background"] = thread
     logging.getLogger(__name__).info("kerasyard API ready (db=%s)", settings.database_url)
     return app

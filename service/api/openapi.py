@@ -6,7 +6,7 @@ from .. import __version__
 from ..jobs import STATUSES
 from ..spec import JobSpec
 from ..sweep_spec import SweepSpec
-from ..sweeps import SWEEP_STATUSES
+from ..sweeps.commands import SWEEP_STATUSES
 
 REF = "#/components/schemas/{model}"
 

@@ -1,10 +1,10 @@
-"""/api/v1/sweeps: thin routes; the work is in service.sweeps."""
+"""/api/v1/sweeps: thin routes; the work is in service.sweeps.commands."""
 
 from __future__ import annotations
 
 from flask import Blueprint, request, url_for
 
-from .. import sweeps
+from ..sweeps import commands as sweeps
 from . import settings_of
 from .body import int_arg, json_body
 

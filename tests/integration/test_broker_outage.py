@@ -76,5 +76,5 @@ def test_job_survives_a_broker_outage(settings, tmp_path):
             assert s.get(Job, job_id).dispatched_at is not None
         assert client.get("/api/v1/health").status_code in (200, 503)
     finally:
-        app.extensions["kerasyard.redispatcher"].stopped.set()
+        app.extensions["kerasyard.background"].stopped.set()
         own.stop()

@@ -138,7 +138,7 @@ def test_api_resends_a_running_job_whose_worker_went_silent(cfg):
     """A dead worker host: its heartbeat stops; the re-dispatcher sends the id again."""
     import redis
 
-    from service.queue import dispatch_pending
+    from service.background import dispatch_pending
 
     cfg = dataclasses.replace(cfg, broker_url="redis://127.0.0.1:6379/11")
     r = redis.Redis.from_url(cfg.broker_url)

@@ -258,7 +258,7 @@ def test_sampled_sweep_finishes_with_a_best_trial(client, worker, settings, meth
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 5
     sampler = {"tpe": "TPESampler", "random": "RandomSampler"}[method]
-    from service.studies import sampler as sampler_for
+    from service.sweeps.studies import sampler as sampler_for
 
     assert type(sampler_for(sw["spec"])).__name__ == sampler
     assert study.best_value == pytest.approx(sw["best"]["objective"])
@@ -344,7 +344,7 @@ def test_restart_in_the_middle_loses_and_duplicates_nothing(settings, workdir):
         w2.wait_ready()
         final = wait_sweep(api2, sw["id"], timeout=300)
     finally:
-        app2.extensions["kerasyard.redispatcher"].stopped.set()
+        app2.extensions["kerasyard.background"].stopped.set()
         w2.stop()
     assert final["status"] == "succeeded", final
     jobs = sweep_jobs(api2, sw["id"])

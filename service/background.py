@@ -1,0 +1,76 @@
+"""Background work of the API process, in one thread the app factory starts.
+
+Each round it sends again what no worker will otherwise pick up, and advances every live
+sweep (:func:`service.sweeps.scheduler.tick`):
+
+- queued jobs the broker never got (it was down when they were submitted);
+- running jobs whose heartbeat is stale: their worker died or hangs. Each goes back to
+  ``queued`` through :func:`service.lifecycle.requeue_stale` (which fences the old worker
+  off) and is sent again; the next claim takes it over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from sqlalchemy import select
+
+from . import lifecycle
+from .config import Settings
+from .db import session_scope
+from .models import Job, JobStatus, utcnow
+from .queue import CelerySender
+from .sweeps import scheduler
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_pending(settings: Settings) -> int:
+    """Send again every job nobody will otherwise pick up; returns how many were sent."""
+    sender = CelerySender(settings)
+    stale = utcnow() - dt.timedelta(seconds=settings.stale_heartbeat_s)
+    with session_scope(settings.database_url) as s:
+        # Sweep trials are sent by the sweep's scheduler, which keeps them within max_parallel.
+        never_sent = (Job.status == JobStatus.queued) & Job.dispatched_at.is_(None) & \
+            Job.cancel_requested.is_(False) & Job.sweep_id.is_(None)
+        silent = (Job.status == JobStatus.running) & (Job.heartbeat_at < stale)
+        rows = s.execute(select(Job.id, Job.queue, Job.status, Job.sweep_id)
+                         .where(never_sent | silent).order_by(Job.created_at)).all()
+    sent = 0
+    for job_id, queue, status, sweep_id in rows:
+        if status == JobStatus.running:
+            if not lifecycle.requeue_stale(settings, job_id):
+                continue  # its worker beat again in the meantime
+            log.warning("job %s: its worker went silent; sending it again", job_id)
+            if sweep_id:
+                continue  # the scheduler sends it within the sweep's max_parallel
+        if not lifecycle.dispatch(settings, sender, job_id, queue):
+            break  # broker still down; try again next round
+        sent += 1
+    return sent
+
+
+def run_round(settings: Settings) -> None:
+    try:
+        dispatch_pending(settings)
+    except Exception:
+        log.warning("re-dispatch round failed", exc_info=True)
+    try:
+        scheduler.tick(settings, CelerySender(settings))
+    except Exception:
+        log.warning("sweep round failed", exc_info=True)
+
+
+class BackgroundRounds(threading.Thread):
+    """Runs :func:`run_round` every ``interval`` seconds until stopped."""
+
+    def __init__(self, settings: Settings, interval: float):
+        super().__init__(name="kerasyard-background", daemon=True)
+        self.settings, self.interval = settings, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            run_round(self.settings)

@@ -1,0 +1,136 @@
+"""Sweep commands: the work behind the /sweeps routes, with no Flask inside."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, tuple_
+
+from ..config import Settings
+from ..db import session_scope
+from ..errors import ApiError
+from ..jobs import mlflow_url
+from ..models import Job, JobStatus, Sweep, SweepStatus, new_id
+from ..paging import decode_cursor, encode_cursor, iso
+from ..queue import CelerySender
+from ..sweep_spec import SweepPlan, SweepSpec, validate_sweep
+from ..validation import limits, resolver
+from . import scheduler
+from .trials import best_trial, pending_grid_trials, trials_of
+
+SWEEP_STATUSES = [s.value for s in SweepStatus]
+
+
+def validate(settings: Settings, data: Any) -> tuple[SweepSpec, SweepPlan]:
+    base = data.get("base") if isinstance(data, dict) else None
+    return validate_sweep(data, limits(settings), resolver(settings, base or {}))
+
+
+def submit_sweep(settings: Settings, data: Any) -> dict:
+    """Validate, store, create the Optuna study, start the first trials.
+
+    The sweep is stored as validated, every default filled in (the experiment resolved from
+    the base), so the scheduler, the worker and the report read one set of values.
+    """
+    sweep, plan = validate(settings, data)
+    sweep.experiment = sweep.experiment or sweep.base.get("experiment") or "Default"
+    sweep_id = new_id()
+    with session_scope(settings.database_url) as s:
+        s.add(Sweep(id=sweep_id, name=sweep.name, experiment=sweep.experiment,
+                    method=sweep.method, spec=sweep.model_dump(mode="json"),
+                    plan=plan.as_dict(), study_name=f"kerasyard-sweep-{sweep_id}"))
+    scheduler.advance(settings, sweep_id, CelerySender(settings))
+    return get_sweep(settings, sweep_id)
+
+
+def _load(s, sweep_id: str, lock: bool = False) -> Sweep:
+    sweep = s.get(Sweep, sweep_id, with_for_update=lock)
+    if sweep is None:
+        raise ApiError(404, "not_found", f"no sweep with id {sweep_id!r}")
+    return sweep
+
+
+def _jobs(s, sweep_id: str) -> list[Job]:
+    return s.scalars(select(Job).where(Job.sweep_id == sweep_id)
+                     .order_by(Job.trial_number, Job.repeat)).all()
+
+
+def get_sweep(settings: Settings, sweep_id: str) -> dict:
+    with session_scope(settings.database_url) as s:
+        return serialize(settings, _load(s, sweep_id), _jobs(s, sweep_id), with_trials=True)
+
+
+def cancel_sweep(settings: Settings, sweep_id: str) -> dict:
+    with session_scope(settings.database_url) as s:
+        sweep = _load(s, sweep_id, lock=True)
+        if sweep.status in scheduler.SWEEP_TERMINAL:
+            raise ApiError(409, "illegal_state", f"sweep {sweep_id} is already "
+                           f"{sweep.status.value}; only queued or running sweeps can be "
+                           "cancelled")
+        sweep.cancel_requested = True
+    scheduler.advance(settings, sweep_id, CelerySender(settings), wait_s=5)
+    return get_sweep(settings, sweep_id)
+
+
+def list_sweeps(settings: Settings, status: str | None = None, limit: int = 50,
+                cursor: str | None = None) -> dict:
+    if status is not None and status not in SWEEP_STATUSES:
+        raise ApiError(400, "bad_request", f"status {status!r} is not one of {SWEEP_STATUSES}",
+                       [{"loc": "status", "msg": f"expected one of {SWEEP_STATUSES}",
+                         "value": status}])
+    query = select(Sweep)
+    if status:
+        query = query.where(Sweep.status == status)
+    if cursor:
+        created, sweep_id = decode_cursor(cursor)
+        query = query.where(tuple_(Sweep.created_at, Sweep.id) < tuple_(created, sweep_id))
+    query = query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)
+    with session_scope(settings.database_url) as s:
+        rows = s.scalars(query).all()
+        page = rows[:limit]
+        ids = [sw.id for sw in page]
+        jobs = s.scalars(select(Job).where(Job.sweep_id.in_(ids))).all() if ids else []
+        by_sweep: dict[str, list[Job]] = {}
+        for j in jobs:
+            by_sweep.setdefault(j.sweep_id, []).append(j)
+        more = len(rows) > limit
+        return {"sweeps": [serialize(settings, sw, by_sweep.get(sw.id, []), with_trials=False)
+                           for sw in page],
+                "next_cursor": encode_cursor(page[-1].created_at, page[-1].id) if more
+                else None}
+
+
+def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bool) -> dict:
+    trials = trials_of(sweep, jobs)
+    done = sum(1 for t in trials if JobStatus(t.state).terminal)
+    out = {
+        "id": sweep.id,
+        "name": sweep.name,
+        "experiment": sweep.experiment,
+        "status": sweep.status.value,
+        "method": sweep.method,
+        "objective": sweep.spec["objective"],
+        "max_trials": sweep.spec["max_trials"],
+        "max_parallel": sweep.spec["max_parallel"],
+        "repeats": sweep.spec["repeats"],
+        "early_stopping": sweep.spec["early_stopping"],
+        "share_epochs": {"on": sweep.plan["share_epochs"], "why": sweep.plan["share_epochs_why"]},
+        "progress": {"done": done, "total": sweep.plan["total"],
+                     "running": sum(1 for t in trials if t.state == "running"),
+                     "queued": sum(1 for t in trials if t.state == "queued"),
+                     "trainings_running": sum(1 for j in jobs if j.trained_by is None and
+                                              j.status == JobStatus.running)},
+        "best": best_trial(sweep, trials),
+        "spec": sweep.spec,
+        "mlflow": {"run_id": sweep.mlflow_run_id, "experiment_id": sweep.mlflow_experiment_id,
+                   "url": mlflow_url(settings, sweep.mlflow_experiment_id, sweep.mlflow_run_id)},
+        "report": sweep.report,
+        "error": sweep.error,
+        "cancel_requested": sweep.cancel_requested,
+        "created_at": iso(sweep.created_at),
+        "started_at": iso(sweep.started_at),
+        "finished_at": iso(sweep.finished_at),
+    }
+    if with_trials:
+        out["trials"] = [t.as_dict() for t in trials + pending_grid_trials(sweep, trials)]
+    return out
