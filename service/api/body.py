@@ -1,36 +1,150 @@
-"""Request-body parsing shared by the routes: JSON (or YAML) objects with clear errors."""
+"""Request bodies, read defensively: a JSON or YAML object in its declared content type.
+
+What a body may be, for every route that takes a spec:
+- ``Content-Type: application/json`` (or ``application/yaml``/``application/x-yaml``/
+  ``text/yaml``); anything else, or none, is a 415. (A browser page on another site can only
+  send text/plain or form bodies without a CORS preflight, which this API never grants: with
+  no token set, no web page can submit or cancel jobs on a local kerasyard.)
+- at most ``MAX_BODY_BYTES`` bytes (413), nested at most ``MAX_DEPTH`` levels (400);
+- numbers finite (no ``NaN``, ``Infinity``, ``1e999``, ``.inf``) with integers of at most
+  ``MAX_INT_DIGITS`` digits (400): bounds per field are the spec's business;
+- YAML without anchors, aliases or tags beyond the safe ones: nothing that expands.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from flask import request
 
 from ..errors import ApiError
 
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+MAX_BODY_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 30
 
-def json_body() -> Any:
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        raise ApiError(400, "bad_request", "the request body is empty; send a JSON object "
-                       "(Content-Type: application/json)")
-    ctype = (request.mimetype or "").lower()
-    if ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
-        import yaml
 
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ApiError(400, "bad_request", f"the body is not valid YAML: {exc}") from None
+def _bad(message: str, loc: str = "(body)") -> ApiError:
+    return ApiError(400, "bad_request", message, [{"loc": loc, "msg": message}])
+
+
+def _parse_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > MAX_INT_DIGITS:
+        raise _bad(f"an integer of {len(digits)} digits ({text[:12]}…) is out of range; "
+                   f"numbers here have at most {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 24 else text[:24] + "…"
+        raise _bad(f"{shown} is not a finite number; write a finite value")
+    return value
+
+
+def _parse_constant(name: str):
+    raise _bad(f"{name} is not allowed: JSON numbers must be finite; write a finite value")
+
+
+def _check(value: Any, depth: int = 0, loc: str = "") -> None:
+    """Depth, finiteness and integer size of a parsed body (YAML needs all three; JSON's
+    parser hooks already did the numbers)."""
+    if depth > MAX_DEPTH:
+        raise _bad(f"the body is nested more than {MAX_DEPTH} levels deep", loc or "(body)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _bad(f"key {str(key)[:40]!r} is not a string; keys must be strings",
+                           loc or "(body)")
+            _check(item, depth + 1, f"{loc}.{key}" if loc else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check(item, depth + 1, f"{loc}.{i}" if loc else str(i))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _bad(f"{loc or 'the body'}: {value} is not a finite number; write a finite value",
+                   loc or "(body)")
+    elif isinstance(value, int) and not isinstance(value, bool) and \
+            len(str(abs(value))) > MAX_INT_DIGITS:
+        raise _bad(f"{loc or 'the body'}: an integer of more than {MAX_INT_DIGITS} digits is "
+                   "out of range", loc or "(body)")
+
+
+def _yaml_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """Safe YAML that refuses anchors and aliases: a few bytes of them can expand into
+        gigabytes (the "billion laughs")."""
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.YAMLError("anchors and aliases (&name, *name, <<: *name) are not "
+                                     "allowed; write the values out")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def _load_yaml(raw: bytes) -> Any:
+    import yaml
+
     try:
-        return json.loads(raw)
+        return yaml.load(raw, Loader=_yaml_loader())  # noqa: S506 (a SafeLoader subclass)
+    except RecursionError:
+        raise _bad(f"the body is nested more than {MAX_DEPTH} levels deep") from None
+    except yaml.YAMLError as exc:
+        message = str(exc)
+        message = message if len(message) <= 300 else message[:300] + "…"
+        raise _bad(f"the body is not valid YAML: {message}") from None
+    except ValueError as exc:  # e.g. an integer too long to convert
+        raise _bad(f"the body has a value out of range: {str(exc)[:200]}") from None
+
+
+def _load_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=_parse_constant)
     except UnicodeDecodeError:
-        raise ApiError(400, "bad_request", "the body is not UTF-8 text") from None
+        raise _bad("the body is not UTF-8 text") from None
+    except RecursionError:
+        raise _bad(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc.msg} at line "
                        f"{exc.lineno} column {exc.colno}",
                        [{"loc": "(body)", "msg": exc.msg}]) from None
+
+
+def json_body() -> Any:
+    """The request's JSON or YAML body, checked as the module docstring says."""
+    ctype = (request.mimetype or "").lower()
+    if ctype not in JSON_TYPES + YAML_TYPES:
+        given = f"Content-Type {ctype!r}" if ctype else "no Content-Type"
+        raise ApiError(415, "unsupported_media_type",
+                       f"{given}: send the spec as 'Content-Type: application/json' (or "
+                       "application/yaml)", [{"loc": "Content-Type", "msg": "expected "
+                                              "application/json or application/yaml",
+                                              "value": ctype[:80]}])
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"the body is {length} bytes; a spec may be "
+                       f"at most {MAX_BODY_BYTES} bytes")
+    raw = request.get_data(cache=True)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"the body is more than {MAX_BODY_BYTES} "
+                       "bytes; a spec may be at most that")
+    if not raw.strip():
+        raise _bad("the request body is empty; send a JSON object "
+                   "(Content-Type: application/json)")
+    data = _load_yaml(raw) if ctype in YAML_TYPES else _load_json(raw)
+    _check(data)
+    return data
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -38,10 +152,12 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = int(raw) if len(raw) <= 12 else None
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name}={raw!r} must be an integer from {low} to "
-                       f"{high}", [{"loc": name, "msg": f"integer {low}..{high}", "value": raw}])
+        shown = raw if len(raw) <= 40 else raw[:40] + "…"
+        raise ApiError(400, "bad_request", f"{name}={shown!r} must be an integer from {low} "
+                       f"to {high}", [{"loc": name, "msg": f"integer {low}..{high}",
+                                       "value": shown}])
     return value

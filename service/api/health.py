@@ -1,7 +1,12 @@
-"""/api/v1/health: database, broker and MLflow reachability."""
+"""/api/v1/health: database, broker and MLflow reachability.
+
+Public (no token), so it says what is down and never why in detail: exception texts carry
+hosts, user names and, for some drivers, passwords. The detail goes to the API's log.
+"""
 
 from __future__ import annotations
 
+import logging
 import urllib.request
 
 from flask import Blueprint
@@ -13,6 +18,12 @@ from ..queue import broker_ok
 from . import settings_of
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+
+
+def _down(component: str, exc: BaseException) -> tuple[bool, str]:
+    log.warning("health: %s is unreachable: %s", component, type(exc).__name__)
+    return False, f"unreachable ({type(exc).__name__})"
 
 
 def _database(settings: Settings) -> tuple[bool, str]:
@@ -21,25 +32,28 @@ def _database(settings: Settings) -> tuple[bool, str]:
             conn.execute(text("SELECT 1"))
         return True, "ok"
     except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+        return _down("database", exc)
 
 
 def _mlflow(settings: Settings) -> tuple[bool, str]:
     url = settings.mlflow_tracking_uri.rstrip("/")
     if not url.startswith("http"):
-        return True, f"local tracking store {url}"
+        return True, "local tracking store"
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=3) as resp:
             return resp.status == 200, "ok" if resp.status == 200 else f"HTTP {resp.status}"
     except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+        return _down("mlflow", exc)
 
 
 @bp.get("/health")
 def health():
     settings = settings_of()
-    checks = {"database": _database(settings), "broker": broker_ok(settings),
-              "mlflow": _mlflow(settings)}
+    broker = broker_ok(settings)
+    if not broker[0]:
+        log.warning("health: broker is unreachable: %s", broker[1])
+        broker = (False, "unreachable")
+    checks = {"database": _database(settings), "broker": broker, "mlflow": _mlflow(settings)}
     ok = all(good for good, _ in checks.values())
     body = {"status": "ok" if ok else "degraded",
             "components": {name: {"ok": good, "detail": detail}

@@ -1,0 +1,158 @@
+"""Hostile request bodies get a clear 4xx, never a 500 or an echo that amplifies them.
+
+The app runs on a throwaway SQLite database; nothing here needs a broker or a worker (every
+request is refused before a job is stored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from service.api import create_app
+from service.api.body import MAX_BODY_BYTES, MAX_DEPTH
+from service.config import Settings
+from tests.helpers import tiny_spec
+
+
+def _strict_json(text: str):
+    """JSON as a browser parses it: NaN and Infinity are not JSON."""
+    def refuse(name):
+        raise ValueError(f"{name} in a response")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from service.migrate import upgrade
+
+    tmp = tmp_path_factory.mktemp("hostile")
+    settings = dataclasses.replace(
+        Settings.from_env(), data_dir=tmp, database_url=f"sqlite:///{tmp / 'k.db'}",
+        broker_url="memory://", api_token=None)
+    upgrade(settings.database_url)
+    return create_app(settings).test_client()
+
+
+def _post(client, body: bytes | str, ctype: str | None = "application/json",
+          path: str = "/api/v1/jobs"):
+    headers = {"Content-Type": ctype} if ctype else {}
+    resp = client.post(path, data=body, headers=headers)
+    _strict_json(resp.get_data(as_text=True))
+    return resp
+
+
+@pytest.mark.parametrize("ctype", [None, "text/plain", "application/x-www-form-urlencoded",
+                                   "multipart/form-data; boundary=x", "application/xml"])
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/sweeps"])
+def test_a_spec_needs_a_json_or_yaml_content_type(client, ctype, path):
+    resp = _post(client, json.dumps(tiny_spec()), ctype, path)
+    assert resp.status_code == 415
+    err = resp.get_json()["error"]
+    assert err["code"] == "unsupported_media_type"
+    assert "application/json" in err["message"]
+
+
+def test_yaml_anchors_and_aliases_are_refused_not_expanded(client):
+    # The "billion laughs": each level multiplies the one before by 10.
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 8):
+        prev = chr(ord("a") + i - 1)
+        cur = chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 10) + "]")
+    body = "\n".join(lines) + "\n"
+    resp = _post(client, body, "application/yaml")
+    assert resp.status_code == 400
+    assert "anchors and aliases" in resp.get_json()["error"]["message"]
+    assert len(resp.get_data()) < 2000
+
+
+def test_a_yaml_merge_key_is_an_alias_too(client):
+    body = "base: &b {units: 4}\nlayer:\n  <<: *b\n"
+    resp = _post(client, body, "application/yaml")
+    assert resp.status_code == 400
+
+
+@pytest.mark.parametrize("ctype,body", [
+    ("application/json", "[" * 10_000 + "]" * 10_000),
+    ("application/json", '{"a":' * 5_000 + "1" + "}" * 5_000),
+    ("application/json", "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5)),
+    ("application/yaml", "[" * 10_000 + "]" * 10_000),
+])
+def test_deep_nesting_is_a_400(client, ctype, body):
+    resp = _post(client, body, ctype)
+    assert resp.status_code == 400, resp.get_data(as_text=True)[:300]
+    assert "nested" in resp.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("ctype,body", [
+    ("application/json", '{"name": ' + "9" * 5000 + "}"),
+    ("application/yaml", "name: " + "9" * 5000 + "\n"),
+])
+def test_huge_integers_are_a_400(client, ctype, body):
+    resp = _post(client, body, ctype)
+    assert resp.status_code == 400, resp.get_data(as_text=True)[:300]
+    assert "digits" in resp.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("ctype,text", [
+    ("application/json", "Infinity"), ("application/json", "-Infinity"),
+    ("application/json", "NaN"), ("application/json", "1e999"),
+    ("application/yaml", ".inf"), ("application/yaml", ".nan"), ("application/yaml", "-.inf"),
+])
+def test_non_finite_numbers_are_a_400(client, ctype, text):
+    spec = tiny_spec()
+    if ctype == "application/json":
+        body = json.dumps(spec).replace('"learning_rate": 0.05', f'"learning_rate": {text}')
+        assert text in body
+    else:
+        import yaml
+
+        body = yaml.safe_dump(spec).replace("learning_rate: 0.05", f"learning_rate: {text}")
+        assert f"learning_rate: {text}" in body
+    resp = _post(client, body, ctype)
+    assert resp.status_code == 400, resp.get_data(as_text=True)[:300]
+    assert "finite" in resp.get_json()["error"]["message"]
+
+
+def test_a_body_over_the_cap_is_a_413(client):
+    body = json.dumps({"name": "x" * (MAX_BODY_BYTES + 10)})
+    resp = _post(client, body)
+    assert resp.status_code == 413
+    assert resp.get_json()["error"]["code"] == "payload_too_large"
+
+
+def test_an_error_echoes_only_a_short_value(client):
+    spec = tiny_spec()
+    spec["model"]["layers"][0]["activation"] = "r" * 100_000
+    resp = _post(client, json.dumps(spec))
+    assert resp.status_code == 422
+    assert len(resp.get_data()) < 5000
+    detail = resp.get_json()["error"]["details"][0]
+    assert detail["loc"] == "model.layers.0.activation"
+    assert len(detail["value"]) <= 81
+
+
+def test_405_says_which_methods_are_allowed(client):
+    resp = client.delete("/api/v1/jobs")
+    assert resp.status_code == 405
+    assert set(resp.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert resp.get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_health_says_what_is_down_without_internals(tmp_path):
+    settings = dataclasses.replace(
+        Settings.from_env(), data_dir=tmp_path,
+        database_url="postgresql+psycopg://kerasyard:s3cretpw@127.0.0.1:1/kerasyard",
+        broker_url="redis://:brokerpw@127.0.0.1:1/0",
+        mlflow_tracking_uri="http://user:mlflowpw@127.0.0.1:1", api_token=None)
+    resp = create_app(settings).test_client().get("/api/v1/health")
+    assert resp.status_code == 503
+    text = resp.get_data(as_text=True)
+    for secret in ("s3cretpw", "brokerpw", "mlflowpw", "127.0.0.1:1"):
+        assert secret not in text
+    components = resp.get_json()["components"]
+    assert {k for k, v in components.items() if not v["ok"]} == {"database", "broker", "mlflow"}
