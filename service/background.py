@@ -3,7 +3,9 @@
 Each round it sends again what no worker will otherwise pick up, and advances every live
 sweep (:func:`service.sweeps.scheduler.tick`):
 
-- queued jobs the broker never got (it was down when they were submitted);
+- queued jobs the broker never got (it was down when they were submitted), and queued jobs
+  the broker has had for ``resend_unclaimed_s`` with no claim (a message lost in the broker,
+  or acked by a worker that could not reach the database): the claim drops a duplicate;
 - running jobs whose heartbeat is stale: their worker died or hangs. Each goes back to
   ``queued`` through :func:`service.lifecycle.requeue_stale` (which fences the old worker
   off) and is sent again; the next claim takes it over.
@@ -30,14 +32,18 @@ log = logging.getLogger(__name__)
 def dispatch_pending(settings: Settings) -> int:
     """Send again every job nobody will otherwise pick up; returns how many were sent."""
     sender = CelerySender(settings)
-    stale = utcnow() - dt.timedelta(seconds=settings.stale_heartbeat_s)
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=settings.stale_heartbeat_s)
+    unclaimed = now - dt.timedelta(seconds=settings.resend_unclaimed_s)
     with session_scope(settings.database_url) as s:
-        # Sweep trials are sent by the sweep's scheduler, which keeps them within max_parallel.
+        # Sweep trials are first sent by the sweep's scheduler, within max_parallel.
         never_sent = (Job.status == JobStatus.queued) & Job.dispatched_at.is_(None) & \
             Job.cancel_requested.is_(False) & Job.sweep_id.is_(None)
+        lost = (Job.status == JobStatus.queued) & (Job.dispatched_at < unclaimed) & \
+            Job.trained_by.is_(None)
         silent = (Job.status == JobStatus.running) & (Job.heartbeat_at < stale)
         rows = s.execute(select(Job.id, Job.queue, Job.status, Job.sweep_id)
-                         .where(never_sent | silent).order_by(Job.created_at)).all()
+                         .where(never_sent | lost | silent).order_by(Job.created_at)).all()
     sent = 0
     for job_id, queue, status, sweep_id in rows:
         if status == JobStatus.running:

@@ -78,6 +78,10 @@ class Settings:
     stale_heartbeat_s: int = 120
     # Seconds between the API re-dispatcher's rounds (jobs never sent, jobs gone silent).
     redispatch_after_s: int = 30
+    # A queued job the broker has had this long without any worker claiming it is sent again
+    # (a message lost with a broker's last second of AOF, or acked away by a worker that
+    # could not reach the database); the claim drops the duplicate if there is one.
+    resend_unclaimed_s: int = 600
     worker_preload_keras: bool = True
     # Threads TensorFlow may use per training process (intra- and inter-op); 0 = TF's default
     # (every core). The lecture-sized MLPs this service is for ran an epoch in 13 ms with 1
@@ -114,6 +118,7 @@ class Settings:
             max_attempts=_env_int("KERASYARD_MAX_ATTEMPTS", 3),
             stale_heartbeat_s=_env_int("KERASYARD_STALE_HEARTBEAT_S", 120),
             redispatch_after_s=_env_int("KERASYARD_REDISPATCH_AFTER_S", 30),
+            resend_unclaimed_s=_env_int("KERASYARD_RESEND_UNCLAIMED_S", 600),
             worker_preload_keras=_env_bool("KERASYARD_WORKER_PRELOAD_KERAS", True),
             tf_threads=_env_int("KERASYARD_TF_THREADS", 1),
         )

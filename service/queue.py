@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 TRAIN_TASK = "worker.train"
 SWEEP_REPORT_TASK = "worker.sweep_report"
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+# kombu's Redis sockets wait for ever by default: a broker that accepts the connection and
+# then hangs would block POST /jobs after its commit, and the background thread for good.
+SENDER_SOCKET_TIMEOUTS = {"socket_timeout": 5, "socket_connect_timeout": 5,
+                          "socket_keepalive": True}
 _apps: dict[str, Celery] = {}  # one sender app per broker
 _lock = threading.Lock()
 
@@ -30,7 +34,12 @@ def celery_for(settings: Settings) -> Celery:
         app = _apps.get(key)
         if app is None:
             app = Celery("kerasyard-service")
-            app.conf.update(celery_config(settings))
+            conf = celery_config(settings)
+            if settings.broker_url.startswith(("redis://", "rediss://")):
+                conf["broker_transport_options"] = {**conf["broker_transport_options"],
+                                                    **SENDER_SOCKET_TIMEOUTS}
+            conf["broker_connection_timeout"] = 5
+            app.conf.update(conf)
             _apps[key] = app
         return app
 
