@@ -78,7 +78,8 @@ def sampler(spec: dict, n_trials: int = 0) -> optuna.samplers.BaseSampler:
     draw the same values every time; seeding with the sweep's seed plus the number of trials
     the study holds gives every trial its own draw, reproducibly across restarts.
     """
-    seed = spec["seed"] * 1_000_003 + n_trials
+    # numpy's generators take seeds below 2**32 only.
+    seed = (spec["seed"] * 1_000_003 + n_trials) % 2**32
     if spec["method"] == "tpe":
         # Few trials in a teaching sweep: start modelling after a handful of random ones.
         n_startup = max(2, min(10, spec["max_trials"] // 3))
