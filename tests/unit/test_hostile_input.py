@@ -156,3 +156,14 @@ def test_health_says_what_is_down_without_internals(tmp_path):
         assert secret not in text
     components = resp.get_json()["components"]
     assert {k for k, v in components.items() if not v["ok"]} == {"database", "broker", "mlflow"}
+
+
+def test_plots_print_dollar_signs_as_written(tmp_path):
+    import numpy as np
+
+    from worker.training import plots
+
+    title = "cost $x$ with a stray $ and $\\frac{1}{0"
+    plots.learning_curve({"loss": [1.0, 0.5]}, tmp_path / "curve.png", title)
+    plots.confusion_matrix(np.array([[1, 0], [0, 1]]), ["$a", "b$^"], tmp_path / "cm.png", title)
+    assert (tmp_path / "curve.png").stat().st_size > 0 and (tmp_path / "cm.png").stat().st_size > 0

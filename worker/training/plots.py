@@ -11,6 +11,9 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # Names and class labels are user text: "cost $x$" must print as written, not be parsed
+    # as math text (a stray "$" would fail the job after training).
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
