@@ -188,6 +188,9 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": settings.default_queue,
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
+        # A new child imports Keras in worker_process_init (4-5 s here, more under load);
+        # Celery's 4 s default killed replacements before they were up, again and again.
+        "worker_proc_alive_timeout": 120,
         "task_serializer": "json",
         "accept_content": ["json"],
     }
