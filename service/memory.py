@@ -1,0 +1,75 @@
+"""A job's peak memory, estimated at validation, without TensorFlow.
+
+A spec is data, so a few bytes can ask for a 200,000 x 40,000 synthetic set (32 GB as
+float32) that would take the worker's host down, once per retry. The estimate adds up what
+one training process holds at its peak, per part, in bytes:
+
+- ``dataset``: the generated or loaded table (scikit-learn makes float64), its float32 copy
+  and the shuffled train/validation split;
+- ``parameters``: weights, their gradients and the optimizer's slots (Adam keeps two per
+  weight, SGD with momentum one, ...);
+- ``activations``: each layer's output for one batch, kept for the backward pass, and its
+  gradient;
+- ``validation``: the forward pass over the validation set (the worker validates it in one
+  batch) or, without one, the prediction batches behind the confusion matrix.
+
+The framework's own footprint (a few hundred MB, the same for every job) is not included:
+the budget (``KERASYARD_MAX_JOB_MEMORY_MB``) is what one job may add on top of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+FLOAT32 = 4
+FLOAT64 = 8
+# Optimizer slot variables per weight.
+SLOTS = {"sgd": 0, "adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}
+MB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    dataset: int
+    parameters: int
+    activations: int
+    validation: int
+
+    @property
+    def total(self) -> int:
+        return self.dataset + self.parameters + self.activations + self.validation
+
+    def as_dict(self) -> dict:
+        return {"total_mb": round(self.total / MB, 1),
+                **{f"{k}_mb": round(v / MB, 1) for k, v in dataclasses.asdict(self).items()}}
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{k} {v / MB:,.0f} MB" for k, v in dataclasses.asdict(self).items())
+        return f"about {self.total / MB:,.0f} MB ({parts})"
+
+
+def layer_widths(input_dim: int, layers: list) -> list[int]:
+    """The width of each layer's output (dense changes it; the others keep it)."""
+    widths, width = [], input_dim
+    for layer in layers:
+        width = getattr(layer, "units", None) or width
+        widths.append(width)
+    return widths
+
+
+def estimate(spec, plan) -> MemoryEstimate:
+    """``spec`` a validated JobSpec, ``plan`` its TrainingPlan."""
+    n, f = plan.n_samples, plan.input_dim
+    targets = plan.output_units if plan.task == "regression" else 1
+    table = n * (f + targets)
+    dataset = table * FLOAT64 + 2 * table * FLOAT32
+    opt = spec.compile.optimizer
+    slots = SLOTS[opt.name] + (1 if opt.momentum else 0)
+    parameters = plan.total_params * FLOAT32 * (2 + slots)
+    widths = layer_widths(f, spec.model.layers)
+    per_row = f + sum(widths)
+    # Outputs kept for the backward pass and their gradients (x2), and the batch itself.
+    activations = plan.batch_size * per_row * FLOAT32 * 2
+    eval_rows = plan.n_val if plan.n_val else min(plan.n_train, max(256, plan.batch_size))
+    validation = eval_rows * per_row * FLOAT32
+    return MemoryEstimate(dataset, parameters, activations, validation)
