@@ -24,4 +24,4 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/lecture_bench.py
+	$(PY) -m bench.lecture_bench
