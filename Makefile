@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    the service on its embedded default (SQLite, filesystem broker, local MLflow)
 #   make test   the test suite (needs PostgreSQL and Redis on loopback; starts them if down)
+#   make lint   the import rules of pyproject.toml's [tool.importlinter] (lint-imports)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test bench install
+.PHONY: run test lint bench install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +20,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m service.run
 
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+
 test: $(STAMP)
 	./scripts/ensure-services.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/lecture_bench.py
+	$(PY) -m bench.lecture_bench

@@ -1,8 +1,10 @@
 """Lecture benchmark: the lecture example (examples/lecture_mlp.json) three ways in one run.
 
-    make bench                                   (runs .venv/bin/python bench/lecture_bench.py)
-    .venv/bin/python bench/lecture_bench.py [--epochs 300] [--repeats 3]
+    make bench                          (runs .venv/bin/python -m bench.lecture_bench)
+    .venv/bin/python -m bench.lecture_bench [--epochs 300] [--repeats 3]
                                             [--backends tensorflow,jax] [--json out.json]
+
+(from the repository root).
 
 What it measures, per Keras backend (TensorFlow and JAX by default):
 
@@ -49,8 +51,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,9 +58,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from service.devstack import MlflowServer, Process, StackError, WorkerProcess
 
+ROOT = Path(__file__).resolve().parent.parent
 PLAIN = ROOT / "bench" / "plain_lecture.py"
 EXAMPLE = ROOT / "examples" / "lecture_mlp.json"
 POLL_S = 0.05
@@ -76,93 +76,16 @@ class BenchError(Exception):
     """Something went wrong that makes the numbers meaningless (a failed job, a dead worker)."""
 
 
-# --- processes ---------------------------------------------------------------------------------
+# --- processes (service/devstack.py starts and stops them) ------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM, wait, then SIGKILL the whole process group (each child runs in its own)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # leftovers in the group: celery pool children, the mlflow server's workers
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
-def start_mlflow(tmp: Path, env: dict, children: list) -> tuple[subprocess.Popen, str]:
+def start_mlflow(tmp: Path, env: dict, children: list) -> MlflowServer:
     """An ``mlflow server`` on SQLite in ``tmp`` on a free port, as ``make run`` starts one;
     appended to ``children`` so the caller stops it."""
-    from service.run import mlflow_server_cmd, mlflow_server_env, wait_http
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp / "mlflow-server.log"
-    proc = subprocess.Popen(
-        mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{tmp / 'mlflow.db'}",
-                          str(tmp / "mlartifacts")),
-        env=mlflow_server_env(env), cwd=tmp, stdout=open(log_path, "wb"),
-        stderr=subprocess.STDOUT, start_new_session=True)
-    children.append(proc)
-    try:
-        wait_http(f"{url}/health", 180, proc)
-    except SystemExit as exc:
-        raise BenchError(f"mlflow server did not start: {exc}\n{tail(log_path)}") from None
-    return proc, url
-
-
-class Worker:
-    """One Celery worker process (one prefork child) for one backend and logging setting."""
-
-    def __init__(self, env: dict, log_path: Path, name: str, cwd: Path, queue: str,
-                 concurrency: int = 1):
-        from service.run import worker_cmd
-
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(worker_cmd(queues=queue, concurrency=concurrency,
-                                                name=name), env=env, cwd=cwd,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchError(f"the Celery worker exited with {self.proc.returncode}; its log "
-                             f"({self.log_path}):\n{tail(self.log_path)}")
-
-    def wait_ready(self, timeout: float) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            self.check_alive()
-            if "ready with Keras backend" in tail(self.log_path, 10**7):
-                return time.monotonic() - t0
-            time.sleep(0.2)
-        raise BenchError(f"the worker did not report 'ready with Keras backend' within "
-                         f"{timeout:.0f} s; its log:\n{tail(self.log_path)}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
+    server = MlflowServer(tmp, env=env, log_path=tmp / "mlflow-server.log", cwd=tmp,
+                          new_session=True)
+    children.append(server)
+    return server
 
 
 # --- the three ways ----------------------------------------------------------------------------
@@ -196,7 +119,7 @@ def job_spec(epochs: int, name: str, queue: str) -> dict:
     return spec
 
 
-def run_job(client, spec: dict, worker: Worker, backend: str, timeout: float) -> dict:
+def run_job(client, spec: dict, worker: WorkerProcess, backend: str, timeout: float) -> dict:
     """POST the job, poll until it ends; wall time from the POST to seeing 'succeeded'."""
     t0 = time.perf_counter()
     resp = client.post("/api/v1/jobs", json=spec)
@@ -210,13 +133,13 @@ def run_job(client, spec: dict, worker: Worker, backend: str, timeout: float) ->
             break
         if time.perf_counter() - t0 > timeout:
             raise BenchError(f"job {job_id} ({spec['name']}) still {job['status']} after "
-                             f"{timeout:.0f} s; worker log:\n{tail(worker.log_path)}")
+                             f"{timeout:.0f} s; worker log:\n{worker.tail()}")
         worker.check_alive()
         time.sleep(POLL_S)
     if job["status"] != "succeeded":
         raise BenchError(f"job {job_id} ({spec['name']}) ended {job['status']}; error:\n"
                          f"{json.dumps(job.get('error'), indent=2)}\n"
-                         f"worker log tail:\n{tail(worker.log_path)}")
+                         f"worker log tail:\n{worker.tail()}")
     summary = job.get("summary") or {}
     if summary.get("keras_backend") not in (None, backend):
         raise BenchError(f"job {job_id} trained on {summary.get('keras_backend')!r}, "
@@ -293,14 +216,14 @@ def bench_backend(backend: str, args, client, base_env: dict, tmp: Path, log) ->
     # modes alternate repeat by repeat and each pair is measured close together in time; the
     # order within a pair flips every repeat. An idle worker only polls its broker folder.
     queues = {"mlflow": "cpu", "nolog": "gpu"}
-    workers: dict[str, Worker] = {}
+    workers: dict[str, WorkerProcess] = {}
     try:
         for mode, queue in queues.items():
             env = dict(base_env, KERAS_BACKEND=backend,
                        KERASYARD_MLFLOW_LOGGING="true" if mode == "mlflow" else "false")
-            workers[mode] = Worker(env, tmp / f"worker-{backend}-{mode}.log",
-                                   name=f"bench-{backend}-{mode}-{os.getpid()}@%h", cwd=tmp,
-                                   queue=queue)
+            workers[mode] = WorkerProcess(env, tmp / f"worker-{backend}-{mode}.log",
+                                          queues=queue, cwd=tmp, new_session=True,
+                                          name=f"bench-{backend}-{mode}-{os.getpid()}@%h")
         for mode, worker in workers.items():
             ready = worker.wait_ready(args.ready_timeout)
             log(f"   worker ({mode}) ready in {ready:.1f} s; warm-up job (untimed)")
@@ -407,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs; {versions()}", flush=True)
 
     json_path = Path(args.json).resolve() if args.json else None
-    children: list[subprocess.Popen] = []
+    children: list[Process] = []
     old_cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="kerasyard-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -415,16 +338,14 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(tmp)
             base_env = os.environ.copy()
             base_env["PYTHONUNBUFFERED"] = "1"
-            _, mlflow_url = start_mlflow(tmp, base_env, children)
+            mlflow_url = start_mlflow(tmp, base_env, children).url
             log(f"mlflow server on {mlflow_url}")
 
             db_url = f"sqlite:///{tmp / 'ky.db'}"
             service_env = {"DATABASE_URL": db_url, "BROKER_URL": "filesystem://",
                            "MLFLOW_TRACKING_URI": mlflow_url, "KERASYARD_DATA_DIR": str(tmp)}
             os.environ.update(service_env)
-            base_env.update(service_env)
-            base_env["PYTHONPATH"] = os.pathsep.join(
-                [str(ROOT)] + ([base_env["PYTHONPATH"]] if base_env.get("PYTHONPATH") else []))
+            base_env.update(service_env)  # WorkerProcess puts this checkout on PYTHONPATH
 
             from service.api import create_app
             from service.config import Settings
@@ -436,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
             results = {}
             for backend in backends:
                 results[backend] = bench_backend(backend, args, client, base_env, tmp, log)
-        except BenchError as exc:
+        except (BenchError, StackError) as exc:
             print(f"\nBENCH FAILED: {exc}", file=sys.stderr, flush=True)
             return 1
         finally:
-            for proc in reversed(children):
-                stop_process(proc)
+            for child in reversed(children):
+                child.stop()
             os.chdir(old_cwd)
 
     for backend in backends:

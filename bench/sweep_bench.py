@@ -1,7 +1,9 @@
 """Sweep benchmark: "train once for the epochs axis" against a naive sweep, in one run.
 
-    .venv/bin/python bench/sweep_bench.py [--epochs 10,50,200] [--batch-sizes 1,5,40,160]
+    .venv/bin/python -m bench.sweep_bench [--epochs 10,50,200] [--batch-sizes 1,5,40,160]
                                           [--activations sigmoid,relu,tanh] [--json out.json]
+
+(from the repository root).
 
 It runs examples/sweep_lecture.json (the lecture MLP; batch size x hidden activation x
 epochs, 36 trials by default) twice through the service on its embedded stack (SQLite jobs
@@ -25,17 +27,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lecture_bench import BenchError, Worker, start_mlflow, stop_process  # noqa: E402
+from bench.lecture_bench import ROOT, BenchError, start_mlflow
+from service.devstack import Process, StackError, WorkerProcess
 
 EXAMPLE = ROOT / "examples" / "sweep_lecture.json"
 
@@ -53,7 +51,7 @@ def sweep_body(args, share: bool, tag: str) -> dict:
     return body
 
 
-def run_sweep(client, body: dict, worker: Worker, timeout: float) -> dict:
+def run_sweep(client, body: dict, worker: WorkerProcess, timeout: float) -> dict:
     t0 = time.perf_counter()
     resp = client.post("/api/v1/sweeps", json=body)
     if resp.status_code != 202:
@@ -85,7 +83,7 @@ def run_sweep(client, body: dict, worker: Worker, timeout: float) -> dict:
     }
 
 
-def warm_up(client, worker: Worker, timeout: float) -> None:
+def warm_up(client, worker: WorkerProcess, timeout: float) -> None:
     """Two untimed 1-epoch jobs, one per prefork child, so neither mode pays first-use costs
     (the first MLflow experiment, a child's first graph trace)."""
     base = json.loads(EXAMPLE.read_text())["base"]
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"python {platform.python_version()} on {platform.platform()}, {os.cpu_count()} CPUs",
           flush=True)
     json_path = Path(args.json).resolve() if args.json else None
-    children: list[subprocess.Popen] = []
+    children: list[Process] = []
     worker = None
     old_cwd = os.getcwd()
     results: dict[str, list[dict]] = {"shared": [], "naive": []}
@@ -134,13 +132,12 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(tmp)
             env = os.environ.copy()
             env["PYTHONUNBUFFERED"] = "1"
-            _, mlflow_url = start_mlflow(tmp, env, children)
+            mlflow_url = start_mlflow(tmp, env, children).url
             service_env = {"DATABASE_URL": f"sqlite:///{tmp / 'ky.db'}",
                            "BROKER_URL": "filesystem://", "MLFLOW_TRACKING_URI": mlflow_url,
                            "KERASYARD_DATA_DIR": str(tmp)}
             os.environ.update(service_env)
-            env.update(service_env)
-            env["PYTHONPATH"] = str(ROOT)
+            env.update(service_env)  # WorkerProcess puts this checkout on PYTHONPATH
             from service.api import create_app
             from service.config import Settings
             from service.migrate import upgrade
@@ -148,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.from_env()
             upgrade(settings.database_url)
             client = create_app(settings).test_client()
-            worker = Worker(env, tmp / "worker.log", f"sweep-bench-{os.getpid()}@%h", tmp,
-                            "cpu", concurrency=2)
+            worker = WorkerProcess(env, tmp / "worker.log", queues="cpu", concurrency=2,
+                                   name=f"sweep-bench-{os.getpid()}@%h", cwd=tmp,
+                                   new_session=True)
             log(f"worker ready in {worker.wait_ready(300):.1f} s; warming up both children")
             warm_up(client, worker, args.timeout)
             for i in range(args.repeats):
@@ -161,15 +159,15 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"repeat {i + 1} {mode}: {res['trials']} trials, {res['trainings']} "
                         f"trainings, {res['epochs_trained']} epochs trained, wall "
                         f"{res['wall_s']:.1f} s")
-        except BenchError as exc:
+        except (BenchError, StackError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         finally:
             os.chdir(old_cwd)
             if worker is not None:
                 worker.stop()
-            for proc in children:
-                stop_process(proc)
+            for child in children:
+                child.stop()
 
     report = summarize(results)
     if json_path:

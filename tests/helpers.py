@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -46,12 +45,6 @@ def diverging_spec(name: str = "diverge") -> dict:
                     "metrics": ["mae"]},
         "fit": {"batch_size": 8, "epochs": 50},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):

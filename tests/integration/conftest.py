@@ -1,11 +1,11 @@
 """Real services on loopback: a fresh PostgreSQL database, a Redis db, an `mlflow server`
-process and a Celery worker process. Session-scoped: started once, shared by the tests."""
+process and a Celery worker process (started with service.devstack). Session-scoped: started
+once, shared by the tests."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from service.config import Settings
-from service.run import mlflow_server_cmd, mlflow_server_env, wait_http, worker_cmd
-from tests.helpers import ROOT, free_port, wait_for
+from service.devstack import MlflowServer, RedisServer, StackError, WorkerProcess, worker_env
+from tests.helpers import wait_for
 
 PG_ADMIN = os.environ.get("KERASYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KERASYARD_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -74,22 +74,12 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mlflow_server(workdir):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(workdir / "mlflow.log", "wb")
-    proc = subprocess.Popen(
-        mlflow_server_cmd("127.0.0.1", port, f"sqlite:///{workdir / 'mlflow.db'}",
-                          str(workdir / "mlartifacts")),
-        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=mlflow_server_env())
     try:
-        wait_http(f"{url}/health", 180, proc)
-    except SystemExit as exc:
-        proc.kill()
-        pytest.fail(f"mlflow server did not start: {exc}\n"
-                    f"{(workdir / 'mlflow.log').read_text()[-3000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+        server = MlflowServer(workdir, log_path=workdir / "mlflow.log", cwd=workdir)
+    except StackError as exc:
+        pytest.fail(f"mlflow server did not start: {exc}", pytrace=False)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -100,54 +90,15 @@ def settings(pg_database, redis_url, mlflow_server, workdir) -> Settings:
         api_token=None)
 
 
-def worker_env(settings: Settings, **extra) -> dict:
-    env = os.environ.copy()
-    env.update({
-        "DATABASE_URL": settings.database_url,
-        "BROKER_URL": settings.broker_url,
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        "KERASYARD_DATA_DIR": str(settings.data_dir),
-        "KERASYARD_REPORT_INTERVAL_S": str(settings.report_interval_s),
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.update(extra)
-    return env
-
-
-class WorkerProcess:
-    def __init__(self, env: dict, log_path: Path, queues: str = "cpu,gpu"):
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen(worker_cmd(queues=queues, name=f"test-{uuid.uuid4().hex[:6]}@%h"),
-                                     env=env, cwd=ROOT, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.text()[-4000:]}")
-            return "ready with Keras backend" in self.text()
-
-        wait_for(ready, timeout, 0.5, "the Celery worker child to import Keras")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-
-
 @pytest.fixture(scope="session")
 def worker(settings, workdir):
-    w = WorkerProcess(worker_env(settings), workdir / "worker.log")
-    w.wait_ready()
+    w = WorkerProcess(worker_env(settings), workdir / "worker.log",
+                      name=f"test-{uuid.uuid4().hex[:6]}@%h")
+    try:
+        w.wait_ready()
+    except StackError:
+        w.stop()
+        raise
     yield w
     w.stop()
 
@@ -162,6 +113,39 @@ def app(settings):
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def idle_broker(workdir):
+    """A redis-server of the session's own that no worker consumes: a job sent there stays
+    queued until the test acts on it, whether or not the session's worker is running."""
+    try:
+        server = RedisServer(workdir)
+    except (OSError, StackError) as exc:
+        pytest.fail(f"cannot start a redis-server of the tests' own ({exc}); the tests need "
+                    "the redis-server binary (Debian: apt-get install redis-server)",
+                    pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def idle_settings(settings, idle_broker) -> Settings:
+    """The session's settings (same database, MLflow server) with the idle broker."""
+    return dataclasses.replace(settings, broker_url=idle_broker.url)
+
+
+@pytest.fixture(scope="session")
+def idle_app(idle_settings):
+    from service.api import create_app
+
+    return create_app(idle_settings)
+
+
+@pytest.fixture()
+def idle_client(idle_app):
+    """A test client whose jobs no worker takes: a submitted job stays queued."""
+    return idle_app.test_client()
 
 
 @pytest.fixture(scope="session")

@@ -134,13 +134,15 @@ def test_job_cancelled_while_its_worker_was_dead_is_not_restarted(cfg):
     assert row(cfg, job_id).status == "cancelled"
 
 
-def test_api_resends_a_running_job_whose_worker_went_silent(cfg):
+def test_api_resends_a_running_job_whose_worker_went_silent(cfg, idle_broker):
     """A dead worker host: its heartbeat stops; the re-dispatcher sends the id again."""
     import redis
 
     from service.background import dispatch_pending
 
-    cfg = dataclasses.replace(cfg, broker_url="redis://127.0.0.1:6379/11")
+    # The tests' own redis-server, which no worker consumes (and flushing it touches no one
+    # else's Redis db): what was sent is still on the queue when the test reads it.
+    cfg = dataclasses.replace(cfg, broker_url=idle_broker.url)
     r = redis.Redis.from_url(cfg.broker_url)
     r.flushdb()
     old = utcnow() - dt.timedelta(seconds=cfg.stale_heartbeat_s + 5)

@@ -9,34 +9,24 @@ import json
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
-from werkzeug.serving import WSGIRequestHandler, make_server
 
 from kerasyard import ApiError, Client
-from tests.helpers import ROOT, diverging_spec, free_port, tiny_spec, wait_for
+from service.devstack import ApiServer, free_port
+from tests.helpers import ROOT, diverging_spec, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):  # the watch loops poll several times a second
-        pass
-
-
 @pytest.fixture(scope="module")
 def api_url(app):
-    """The app fixture served over HTTP on a free loopback port, in a thread."""
-    port = free_port()
-    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    """The app fixture served over HTTP on a free loopback port, in a thread (no request log:
+    the watch loops poll several times a second)."""
+    with ApiServer(app, quiet=True) as server:
+        yield server.url
 
 
 def cli(url: str | None, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

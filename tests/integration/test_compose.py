@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,8 +22,9 @@ import psycopg
 import pytest
 import redis
 
+from service.devstack import Process, free_port
 from tests.compose_support import TEST_SECRETS, compose_config
-from tests.helpers import ROOT, free_port, tiny_spec, wait_for
+from tests.helpers import ROOT, tiny_spec, wait_for
 
 from .conftest import PG_ADMIN, REDIS_URL, _create_database, _drop_database
 
@@ -97,35 +97,11 @@ def local_env(environment: dict, rewrite: Rewriter, **extra: str) -> dict:
     return env
 
 
-class Service:
-    def __init__(self, name: str, argv: list[str], env: dict, logdir: Path):
-        self.name, self.argv = name, argv
-        self.log_path = logdir / f"{name}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - the process writes it until stop()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}: "
-                                 f"{' '.join(self.argv)}\n{self.text()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        try:  # children left behind in the group (a uvicorn or prefork child)
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.log.close()
+def start_service(name: str, argv: list[str], env: dict, logdir: Path) -> Process:
+    """One compose service as a local process in a session of its own (stop() takes down the
+    whole group: gunicorn's and the prefork pool's children too)."""
+    return Process(name, argv, env=env, log_path=logdir / f"{name}.log", cwd=ROOT,
+                   new_session=True)
 
 
 # The API image (deploy/api.Dockerfile) has pyproject.toml's base dependencies only: none of the
@@ -178,7 +154,7 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
     _create_database(jobs_db)
     broker = redis.Redis.from_url(COMPOSE_REDIS)
     broker.flushdb()
-    services: list[Service] = []
+    services: list[Process] = []
     t0 = time.monotonic()
     try:
         create_mlflow_database(mlflow_db)
@@ -206,7 +182,7 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         ml = resolved["mlflow"]
         ml_cmd = list(ml["command"])
         ml_cmd[ml_cmd.index("--port") + 1] = str(mlflow_port)
-        services.append(Service("mlflow", local_command(ml_cmd, rewrite),
+        services.append(start_service("mlflow", local_command(ml_cmd, rewrite),
                                 local_env(ml.get("environment"), rewrite), tmp_path))
 
         # migrate: one-shot; the API and the worker start only once it has succeeded.
@@ -222,11 +198,11 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         assert migrate.returncode == 0, f"migrate failed:\n{migrate.stdout}{migrate.stderr}"
 
         wk = resolved["worker-cpu"]
-        worker = Service("worker-cpu", local_command(wk["command"], rewrite),
+        worker = start_service("worker-cpu", local_command(wk["command"], rewrite),
                          local_env(wk["environment"], rewrite), tmp_path)
         services.append(worker)
         api_def = resolved["api"]
-        api = Service("api", local_command(api_def["command"], rewrite),
+        api = start_service("api", local_command(api_def["command"], rewrite),
                       local_env(api_def["environment"], rewrite, PYTHONPATH=api_site), tmp_path)
         services.append(api)
 

@@ -12,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import ROOT, free_port, lecture_spec, wait_for
+from service.devstack import Process, WorkerProcess, free_port
+from tests.helpers import ROOT, lecture_spec, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +33,14 @@ def start_run_command(tmp_path, port, mlflow_port, **extra_env):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")}
     env.update(KERASYARD_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1", **extra_env)
-    log_path = tmp_path / "run.log"
-    proc = subprocess.Popen([sys.executable, "-m", "service.run", "--port", str(port),
-                             "--mlflow-port", str(mlflow_port)], cwd=ROOT, env=env,
-                            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    text = lambda: log_path.read_text(errors="replace")
+    # Its own session: stop_run_command signals the run command alone, then looks for
+    # children it left behind in that session.
+    run = Process("the run command", [sys.executable, "-m", "service.run", "--port", str(port),
+                                      "--mlflow-port", str(mlflow_port)],
+                  env=env, log_path=tmp_path / "run.log", cwd=ROOT, new_session=True)
+    proc, text = run.proc, run.text
     wait_for(lambda: proc.poll() is not None or ("kerasyard API:" in text()
-                                                 and "ready with Keras backend" in text()),
+                                                 and WorkerProcess.ready_in(text())),
              240, 0.5, "the run command to start")
     assert proc.poll() is None, text()[-3000:]
     return proc, text

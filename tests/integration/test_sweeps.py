@@ -14,9 +14,8 @@ import pytest
 import redis
 
 from service.config import Settings
+from service.devstack import WorkerProcess, worker_env
 from tests.helpers import ROOT, tiny_spec, wait_for
-
-from .conftest import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.integration
 

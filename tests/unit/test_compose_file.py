@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from service.run import mlflow_server_env
+from service.devstack import mlflow_server_env
 from tests.compose_support import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -193,7 +193,7 @@ def test_mlflow_server_on_postgresql_with_proxied_artifacts_and_allowed_hosts(re
     for host in ("mlflow", "mlflow:*", "localhost", "localhost:*"):
         assert host in hosts, host
     assert any(str(p.get("target", p)).endswith("5000") for p in mlflow["ports"])
-    # The same MLflow environment as the embedded runner (service/run.py).
+    # The same MLflow environment as the dev stack (service/devstack.py, used by `make run`).
     for key, value in mlflow_server_env({}).items():
         assert env.get(key) == value, key
 

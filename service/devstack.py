@@ -1,0 +1,365 @@
+"""The local dev stack as child processes: one place that starts and stops them.
+
+Used by ``python -m service.run`` (``make run``), the integration tests and the benchmarks:
+
+* :class:`MlflowServer`  -- ``python -m mlflow server`` on a free (or given) loopback port;
+* :class:`WorkerProcess` -- ``python -m celery -A worker.celery_app worker``, with the one
+  :meth:`WorkerProcess.wait_ready` that knows the worker's readiness signal;
+* :class:`ApiServer`     -- a Flask app served over real HTTP (werkzeug), in a thread or in
+  the foreground;
+* :class:`RedisServer`   -- a throw-away ``redis-server`` of one's own (a broker no worker
+  consumes, or one to kill and restart);
+* :func:`free_port`, :func:`wait_http`.
+
+This module only spawns subprocesses: it imports nothing of ``worker``, Keras, TensorFlow,
+JAX or MLflow (the API image has none of them).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from .config import Settings
+
+# The repository root: put on a worker's PYTHONPATH so it runs this checkout's `worker`
+# package whatever its cwd is.
+ROOT = Path(__file__).resolve().parent.parent
+
+# What worker/celery_app.py logs once a prefork child has imported Keras (with
+# KERASYARD_WORKER_PRELOAD_KERAS on, the default): the worker can train without import delay.
+WORKER_READY = "ready with Keras backend"
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not start, or died."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None,
+              log_path: Path | None = None) -> None:
+    """Poll ``url`` until it answers 200; :class:`StackError` if ``proc`` exits first or time
+    runs out (with the tail of ``log_path`` when given)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"process for {url} exited with {proc.returncode}"
+                             + _tail_note(log_path))
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.3)
+    raise StackError(f"{url} did not answer within {timeout:.0f} s" + _tail_note(log_path))
+
+
+def _tail(path: Path | None, chars: int = 4000) -> str:
+    if path is None:
+        return ""
+    try:
+        return Path(path).read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def _tail_note(path: Path | None) -> str:
+    text = _tail(path)
+    return f"; its log ({path}):\n{text}" if text else ""
+
+
+class Process:
+    """One child process, its output in ``log_path`` (or inherited when None).
+
+    ``new_session``: the child leads a process group of its own, so :meth:`stop` can take its
+    children (prefork pool, server workers) down with it, and a Ctrl-C in the terminal does not
+    reach it directly.
+    """
+
+    def __init__(self, name: str, argv: list[str], env: dict | None = None,
+                 log_path: Path | None = None, cwd: Path | str | None = None,
+                 new_session: bool = False, append: bool = False):
+        self.name, self.argv, self.log_path = name, list(argv), log_path
+        self.new_session = new_session
+        self._log: IO[bytes] | None = (open(log_path, "ab" if append else "wb")  # noqa: SIM115
+                                       if log_path else None)
+        self.proc = subprocess.Popen(self.argv, env=env, cwd=cwd, stdout=self._log,
+                                     stderr=subprocess.STDOUT if self._log else None,
+                                     start_new_session=new_session)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def text(self) -> str:
+        """The whole log so far ("" when the output is not captured)."""
+        return _tail(self.log_path, chars=10**9)
+
+    def tail(self, chars: int = 4000) -> str:
+        return _tail(self.log_path, chars)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise StackError(f"{self.name} exited with {self.proc.returncode}: "
+                             f"{' '.join(self.argv)}" + _tail_note(self.log_path))
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (to the whole group when it has one), wait, then SIGKILL what is left."""
+        if self.proc.poll() is None:
+            try:
+                if self.new_session:
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                else:
+                    self.proc.terminate()
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        if self.new_session:  # leftovers in the group: pool children, server workers
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- MLflow --------------------------------------------------------------------------------
+
+
+def mlflow_server_cmd(host: str, port: int, backend_uri: str, artifacts: str,
+                      allowed_hosts: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+           "--backend-store-uri", backend_uri, "--artifacts-destination", artifacts,
+           "--workers", "1"]
+    if allowed_hosts:
+        cmd += ["--allowed-hosts", allowed_hosts]
+    return cmd
+
+
+def mlflow_server_env(base: dict | None = None) -> dict:
+    env = dict(os.environ if base is None else base)
+    # MLflow 3's job runner (huey consumers for GenAI scorers) is not used by kerasyard; on a
+    # small machine its seven processes compete with training for the CPU.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return env
+
+
+class MlflowServer(Process):
+    """``mlflow server`` on SQLite (``data_dir/mlflow.db``) with its artifacts in
+    ``data_dir/mlartifacts``; started and waited for (``/health``) on construction."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+                 env: dict | None = None, log_path: Path | None = None,
+                 cwd: Path | str | None = None, new_session: bool = False,
+                 append: bool = False, timeout: float = 180):
+        data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.url = f"http://{host}:{self.port}"
+        super().__init__("mlflow server",
+                         mlflow_server_cmd(host, self.port, f"sqlite:///{data_dir / 'mlflow.db'}",
+                                           str(data_dir / "mlartifacts")),
+                         env=mlflow_server_env(env), log_path=log_path or data_dir / "mlflow.log",
+                         cwd=cwd, new_session=new_session, append=append)
+        try:
+            wait_http(f"{self.url}/health", timeout, self.proc, self.log_path)
+        except StackError:
+            self.stop(timeout=5)
+            raise
+
+
+# --- the Celery worker ---------------------------------------------------------------------
+
+
+def worker_cmd(queues: str = "cpu,gpu", concurrency: int = 1, name: str = "embedded@%h",
+               max_tasks_per_child: int | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
+           "--pool", "prefork", "--concurrency", str(concurrency), "-n", name,
+           "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    if max_tasks_per_child:
+        cmd += ["--max-tasks-per-child", str(max_tasks_per_child)]
+    return cmd
+
+
+def worker_env(settings: Settings, base: dict | None = None, **extra: str) -> dict:
+    """The environment that gives a worker process ``settings``' database, broker, MLflow,
+    data folder and report interval."""
+    env = dict(os.environ if base is None else base)
+    env.update({
+        "DATABASE_URL": settings.database_url,
+        "BROKER_URL": settings.broker_url,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "KERASYARD_DATA_DIR": str(settings.data_dir),
+        "KERASYARD_REPORT_INTERVAL_S": str(settings.report_interval_s),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+class WorkerProcess(Process):
+    """A Celery worker (prefork pool) on ``queues``. Its output goes to ``log_path`` (where
+    :meth:`wait_ready` looks for the readiness line) or, when None, to this process's own."""
+
+    def __init__(self, env: dict | None, log_path: Path | None, queues: str = "cpu,gpu",
+                 concurrency: int = 1, name: str | None = None,
+                 cwd: Path | str | None = None, new_session: bool = False,
+                 max_tasks_per_child: int | None = None):
+        env = dict(os.environ if env is None else env)
+        # This checkout's `worker` package, whatever the cwd (and whatever an editable install
+        # elsewhere points at).
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if str(ROOT) not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + paths)
+        super().__init__("the Celery worker",
+                         worker_cmd(queues=queues, concurrency=concurrency,
+                                    name=name or f"dev-{uuid.uuid4().hex[:6]}@%h",
+                                    max_tasks_per_child=max_tasks_per_child),
+                         env=env, log_path=log_path, cwd=ROOT if cwd is None else cwd,
+                         new_session=new_session)
+
+    @staticmethod
+    def ready_in(log_text: str) -> bool:
+        """Whether a worker's log says a child is ready to train (Keras imported)."""
+        return WORKER_READY in log_text
+
+    def wait_ready(self, timeout: float = 180, interval: float = 0.2) -> float:
+        """Wait until a pool child has imported Keras; seconds waited. :class:`StackError` if
+        the worker exits or time runs out."""
+        if self.log_path is None:
+            raise StackError("wait_ready needs the worker's log_path")
+        t0 = time.monotonic()
+        while True:
+            self.check_alive()
+            if self.ready_in(self.text()):
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise StackError(f"the worker did not log {WORKER_READY!r} within {timeout:.0f} s"
+                                 + _tail_note(self.log_path))
+            time.sleep(interval)
+
+
+# --- the API over HTTP ---------------------------------------------------------------------
+
+
+class ApiServer:
+    """A Flask app served by werkzeug on ``host:port`` (port 0: a free one), threaded.
+
+    :meth:`start` serves it from a daemon thread (tests, CLI checks); :meth:`serve_forever`
+    in the foreground (the run command). ``quiet`` drops the per-request log lines.
+    """
+
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0, quiet: bool = False):
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        handler = WSGIRequestHandler
+        if quiet:
+            class QuietHandler(WSGIRequestHandler):
+                def log_request(self, *args, **kwargs):  # watch loops poll many times a second
+                    pass
+
+            handler = QuietHandler
+        self.server = make_server(host, port, app, threaded=True, request_handler=handler)
+        self.host, self.port = host, self.server.port
+        self.url = f"http://{host}:{self.port}"
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ApiServer:
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                        name=f"api-{self.port}")
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.server.serve_forever()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- Redis ---------------------------------------------------------------------------------
+
+
+class RedisServer(Process):
+    """A ``redis-server`` of one's own on a loopback port, no persistence: a broker that no
+    worker consumes, or one to stop and start again on the same port."""
+
+    def __init__(self, workdir: Path, port: int | None = None, start: bool = True):
+        self.workdir, self.port = Path(workdir), port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None  # type: ignore[assignment]
+        self._log = None
+        self.name, self.log_path, self.new_session = "redis-server", None, False
+        self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if start:
+            self.start()
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
+        except redis.ConnectionError:
+            return False
+
+    def start(self, timeout: float = 20) -> None:
+        self.log_path = self.workdir / f"redis-{self.port}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StackError(f"redis-server on port {self.port} did not answer"
+                                 + _tail_note(self.log_path))
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is not None:
+            super().stop(timeout)
