@@ -42,11 +42,11 @@ log = logging.getLogger(__name__)
 @worker_process_init.connect
 def _init_child(**_kwargs) -> None:
     from service.db import dispose_engines
-    from service.sweeps.studies import dispose_storages
+    from service.sweeps.for_worker import dispose_connections
 
     # Connections inherited from the parent must not be shared across fork.
     dispose_engines()
-    dispose_storages()
+    dispose_connections()
     if settings.worker_preload_keras:
         # Import Keras (and its backend) once per child, before the first task arrives, so a
         # job's wall time is training, not imports.

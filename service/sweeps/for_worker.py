@@ -75,6 +75,11 @@ class TrialContext:
         return (self.sweep_spec["early_stopping"] or {}).get("type")
 
 
+def dispose_connections() -> None:
+    """A forked worker child must not reuse its parent's Optuna storage connections."""
+    studies.dispose_storages()
+
+
 def trial_context(settings: Settings, claim: Claim) -> TrialContext | None:
     """The claimed job's trial, or None for a plain job. Marks the trials recorded from this
     training running (fenced on the claim)."""
