@@ -49,7 +49,7 @@ def submit_job(settings: Settings, data: Any, sweep_id: str | None = None) -> di
     queue = spec.resources.queue or settings.default_queue
     with session_scope(settings.database_url) as s:
         job = Job(name=spec.name, experiment=spec.experiment, queue=queue,
-                  spec=data, plan=plan.as_dict(), sweep_id=sweep_id,
+                  spec=spec.model_dump(mode="json"), plan=plan.as_dict(), sweep_id=sweep_id,
                   progress={"epoch": 0, "epochs": plan.epochs, "metrics": {}})
         s.add(job)
     # The row is committed: a worker that picks the id up will find it.
