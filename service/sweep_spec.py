@@ -22,12 +22,12 @@ from pydantic import Field, ValidationError
 
 from .spec import (
     ACTIVATIONS,
+    DEFAULT_LIMITS,
     DatasetInfo,
     ErrorDetail,
     Limits,
     SpecError,
     StrictModel,
-    _humanize,
     humanize_all,
     parse_spec,
     validate_job,
@@ -269,7 +269,7 @@ def _dedupe(details: list[ErrorDetail]) -> list[ErrorDetail]:
     return out
 
 
-def validate_sweep(data: Any, limits: Limits = Limits(),
+def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
                    resolve_upload: Callable[[str], DatasetInfo | None] | None = None
                    ) -> tuple[SweepSpec, SweepPlan]:
     """Field and cross-field checks of a sweep; raises SpecError naming each field."""

@@ -10,7 +10,6 @@ from flask import request
 
 from ..errors import ApiError
 
-
 # YAML 1.1 (PyYAML) reads 1e-3 as a string: its floats need a dot and a signed exponent.
 # JSON and YAML 1.2 read a number, and so do we, so that "learning_rate: 1e-3" is a number
 # in a YAML body as in a JSON one (the spec's number fields do not take strings).
@@ -25,7 +24,7 @@ def load_yaml(raw: bytes | str) -> Any:
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT,
                                  list("-+0123456789."))
-    return yaml.load(raw, Loader=Loader)  # noqa: S506 - a SafeLoader
+    return yaml.load(raw, Loader=Loader)  # a SafeLoader subclass
 
 
 def json_body() -> Any:

@@ -43,7 +43,7 @@ from .models import (
     SyntheticDataset,
     UploadDataset,
 )
-from .plan import Limits, TrainingPlan, count_params, output_of, split_sizes
+from .plan import DEFAULT_LIMITS, Limits, TrainingPlan, count_params, output_of, split_sizes
 from .shapes import (
     PLAYGROUND_SETS,
     SKLEARN_SHAPES,
@@ -55,7 +55,7 @@ from .shapes import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "CLASSIFICATION_LOSSES", "GRADIENT_DESCENT", "LOSSES", "METRICS",
+    "ACTIVATIONS", "CLASSIFICATION_LOSSES", "DEFAULT_LIMITS", "GRADIENT_DESCENT", "LOSSES", "METRICS",
     "OPTIMIZERS", "PLAYGROUND_SETS", "REGRESSION_LOSSES", "RULES", "SKLEARN_SETS",
     "SKLEARN_SHAPES", "SYNTHETIC_SETS", "ActivationLayer", "BatchNormalizationLayer",
     "CompileSpec", "DatasetInfo", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec",

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from .errors import ErrorDetail, SpecError, humanize_all
 from .models import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, JobSpec
 from .plan import (
+    DEFAULT_LIMITS,
     Limits,
     TrainingPlan,
     count_params,
@@ -300,7 +301,7 @@ def plan_of(f: Facts) -> TrainingPlan:
     )
 
 
-def check_job(spec: JobSpec, limits: Limits = Limits(),
+def check_job(spec: JobSpec, limits: Limits = DEFAULT_LIMITS,
               resolve_upload: UploadResolver | None = None) -> TrainingPlan:
     """Cross-field checks; returns the plan or raises SpecError naming each field."""
     errors: list[ErrorDetail] = []
@@ -315,7 +316,7 @@ def check_job(spec: JobSpec, limits: Limits = Limits(),
     return plan_of(facts)
 
 
-def validate_job(data: Any, limits: Limits = Limits(),
+def validate_job(data: Any, limits: Limits = DEFAULT_LIMITS,
                  resolve_upload: UploadResolver | None = None) -> tuple[JobSpec, TrainingPlan]:
     spec = parse_spec(data)
     return spec, check_job(spec, limits, resolve_upload)

@@ -15,6 +15,9 @@ class Limits:
     max_samples: int = 200_000
 
 
+DEFAULT_LIMITS = Limits()
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingPlan:
     """What the lecture asks a student to work out, for one job."""

@@ -32,7 +32,7 @@ def job_specs() -> list[tuple[str, dict]]:
     out = []
     for path in EXAMPLES:
         data = load(path)
-        out.append((path.name, data["base"] if "base" in data else data))
+        out.append((path.name, data.get("base", data)))
     out += [("JOB_EXAMPLE", JOB_EXAMPLE), ("SWEEP_EXAMPLE.base", SWEEP_EXAMPLE["base"]),
             ("tiny_spec", tiny_spec()), ("diverging_spec", diverging_spec()),
             ("lecture_spec", lecture_spec())]
@@ -191,8 +191,8 @@ def sweep(**over) -> dict:
     ("max_parallel", True, "expected an integer, got true (a boolean)"),
     ("repeats", 2.0, "expected an integer, got 2.0 (a decimal number); write 2"),
     ("seed", "1", 'expected an integer, got "1" (a string)'),
-    ("share_epochs", "false", 'expected true or false, got "false" (a string); write false '
-                              "without quotes"),
+    ("share_epochs", "false",
+     'expected true or false, got "false" (a string); write false without quotes'),
 ])
 def test_sweep_fields_are_strict(field, value, msg):
     d = details_of(sweep(**{field: value}), parse_sweep)
