@@ -24,7 +24,7 @@ def submit_job(settings: Settings, data: Any) -> dict:
     queue = spec.resources.queue or settings.default_queue
     with session_scope(settings.database_url) as s:
         job = Job(name=spec.name, experiment=spec.experiment, queue=queue,
-                  spec=data, plan=plan.as_dict(),
+                  spec=spec.model_dump(mode="json"), plan=plan.as_dict(),
                   progress=lifecycle.initial_progress(plan.epochs))
         s.add(job)
     # The row is committed: a worker that picks the id up will find it.

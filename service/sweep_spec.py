@@ -18,15 +18,17 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from .spec import (
     ACTIVATIONS,
+    DEFAULT_LIMITS,
     DatasetInfo,
     ErrorDetail,
     Limits,
     SpecError,
-    _humanize,
+    StrictModel,
+    humanize_all,
     parse_spec,
     validate_job,
 )
@@ -37,8 +39,8 @@ MAX_SWEEP_JOBS = 2000  # trials x repeats; a bigger sweep is a typo more often t
 Scalar = bool | int | float | str
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# Strict like the job spec: "max_trials": "20" or "share_epochs": "false" is an error.
+_Strict = StrictModel
 
 
 class FloatRange(_Strict):
@@ -216,18 +218,45 @@ def parse_sweep(data: Any) -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        details = []
-        for err in exc.errors():
-            d = _humanize(err)
-            # "parameters.fit.batch_size.list[...]" -> "parameters.fit.batch_size"
-            parts = [str(p) for p in err["loc"]]
-            if parts[:1] == ["parameters"] and len(parts) > 2:
-                d.loc = f"parameters.{parts[1]}"
-                d.msg = (f"{d.msg}; give a list of values, or {{\"type\": \"float\"|\"int\", "
-                         "\"low\": ..., \"high\": ...} / {\"type\": \"categorical\", \"values\": "
-                         "[...]}")
-            details.append(d)
-        raise SpecError(_dedupe(details)) from None
+        params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
+        raise SpecError(_dedupe(humanize_all([_parameter_error(e, params)
+                                              for e in exc.errors()
+                                              if _keep_error(e, params)]))) from None
+
+
+_SPACE_HINT = ('give a list of values, or {"type": "float"|"int", "low": ..., "high": ...} / '
+               '{"type": "categorical", "values": [...]}')
+
+
+def _keep_error(err: dict, params: dict) -> bool:
+    """Of the two forms a parameter may take (a list, a range object), keep the errors of the
+    form the user wrote; keep both for a value that is neither."""
+    loc = err["loc"]
+    if loc[:1] != ("parameters",) or len(loc) < 3:
+        return True
+    value = params.get(loc[1])
+    if isinstance(value, list):
+        return str(loc[2]).startswith("list[")
+    if isinstance(value, dict):
+        return str(loc[2]).startswith("tagged-union[")
+    return str(loc[2]).startswith("list[")  # one "give a list ..." error
+
+
+def _parameter_error(err: dict, params: dict) -> dict:
+    """``parameters.<path>.<member>.<tag>.low`` -> ``parameters.<path>.low``; a value that is
+    neither a list nor a range is told both forms."""
+    loc = err["loc"]
+    if loc[:1] != ("parameters",) or len(loc) < 3:
+        return err
+    rest = list(loc[3:])
+    if str(loc[2]).startswith("tagged-union[") and rest[:1] and rest[0] in ("float", "int",
+                                                                            "categorical"):
+        rest = rest[1:]
+    err = {**err, "loc": (*loc[:2], *rest)}
+    if not isinstance(params.get(loc[1]), (list, dict)):
+        err = {**err, "type": "value_error", "msg": f"{err['input']!r} is not a search space; "
+               f"{_SPACE_HINT}"}
+    return err
 
 
 def _dedupe(details: list[ErrorDetail]) -> list[ErrorDetail]:
@@ -240,7 +269,7 @@ def _dedupe(details: list[ErrorDetail]) -> list[ErrorDetail]:
     return out
 
 
-def validate_sweep(data: Any, limits: Limits = Limits(),
+def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
                    resolve_upload: Callable[[str], DatasetInfo | None] | None = None
                    ) -> tuple[SweepSpec, SweepPlan]:
     """Field and cross-field checks of a sweep; raises SpecError naming each field."""

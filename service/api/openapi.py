@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..jobs import STATUSES
-from ..spec import JobSpec
+from ..spec import OPTIMIZERS, JobSpec
 from ..sweep_spec import SweepSpec
 from ..sweeps.commands import SWEEP_STATUSES
 
@@ -41,54 +41,123 @@ SWEEP_EXAMPLE = {
 }
 
 
+def _obj(properties: dict, required: bool | list[str] = True, **extra) -> dict:
+    """An object schema; ``required=True`` requires every property (the responses always
+    carry all their keys, null when unset)."""
+    out = {"type": "object", "properties": properties, **extra}
+    if required:
+        out["required"] = list(properties) if required is True else required
+    return out
+
+
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_OBJ = {"type": ["object", "null"]}
+MLFLOW = _obj({"run_id": NULLABLE_STR, "experiment_id": NULLABLE_STR, "url": NULLABLE_STR})
+
+
+def _job_spec_schema() -> tuple[dict, dict]:
+    spec = JobSpec.model_json_schema(ref_template=REF)
+    defs = spec.pop("$defs", {})
+    # "optimizer": "adam" is accepted as {"name": "adam"} (CompileSpec's shorthand).
+    optimizer = defs["CompileSpec"]["properties"]["optimizer"]
+    defs["CompileSpec"]["properties"]["optimizer"] = {
+        "anyOf": [optimizer, {"type": "string", "enum": list(OPTIMIZERS)}],
+        "description": "an optimizer object, or just its name"}
+    return spec, defs
+
+
 def _schemas() -> dict:
-    spec_schema = JobSpec.model_json_schema(ref_template=REF)
-    defs = spec_schema.pop("$defs", {})
-    error = {"type": "object", "properties": {"error": {"type": "object", "properties": {
+    spec_schema, defs = _job_spec_schema()
+    error = _obj({"error": _obj({
         "code": {"type": "string"}, "message": {"type": "string"},
-        "details": {"type": "array", "items": {"type": "object", "properties": {
-            "loc": {"type": "string"}, "msg": {"type": "string"}, "value": {}}}}}}}}
-    job = {"type": "object", "properties": {
+        "details": {"type": "array", "items": _obj({
+            "loc": {"type": "string"}, "msg": {"type": "string"}, "value": {}},
+            required=["loc", "msg"])}})})
+    job = _obj({
         "id": {"type": "string"}, "name": {"type": "string"}, "experiment": {"type": "string"},
         "status": {"type": "string", "enum": STATUSES}, "queue": {"type": "string"},
-        "spec": {"$ref": REF.format(model="JobSpec")},
+        "spec": {"$ref": REF.format(model="JobSpec"),
+                 "description": "the spec as validated: every default filled in"},
         "plan": {"type": "object", "description": "input_dim, n_train, n_val, batch_size, "
                  "steps_per_epoch, total_updates, total_params, gradient_descent, ..."},
-        "progress": {"type": "object", "properties": {
+        "progress": _obj({
             "epoch": {"type": "integer"}, "epochs": {"type": "integer"},
-            "metrics": {"type": "object"}, "eta_s": {"type": ["number", "null"]}}},
-        "summary": {"type": ["object", "null"]},
-        "mlflow": {"type": "object", "properties": {
-            "run_id": {"type": ["string", "null"]}, "experiment_id": {"type": ["string", "null"]},
-            "url": {"type": ["string", "null"]}}},
-        "error": {"type": ["object", "null"]}, "attempts": {"type": "integer"},
-        "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
-        "finished_at": {"type": ["string", "null"]}}}
+            "metrics": {"type": "object"}, "elapsed_s": {"type": ["number", "null"]},
+            "eta_s": {"type": ["number", "null"]}}, required=["epoch", "epochs", "metrics"]),
+        "summary": NULLABLE_OBJ,
+        "mlflow": MLFLOW,
+        "error": NULLABLE_OBJ, "attempts": {"type": "integer"},
+        "cancel_requested": {"type": "boolean"},
+        "sweep_id": NULLABLE_STR, "trial_number": {"type": ["integer", "null"]},
+        "repeat": {"type": ["integer", "null"]}, "trial_params": NULLABLE_OBJ,
+        "trained_by": {"type": ["string", "null"],
+                       "description": "the job whose training this job was recorded from"},
+        "worker": NULLABLE_STR,
+        "created_at": {"type": "string"},
+        "dispatched_at": {"type": ["string", "null"],
+                          "description": "null while the broker was unreachable"},
+        "started_at": NULLABLE_STR, "finished_at": NULLABLE_STR})
+    page = lambda key, item: _obj({key: {"type": "array", "items": {"$ref": REF.format(
+        model=item)}}, "next_cursor": {"type": ["string", "null"],
+                                       "description": "pass as ?cursor= for the next page"}})
+    history = _obj({"job_id": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
+                    "epochs": {"type": "array", "items": _obj(
+                        {"epoch": {"type": "integer"}}, additionalProperties={"type": "number"})
+                    }})
     sweep_schema = SweepSpec.model_json_schema(ref_template=REF)
     defs.update(sweep_schema.pop("$defs", {}))
     sweep_schema["properties"]["base"] = {"$ref": REF.format(model="JobSpec")}
-    trial = {"type": "object", "properties": {
+    trial = _obj({
         "number": {"type": "integer"}, "name": {"type": "string"},
         "params": {"type": "object"},
         "state": {"type": "string", "enum": [*STATUSES, "pending"]},
         "objective": {"type": ["number", "null"], "description": "mean over seeds"},
         "objective_std": {"type": ["number", "null"]},
+        "objective_values": {"type": "array", "items": {"type": "number"}},
         "trained_by": {"type": ["string", "null"],
                        "description": "the job whose training this trial was recorded from"},
-        "jobs": {"type": "array", "items": {"type": "object"}}}}
-    sweep = {"type": "object", "properties": {
-        "id": {"type": "string"}, "name": {"type": "string"},
+        "jobs": {"type": "array", "items": {"type": "object"}}},
+        required=["number", "name", "params", "state", "objective", "jobs"])
+    sweep = _obj({
+        "id": {"type": "string"}, "name": {"type": "string"}, "experiment": {"type": "string"},
         "status": {"type": "string", "enum": SWEEP_STATUSES},
         "method": {"type": "string"}, "objective": {"type": "object"},
-        "progress": {"type": "object", "properties": {
+        "max_trials": {"type": ["integer", "null"]}, "max_parallel": {"type": "integer"},
+        "repeats": {"type": "integer"}, "early_stopping": NULLABLE_OBJ,
+        "share_epochs": _obj({"on": {"type": "boolean"}, "why": {"type": "string"}}),
+        "progress": _obj({
             "done": {"type": "integer"}, "total": {"type": "integer"},
-            "running": {"type": "integer"}, "queued": {"type": "integer"}}},
-        "best": {"type": ["object", "null"]},
-        "trials": {"type": "array", "items": {"$ref": REF.format(model="Trial")}},
-        "mlflow": {"type": "object"}, "error": {"type": ["object", "null"]},
-        "created_at": {"type": "string"}, "finished_at": {"type": ["string", "null"]}}}
-    return {**defs, "JobSpec": spec_schema, "Job": job, "SweepSpec": sweep_schema,
-            "Sweep": sweep, "Trial": trial, "Error": error}
+            "running": {"type": "integer"}, "queued": {"type": "integer"},
+            "trainings_running": {"type": "integer"}}),
+        "best": NULLABLE_OBJ,
+        "spec": {"type": "object", "description": "the sweep as validated"},
+        "trials": {"type": "array", "items": {"$ref": REF.format(model="Trial")},
+                   "description": "one sweep only, not in the list"},
+        "mlflow": MLFLOW, "report": NULLABLE_OBJ, "error": NULLABLE_OBJ,
+        "cancel_requested": {"type": "boolean"},
+        "created_at": {"type": "string"}, "started_at": NULLABLE_STR,
+        "finished_at": NULLABLE_STR},
+        required=["id", "name", "experiment", "status", "method", "objective", "progress",
+                  "best", "spec", "mlflow", "error", "created_at", "finished_at"])
+    column = _obj({"name": {"type": "string"}, "numeric": {"type": "boolean"},
+                   "integer": {"type": "boolean"}, "n_unique": {"type": ["integer", "null"]}})
+    dataset = _obj({
+        "id": {"type": "string"}, "name": {"type": "string"}, "filename": NULLABLE_STR,
+        "size_bytes": {"type": "integer"}, "sha256": {"type": "string"},
+        "n_rows": {"type": "integer"}, "columns": {"type": "array", "items": column},
+        "created_at": NULLABLE_STR,
+        "use": {"type": "object", "description": "the spec's dataset object for it"}})
+    component = _obj({"ok": {"type": "boolean"}, "detail": {"type": "string"}})
+    health = _obj({"status": {"type": "string", "enum": ["ok", "degraded"]},
+                   "components": _obj({"database": component, "broker": component,
+                                       "mlflow": component}),
+                   "mlflow_ui": {"type": "string"}})
+    return {**defs, "JobSpec": spec_schema, "Job": job, "JobList": page("jobs", "Job"),
+            "History": history, "SweepSpec": sweep_schema, "Sweep": sweep,
+            "SweepList": page("sweeps", "Sweep"), "Trial": trial, "Dataset": dataset,
+            "DatasetList": _obj({"datasets": {"type": "array", "items": {
+                "$ref": REF.format(model="Dataset")}}}),
+            "Health": health, "Error": error}
 
 
 def _resp(desc: str, schema: str | None = None) -> dict:
@@ -99,6 +168,7 @@ def _resp(desc: str, schema: str | None = None) -> dict:
 
 
 ERRORS = {"400": _resp("malformed request", "Error"), "401": _resp("no or bad token", "Error")}
+REDIRECT = {"description": "see the Location header"}
 SWEEP_ID = [{"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -136,20 +206,21 @@ def document() -> dict:
                                                    "maximum": 500, "default": 50}),
                                        q("cursor", {"type": "string"},
                                          "next_cursor of the previous page")],
-                        "responses": {"200": {"description": "{jobs: [Job], next_cursor}"},
+                        "responses": {"200": _resp("a page of jobs, newest first", "JobList"),
                                       **ERRORS}}},
             "/api/v1/jobs/{job_id}": {"get": {
                 "summary": "One job with live progress and its MLflow link",
                 "operationId": "getJob", "parameters": JOB_ID,
-                "responses": {"200": _resp("the job", "Job"), "404": _resp("no such job", "Error")}}},
+                "responses": {"200": _resp("the job", "Job"), **ERRORS,
+                              "404": _resp("no such job", "Error")}}},
             "/api/v1/jobs/{job_id}/history": {"get": {
                 "summary": "Per-epoch metrics", "operationId": "jobHistory", "parameters": JOB_ID,
-                "responses": {"200": {"description": "{job_id, status, epochs: [{epoch, ...}]}"},
-                              "404": _resp("no such job", "Error")}}},
+                "responses": {"200": _resp("one entry per finished epoch", "History"),
+                              **ERRORS, "404": _resp("no such job", "Error")}}},
             "/api/v1/jobs/{job_id}/cancel": {"post": {
                 "summary": "Cooperative cancel (stops at the next epoch boundary)",
                 "operationId": "cancelJob", "parameters": JOB_ID,
-                "responses": {"202": _resp("cancel requested", "Job"),
+                "responses": {"202": _resp("cancel requested", "Job"), **ERRORS,
                               "404": _resp("no such job", "Error"),
                               "409": _resp("the job has already ended", "Error")}}},
             "/api/v1/sweeps": {
@@ -168,17 +239,18 @@ def document() -> dict:
                                        q("limit", {"type": "integer", "minimum": 1,
                                                    "maximum": 500, "default": 50}),
                                        q("cursor", {"type": "string"})],
-                        "responses": {"200": {"description": "{sweeps: [Sweep], next_cursor}"},
+                        "responses": {"200": _resp("a page of sweeps (without trials), newest "
+                                                    "first", "SweepList"),
                                       **ERRORS}}},
             "/api/v1/sweeps/{sweep_id}": {"get": {
                 "summary": "A sweep: its trials, their state and objective, the best so far",
                 "operationId": "getSweep", "parameters": SWEEP_ID,
-                "responses": {"200": _resp("the sweep", "Sweep"),
+                "responses": {"200": _resp("the sweep", "Sweep"), **ERRORS,
                               "404": _resp("no such sweep", "Error")}}},
             "/api/v1/sweeps/{sweep_id}/cancel": {"post": {
                 "summary": "Cancel queued and running trials", "operationId": "cancelSweep",
                 "parameters": SWEEP_ID,
-                "responses": {"202": _resp("cancel requested", "Sweep"),
+                "responses": {"202": _resp("cancel requested", "Sweep"), **ERRORS,
                               "404": _resp("no such sweep", "Error"),
                               "409": _resp("the sweep has already ended", "Error")}}},
             "/api/v1/datasets": {
@@ -190,25 +262,37 @@ def document() -> dict:
                                  "file": {"type": "string", "format": "binary"},
                                  "name": {"type": "string"}}}},
                              "text/csv": {"schema": {"type": "string"}}}},
-                         "responses": {"201": {"description": "the dataset with column profile"},
+                         "responses": {"201": _resp("the dataset with column profile", "Dataset"),
                                        **ERRORS, "413": _resp("file too large", "Error"),
                                        "422": _resp("not a usable CSV", "Error")}},
                 "get": {"summary": "List uploaded datasets", "operationId": "listDatasets",
-                        "parameters": [q("limit", {"type": "integer"})],
-                        "responses": {"200": {"description": "{datasets: [...]}"}}}},
+                        "parameters": [q("limit", {"type": "integer", "minimum": 1,
+                                                   "maximum": 1000, "default": 100})],
+                        "responses": {"200": _resp("uploaded datasets, newest first",
+                                                   "DatasetList"), **ERRORS}}},
             "/api/v1/datasets/{dataset_id}": {"get": {
                 "summary": "One uploaded dataset", "operationId": "getDataset",
-                "parameters": DS_ID, "responses": {"200": {"description": "the dataset"},
+                "parameters": DS_ID, "responses": {"200": _resp("the dataset", "Dataset"), **ERRORS,
                                                    "404": _resp("no such dataset", "Error")}}},
             "/api/v1/health": {"get": {
                 "summary": "Database, broker and MLflow reachability", "operationId": "health",
-                "security": [{}], "responses": {"200": {"description": "all reachable"},
-                                                "503": {"description": "something is down"}}}},
+                "security": [{}], "responses": {"200": _resp("all reachable", "Health"),
+                                                "503": _resp("something is down", "Health")}}},
             "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [{}],
                                              "operationId": "openapi",
-                                             "responses": {"200": {"description": "OpenAPI"}}}},
+                                             "responses": {"200": {"description": "OpenAPI", "content": {
+                                                 "application/json": {"schema": {
+                                                     "type": "object", "required": [
+                                                         "openapi", "info", "paths",
+                                                         "components"]}}}}}}},
             "/api/v1/docs": {"get": {"summary": "Interactive page over this document",
                                      "security": [{}], "operationId": "docs",
-                                     "responses": {"200": {"description": "HTML"}}}},
+                                     "responses": {"200": {"description": "HTML", "content": {
+                                         "text/html": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "Redirects to /api/v1/openapi.json",
+                                      "security": [{}], "operationId": "openapiRoot",
+                                      "responses": {"302": REDIRECT}}},
+            "/docs": {"get": {"summary": "Redirects to /api/v1/docs", "security": [{}],
+                              "operationId": "docsRoot", "responses": {"302": REDIRECT}}},
         },
     }

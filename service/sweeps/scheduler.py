@@ -311,6 +311,7 @@ def _new_job_row(settings: Settings, sweep_id: str, spec: dict, params: dict, nu
               cancel_requested=False, status=JobStatus.queued)
     try:
         parsed, job_plan = validate(settings, job_spec)  # the checks POST /jobs makes
+        job.spec = parsed.model_dump(mode="json")  # stored as validated, like a job's
         job.plan = job_plan.as_dict()
         job.queue = parsed.resources.queue or settings.default_queue
         job.progress = lifecycle.initial_progress(job_plan.epochs)

@@ -268,12 +268,16 @@ def test_token_auth_when_configured(settings):
     assert c.get("/api/v1/health").status_code == 200  # public (database, broker, MLflow up)
 
 
-def test_spec_is_stored_as_submitted(idle_client, settings):
+def test_spec_is_stored_as_validated(idle_client, settings):
+    from service.spec import parse_spec
+
     spec = tiny_spec("stored", epochs=1)
     job = idle_client.post("/api/v1/jobs", json=spec).get_json()
     assert idle_client.post(f"/api/v1/jobs/{job['id']}/cancel").get_json()["status"] == \
         "cancelled"
+    validated = parse_spec(spec).model_dump(mode="json")  # every default filled in
+    assert job["spec"] == validated
     with session_scope(settings.database_url) as s:
         row = s.get(Job, job["id"])
-        assert json.dumps(row.spec, sort_keys=True) == json.dumps(spec, sort_keys=True)
+        assert json.dumps(row.spec, sort_keys=True) == json.dumps(validated, sort_keys=True)
         assert row.plan["steps_per_epoch"] == 4  # 64 samples / batch 16

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from service import __version__
 from service import spec as S
@@ -33,8 +34,22 @@ def experiment_id(cl, name: str) -> str:
         return exp.experiment_id
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys for MLflow params: {"fit": {"epochs": 3}} -> {"fit.epochs": 3}."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = data
+    return out
+
+
 def run_params(spec_dict: dict, plan: S.TrainingPlan, extra: dict) -> dict[str, str]:
-    params = {k: v for k, v in S.flatten(spec_dict).items() if v is not None}
+    params = {k: v for k, v in flatten(spec_dict).items() if v is not None}
     params.update(plan.as_dict())
     params.update(extra)
     return {k[:250]: str(v)[:6000] for k, v in params.items()}

@@ -1,0 +1,67 @@
+"""The job spec: pydantic v2 models, validated at the door and again in the worker.
+
+Field-level rules live on the strict models (:mod:`.models`); rules that need the dataset's
+shape or the configured caps are the small functions of :mod:`.checks`, which
+:func:`check_job` runs to return the lecture's quantities as a :class:`TrainingPlan`.
+
+- :mod:`.models`: the models and the names they allow (activations, losses, ...)
+- :mod:`.errors`: :class:`SpecError` and pydantic's errors rewritten to name path, value, fix
+- :mod:`.shapes`: each dataset's samples, features, task and classes, without generating it
+- :mod:`.plan`: :class:`Limits`, :class:`TrainingPlan`, parameter counting, the split
+- :mod:`.checks`: :func:`parse_spec`, the cross-field rules, :func:`check_job`,
+  :func:`validate_job`
+
+Nothing here imports TensorFlow or Keras: parameters are counted by arithmetic, and a unit test
+holds that arithmetic against Keras's own ``count_params``.
+"""
+
+from .checks import RULES, Facts, check_job, parse_spec, validate_job
+from .errors import ErrorDetail, SpecError, _humanize, humanize_all
+from .models import (
+    ACTIVATIONS,
+    CLASSIFICATION_LOSSES,
+    GRADIENT_DESCENT,
+    LOSSES,
+    METRICS,
+    OPTIMIZERS,
+    REGRESSION_LOSSES,
+    SKLEARN_SETS,
+    SYNTHETIC_SETS,
+    ActivationLayer,
+    BatchNormalizationLayer,
+    CompileSpec,
+    DenseLayer,
+    DropoutLayer,
+    EarlyStoppingSpec,
+    FitSpec,
+    JobSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ResourcesSpec,
+    SklearnDataset,
+    StrictModel,
+    SyntheticDataset,
+    UploadDataset,
+)
+from .plan import DEFAULT_LIMITS, Limits, TrainingPlan, count_params, output_of, split_sizes
+from .shapes import (
+    PLAYGROUND_SETS,
+    SKLEARN_SHAPES,
+    DatasetInfo,
+    classification_informative,
+    dataset_info_for,
+    synthetic_defaults,
+    synthetic_info,
+)
+
+__all__ = [
+    "ACTIVATIONS", "CLASSIFICATION_LOSSES", "DEFAULT_LIMITS", "GRADIENT_DESCENT", "LOSSES", "METRICS",
+    "OPTIMIZERS", "PLAYGROUND_SETS", "REGRESSION_LOSSES", "RULES", "SKLEARN_SETS",
+    "SKLEARN_SHAPES", "SYNTHETIC_SETS", "ActivationLayer", "BatchNormalizationLayer",
+    "CompileSpec", "DatasetInfo", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec",
+    "ErrorDetail", "Facts", "FitSpec", "JobSpec", "Limits", "ModelSpec", "OptimizerSpec",
+    "ResourcesSpec", "SklearnDataset", "SpecError", "StrictModel", "SyntheticDataset",
+    "TrainingPlan", "UploadDataset", "_humanize", "check_job", "classification_informative",
+    "count_params", "dataset_info_for", "humanize_all", "output_of", "parse_spec",
+    "split_sizes", "synthetic_defaults", "synthetic_info", "validate_job",
+]

@@ -1,0 +1,181 @@
+"""The job spec's pydantic models and the names they allow.
+
+Every model is strict: a JSON boolean or a string is not a number (``"epochs": true``,
+``"units": "64"``), a string is not a boolean (``"use_bias": "true"``), and a misspelt key is an
+error. An integer is still a float (``"learning_rate": 1``): pydantic's strict mode allows that
+one widening, as JSON has a single number type.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ACTIVATIONS = (
+    "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "silu", "swish",
+    "leaky_relu", "softplus", "softsign", "hard_sigmoid", "exponential", "relu6", "mish",
+)
+LOSSES = (
+    "binary_crossentropy", "sparse_categorical_crossentropy", "categorical_crossentropy",
+    "mse", "mae", "huber",
+)
+CLASSIFICATION_LOSSES = ("binary_crossentropy", "sparse_categorical_crossentropy",
+                         "categorical_crossentropy")
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+METRICS = ("accuracy", "mae", "mse", "auc", "precision", "recall")
+SYNTHETIC_SETS = ("classification", "regression", "circle", "xor", "gauss", "spiral", "linear")
+SKLEARN_SETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
+GRADIENT_DESCENT = ("batch", "stochastic", "mini_batch")
+
+Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
+Loss = Literal[LOSSES]  # type: ignore[valid-type]
+Metric = Literal[METRICS]  # type: ignore[valid-type]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; no coercion between booleans, strings and numbers."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+class DenseLayer(StrictModel):
+    type: Literal["dense"]
+    units: int = Field(gt=0, description="Number of neurons.")
+    activation: Activation = "linear"
+    use_bias: bool = True
+
+
+class DropoutLayer(StrictModel):
+    type: Literal["dropout"]
+    rate: float = Field(ge=0.0, lt=1.0, description="Fraction of inputs dropped in training.")
+
+
+class BatchNormalizationLayer(StrictModel):
+    type: Literal["batch_normalization"]
+
+
+class ActivationLayer(StrictModel):
+    type: Literal["activation"]
+    activation: Activation
+
+
+Layer = Annotated[
+    DenseLayer | DropoutLayer | BatchNormalizationLayer | ActivationLayer,
+    Field(discriminator="type"),
+]
+
+
+class ModelSpec(StrictModel):
+    input_dim: int | None = Field(default=None, gt=0,
+                                  description="Optional; must equal the dataset's feature count.")
+    layers: list[Layer] = Field(min_length=1)
+
+
+# --- compile ---------------------------------------------------------------------------------
+
+
+class OptimizerSpec(StrictModel):
+    name: Literal[OPTIMIZERS]  # type: ignore[valid-type]
+    learning_rate: float = Field(default=0.01, gt=0.0)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0,
+                            description="sgd and rmsprop only.")
+    nesterov: bool = Field(default=False, description="sgd only.")
+    weight_decay: float | None = Field(default=None, ge=0.0, description="adamw (default 0.004).")
+
+    @model_validator(mode="after")
+    def _options_belong_to_optimizer(self) -> OptimizerSpec:
+        if self.momentum and self.name not in ("sgd", "rmsprop"):
+            raise ValueError(f"momentum={self.momentum} applies to sgd and rmsprop, "
+                             f"not {self.name!r}; remove it or switch optimizer")
+        if self.nesterov and self.name != "sgd":
+            raise ValueError(f"nesterov applies to sgd only, not {self.name!r}; remove it")
+        if self.weight_decay is not None and self.name != "adamw":
+            raise ValueError(f"weight_decay applies to adamw only, not {self.name!r}; "
+                             "remove it or use adamw")
+        return self
+
+
+class CompileSpec(StrictModel):
+    loss: Loss
+    optimizer: OptimizerSpec
+    metrics: list[Metric] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_shorthand(cls, data: Any) -> Any:
+        # "optimizer": "adam" is accepted as {"name": "adam"}.
+        if isinstance(data, dict) and isinstance(data.get("optimizer"), str):
+            data = {**data, "optimizer": {"name": data["optimizer"]}}
+        return data
+
+
+# --- fit -------------------------------------------------------------------------------------
+
+
+class EarlyStoppingSpec(StrictModel):
+    monitor: str = "val_loss"
+    patience: int = Field(default=10, ge=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    restore_best_weights: bool = False
+
+
+class FitSpec(StrictModel):
+    batch_size: int | None = Field(default=None, gt=0)
+    epochs: int = Field(gt=0)
+    validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    shuffle: bool = True
+    gradient_descent: Literal[GRADIENT_DESCENT] | None = None  # type: ignore[valid-type]
+    early_stopping: EarlyStoppingSpec | None = None
+    steps_per_execution: int | Literal["auto"] = "auto"
+
+
+# --- dataset ---------------------------------------------------------------------------------
+
+
+class SyntheticDataset(StrictModel):
+    kind: Literal["synthetic"]
+    name: Literal[SYNTHETIC_SETS]  # type: ignore[valid-type]
+    n_samples: int = Field(default=200, ge=2)
+    n_features: int | None = Field(default=None, gt=0)
+    n_classes: int | None = Field(default=None, ge=2)
+    noise: float = Field(default=0.1, ge=0.0)
+    seed: int = 0
+
+
+class SklearnDataset(StrictModel):
+    kind: Literal["sklearn"]
+    name: Literal[SKLEARN_SETS]  # type: ignore[valid-type]
+    standardize: bool = True
+
+
+class UploadDataset(StrictModel):
+    kind: Literal["upload"]
+    id: str = Field(min_length=1)
+    target: str = "target"
+    task: Literal["classification", "regression"] | None = None
+    standardize: bool = True
+
+
+Dataset = Annotated[SyntheticDataset | SklearnDataset | UploadDataset,
+                    Field(discriminator="kind")]
+
+
+class ResourcesSpec(StrictModel):
+    queue: Literal["cpu", "gpu"] | None = None
+
+
+class JobSpec(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    experiment: str = Field(default="Default", min_length=1, max_length=200)
+    dataset: Dataset
+    model: ModelSpec
+    compile: CompileSpec
+    fit: FitSpec
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    tags: dict[str, str] = Field(default_factory=dict)
