@@ -51,6 +51,10 @@ class Settings:
     max_params: int = 5_000_000
     max_epochs: int = 10_000
     max_samples: int = 200_000
+    # Estimated peak memory one job may add to its training process (dataset, weights with
+    # optimizer slots, activations, validation pass); specs above it are refused at the door.
+    # Sized for the compose worker's memory limit less TensorFlow's own footprint.
+    max_job_memory_mb: int = 2048
     max_upload_bytes: int = 10 * 1024 * 1024
     api_token: str | None = None
     keras_backend: str = "tensorflow"
@@ -104,6 +108,7 @@ class Settings:
             max_params=_env_int("KERASYARD_MAX_PARAMS", 5_000_000),
             max_epochs=_env_int("KERASYARD_MAX_EPOCHS", 10_000),
             max_samples=_env_int("KERASYARD_MAX_SAMPLES", 200_000),
+            max_job_memory_mb=_env_int("KERASYARD_MAX_JOB_MEMORY_MB", 2048),
             max_upload_bytes=_env_int("KERASYARD_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
             api_token=token,
             keras_backend=os.environ.get("KERAS_BACKEND", "tensorflow"),

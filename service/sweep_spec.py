@@ -26,17 +26,23 @@ from .spec import (
     DatasetInfo,
     ErrorDetail,
     Limits,
+    ResourcesSpec,
     SpecError,
     StrictModel,
     humanize_all,
     parse_spec,
     validate_job,
 )
+from .spec.models import SEED_MAX
 
 METHODS = ("grid", "random", "tpe")
 HIDDEN_ACTIVATION = "model.hidden_activation"
 MAX_SWEEP_JOBS = 2000  # trials x repeats; a bigger sweep is a typo more often than a plan
 Scalar = bool | int | float | str
+MAX_VALUES = 1000  # values of one swept parameter
+MAX_PARAMETERS = 20
+# A grid axis: at least one value (an empty list would make a sweep of no trials).
+Values = Annotated[list[Scalar], Field(min_length=1, max_length=MAX_VALUES)]
 
 
 # Strict like the job spec: "max_trials": "20" or "share_epochs": "false" is an error.
@@ -61,7 +67,7 @@ class IntRange(_Strict):
 
 class Categorical(_Strict):
     type: Literal["categorical"]
-    values: list[Scalar] = Field(min_length=1)
+    values: list[Scalar] = Field(min_length=1, max_length=MAX_VALUES)
 
 
 Range = Annotated[FloatRange | IntRange | Categorical, Field(discriminator="type")]
@@ -86,7 +92,7 @@ class AshaStopping(_Strict):
     """Optuna's SuccessiveHalvingPruner (asynchronous successive halving)."""
 
     type: Literal["asha"]
-    min_resource: int | Literal["auto"] = "auto"
+    min_resource: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     reduction_factor: int = Field(default=3, ge=2)
     min_early_stopping_rate: int = Field(default=0, ge=0)
 
@@ -100,17 +106,18 @@ class SweepSpec(_Strict):
                                    description="MLflow experiment; the base's when left out.")
     base: dict[str, Any]
     method: Literal[METHODS] = "grid"  # type: ignore[valid-type]
-    parameters: dict[str, list[Scalar] | Range] = Field(min_length=1)
+    parameters: dict[str, Values | Range] = Field(min_length=1, max_length=MAX_PARAMETERS)
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     max_trials: int | None = Field(default=None, ge=1)
     max_parallel: int = Field(default=2, ge=1, le=256)
     early_stopping: EarlyStopping | None = None
     repeats: int = Field(default=1, ge=1, le=50,
                          description="Seeds per configuration (fit.seed, fit.seed+1, ...).")
-    seed: int = Field(default=0, description="The sampler's seed (random, tpe).")
+    seed: int = Field(default=0, ge=0, le=SEED_MAX, description="The sampler's seed "
+                      "(random, tpe).")
     share_epochs: bool = Field(default=True, description="Train once for the epochs axis when "
                                "that gives the same result as separate trainings.")
-    resources: dict[str, Any] | None = None
+    resources: ResourcesSpec | None = None
 
 
 # --- paths into the base spec ------------------------------------------------------------------

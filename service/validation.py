@@ -13,7 +13,8 @@ from .spec import JobSpec, Limits, TrainingPlan, validate_job
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(settings.max_params, settings.max_epochs, settings.max_samples)
+    return Limits(settings.max_params, settings.max_epochs, settings.max_samples,
+                  settings.max_job_memory_mb)
 
 
 def resolver(settings: Settings, data: Any):

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import ErrorDetail, SpecError, humanize_all
+from .memory import MB, estimate
 from .models import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, JobSpec
 from .plan import (
     DEFAULT_LIMITS,
@@ -267,6 +268,16 @@ def param_cap(f: Facts) -> Iterator[ErrorDetail]:
                           f.total_params)
 
 
+def memory_budget(f: Facts) -> Iterator[ErrorDetail]:
+    need = estimate(f.spec, plan_of(f))
+    if need.total > f.limits.max_job_memory_mb * MB:
+        yield ErrorDetail("dataset", f"training this job would take {need.describe()}, above "
+                          f"the per-job budget of {f.limits.max_job_memory_mb:,} MB "
+                          "(KERASYARD_MAX_JOB_MEMORY_MB); use fewer samples or features, a "
+                          "smaller batch or validation split, or narrower layers",
+                          round(need.total / MB))
+
+
 # In the order their errors are reported.
 RULES: tuple[Rule, ...] = (
     sample_cap,
@@ -285,6 +296,7 @@ RULES: tuple[Rule, ...] = (
     steps_per_execution_positive,
     early_stopping_monitor,
     param_cap,
+    memory_budget,
 )
 
 
@@ -301,6 +313,11 @@ def plan_of(f: Facts) -> TrainingPlan:
     )
 
 
+def _with_memory(f: Facts) -> TrainingPlan:
+    plan = plan_of(f)
+    return dataclasses.replace(plan, memory_mb=round(estimate(f.spec, plan).total / MB, 1))
+
+
 def check_job(spec: JobSpec, limits: Limits = DEFAULT_LIMITS,
               resolve_upload: UploadResolver | None = None) -> TrainingPlan:
     """Cross-field checks; returns the plan or raises SpecError naming each field."""
@@ -313,7 +330,7 @@ def check_job(spec: JobSpec, limits: Limits = DEFAULT_LIMITS,
         errors.extend(rule(facts))
     if errors:
         raise SpecError(errors)
-    return plan_of(facts)
+    return _with_memory(facts)
 
 
 def validate_job(data: Any, limits: Limits = DEFAULT_LIMITS,

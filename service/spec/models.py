@@ -8,9 +8,10 @@ one widening, as JSON has a single number type.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ACTIVATIONS = (
     "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "silu", "swish",
@@ -37,7 +38,16 @@ Metric = Literal[METRICS]  # type: ignore[valid-type]
 class StrictModel(BaseModel):
     """Unknown keys are errors; no coercion between booleans, strings and numbers."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# numpy's and Keras's seeds are unsigned 32-bit.
+SEED_MAX = 2**32 - 1
+MAX_LAYERS = 64
+MAX_TAGS = 50
+# MLflow's rules for tag keys (kerasyard logs them as "user.<key>"): word characters,
+# dashes, dots, spaces and slashes, as a relative path with no "." or ".." parts.
+TAG_KEY = re.compile(r"^[\w\-. /]+$")
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -73,7 +83,7 @@ Layer = Annotated[
 class ModelSpec(StrictModel):
     input_dim: int | None = Field(default=None, gt=0,
                                   description="Optional; must equal the dataset's feature count.")
-    layers: list[Layer] = Field(min_length=1)
+    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
 
 
 # --- compile ---------------------------------------------------------------------------------
@@ -103,7 +113,7 @@ class OptimizerSpec(StrictModel):
 class CompileSpec(StrictModel):
     loss: Loss
     optimizer: OptimizerSpec
-    metrics: list[Metric] = Field(default_factory=list)
+    metrics: list[Metric] = Field(default_factory=list, max_length=len(METRICS))
 
     @model_validator(mode="before")
     @classmethod
@@ -128,7 +138,7 @@ class FitSpec(StrictModel):
     batch_size: int | None = Field(default=None, gt=0)
     epochs: int = Field(gt=0)
     validation_split: float = Field(default=0.0, ge=0.0, lt=1.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     shuffle: bool = True
     gradient_descent: Literal[GRADIENT_DESCENT] | None = None  # type: ignore[valid-type]
     early_stopping: EarlyStoppingSpec | None = None
@@ -144,8 +154,8 @@ class SyntheticDataset(StrictModel):
     n_samples: int = Field(default=200, ge=2)
     n_features: int | None = Field(default=None, gt=0)
     n_classes: int | None = Field(default=None, ge=2)
-    noise: float = Field(default=0.1, ge=0.0)
-    seed: int = 0
+    noise: float = Field(default=0.1, ge=0.0, le=1e6)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
 
 
 class SklearnDataset(StrictModel):
@@ -178,4 +188,20 @@ class JobSpec(StrictModel):
     compile: CompileSpec
     fit: FitSpec
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
+
+    @field_validator("tags")
+    @classmethod
+    def _mlflow_tag_keys(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            shown = key if len(key) <= 40 else key[:40] + "…"
+            parts = key.split("/")
+            if len(key) > 200 or not TAG_KEY.match(key) or key.startswith("/") or \
+                    any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"tag key {shown!r} is not one MLflow accepts: use at most 200 "
+                                 "letters, digits, '_', '-', '.', ' ' and '/' (no leading '/', "
+                                 "no empty, '.' or '..' parts)")
+            if len(value) > 5000:
+                raise ValueError(f"the value of tag {shown!r} is {len(value)} characters; MLflow "
+                                 "takes at most 5000")
+        return tags

@@ -13,6 +13,8 @@ class Limits:
     max_params: int = 5_000_000
     max_epochs: int = 10_000
     max_samples: int = 200_000
+    # What one job may add to a training process's memory (see service.spec.memory).
+    max_job_memory_mb: int = 2048
 
 
 DEFAULT_LIMITS = Limits()
@@ -36,6 +38,7 @@ class TrainingPlan:
     gradient_descent: str
     output_units: int
     output_activation: str
+    memory_mb: float = 0.0  # the estimated peak (service.spec.memory)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -19,6 +20,7 @@ from . import scheduler
 from .trials import best_trial, pending_grid_trials, trials_of
 
 SWEEP_STATUSES = [s.value for s in SweepStatus]
+log = logging.getLogger(__name__)
 
 
 def validate(settings: Settings, data: Any) -> tuple[SweepSpec, SweepPlan]:
@@ -39,7 +41,11 @@ def submit_sweep(settings: Settings, data: Any) -> dict:
         s.add(Sweep(id=sweep_id, name=sweep.name, experiment=sweep.experiment,
                     method=sweep.method, spec=sweep.model_dump(mode="json"),
                     plan=plan.as_dict(), study_name=f"kerasyard-sweep-{sweep_id}"))
-    scheduler.advance(settings, sweep_id, CelerySender(settings))
+    try:
+        scheduler.advance(settings, sweep_id, CelerySender(settings))
+    except Exception:  # stored: the background round advances it; the caller gets its 202
+        log.warning("starting sweep %s failed; the background round retries", sweep_id,
+                    exc_info=True)
     return get_sweep(settings, sweep_id)
 
 

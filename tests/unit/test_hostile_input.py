@@ -168,3 +168,109 @@ def test_plots_print_dollar_signs_as_written(tmp_path):
     plots.learning_curve({"loss": [1.0, 0.5]}, tmp_path / "curve.png", title)
     plots.confusion_matrix(np.array([[1, 0], [0, 1]]), ["$a", "b$^"], tmp_path / "cm.png", title)
     assert (tmp_path / "curve.png").stat().st_size > 0 and (tmp_path / "cm.png").stat().st_size > 0
+
+
+# --- specs that would fail later, or take a worker's host down, are refused at the door ------
+
+def _locs(exc) -> set[str]:
+    return {d.loc for d in exc.value.details}
+
+
+@pytest.mark.parametrize("path,value", [
+    (("fit", "seed"), -1), (("fit", "seed"), 2**32), (("dataset", "seed"), 2**40),
+])
+def test_seeds_outside_32_bits_are_refused(path, value):
+    from service.spec import SpecError, validate_job
+
+    spec = tiny_spec()
+    spec[path[0]][path[1]] = value
+    with pytest.raises(SpecError) as exc:
+        validate_job(spec)
+    assert ".".join(path) in _locs(exc)
+
+
+@pytest.mark.parametrize("tags,ok", [
+    ({"a$b": "x"}, False), ({"x y/z?": "x"}, False), ({"../up": "x"}, False),
+    ({"/abs": "x"}, False), ({"k": "v" * 5001}, False), ({f"k{i}": "v" for i in range(51)}, False),
+    ({"team/project name": "lecture", "run-1.a_b": "ok"}, True),
+])
+def test_tag_keys_must_be_ones_mlflow_accepts(tags, ok):
+    from service.spec import SpecError, validate_job
+
+    spec = tiny_spec(tags=tags)
+    if ok:
+        validate_job(spec)
+        return
+    with pytest.raises(SpecError) as exc:
+        validate_job(spec)
+    assert "tags" in _locs(exc)
+
+
+def test_layer_lists_are_capped():
+    from service.spec import SpecError, validate_job
+
+    spec = tiny_spec()
+    spec["model"]["layers"] = [{"type": "activation", "activation": "relu"}] * 100_000 + \
+        spec["model"]["layers"]
+    with pytest.raises(SpecError) as exc:
+        validate_job(spec)
+    assert "model.layers" in _locs(exc)
+
+
+@pytest.mark.parametrize("n_samples,n_features", [(200_000, 40_000), (100_000, 20_000)])
+def test_a_dataset_too_big_for_a_worker_is_refused_with_the_estimate(client, n_samples,
+                                                                       n_features):
+    spec = tiny_spec(dataset={"kind": "synthetic", "name": "classification",
+                              "n_samples": n_samples, "n_features": n_features,
+                              "n_classes": 2, "seed": 0})
+    resp = _post(client, json.dumps(spec))
+    assert resp.status_code == 422, resp.get_data(as_text=True)[:500]
+    detail = next(d for d in resp.get_json()["error"]["details"] if d["loc"] == "dataset")
+    assert "per-job budget of 2,048 MB" in detail["msg"] and "dataset" in detail["msg"]
+    assert detail["value"] > 2048
+
+
+def test_the_lecture_job_fits_the_budget_and_shows_its_estimate():
+    from service.spec import validate_job
+    from tests.helpers import lecture_spec
+
+    _, plan = validate_job(lecture_spec())
+    assert 0 < plan.memory_mb < 5
+
+
+def _sweep(**overrides) -> dict:
+    sweep = {"name": "s", "base": tiny_spec(), "method": "random", "max_trials": 3,
+             "objective": {"metric": "loss"},
+             "parameters": {"compile.optimizer.learning_rate":
+                            {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}}}
+    sweep.update(overrides)
+    return sweep
+
+
+@pytest.mark.parametrize("overrides,loc", [
+    ({"seed": 4295 * 10**6}, "seed"), ({"seed": -1}, "seed"), ({"seed": 2**40}, "seed"),
+    ({"method": "grid", "max_trials": None, "parameters": {"fit.batch_size": []}},
+     "parameters.fit.batch_size"),
+    ({"early_stopping": {"type": "asha", "min_resource": 0}}, "early_stopping.min_resource"),
+    ({"resources": {"queue": "tpu"}}, "resources.queue"),
+    ({"resources": {"queue": "cpu", "extra": {"deep": [1]}}}, "resources.extra"),
+])
+def test_every_sweep_field_is_validated_at_the_door(overrides, loc):
+    from service.spec import SpecError
+    from service.sweep_spec import validate_sweep
+
+    with pytest.raises(SpecError) as exc:
+        validate_sweep(_sweep(**overrides))
+    assert any(d.startswith(loc) for d in _locs(exc)), _locs(exc)
+
+
+@pytest.mark.parametrize("seed", [0, 4295, 2**32 - 1])
+def test_any_valid_sweep_seed_seeds_the_samplers(seed):
+    from service.sweep_spec import validate_sweep
+    from service.sweeps.studies import sampler
+
+    sweep, _ = validate_sweep(_sweep(seed=seed))
+    for method in ("random", "tpe"):
+        spec = {**sweep.model_dump(mode="json"), "method": method}
+        for n in (0, 1, 10_000):
+            sampler(spec, n)  # numpy refuses seeds of 2**32 and above
