@@ -34,6 +34,7 @@ from ..lifecycle import Claim, Sender
 from ..models import Job, JobEpoch, Sweep
 from ..sweep_spec import ordered, trial_name
 from . import scheduler, studies
+from .studies import dispose_storages  # noqa: F401 (the worker's child, after fork)
 from .trials import Trial, best_trial, job_objective, trials_of  # noqa: F401 (for the report)
 
 log = logging.getLogger(__name__)
