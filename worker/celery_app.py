@@ -35,6 +35,9 @@ if settings.tf_threads > 0:  # read by TensorFlow when the child creates its fir
 
 app = Celery("kerasyard", include=["worker.tasks"])
 app.conf.update(celery_config(settings))
+# A child imports Keras before it reports UP (_init_child); Celery's 4 s default kills it as
+# hung when the machine is busy, and then every replacement child the same way.
+app.conf.worker_proc_alive_timeout = 60
 
 log = logging.getLogger(__name__)
 
