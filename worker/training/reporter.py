@@ -119,6 +119,7 @@ class Reporter:
         # so small batches overestimate it: the safe side).
         self._cost_per_value = 2e-4
         self.mlflow_errors = 0
+        self.last_epoch = 0  # the last epoch fit finished
         # Called from this thread with each batch of new epochs; True stops training (a sweep
         # trial's pruner).
         self.on_epochs: Callable[[list[tuple[int, dict]]], bool] | None = None
@@ -134,6 +135,7 @@ class Reporter:
         self._t0 = time.monotonic()  # elapsed and ETA count from here
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.last_epoch = epoch
         with self._lock:
             self._pending_db.append((epoch, metrics))
             self._pending_mlflow.append((epoch, metrics))

@@ -93,7 +93,7 @@ class JobRun:
         # whose heartbeat stops is taken for a dead worker's and handed to another.
         self.heartbeat.start()
         self.reporter.start()
-        outcome, result = Outcome(JobStatus.failed), None
+        outcome = Outcome(JobStatus.failed)
         try:
             try:
                 self.ctx = for_worker.trial_context(self.settings, self.claim)
@@ -104,14 +104,12 @@ class JobRun:
                     raise
         finally:
             self.reporter.close()
-            try:
-                result = self._end(outcome)
-            finally:
-                self.heartbeat.stop()
-                if result not in (None, SUPERSEDED) and self.ctx is not None:
-                    # Tell Optuna, start the next trials (the superseded leave it to the owner).
-                    for_worker.trial_ended(self.settings, self.ctx.sweep_id,
-                                           WorkerSender(self.settings))
+            self.heartbeat.stop()  # the last writes are a few quick transactions
+            result = self._end(outcome)
+            if result != SUPERSEDED and self.ctx is not None:
+                # Tell Optuna, start the next trials (the superseded leave it to the owner).
+                for_worker.trial_ended(self.settings, self.ctx.sweep_id,
+                                       WorkerSender(self.settings))
         return result
 
     # --- training --------------------------------------------------------------------------
@@ -261,8 +259,9 @@ class JobRun:
         answer = Ownership.SUPERSEDED if self.superseded else self._finish(outcome)
         if answer is Ownership.SUPERSEDED:
             self.signals.answer(answer, self.job_id)
-            log.warning("job %s: stopped as superseded (attempt %d); its new owner ends "
-                        "MLflow run %s", self.job_id, self.fence.attempt, self.run_id)
+            log.warning("job %s: stopped as superseded (attempt %d) after %d epochs; its new "
+                        "owner ends MLflow run %s", self.job_id, self.fence.attempt,
+                        self.reporter.last_epoch, self.run_id)
             return SUPERSEDED
         self._end_mlflow_run(outcome.status)
         return outcome.status.value
