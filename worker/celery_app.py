@@ -34,7 +34,7 @@ if settings.tf_threads > 0:  # read by TensorFlow when the child creates its fir
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(settings.tf_threads))
 
 app = Celery("kerasyard", include=["worker.tasks"])
-app.conf.update(celery_config(settings))
+app.conf.update(celery_config(settings))  # worker_proc_alive_timeout: see celery_config
 
 log = logging.getLogger(__name__)
 

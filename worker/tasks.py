@@ -9,7 +9,7 @@ from .celery_app import app
 
 @app.task(name="worker.train")
 def train(job_id: str) -> str:
-    from .training.runner import run_job
+    from .training.run import run_job
 
     return run_job(job_id, get_settings())
 

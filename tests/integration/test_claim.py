@@ -16,7 +16,7 @@ from service.db import session_scope
 from service.models import Job, JobEpoch, utcnow
 from service.spec import validate_job
 from tests.helpers import tiny_spec
-from worker.training.runner import claim
+from worker.training.claim import claim
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def row(cfg, job_id) -> Job:
 def test_queued_job_is_claimed_once(cfg):
     job_id = make_job(cfg)
     snap = claim(job_id, cfg)
-    assert snap["id"] == job_id and snap["attempts"] == 1
+    assert snap.fence.job_id == job_id and snap.fence.attempt == 1
     assert row(cfg, job_id).status == "running"
     # A second delivery while a live process on this host trains it is dropped.
     import socket
@@ -72,7 +72,7 @@ def test_live_pid_with_a_stale_heartbeat_is_taken_over(cfg):
         job_id = make_job(cfg, status="running", attempts=1,
                           worker=f"{socket.gethostname()}:{other.pid}", heartbeat_at=old)
         snap = claim(job_id, cfg)
-        assert snap is not None and snap["attempts"] == 2
+        assert snap is not None and snap.fence.attempt == 2
     finally:
         other.kill()
         other.wait()
@@ -92,7 +92,7 @@ def test_stale_owner_is_taken_over_and_old_epochs_dropped(cfg):
     with session_scope(cfg.database_url) as s:
         s.add(JobEpoch(job_id=job_id, epoch=1, metrics={"loss": 1.0}))
     snap = claim(job_id, cfg)
-    assert snap is not None and snap["attempts"] == 2
+    assert snap is not None and snap.fence.attempt == 2
     with session_scope(cfg.database_url) as s:
         assert s.get(JobEpoch, (job_id, 1)) is None
 
@@ -105,7 +105,7 @@ def test_dead_pid_on_this_host_is_taken_over_at_once(cfg):
     proc.wait()  # a pid that no longer runs
     job_id = make_job(cfg, status="running", attempts=1,
                       worker=f"{socket.gethostname()}:{proc.pid}", heartbeat_at=utcnow())
-    assert claim(job_id, cfg)["attempts"] == 2
+    assert claim(job_id, cfg).fence.attempt == 2
 
 
 def test_retries_are_capped(cfg):
@@ -154,4 +154,4 @@ def test_api_resends_a_running_job_whose_worker_went_silent(cfg, idle_broker):
     sent = [json.loads(m)["headers"]["argsrepr"] for m in r.lrange("cpu", 0, -1)]
     assert any(orphan in a for a in sent) and not any(alive in a for a in sent)
     r.flushdb()
-    assert claim(orphan, cfg)["attempts"] == 2  # what the worker receiving it does
+    assert claim(orphan, cfg).fence.attempt == 2  # what the worker receiving it does

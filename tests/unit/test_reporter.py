@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 
 from service.config import Settings
-from worker.training.runner import Reporter
+from service.lifecycle import Fence
+from worker.training.reporter import Reporter, Signals
 
 
 def reporter(**overrides) -> Reporter:
     settings = dataclasses.replace(Settings.from_env(), mlflow_flush_interval_s=1.0,
                                    mlflow_max_duty=0.01, **overrides)
-    rep = Reporter(settings, "job", 1000, threading.Event())
+    rep = Reporter(settings, Fence("job", 1), 1000, Signals())
     rep.mlflow = object()  # only its presence matters to the share
     return rep
 

@@ -86,3 +86,19 @@ def base_tags(job_id: str, sweep_id: str | None, digest: str, backend: str) -> d
     if sweep_id:
         tags["kerasyard.sweep_id"] = sweep_id
     return tags
+
+
+def sweep_parent_run(settings, cl, sweep_id: str) -> tuple[str, str]:
+    """The sweep's MLflow parent run, created by whichever trial (or report) gets there
+    first; a run that lost the race is deleted."""
+    from service.sweeps import for_worker
+
+    parent = for_worker.parent_run(settings, sweep_id)
+    if parent.run_id:
+        return parent.run_id, parent.experiment_id
+    exp_id = experiment_id(cl, parent.experiment)
+    mine = start_run(cl, exp_id, parent.run_name, parent.tags, parent.params)
+    run_id, exp_id, won = for_worker.adopt_parent_run(settings, sweep_id, mine, exp_id)
+    if not won:
+        cl.delete_run(mine)
+    return run_id, exp_id

@@ -1,0 +1,76 @@
+"""What a finished run leaves in MLflow besides its metrics: the artifacts of a run, its
+model, and the record of a failure."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+import traceback
+from pathlib import Path
+
+from service.config import Settings
+
+from . import model as M
+from . import plots
+
+
+def write_artifacts(cl, run_id: str, raw: dict, spec, plan, model, data,
+                    history: list[dict]) -> None:
+    """spec.json, model_summary.txt, history.csv, learning_curve.png and, for classification,
+    confusion_matrix.png, in one log_artifacts call."""
+    with tempfile.TemporaryDirectory(prefix="kerasyard-") as tmp:
+        out = Path(tmp)
+        (out / "spec.json").write_text(json.dumps(raw, indent=2))
+        (out / "model_summary.txt").write_text(M.summary_text(model, plan))
+        write_history(history, out / "history.csv")
+        if history:
+            plots.learning_curve({k: [h.get(k, float("nan")) for h in history]
+                                  for k in history[0]}, out / "learning_curve.png",
+                                 f"{spec.name}: {plan.gradient_descent} GD, batch "
+                                 f"{plan.batch_size}, {len(history)} epochs")
+        if plan.task == "classification":
+            x, y, which = ((data.x_val, data.y_val, "validation") if data.x_val is not None
+                           else (data.x_train, data.y_train, "training"))
+            probs = model.predict(x, batch_size=max(256, plan.batch_size), verbose=0)
+            pred = ((probs.reshape(-1) > (0.0 if plan.output_activation == "linear" else 0.5))
+                    .astype(int) if plan.output_units == 1 else probs.argmax(axis=1))
+            counts = plots.confusion_counts(y, pred, plan.n_classes or 2)
+            plots.confusion_matrix(counts, data.class_names or [], out / "confusion_matrix.png",
+                                   f"confusion matrix ({which} set)")
+        cl.log_artifacts(run_id, str(out))
+
+
+def write_history(history: list[dict], path: Path) -> None:
+    keys = list(history[0]) if history else ["loss"]
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", *keys])
+        for i, row in enumerate(history, start=1):
+            writer.writerow([i, *(row.get(k) for k in keys)])
+
+
+def log_model(settings: Settings, model, data, run_id: str) -> None:
+    import keras
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    sample = data.x_train[:5]
+    signature = infer_signature(sample, keras.ops.convert_to_numpy(model(sample)))
+    # Explicit requirements skip MLflow's import-capturing subprocess (seconds per run).
+    reqs = [f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
+    with mlflow.start_run(run_id=run_id):
+        mlflow.keras.log_model(model, name="model", signature=signature,
+                               pip_requirements=reqs)
+
+
+def record_failure(cl, run_id: str, error: dict, exc: BaseException) -> None:
+    """The error as tags, a note and error.txt (with the traceback) on the run."""
+    cl.set_tag(run_id, "kerasyard.error", error["message"][:5000])
+    cl.set_tag(run_id, "mlflow.note.content", f"**Failed**: {error['type']}: {error['message']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "error.txt"
+        path.write_text(f"{error['type']}: {error['message']}\n\n"
+                        + "".join(traceback.format_exception(exc)))
+        cl.log_artifact(run_id, str(path))

@@ -1,0 +1,289 @@
+"""What a training tells the world while it runs, from two background threads.
+
+- :class:`Heartbeat` only calls :func:`service.lifecycle.heartbeat` every
+  ``report_interval_s``: one row update, so nothing else the worker waits on (an MLflow call
+  that hangs, a slow flush) can make a live job look dead.
+- :class:`Reporter` batches the epochs fit hands it to the database
+  (:func:`service.lifecycle.record_epochs`, fenced and idempotent) and to MLflow.
+- :func:`epoch_callback`: the Keras callback that feeds the reporter and stops training at
+  an epoch boundary on NaN, cancel, a sweep's pruner or a superseded claim.
+
+Both threads answer to the same :class:`Signals`: a fenced write that answers CANCEL sets
+``cancel``; one that answers SUPERSEDED sets ``superseded``, after which neither thread
+writes anything more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from service import lifecycle
+from service.config import Settings
+from service.lifecycle import Fence, Ownership
+
+from . import tracking
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Signals:
+    """Why training should stop at the next epoch boundary (set from any thread)."""
+
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    prune: threading.Event = dataclasses.field(default_factory=threading.Event)
+    superseded: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def answer(self, ownership: Ownership, job_id: str) -> None:
+        """Act on what a fenced write found."""
+        if ownership is Ownership.CANCEL:
+            self.cancel.set()
+        elif ownership is Ownership.SUPERSEDED and not self.superseded.is_set():
+            log.warning("job %s: superseded (another attempt owns it, or it ended); stopping "
+                        "without writing anything more", job_id)
+            self.superseded.set()
+
+
+def clean(metrics: dict) -> dict:
+    """JSON-safe metrics: NaN/inf become None (they are not valid JSON)."""
+    return {k: (v if isinstance(v, (int, float)) and math.isfinite(v) else None)
+            for k, v in metrics.items()}
+
+
+class Heartbeat:
+    """A thread that keeps the claim alive: one fenced row update per interval."""
+
+    def __init__(self, settings: Settings, fence: Fence, signals: Signals,
+                 interval_s: float | None = None):
+        self.settings, self.fence, self.signals = settings, fence, signals
+        self.interval_s = interval_s if interval_s is not None else settings.report_interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"heartbeat-{fence.job_id}")
+        self.beats = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if self.signals.superseded.is_set():
+                return
+            try:
+                answer = lifecycle.heartbeat(self.settings, self.fence)
+            except Exception:
+                log.warning("heartbeat of job %s failed; will retry", self.fence.job_id,
+                            exc_info=True)
+                continue
+            self.beats += 1
+            self.signals.answer(answer, self.fence.job_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+class Reporter:
+    """Hands epochs to the database and MLflow from a background thread.
+
+    fit() only appends to a list. Every ``report_interval_s`` the thread writes the new epochs
+    and the progress to the database in one fenced transaction that also reads the cancel flag.
+    MLflow gets one log_batch at most every ``mlflow_flush_interval_s``, sized so that its
+    calls fill at most ``mlflow_max_duty`` of the wall clock (see _mlflow_share).
+    """
+
+    def __init__(self, settings: Settings, fence: Fence, epochs: int, signals: Signals):
+        self.settings = settings
+        self.fence = fence
+        self.epochs = epochs
+        self.signals = signals
+        self.run_id: str | None = None
+        self.mlflow = None
+        self._pending_db: list[tuple[int, dict]] = []
+        self._pending_mlflow: list[tuple[int, dict]] = []
+        self._lock = threading.Lock()  # the pending lists
+        self._flushing = threading.Lock()  # one flush at a time, so writes keep their order
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"reporter-{fence.job_id}")
+        self._t0 = time.monotonic()
+        self._last_mlflow = time.monotonic()
+        # Seconds of MLflow call per metric value, learned from each call (fixed costs included,
+        # so small batches overestimate it: the safe side).
+        self._cost_per_value = 2e-4
+        self.mlflow_errors = 0
+        self.last_epoch = 0  # the last epoch fit finished
+        # Called from this thread with each batch of new epochs; True stops training (a sweep
+        # trial's pruner).
+        self.on_epochs: Callable[[list[tuple[int, dict]]], bool] | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.fence.job_id
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def fit_started(self) -> None:
+        self._t0 = time.monotonic()  # elapsed and ETA count from here
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.last_epoch = epoch
+        with self._lock:
+            self._pending_db.append((epoch, metrics))
+            self._pending_mlflow.append((epoch, metrics))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.report_interval_s):
+            self.flush()
+
+    def _mlflow_share(self, final: bool) -> list[tuple[int, dict]]:
+        """The epochs MLflow gets now (called under the lock).
+
+        MLflow calls may take ``mlflow_max_duty`` of the time since the last one. A server's
+        ingest costs about the same per value however they are batched, so when epochs come
+        faster than that budget allows, the oldest epochs go now and the rest wait for a later
+        call or the final flush after fit. Slow epochs (the usual case) all go every second.
+        """
+        now = time.monotonic()
+        if final:
+            batch, self._pending_mlflow = self._pending_mlflow, []
+            return batch
+        if not self._pending_mlflow or now - self._last_mlflow < \
+                self.settings.mlflow_flush_interval_s:
+            return []
+        budget = self.settings.mlflow_max_duty * (now - self._last_mlflow) / self._cost_per_value
+        taken, values = 0, 0
+        for _, metrics in self._pending_mlflow:
+            values += len(metrics)
+            if taken and values > budget:
+                break
+            taken += 1
+        batch, self._pending_mlflow = self._pending_mlflow[:taken], self._pending_mlflow[taken:]
+        return batch
+
+    def flush(self, final: bool = False) -> None:
+        """The database first (progress, the cancel flag and the fence), then MLflow."""
+        with self._flushing:
+            if self.signals.superseded.is_set():
+                return
+            with self._lock:
+                db_batch, self._pending_db = self._pending_db, []
+            if not self._write_db(db_batch):
+                return
+            if self.signals.superseded.is_set():
+                return  # nothing more goes anywhere: the new owner ends our MLflow run
+            self._write_mlflow(final)
+            if self.on_epochs is not None and db_batch:
+                try:
+                    if self.on_epochs(db_batch):
+                        self.signals.prune.set()
+                except Exception:
+                    log.warning("reporting to the sweep's pruner failed", exc_info=True)
+
+    def _write_db(self, batch: list[tuple[int, dict]]) -> bool:
+        progress = self.progress(batch[-1]) if batch else None
+        try:
+            answer = lifecycle.record_epochs(self.settings, self.fence,
+                                             [(e, clean(m)) for e, m in batch], progress)
+        except Exception:
+            log.warning("progress write failed; will retry", exc_info=True)
+            with self._lock:
+                self._pending_db[:0] = batch
+            return False
+        self.signals.answer(answer, self.job_id)
+        return True
+
+    def progress(self, last: tuple[int, dict]) -> dict:
+        epoch, metrics = last
+        elapsed = time.monotonic() - self._t0
+        eta = elapsed / epoch * (self.epochs - epoch) if epoch else None
+        return {"epoch": epoch, "epochs": self.epochs, "metrics": clean(metrics),
+                "elapsed_s": round(elapsed, 3), "eta_s": None if eta is None else round(eta, 3)}
+
+    def _write_mlflow(self, final: bool) -> None:
+        if self.mlflow is None or not self.run_id:
+            return
+        with self._lock:
+            batch = self._mlflow_share(final)
+        if not batch:
+            return
+        started = time.monotonic()
+        try:
+            tracking.log_epochs(self.mlflow, self.run_id, batch)
+        except Exception:
+            self.mlflow_errors += 1
+            log.warning("MLflow log_batch failed; will retry", exc_info=True)
+            with self._lock:  # keep them for the next flush
+                self._pending_mlflow[:0] = batch
+            return
+        took = time.monotonic() - started
+        self._last_mlflow = time.monotonic()
+        values = sum(len(m) for _, m in batch)
+        self._cost_per_value = 0.5 * self._cost_per_value + 0.5 * took / max(values, 1)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        try:
+            self.flush(final=True)
+        except Exception:
+            log.warning("final progress flush of job %s failed", self.job_id, exc_info=True)
+
+
+def epoch_callback(reporter: Reporter, signals: Signals,
+                   checkpoints: dict[int, Path] | None = None):
+    """``checkpoints`` maps epoch -> path: the model is saved there at the end of that epoch
+    (the shared trials recorded from this training)."""
+    import keras
+
+    checkpoints = checkpoints or {}
+
+    class EpochReporter(keras.callbacks.Callback):
+        """Per epoch: metrics + learning rate + epoch time to the reporter; NaN, superseded,
+        cancel and a sweep's pruner stop training at the epoch boundary."""
+
+        def __init__(self):
+            super().__init__()
+            self.history: list[dict[str, float]] = []
+            self.nan_epoch: int | None = None
+            self.superseded = self.cancelled = self.pruned = False
+            self.saved: dict[int, Path] = {}
+            self._t = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if signals.superseded.is_set():  # not even this epoch is ours to report
+                self.superseded = True
+                self.model.stop_training = True
+                return
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+            metrics["epoch_time_s"] = time.perf_counter() - self._t
+            self.history.append(metrics)
+            reporter.epoch(epoch + 1, metrics)
+            if epoch + 1 in checkpoints:
+                self.model.save(checkpoints[epoch + 1])
+                self.saved[epoch + 1] = checkpoints[epoch + 1]
+            if not math.isfinite(metrics.get("loss", 0.0)):
+                self.nan_epoch = epoch + 1
+                self.model.stop_training = True
+            elif signals.cancel.is_set():
+                self.cancelled = True
+                self.model.stop_training = True
+            elif signals.prune.is_set():
+                self.pruned = True
+                self.model.stop_training = True
+
+    return EpochReporter()

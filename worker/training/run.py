@@ -1,0 +1,302 @@
+"""One job's run, top to bottom: claim -> trial context -> dataset and model -> MLflow run
+-> fit -> artifacts -> finish.
+
+Every write to the job's row goes through a fenced function of :mod:`service.lifecycle`.
+When one of them (or the heartbeat) answers SUPERSEDED, another attempt owns the job: this
+run stops at the next epoch boundary, writes nothing more to the database, logs no artifacts
+or model, and leaves its MLflow run's status to the new owner (who ends it as a stale run).
+The MLflow run gets its final status only after :func:`service.lifecycle.finish` went
+through, so a failed last write never relabels it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from service import lifecycle
+from service import spec as S
+from service.config import Settings
+from service.db import session_scope
+from service.lifecycle import MLFLOW_RUN_STATUS, Claim, Ownership
+from service.models import Dataset, JobStatus
+from service.sweeps import for_worker
+from service.validation import validate
+
+from . import artifacts, shared_trials, tracking
+from . import datasets as D
+from . import model as M
+from .claim import claim
+from .reporter import Heartbeat, Reporter, Signals, clean, epoch_callback
+from .sender import WorkerSender
+
+log = logging.getLogger(__name__)
+
+SUPERSEDED = "superseded"
+FINISH_TRIES = 3
+
+
+class TrainingFailed(Exception):
+    """Training could not go on; the message says why and what to change."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    status: JobStatus
+    summary: dict | None = None
+    error: dict | None = None
+
+
+def run_job(job_id: str, settings: Settings) -> str:
+    """Train one job by id; returns its final status, 'skipped' when there was nothing to do
+    or 'superseded' when another attempt took the job over."""
+    got = claim(job_id, settings)
+    if got is None:
+        return "skipped"
+    return JobRun(settings, got).run()
+
+
+def upload_loader(settings: Settings):
+    def load(dataset_id: str):
+        with session_scope(settings.database_url) as s:
+            row = s.get(Dataset, dataset_id)
+            if row is None:
+                raise TrainingFailed(f"uploaded dataset {dataset_id!r} no longer exists")
+            return row.content, row.columns
+
+    return load
+
+
+class JobRun:
+    def __init__(self, settings: Settings, claimed: Claim):
+        self.settings = settings
+        self.claim = claimed
+        self.fence = claimed.fence
+        self.job_id = claimed.fence.job_id
+        self.signals = Signals()
+        self.heartbeat = Heartbeat(settings, self.fence, self.signals)
+        self.reporter = Reporter(settings, self.fence, 0, self.signals)
+        self.ctx: for_worker.TrialContext | None = None
+        self.mlflow = None
+        self.run_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.pruned_at: int | None = None
+
+    @property
+    def superseded(self) -> bool:
+        return self.signals.superseded.is_set()
+
+    def run(self) -> str:
+        # The heartbeat covers the whole run (dataset, compile, artifacts), not only fit: a job
+        # whose heartbeat stops is taken for a dead worker's and handed to another.
+        self.heartbeat.start()
+        self.reporter.start()
+        outcome = Outcome(JobStatus.failed)
+        try:
+            try:
+                self.ctx = for_worker.trial_context(self.settings, self.claim)
+                outcome = self._train()
+            except BaseException as exc:  # SoftTimeLimitExceeded derives from Exception too
+                outcome = self._failed(exc)
+                if not isinstance(exc, Exception):
+                    raise
+        finally:
+            self.reporter.close()
+            self.heartbeat.stop()  # the last writes are a few quick transactions
+            result = self._end(outcome)
+            if result != SUPERSEDED and self.ctx is not None:
+                # Tell Optuna, start the next trials (the superseded leave it to the owner).
+                for_worker.trial_ended(self.settings, self.ctx.sweep_id,
+                                       WorkerSender(self.settings))
+        return result
+
+    # --- training --------------------------------------------------------------------------
+
+    def _train(self) -> Outcome:
+        st = self.settings
+        raw = self.claim.spec
+        spec, plan = validate(st, raw)  # the same checks as at submission, caps included
+        import keras
+
+        data = D.build_dataset(spec, plan, upload_loader(st))
+        self.reporter.epochs = plan.epochs
+        backend = keras.backend.backend()
+        spe = M.choose_steps_per_execution(plan.steps_per_epoch, st.max_steps_per_execution,
+                                           spec.fit.steps_per_execution)
+        if st.mlflow_logging and not self.superseded:
+            self._start_mlflow_run(raw, spec, plan, data, {"steps_per_execution": spe,
+                                                           "keras_backend": backend})
+        self.reporter.on_epochs = for_worker.pruner(st, self.ctx)
+
+        keras.utils.set_random_seed(spec.fit.seed)
+        model = M.build_model(spec, plan)
+        M.compile_model(model, spec, plan, spe)
+        y_train = M.prepare_targets(data.y_train, spec, plan)
+        y_val = M.prepare_targets(data.y_val, spec, plan)
+        ckpt_dir = shared_trials.checkpoint_dir() if self.ctx and self.ctx.shared else None
+        callback = epoch_callback(self.reporter, self.signals, shared_trials.checkpoints(
+            self.ctx, Path(ckpt_dir.name)) if ckpt_dir else None)
+        callbacks = [callback]
+        if spec.fit.early_stopping is not None:
+            es = spec.fit.early_stopping
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
+                restore_best_weights=es.restore_best_weights))
+        validation = None
+        if data.x_val is not None:
+            validation = D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
+
+        self.reporter.fit_started()
+        t0 = time.perf_counter()
+        try:
+            model.fit(
+                D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                                spec.fit.shuffle),
+                steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
+                validation_data=validation, validation_steps=1 if validation else None,
+                callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
+            )
+            fit_time = time.perf_counter() - t0
+            self.reporter.flush(final=True)  # every epoch is in MLflow before the artifacts
+            history = callback.history
+            if self.ctx and self.ctx.shared and not self.superseded:
+                shared_trials.record(
+                    st, self.fence, self.signals, self.mlflow, ctx=self.ctx,
+                    parent_run_id=self.parent_run_id, trainer_run_id=self.run_id, data=data,
+                    history=history, saved=callback.saved)
+        finally:
+            if ckpt_dir is not None:
+                ckpt_dir.cleanup()
+        if self.superseded:
+            return Outcome(JobStatus.failed)  # never written: _end sees the signal
+
+        if callback.nan_epoch is not None:
+            raise TrainingFailed(
+                f"loss became {history[-1].get('loss')} at epoch {callback.nan_epoch}: training "
+                f"diverged. The learning rate {spec.compile.optimizer.learning_rate:g} is "
+                "probably too high; lower compile.optimizer.learning_rate")
+        status = (JobStatus.cancelled if callback.cancelled else
+                  JobStatus.pruned if callback.pruned else JobStatus.succeeded)
+        summary = {
+            "epochs_completed": len(history),
+            "stopped_early": not callback.cancelled and len(history) < plan.epochs,
+            "final_metrics": clean(history[-1]) if history else {},
+            "best_loss": min((h["loss"] for h in history), default=None),
+            "fit_time_s": round(fit_time, 3),
+            "steps_per_execution": spe,
+            "keras_backend": backend,
+        }
+        if callback.pruned:
+            self.pruned_at = len(history)
+            summary["pruned_at_epoch"] = len(history)
+        if self.mlflow is not None and not self.superseded:
+            artifacts.write_artifacts(self.mlflow, self.run_id, raw, spec, plan, model, data,
+                                      history)
+            if status == JobStatus.succeeded and st.log_model and not self.superseded:
+                artifacts.log_model(st, model, data, self.run_id)
+        summary["mlflow_errors"] = self.reporter.mlflow_errors
+        return Outcome(status, summary)
+
+    def _start_mlflow_run(self, raw: dict, spec, plan, data, extra: dict) -> None:
+        st = self.settings
+        self.mlflow = cl = tracking.client(st.mlflow_tracking_uri)
+        exp_id = tracking.experiment_id(cl, spec.experiment)
+        tags = tracking.base_tags(self.job_id, self.claim.sweep_id, data.digest,
+                                  extra["keras_backend"])
+        tags.update({f"user.{k}": v for k, v in spec.tags.items()})
+        if self.ctx is not None:
+            self.parent_run_id, _ = tracking.sweep_parent_run(st, cl, self.ctx.sweep_id)
+            tags.update(for_worker.child_tags(self.ctx, self.parent_run_id))
+        params = tracking.run_params(raw, plan, extra)
+        self.run_id = tracking.start_run(cl, exp_id, spec.name, tags, params)
+        answer = lifecycle.set_run(st, self.fence, self.run_id, exp_id)
+        if answer is Ownership.SUPERSEDED:
+            # The job row never held this run, so no new owner will end it: end it here.
+            self._end_unrecorded_run("this attempt was superseded before its run was recorded")
+            self.signals.answer(answer, self.job_id)
+            self.mlflow = self.run_id = None
+            return
+        self.reporter.mlflow, self.reporter.run_id = cl, self.run_id
+
+    def _end_unrecorded_run(self, reason: str) -> None:
+        try:
+            self.mlflow.set_tag(self.run_id, "kerasyard.error", reason)
+            self.mlflow.set_terminated(self.run_id, "KILLED")
+        except Exception:
+            log.warning("could not end MLflow run %s", self.run_id, exc_info=True)
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> Outcome:
+        if isinstance(exc, S.SpecError):
+            error = {"type": "InvalidSpec", "message": str(exc),
+                     "details": [d.as_dict() for d in exc.details]}
+        elif type(exc).__name__ == "SoftTimeLimitExceeded":
+            error = {"type": "TimeLimitExceeded", "message": "the job ran past the worker's soft "
+                     f"time limit of {self.settings.task_soft_time_limit_s} s"}
+        else:
+            error = {"type": type(exc).__name__, "message": str(exc) or repr(exc)}
+        log.error("job %s failed: %s", self.job_id, error["message"],
+                  exc_info=not isinstance(exc, (TrainingFailed, S.SpecError)))
+        if self.mlflow is not None and self.run_id and not self.superseded:
+            try:
+                artifacts.record_failure(self.mlflow, self.run_id, error, exc)
+            except Exception:
+                log.warning("could not record the failure in MLflow", exc_info=True)
+        return Outcome(JobStatus.failed, error=error)
+
+    def _end(self, outcome: Outcome) -> str:
+        """The last writes: shared trials not reached, the job row, then the MLflow run."""
+        if not self.superseded:
+            try:
+                shared_trials.end_unreached(self.settings, self.fence, self.ctx,
+                                            outcome.status, outcome.error)
+            except Exception:
+                log.warning("ending the unreached shared trials of job %s failed", self.job_id,
+                            exc_info=True)
+        answer = Ownership.SUPERSEDED if self.superseded else self._finish(outcome)
+        if answer is Ownership.SUPERSEDED:
+            self.signals.answer(answer, self.job_id)
+            log.warning("job %s: stopped as superseded (attempt %d) after %d epochs; its new "
+                        "owner ends MLflow run %s", self.job_id, self.fence.attempt,
+                        self.reporter.last_epoch, self.run_id)
+            return SUPERSEDED
+        self._end_mlflow_run(outcome.status)
+        return outcome.status.value
+
+    def _finish(self, outcome: Outcome) -> Ownership:
+        for attempt in range(1, FINISH_TRIES + 1):
+            try:
+                return lifecycle.finish(self.settings, self.fence, outcome.status,
+                                        summary=outcome.summary, error=outcome.error)
+            except Exception:
+                if attempt == FINISH_TRIES:
+                    # The row stays running; its heartbeat stops and the API's background
+                    # round hands the job to another worker, which ends this MLflow run.
+                    log.error("job %s: the final write failed %d times; leaving MLflow run %s "
+                              "as it is", self.job_id, attempt, self.run_id)
+                    raise
+                log.warning("job %s: the final write failed; retrying", self.job_id,
+                            exc_info=True)
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
+
+    def _end_mlflow_run(self, status: JobStatus) -> None:
+        if self.mlflow is None or not self.run_id:
+            return
+        cl, run_id = self.mlflow, self.run_id
+        try:
+            if status == JobStatus.pruned:
+                cl.set_tag(run_id, "kerasyard.pruned", "true")
+                cl.set_tag(run_id, "kerasyard.pruned_at_epoch", str(self.pruned_at))
+                cl.set_tag(run_id, "mlflow.note.content",
+                           f"**Pruned** at epoch {self.pruned_at} by the sweep's "
+                           f"{self.ctx.early_stopping if self.ctx else ''} pruner: its "
+                           "objective was worse than the other trials' at the same epoch.")
+            if self.ctx is not None:
+                cl.set_tag(run_id, "kerasyard.trial_state", status.value)
+            cl.set_terminated(run_id, MLFLOW_RUN_STATUS[status])
+        except Exception:
+            log.warning("could not end MLflow run %s", run_id, exc_info=True)

@@ -1,0 +1,123 @@
+"""The shared trials of a sweep: with ``share_epochs``, a configuration trains once to its
+largest epoch count and the trials that differ from it only in ``fit.epochs`` are recorded
+from that training (``trained_by`` it in the database, ``kerasyard.trained_by`` in MLflow).
+
+Each shared trial becomes a finished job with its own MLflow child run: the metrics cut at its
+epochs and the model as it was then (a checkpoint saved at that epoch). Its rows are written
+through :func:`service.lifecycle.finish_recorded`, fenced on the training's claim; its MLflow
+run is marked FINISHED only once that write went through.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+from service import lifecycle
+from service.config import Settings
+from service.lifecycle import Fence, Ownership
+from service.models import JobStatus
+from service.sweeps.for_worker import SharedTrial, TrialContext, child_tags
+from service.validation import validate
+
+from . import artifacts, tracking
+from .reporter import Signals, clean
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="kerasyard-epochs-")
+
+
+def checkpoints(ctx: TrialContext | None, folder: Path) -> dict[int, Path]:
+    """epoch -> where the model is saved at the end of that epoch."""
+    return {t.epochs: folder / f"epoch-{t.epochs}.keras" for t in (ctx.shared if ctx else [])}
+
+
+def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: TrialContext,
+           parent_run_id: str | None, trainer_run_id: str | None, data,
+           history: list[dict], saved: dict[int, Path]) -> list[str]:
+    """Record each shared trial this training reached; returns the ids recorded. One that
+    fails ends ``failed`` (the others go on); a superseded claim stops the lot."""
+    done = []
+    for trial in ctx.shared:
+        if signals.superseded.is_set():
+            break
+        e = trial.epochs
+        if len(history) < e or not math.isfinite(history[e - 1].get("loss", math.nan)) \
+                or e not in saved:
+            continue  # not reached: ended with the training
+        try:
+            answer = _record_one(settings, fence, cl, ctx, trial, parent_run_id,
+                                 trainer_run_id, data, history[:e], saved[e])
+        except Exception as exc:
+            log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
+            lifecycle.end_unrecorded(
+                settings, [trial.id], JobStatus.failed,
+                {"type": type(exc).__name__, "message": f"recording this trial from the "
+                 f"training of job {fence.job_id} failed: {exc}"}, fence=fence)
+            continue
+        if answer is Ownership.OWNED:
+            done.append(trial.id)
+        elif not lifecycle.still_owned(settings, fence):
+            signals.answer(Ownership.SUPERSEDED, fence.job_id)
+    return done
+
+
+def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: SharedTrial,
+                parent_run_id: str | None, trainer_run_id: str | None, data,
+                history: list[dict], checkpoint: Path) -> Ownership:
+    import keras
+
+    spec, plan = validate(settings, trial.spec)
+    run_id = exp_id = None
+    if cl is not None:
+        model = keras.models.load_model(checkpoint)
+        exp_id = tracking.experiment_id(cl, spec.experiment)
+        tags = tracking.base_tags(trial.id, ctx.sweep_id, data.digest, keras.backend.backend())
+        if parent_run_id:
+            tags.update(child_tags(ctx, parent_run_id, trial))
+        tags["kerasyard.trained_by"] = fence.job_id
+        tags["mlflow.note.content"] = (f"Recorded from the training of job {fence.job_id} "
+                                       f"(run {trainer_run_id}) at epoch {plan.epochs}: the "
+                                       "same seed, data order and updates as a separate "
+                                       "training.")
+        params = tracking.run_params(trial.spec, plan, {"trained_by": fence.job_id})
+        run_id = tracking.start_run(cl, exp_id, spec.name, tags, params)
+        tracking.log_epochs(cl, run_id, list(enumerate(history, start=1)))
+        artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data, history)
+        if settings.log_model:
+            artifacts.log_model(settings, model, data, run_id)
+    summary = {"epochs_completed": len(history), "stopped_early": False,
+               "final_metrics": clean(history[-1]),
+               "best_loss": min(h["loss"] for h in history),
+               "fit_time_s": round(sum(h["epoch_time_s"] for h in history), 3),
+               "trained_by": fence.job_id}
+    progress = {"epoch": len(history), "epochs": plan.epochs, "metrics": clean(history[-1])}
+    answer = lifecycle.finish_recorded(settings, fence, trial.id,
+                                       epochs=[clean(h) for h in history], summary=summary,
+                                       progress=progress, run_id=run_id, experiment_id=exp_id)
+    if run_id is not None:
+        try:  # FINISHED only once the job row says so; otherwise nobody else will end it
+            cl.set_terminated(run_id, "FINISHED" if answer is Ownership.OWNED else "FAILED")
+        except Exception:
+            log.warning("could not end MLflow run %s of trial %s", run_id, trial.id,
+                        exc_info=True)
+    return answer
+
+
+def end_unreached(settings: Settings, fence: Fence, ctx: TrialContext | None,
+                  status: JobStatus, error: dict | None) -> None:
+    """The shared trials this training did not record end with it (those recorded are
+    terminal already and stay as they are)."""
+    if ctx is None or not ctx.shared:
+        return
+    reason = {"type": "NotReached", "message":
+              f"recorded from the training of job {fence.job_id}, which ended {status.value} "
+              "before reaching this trial's epochs"
+              + (f": {error['message']}" if error else "")}
+    ended = status if status in (JobStatus.cancelled, JobStatus.pruned) else JobStatus.failed
+    lifecycle.end_unrecorded(settings, [t.id for t in ctx.shared], ended, reason, fence=fence)
