@@ -102,7 +102,9 @@ def _schemas() -> dict:
                                        "description": "pass as ?cursor= for the next page"}})
     history = _obj({"job_id": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
                     "epochs": {"type": "array", "items": _obj(
-                        {"epoch": {"type": "integer"}}, additionalProperties={"type": "number"})
+                        {"epoch": {"type": "integer"}},
+                        # null: a non-finite value (a diverged loss), which JSON cannot carry
+                        additionalProperties={"type": ["number", "null"]})
                     }})
     sweep_schema = SweepSpec.model_json_schema(ref_template=REF)
     defs.update(sweep_schema.pop("$defs", {}))
@@ -141,12 +143,14 @@ def _schemas() -> dict:
                   "best", "spec", "mlflow", "error", "created_at", "finished_at"])
     column = _obj({"name": {"type": "string"}, "numeric": {"type": "boolean"},
                    "integer": {"type": "boolean"}, "n_unique": {"type": ["integer", "null"]}})
-    dataset = _obj({
+    summary = {
         "id": {"type": "string"}, "name": {"type": "string"}, "filename": NULLABLE_STR,
         "size_bytes": {"type": "integer"}, "sha256": {"type": "string"},
-        "n_rows": {"type": "integer"}, "columns": {"type": "array", "items": column},
+        "n_rows": {"type": "integer"}, "n_columns": {"type": "integer"},
         "created_at": NULLABLE_STR,
-        "use": {"type": "object", "description": "the spec's dataset object for it"}})
+        "use": {"type": "object", "description": "the spec's dataset object for it"}}
+    dataset = _obj({**summary, "columns": {"type": "array", "items": column}})
+    dataset_summary = _obj(summary, description="a dataset in a listing: no column profiles")
     component = _obj({"ok": {"type": "boolean"}, "detail": {"type": "string"}})
     health = _obj({"status": {"type": "string", "enum": ["ok", "degraded"]},
                    "components": _obj({"database": component, "broker": component,
@@ -155,8 +159,9 @@ def _schemas() -> dict:
     return {**defs, "JobSpec": spec_schema, "Job": job, "JobList": page("jobs", "Job"),
             "History": history, "SweepSpec": sweep_schema, "Sweep": sweep,
             "SweepList": page("sweeps", "Sweep"), "Trial": trial, "Dataset": dataset,
+            "DatasetSummary": dataset_summary,
             "DatasetList": _obj({"datasets": {"type": "array", "items": {
-                "$ref": REF.format(model="Dataset")}}}),
+                "$ref": REF.format(model="DatasetSummary")}}}),
             "Health": health, "Error": error}
 
 
@@ -168,6 +173,8 @@ def _resp(desc: str, schema: str | None = None) -> dict:
 
 
 ERRORS = {"400": _resp("malformed request", "Error"), "401": _resp("no or bad token", "Error")}
+BODY_ERRORS = {"413": _resp("body too large (1 MiB)", "Error"),
+               "415": _resp("not JSON or YAML by its Content-Type", "Error")}
 REDIRECT = {"description": "see the Location header"}
 SWEEP_ID = [{"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -194,8 +201,7 @@ def document() -> dict:
                                                   "example": JOB_EXAMPLE},
                              "application/yaml": {"schema": {"$ref": REF.format(model="JobSpec")},
                                                   "example": JOB_EXAMPLE}}},
-                         "responses": {"202": _resp("queued", "Job"), **ERRORS,
-                                       "413": _resp("body too large", "Error"),
+                         "responses": {"202": _resp("queued", "Job"), **ERRORS, **BODY_ERRORS,
                                        "422": _resp("invalid spec; details name each field",
                                                     "Error")}},
                 "get": {"summary": "List jobs, newest first", "operationId": "listJobs",
@@ -232,6 +238,7 @@ def document() -> dict:
                              "application/yaml": {"schema": {"$ref": REF.format(model="SweepSpec")},
                                                   "example": SWEEP_EXAMPLE}}},
                          "responses": {"202": _resp("created", "Sweep"), **ERRORS,
+                                       **BODY_ERRORS,
                                        "422": _resp("invalid sweep; details name each field",
                                                     "Error")}},
                 "get": {"summary": "List sweeps, newest first", "operationId": "listSweeps",
