@@ -18,8 +18,8 @@ COPY pyproject.toml /tmp/kerasyard/pyproject.toml
 COPY deploy/requirements.py /tmp/kerasyard/deploy/requirements.py
 RUN python /tmp/kerasyard/deploy/requirements.py --no-base --extra mlflow-server \
       > /tmp/mlflow-requirement.txt \
- && grep -qE '^mlflow==[0-9]' /tmp/mlflow-requirement.txt \
-      || { echo "pyproject.toml's mlflow-server extra must pin mlflow==<version> (PYTHON_IMAGE=${PYTHON_IMAGE}):" >&2; cat /tmp/mlflow-requirement.txt >&2; exit 1; } \
+ && grep -qE '^mlflow(\[auth\])?==[0-9]' /tmp/mlflow-requirement.txt \
+      || { echo "pyproject.toml's mlflow-server extra must pin mlflow[auth]==<version> (PYTHON_IMAGE=${PYTHON_IMAGE}):" >&2; cat /tmp/mlflow-requirement.txt >&2; exit 1; } \
  && pip install -r /tmp/mlflow-requirement.txt \
  && rm -rf /tmp/kerasyard
 

@@ -43,7 +43,7 @@ RUN python3 -c "import sys; assert sys.version_info >= (3, 11), sys.version" \
             && python3 deploy/requirements.py --no-base --extra jax-cuda >> /tmp/requirements.txt ;; \
       *)    echo "WORKER_VARIANT=${WORKER_VARIANT} is not one of cpu, cuda, jax (BASE_IMAGE=${BASE_IMAGE})" >&2; exit 1 ;; \
     esac \
- && python3 deploy/requirements.py --no-base --extra mlflow-server | grep -E '^mlflow==' > /tmp/constraints.txt \
+ && python3 deploy/requirements.py --no-base --extra mlflow-server | grep -E '^mlflow' | sed 's/\[auth\]//' > /tmp/constraints.txt \
  && cat /tmp/requirements.txt /tmp/constraints.txt \
  && pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 
