@@ -217,8 +217,8 @@ def postgres_healthcheck_problems(test: list[str]) -> list[str]:
     if "pg_isready" not in command:
         return ["the healthcheck does not run pg_isready"]
     if not re.search(r"(-h|--host)[ =](127\.0\.0\.1|localhost)\b", command):
-        return ["pg_isready checks the unix socket (no -h 127.0.0.1): it passes during the "
-                "image's first-time init, whose server takes no TCP connections"]
+        return [("pg_isready checks the unix socket (no -h 127.0.0.1): it passes during the "
+                 "image's first-time init, whose server takes no TCP connections")]
     return []
 
 
@@ -230,8 +230,8 @@ def redis_privilege_problems(service: dict) -> list[str]:
     command = service.get("command") or []
     command = command.split() if isinstance(command, str) else command
     if not command or command[0] != "redis-server":
-        return [f"redis runs as root: its command starts with {command[:1]}, not redis-server, "
-                "and no non-root user is set"]
+        return [(f"redis runs as root: its command starts with {command[:1]}, not "
+                 "redis-server, and no non-root user is set")]
     return []
 
 

@@ -22,21 +22,21 @@ from tests.compose_support import (
     TEST_SECRETS,
     WORKER_HOST_FILE,
     compose_config,
-    dockerfile_arg_scope_problems,
-    postgres_healthcheck_problems,
-    quickstart_problems,
-    redis_privilege_problems,
-    shared_build_tag_problems,
-    unpinned_image_problems,
     config_env_names,
+    dockerfile_arg_scope_problems,
     env_example,
     gpu_reservation_problems,
     interpolated_names,
     option,
+    postgres_healthcheck_problems,
+    quickstart_problems,
     raw_compose,
+    redis_privilege_problems,
     run_compose,
     run_instructions,
+    shared_build_tag_problems,
     shell_commands,
+    unpinned_image_problems,
 )
 from tests.helpers import ROOT
 
@@ -453,15 +453,14 @@ def test_point2_gpu_worker_refuses_the_gpu_queue_without_a_gpu(monkeypatch, capl
     test_gpu_refusal.py); celery_app runs it before the consumer starts."""
     from celery.signals import celeryd_after_setup
 
-    import worker.celery_app as celery_app
-    from worker import gpu
+    from worker import celery_app, gpu
 
     assert any(r() is celery_app._check_gpu for _, r in celeryd_after_setup.receivers)
     none = {"backend": "tensorflow", "cpu": "x", "gpus": [], "reason": "TensorFlow registered "
             "no GPU; the backend said: Cannot dlopen some GPU libraries"}
     monkeypatch.setattr(gpu, "probe", lambda backend, timeout_s: none)
     with caplog.at_level("INFO", logger="worker.gpu"):
-        info, refused = gpu.check_worker(["cpu", "gpu"], "tensorflow", True, 5)
+        _, refused = gpu.check_worker(["cpu", "gpu"], "tensorflow", True, 5)
     assert set(refused) == {"gpu"} and "Cannot dlopen" in refused["gpu"]
     assert any(r.levelname == "ERROR" and "refuses the 'gpu' queue" in r.getMessage()
                for r in caplog.records)
