@@ -456,6 +456,8 @@ def test_point2_gpu_worker_refuses_the_gpu_queue_without_a_gpu(monkeypatch, capl
     from worker import celery_app, gpu
 
     assert any(r() is celery_app._check_gpu for _, r in celeryd_after_setup.receivers)
+    monkeypatch.setattr(gpu, "_WORKER_PROBE", None)  # check_worker sets it; undone at the end
+    monkeypatch.setattr(gpu, "_LOCAL_PROBE", None)
     none = {"backend": "tensorflow", "cpu": "x", "gpus": [], "reason": "TensorFlow registered "
             "no GPU; the backend said: Cannot dlopen some GPU libraries"}
     monkeypatch.setattr(gpu, "probe", lambda backend, timeout_s: none)
@@ -476,7 +478,6 @@ def test_point2_gpu_worker_refuses_the_gpu_queue_without_a_gpu(monkeypatch, capl
         "kerasyard.device_type": "gpu", "kerasyard.cuda_version": "12.5.1",
         "kerasyard.cudnn_version": "9"}
     assert gpu.device_summary()["type"] == "gpu"
-    monkeypatch.setattr(gpu, "_WORKER_PROBE", None)
 
 
 def test_point3_no_two_services_build_one_tag(doc):
