@@ -75,7 +75,7 @@ def test_docker_compose_config_accepts_the_file():
 def test_worker_host_override_is_valid_and_points_the_service_names_at_the_main_host():
     env = {**TEST_SECRETS, "KERASYARD_MAIN_HOST": "10.0.0.5"}
     resolved = compose_config(env, files=(COMPOSE_FILE, WORKER_HOST_FILE))
-    for name in ("worker-gpu", "worker-cpu"):
+    for name in ("worker-gpu", "worker-gpu-jax", "worker-cpu"):
         hosts = resolved["services"][name]["extra_hosts"]
         hosts = hosts if isinstance(hosts, dict) else dict(h.split(":", 1) for h in hosts)
         assert hosts == {"postgres": "10.0.0.5", "redis": "10.0.0.5", "mlflow": "10.0.0.5"}
