@@ -219,7 +219,9 @@ def bench_backend(backend: str, args, client, base_env: dict, tmp: Path, log) ->
     workers: dict[str, WorkerProcess] = {}
     try:
         for mode, queue in queues.items():
-            env = dict(base_env, KERAS_BACKEND=backend,
+            # The "gpu" queue is only a second queue here: its worker trains on the CPU on
+            # purpose, so it must not refuse the queue for want of a GPU (worker/gpu.py).
+            env = dict(base_env, KERAS_BACKEND=backend, KERASYARD_REQUIRE_GPU="false",
                        KERASYARD_MLFLOW_LOGGING="true" if mode == "mlflow" else "false")
             workers[mode] = WorkerProcess(env, tmp / f"worker-{backend}-{mode}.log",
                                           queues=queue, cwd=tmp, new_session=True,

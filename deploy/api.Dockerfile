@@ -5,6 +5,7 @@
 #   docker build -f deploy/api.Dockerfile -t kerasyard-api .     (docker-compose.yml does this)
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE}
+ARG PYTHON_IMAGE
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

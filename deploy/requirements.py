@@ -3,8 +3,11 @@
     python deploy/requirements.py                    the package's own dependencies (API image)
     python deploy/requirements.py --extra worker     ... plus the worker extra (CPU worker image)
     python deploy/requirements.py --extra worker --without tensorflow --without tensorflow-cpu
-                                                     ... minus TensorFlow, which a
-                                                     tensorflow/tensorflow:*-gpu base image has
+                                                     ... minus TensorFlow (the GPU image
+                                                     installs tensorflow[and-cuda] instead)
+    python deploy/requirements.py --no-base --extra cuda
+                                                     only the extra's own lines: the pinned
+                                                     tensorflow[and-cuda] of the GPU image
 
 The images install dependencies from this list before copying the source (so a code change does
 not reinstall them), then the package itself with ``pip install --no-deps -e .``. pyproject.toml
@@ -31,8 +34,10 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirements(pyproject: Path, extras: list[str], without: list[str]) -> list[str]:
-    """The base dependencies plus those of ``extras`` (self-references expanded), minus ``without``.
+def requirements(pyproject: Path, extras: list[str], without: list[str],
+                 base: bool = True) -> list[str]:
+    """The base dependencies (unless ``base`` is false) plus those of ``extras`` (self-references
+    expanded), minus ``without``.
 
     Raises:
         SystemExit: an extra that pyproject.toml does not define.
@@ -65,7 +70,8 @@ def requirements(pyproject: Path, extras: list[str], without: list[str]) -> list
         seen_extras.add(extra)
         add(optional[extra])
 
-    add(project.get("dependencies", []))
+    if base:
+        add(project.get("dependencies", []))
     for extra in extras:
         add_extra(extra)
     return out
@@ -80,9 +86,14 @@ def main(argv: list[str] | None = None) -> None:
                         "group to add (repeatable)")
     parser.add_argument("--without", action="append", default=[], help="a project to leave out "
                         "(repeatable), e.g. tensorflow when the base image has it")
+    parser.add_argument("--no-base", action="store_true", help="leave the base dependencies "
+                        "out: only the lines of the extras named")
     args = parser.parse_args(argv)
-    sys.stdout.write("".join(f"{line}\n" for line in
-                             requirements(args.pyproject, args.extra, args.without)))
+    lines = requirements(args.pyproject, args.extra, args.without, base=not args.no_base)
+    if not lines:
+        raise SystemExit(f"no requirements to print for --extra {args.extra} "
+                         f"--without {args.without} (--no-base={args.no_base})")
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,24 @@
-# The data plane: a Celery worker that trains with Keras 3 on TensorFlow. One Dockerfile, two
-# images (docker-compose.yml builds both):
+# The data plane: a Celery worker that trains with Keras 3. One Dockerfile, three images
+# (docker-compose.yml builds them), all on python:3.11-slim; WORKER_VARIANT picks the framework:
 #
-#   GPU: BASE_IMAGE=tensorflow/tensorflow:<ver>-gpu  TENSORFLOW_FROM_BASE=1
-#        TensorFlow (with CUDA and cuDNN) comes from the base image; pyproject.toml's worker
-#        extra is installed without its tensorflow/tensorflow-cpu lines, which would overwrite it.
-#   CPU: BASE_IMAGE=python:3.11-slim  TENSORFLOW_FROM_BASE=0
-#        the worker extra as pyproject.toml declares it (tensorflow-cpu on x86_64).
-ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+#   cpu   pyproject.toml's worker extra as declared (tensorflow-cpu on x86_64)    worker-cpu
+#   cuda  the worker extra minus tensorflow-cpu, plus the `cuda` extra:            worker-gpu
+#         tensorflow[and-cuda]==<pinned>, whose CUDA, cuDNN, cuBLAS... are the nvidia-* wheels
+#         that TensorFlow release is built and tested against. No CUDA in the base image, so no
+#         mismatch: tensorflow/tensorflow:2.21.0-gpu shipped CUDA 12.3 / cuDNN 8.9 while TF 2.21
+#         needs cuDNN >= 9.3, and TensorFlow then registered no GPU at all (and its Ubuntu 22.04
+#         has apt's distutils blinker 1.4, which pip cannot uninstall for Flask 3.1).
+#   jax   the worker extra plus the `jax-cuda` extra (jax[cuda12]==<pinned>, CUDA from wheels
+#         too); KERAS_BACKEND=jax.                                                   worker-gpu-jax
+#
+# Only the host's NVIDIA driver comes from outside (the NVIDIA Container Toolkit mounts it).
+# The worker checks at start that its backend sees a GPU when it consumes the gpu queue
+# (worker/gpu.py) and refuses gpu jobs when it does not.
+ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
-ARG TENSORFLOW_FROM_BASE=1
+# An ARG declared before FROM is out of scope after it unless declared again.
+ARG BASE_IMAGE
+ARG WORKER_VARIANT=cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -16,24 +26,32 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     KERAS_BACKEND=tensorflow \
     TF_FORCE_GPU_ALLOW_GROWTH=true \
+    XLA_PYTHON_CLIENT_PREALLOCATE=false \
     MPLBACKEND=Agg
 
 WORKDIR /app
 
 COPY pyproject.toml ./
 COPY deploy/requirements.py deploy/requirements.py
-RUN python3 -c "import tomllib" 2>/dev/null || pip install tomli; \
-    if [ "$TENSORFLOW_FROM_BASE" = 1 ]; then \
-      python3 -c "import tensorflow" || { echo "TENSORFLOW_FROM_BASE=1 but $BASE_IMAGE has no TensorFlow" >&2; exit 1; }; \
-      skip="--without tensorflow --without tensorflow-cpu"; \
-    else skip=""; fi; \
-    python3 deploy/requirements.py --extra worker $skip > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+RUN python3 -c "import sys; assert sys.version_info >= (3, 11), sys.version" \
+      || { echo "BASE_IMAGE=${BASE_IMAGE} has no Python >= 3.11 (python3: $(python3 --version 2>&1))" >&2; exit 1; }; \
+    case "$WORKER_VARIANT" in \
+      cpu)  python3 deploy/requirements.py --extra worker > /tmp/requirements.txt ;; \
+      cuda) python3 deploy/requirements.py --extra worker --without tensorflow --without tensorflow-cpu > /tmp/requirements.txt \
+            && python3 deploy/requirements.py --no-base --extra cuda >> /tmp/requirements.txt ;; \
+      jax)  python3 deploy/requirements.py --extra worker > /tmp/requirements.txt \
+            && python3 deploy/requirements.py --no-base --extra jax-cuda >> /tmp/requirements.txt ;; \
+      *)    echo "WORKER_VARIANT=${WORKER_VARIANT} is not one of cpu, cuda, jax (BASE_IMAGE=${BASE_IMAGE})" >&2; exit 1 ;; \
+    esac \
+ && python3 deploy/requirements.py --no-base --extra mlflow-server | grep -E '^mlflow' | sed 's/\[auth\]//' > /tmp/constraints.txt \
+ && cat /tmp/requirements.txt /tmp/constraints.txt \
+ && pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 
 COPY . .
 RUN pip install --no-deps -e . \
- && python3 -c "import tensorflow as tf, keras, mlflow; \
-print('tensorflow', tf.__version__, 'keras', keras.__version__, 'mlflow', mlflow.__version__)"
+ && pip check \
+ && python3 -c "import keras, mlflow; \
+print('keras', keras.__version__, 'mlflow', mlflow.__version__)"
 
 RUN useradd --system --create-home --uid 10001 kerasyard
 USER kerasyard

@@ -32,6 +32,34 @@ def _env_float(name: str, default: float) -> float:
     return _env_number(name, default, float)
 
 
+# The API refuses a shorter KERASYARD_API_TOKEN (a guessable token is an open door).
+MIN_API_TOKEN_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """A setting the service refuses to start with; the message names the variable."""
+
+
+def check_api_token(token: str | None) -> None:
+    """Refuse a bearer token under :data:`MIN_API_TOKEN_LENGTH` characters (unset = no auth).
+
+    Raises:
+        ConfigError: naming KERASYARD_API_TOKEN and its length, never its value.
+    """
+    if token is not None and len(token) < MIN_API_TOKEN_LENGTH:
+        raise ConfigError(
+            f"KERASYARD_API_TOKEN is {len(token)} characters long; it must have at least "
+            f"{MIN_API_TOKEN_LENGTH} (e.g. `openssl rand -hex 24`), or be unset to turn "
+            "authentication off (local use only)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***``, for logs."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url)
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -92,6 +120,16 @@ class Settings:
     # thread against 26 ms with TF's default on 2 cores: the thread pools cost more than the
     # matrix work. Raise it for wide models on many-core hosts.
     tf_threads: int = 1
+    # A worker that consumes the gpu queue checks at start that its Keras backend sees a GPU
+    # (worker/gpu.py); with none it stops consuming gpu and says so (log, /api/v1/health)
+    # instead of training "GPU" jobs on the CPU. False: development machines only.
+    require_gpu: bool = True
+    # The check imports the backend in a subprocess (TensorFlow takes seconds, more on a busy
+    # host); past this it counts as "no GPU".
+    gpu_probe_timeout_s: float = 180.0
+    # `python -m service.migrate` retries this long while the database refuses connections
+    # (PostgreSQL still initialising its volume, or not listening on TCP yet).
+    migrate_wait_s: float = 120.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -126,6 +164,9 @@ class Settings:
             resend_unclaimed_s=_env_int("KERASYARD_RESEND_UNCLAIMED_S", 600),
             worker_preload_keras=_env_bool("KERASYARD_WORKER_PRELOAD_KERAS", True),
             tf_threads=_env_int("KERASYARD_TF_THREADS", 1),
+            require_gpu=_env_bool("KERASYARD_REQUIRE_GPU", True),
+            gpu_probe_timeout_s=_env_float("KERASYARD_GPU_PROBE_TIMEOUT_S", 180.0),
+            migrate_wait_s=_env_float("KERASYARD_MIGRATE_WAIT_S", 120.0),
         )
 
     @property

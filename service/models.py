@@ -187,3 +187,21 @@ class Dataset(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class WorkerNode(Base):
+    """A Celery worker as it last reported itself (worker/presence.py): the queues it consumes,
+    the queues it refused and why (a gpu worker that sees no GPU), and its device. The API's
+    /health lists the workers seen within the last few heartbeats."""
+
+    __tablename__ = "workers"
+
+    hostname: Mapped[str] = mapped_column(String(200), primary_key=True)
+    queues: Mapped[list] = mapped_column(JSONType)
+    refused: Mapped[dict] = mapped_column(JSONType)
+    device: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    keras_backend: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                   index=True)

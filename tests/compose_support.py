@@ -25,7 +25,10 @@ TEST_SECRETS = {
     "POSTGRES_PASSWORD": "test-pg-password",
     "REDIS_PASSWORD": "test-redis-password",
     "FLOWER_BASIC_AUTH": "admin:test-flower-password",
-    "KERASYARD_API_TOKEN": "test-api-token",
+    "KERASYARD_API_TOKEN": "test-api-token-0123456789",
+    "MLFLOW_ADMIN_PASSWORD": "test-mlflow-admin-password",
+    "MLFLOW_WORKER_PASSWORD": "test-mlflow-worker-password",
+    "MLFLOW_FLASK_SECRET_KEY": "test-mlflow-flask-secret-key",
 }
 
 _ASSIGNMENT = re.compile(r"^\s*(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
@@ -158,3 +161,98 @@ def run_instructions(dockerfile: Path) -> list[str]:
 def shell_commands(run: str) -> list[str]:
     """The simple commands of a RUN line (split on ``&&``, ``||``, ``;``)."""
     return [part.strip() for part in re.split(r"&&|\|\||;", run) if part.strip()]
+
+
+# --- checkers for the first-run failures of the issue "docker compose up works the first time":
+# each is shown to reject the file as it was (tests/unit/test_compose_file.py keeps the old text as
+# a negative example) and to accept the file as it is.
+
+def dockerfile_arg_scope_problems(text: str) -> list[str]:
+    """ARGs declared before the first FROM but used after it without being declared again: they
+    expand to the empty string there (Docker scopes a pre-FROM ARG to the FROM lines)."""
+    problems, before, declared, stage = [], set(), set(), 0
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word = line.split(None, 1)[0].upper()
+        if word == "FROM":
+            stage += 1
+            declared = set()
+            continue
+        if word == "ARG":
+            name = line.split(None, 1)[1].split("=", 1)[0].strip()
+            (before if stage == 0 else declared).add(name)
+            continue
+        if stage:
+            for name in sorted(before - declared):
+                if re.search(rf"\$\{{?{name}\b", line):
+                    problems.append(f"ARG {name} is used after FROM without `ARG {name}` there: "
+                                    f"{line[:80]}")
+    return problems
+
+
+def shared_build_tag_problems(doc: dict) -> list[str]:
+    """Services that build an image under the same tag: Compose builds them in parallel (bake)
+    and the second export can fail with 'image ... already exists'."""
+    tags: dict[str, str] = {}
+    problems = []
+    for name, service in (doc.get("services") or {}).items():
+        if "build" not in service:
+            continue
+        tag = service.get("image")
+        if tag is None:
+            continue
+        if tag in tags:
+            problems.append(f"services {tags[tag]} and {name} both build {tag}")
+        else:
+            tags[tag] = name
+    return problems
+
+
+def postgres_healthcheck_problems(test: list[str]) -> list[str]:
+    """pg_isready must go over TCP: the postgres image's first-time init runs a temporary server
+    on the unix socket only, which a socket check calls ready."""
+    command = " ".join(test)
+    if "pg_isready" not in command:
+        return ["the healthcheck does not run pg_isready"]
+    if not re.search(r"(-h|--host)[ =](127\.0\.0\.1|localhost)\b", command):
+        return [("pg_isready checks the unix socket (no -h 127.0.0.1): it passes during the "
+                 "image's first-time init, whose server takes no TCP connections")]
+    return []
+
+
+def redis_privilege_problems(service: dict) -> list[str]:
+    """The redis image's entrypoint drops root only when the command starts with redis-server."""
+    user = str(service.get("user") or "")
+    if user and user not in ("0", "root") and not user.startswith(("0:", "root:")):
+        return []
+    command = service.get("command") or []
+    command = command.split() if isinstance(command, str) else command
+    if not command or command[0] != "redis-server":
+        return [(f"redis runs as root: its command starts with {command[:1]}, not "
+                 "redis-server, and no non-root user is set")]
+    return []
+
+
+# major.minor.patch; PostgreSQL's releases are major.minor (16.6).
+_VERSION_TAG = re.compile(r":v?\d+\.\d+\.\d+(-[A-Za-z0-9.]+)?$")
+_POSTGRES_TAG = re.compile(r"^postgres:\d+\.\d+(-[A-Za-z0-9.]+)?$")
+
+
+def unpinned_image_problems(doc: dict) -> list[str]:
+    """Images pulled from a registry must name a release (postgres:16.6-alpine), not a moving
+    major tag (postgres:16-alpine, redis:7-alpine, mher/flower:2.0 where 2.0.1 exists...)."""
+    problems = []
+    for name, service in (doc.get("services") or {}).items():
+        image = service.get("image")
+        if image and "build" not in service and not (_VERSION_TAG.search(image)
+                                                     or _POSTGRES_TAG.match(image)):
+            problems.append(f"services.{name}.image {image!r} names no release")
+    return problems
+
+
+def quickstart_problems(text: str) -> list[str]:
+    """The quick start must name every variable a browser on another machine needs."""
+    return [f"the quick start does not name {name}"
+            for name in ("MLFLOW_UI_URL", "MLFLOW_PUBLIC_HOSTS") if name not in text]

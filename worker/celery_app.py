@@ -12,7 +12,7 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready, worker_shutdown
 
 from service.config import celery_config, get_settings
 
@@ -53,3 +53,36 @@ def _init_child(**_kwargs) -> None:
         import keras
 
         log.info("child %s ready with Keras backend %s", os.getpid(), keras.backend.backend())
+
+
+# --- GPU check and the workers table (worker/gpu.py, worker/presence.py) -----------------------
+_presence = None
+
+
+@celeryd_after_setup.connect
+def _check_gpu(sender, instance, **_kwargs) -> None:
+    """Before the consumer starts: a worker on the gpu queue whose backend sees no GPU stops
+    consuming gpu (and says why); the others keep going."""
+    global _presence
+    from . import gpu, presence
+
+    queues = instance.app.amqp.queues
+    names = sorted(queues.consume_from)
+    info, refused = gpu.check_worker(names, settings.keras_backend, settings.require_gpu,
+                                     settings.gpu_probe_timeout_s)
+    if refused:
+        queues.deselect(list(refused))
+    _presence = presence.Presence(settings, str(sender), sorted(queues.consume_from), refused,
+                                  gpu.describe(info) if info else None, settings.keras_backend)
+
+
+@worker_ready.connect
+def _publish(**_kwargs) -> None:
+    if _presence is not None:
+        _presence.start()
+
+
+@worker_shutdown.connect
+def _withdraw(**_kwargs) -> None:
+    if _presence is not None:
+        _presence.stop()

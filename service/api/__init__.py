@@ -7,7 +7,7 @@ import logging
 
 from flask import Flask, current_app, request
 
-from ..config import Settings, get_settings
+from ..config import Settings, check_api_token, get_settings, redact_url
 from .errors import error_response, register_error_handlers
 
 PUBLIC_PATHS = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/docs",
@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     """Build the API. ``redispatch_interval`` > 0 starts :mod:`service.background`'s thread
     (re-sends lost jobs, advances sweeps; the run command and gunicorn turn it on)."""
     settings = settings or get_settings()
+    check_api_token(settings.api_token)  # refuses to start with a short token
     app = Flask(__name__)
     app.extensions["kerasyard.settings"] = settings
     # Uploads are capped at max_upload_bytes; leave room for multipart framing.
@@ -57,5 +58,6 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
         thread = BackgroundRounds(settings, redispatch_interval)
         thread.start()
         app.extensions["kerasyard.background"] = thread
-    logging.getLogger(__name__).info("kerasyard API ready (db=%s)", settings.database_url)
+    logging.getLogger(__name__).info("kerasyard API ready (db=%s)",
+                                     redact_url(settings.database_url))
     return app

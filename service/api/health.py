@@ -1,4 +1,9 @@
-"""/api/v1/health: database, broker and MLflow reachability.
+"""/api/v1/health: database, broker and MLflow reachability, and the workers.
+
+``components`` (database, broker, MLflow) make the status and the HTTP code: they are what the
+API needs to serve. ``workers`` lists the Celery workers seen in the last heartbeats (the
+``workers`` table, worker/presence.py): their queues, their device, and the queues a worker
+refused with the reason (a gpu worker that sees no GPU); ``workers.ok`` is false then.
 
 Public (no token), so it says what is down and never why in detail: exception texts carry
 hosts, user names and, for some drivers, passwords. The detail goes to the API's log.
@@ -14,7 +19,9 @@ from sqlalchemy import text
 
 from ..config import Settings
 from ..db import get_engine
+from ..models import as_utc
 from ..queue import broker_ok
+from ..workers import live_workers
 from . import settings_of
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
@@ -46,6 +53,24 @@ def _mlflow(settings: Settings) -> tuple[bool, str]:
         return _down("mlflow", exc)
 
 
+def _workers(settings: Settings) -> dict:
+    try:
+        rows = live_workers(settings)
+    except Exception as exc:  # the table is not there yet (migrate has not run)
+        log.warning("health: workers table unreadable: %s", type(exc).__name__)
+        return {"ok": None, "detail": "unknown (workers table unreadable)", "list": []}
+    problems = [f"{r.hostname} refuses the {q} queue: {why[:300]}"
+                for r in rows for q, why in sorted((r.refused or {}).items())]
+    consumed = sorted({q for r in rows for q in r.queues or []})
+    detail = "; ".join(problems) if problems else (
+        f"{len(rows)} worker(s) on {', '.join(consumed) or 'no queue'}" if rows else
+        "no worker seen in the last heartbeats")
+    return {"ok": not problems, "detail": detail, "list": [
+        {"hostname": r.hostname, "queues": r.queues, "refused": r.refused, "device": r.device,
+         "keras_backend": r.keras_backend, "last_seen": as_utc(r.last_seen).isoformat()}
+        for r in rows]}
+
+
 @bp.get("/health")
 def health():
     settings = settings_of()
@@ -58,5 +83,6 @@ def health():
     body = {"status": "ok" if ok else "degraded",
             "components": {name: {"ok": good, "detail": detail}
                            for name, (good, detail) in checks.items()},
+            "workers": _workers(settings),
             "mlflow_ui": settings.mlflow_ui_url}
     return body, 200 if ok else 503

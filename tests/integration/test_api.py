@@ -260,11 +260,12 @@ def test_token_auth_when_configured(settings):
 
     from service.api import create_app
 
-    app = create_app(dataclasses.replace(settings, api_token="s3cret"))
+    app = create_app(dataclasses.replace(settings, api_token="s3cret-s3cret-s3cret"))
     c = app.test_client()
     assert c.get("/api/v1/jobs").status_code == 401
     assert c.get("/api/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert c.get("/api/v1/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/api/v1/jobs", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"}
+                 ).status_code == 200
     assert c.get("/api/v1/health").status_code == 200  # public (database, broker, MLflow up)
 
 

@@ -1,5 +1,5 @@
-"""docker-compose.yml run for real, without Docker: migrate, mlflow, api and worker-cpu started as
-local processes from the `command` and `environment` Compose resolves for them, against this
+"""docker-compose.yml run for real, without Docker: migrate, mlflow (behind MLflow's basic-auth app),
+mlflow-init, api and worker-cpu started as local processes from the `command` and `environment` Compose resolves for them, against this
 machine's PostgreSQL and Redis. Only host names, ports and paths are rewritten (postgres, redis
 and mlflow become loopback; the artifacts volume and scratch dir become temporary folders), so a
 compose file that drifts from the code (a wrong module, flag or variable) fails here."""
@@ -34,6 +34,8 @@ pytestmark = pytest.mark.integration
 # queues and would take (and drop, not knowing the id) this test's job.
 COMPOSE_REDIS = os.environ.get("KERASYARD_TEST_COMPOSE_REDIS", "redis://127.0.0.1:6379/11")
 INIT_SCRIPT = ROOT / "deploy" / "postgres" / "initdb" / "10-create-mlflow-database.sh"
+# What deploy/mlflow.Dockerfile copies to /etc/mlflow in the MLflow image.
+MLFLOW_ETC = ROOT / "deploy" / "mlflow"
 # Settings the images or the compose file would give; never inherited from the caller's shell.
 _SCRUB = re.compile(r"^(DATABASE_URL|BROKER_URL|MLFLOW_|KERASYARD_|KERAS_BACKEND|TF_|CELERY_)")
 
@@ -129,6 +131,12 @@ def api_image_pythonpath(tmp_path: Path) -> str:
     return str(folder)
 
 
+def basic_auth(user: str, password: str) -> dict:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 def create_mlflow_database(name: str) -> None:
     """deploy/postgres/initdb's script, run the way the postgres image runs it."""
     admin = urllib.parse.urlparse(PG_ADMIN)
@@ -167,7 +175,14 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
                                    "POSTGRES_DB": jobs_db, "MLFLOW_POSTGRES_DB": mlflow_db,
                                    "API_WORKERS": "1", "MLFLOW_WORKERS": "1",
                                    "WORKER_CPU_CONCURRENCY": "1"})["services"]
+        # The basic-auth config as baked into the image, its auth database moved off /mlauth.
+        auth_ini = tmp_path / "basic_auth.ini"
+        ini_text = (MLFLOW_ETC / "basic_auth.ini").read_text()
+        assert "sqlite:////mlauth/" in ini_text
+        auth_ini.write_text(ini_text.replace("sqlite:////mlauth/", f"sqlite:///{tmp_path}/"))
         rewrite = Rewriter([
+            (r"^/etc/mlflow/basic_auth\.ini$", str(auth_ini)),
+            (r"^/etc/mlflow/create_users\.py$", str(MLFLOW_ETC / "create_users.py")),
             (r"@postgres:5432/", f"@{pg_host}:{pg_port}/"),
             # Local Redis has no password: the URL's credentials go with its host.
             (r"redis://:[^@/]*@redis:6379/0", COMPOSE_REDIS),
@@ -196,6 +211,15 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
                                  env=local_env(mig["environment"], rewrite, PYTHONPATH=api_site),
                                  capture_output=True, text=True, timeout=180, check=False)
         assert migrate.returncode == 0, f"migrate failed:\n{migrate.stdout}{migrate.stderr}"
+
+        # mlflow-init: the workers' MLflow user, through the auth REST API, once MLflow is up.
+        ini = resolved["mlflow-init"]
+        init = subprocess.run(local_command(ini["command"], rewrite), cwd=ROOT,
+                              env=local_env(ini["environment"], rewrite), capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert init.returncode == 0, f"mlflow-init failed:\n{init.stdout}{init.stderr}"
+        worker_user = ini["environment"]["MLFLOW_WORKER_USERNAME"]
+        assert f"MLflow user {worker_user!r} created" in init.stdout, init.stdout
 
         wk = resolved["worker-cpu"]
         worker = start_service("worker-cpu", local_command(wk["command"], rewrite),
@@ -240,12 +264,32 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         assert done["status"] == "succeeded", (done["error"], worker.text()[-3000:])
         assert done["mlflow"]["url"].startswith(api_def["environment"]["MLFLOW_UI_URL"])
 
-        # The run is in the MLflow server started from the compose file, with its artifacts on
-        # the artifacts "volume", and its metadata in the PostgreSQL database MLflow was given.
+        # MLflow answers nobody without a user: 401 to an anonymous call, 401 to a wrong
+        # password; /health stays public (the API's health check and compose's use it).
+        search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert http("GET", search)[0] == 401
+        wenv = wk["environment"]
+        login = wenv["MLFLOW_TRACKING_USERNAME"], wenv["MLFLOW_TRACKING_PASSWORD"]
+        assert login[0] == worker_user and login[0] != resolved["mlflow"]["environment"][
+            "MLFLOW_AUTH_ADMIN_USERNAME"]
+        assert http("GET", search, headers=basic_auth(login[0], "wrong"))[0] == 401
+        assert http("GET", f"{mlflow_url}/health")[0] == 200
+        # The API has no MLflow login and needs none.
+        assert "MLFLOW_TRACKING_PASSWORD" not in api_def["environment"]
+
+        # The run is in the MLflow server started from the compose file, logged by the worker
+        # with its own user, with its artifacts on the artifacts "volume", and its metadata in
+        # the PostgreSQL database MLflow was given.
         from mlflow.tracking import MlflowClient
 
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME",
+                                                "MLFLOW_TRACKING_PASSWORD")}
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = login
+        request.addfinalizer(lambda: [os.environ.pop(k, None) if v is None else
+                                      os.environ.__setitem__(k, v) for k, v in saved.items()])
         client = MlflowClient(mlflow_url)
         run = client.get_run(done["mlflow"]["run_id"])
+        # (The worker logged all of it with its own user: anonymous calls get 401 above.)
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
         assert "spec.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -261,10 +305,20 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
 
         # --allowed-hosts: the compose service name (how workers and the API reach MLflow) is
         # let in; an unknown host is not.
-        search = f"{mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
-        assert http("GET", search, headers={"Host": "mlflow:5000"})[0] == 200
-        assert http("GET", search, headers={"Host": "mlflow"})[0] == 200
-        assert http("GET", search, headers={"Host": "attacker.example"})[0] == 403
+        auth = basic_auth(*login)
+        assert http("GET", search, headers={"Host": "mlflow:5000", **auth})[0] == 200
+        assert http("GET", search, headers={"Host": "mlflow", **auth})[0] == 200
+        assert http("GET", search, headers={"Host": "attacker.example", **auth})[0] == 403
+
+        # No service logged a password (the start logs and the job's).
+        secrets = [v for k, v in TEST_SECRETS.items() if k != "FLOWER_BASIC_AUTH"]
+        secrets.append(TEST_SECRETS["FLOWER_BASIC_AUTH"].split(":", 1)[1])
+        for svc in services:
+            leaked = [v for v in secrets if v in svc.text()]
+            assert not leaked, f"{svc.name} logged {leaked}"
+        for name, out in (("migrate", migrate.stdout + migrate.stderr),
+                          ("mlflow-init", init.stdout + init.stderr)):
+            assert not [v for v in secrets if v in out], name
         print(f"compose stack: job succeeded {time.monotonic() - t0:.1f} s after setup began")
     finally:
         for svc in reversed(services):

@@ -7,11 +7,13 @@ commands for real.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from service.devstack import mlflow_server_env
 from tests.compose_support import (
@@ -21,19 +23,26 @@ from tests.compose_support import (
     WORKER_HOST_FILE,
     compose_config,
     config_env_names,
+    dockerfile_arg_scope_problems,
     env_example,
     gpu_reservation_problems,
     interpolated_names,
     option,
+    postgres_healthcheck_problems,
+    quickstart_problems,
     raw_compose,
+    redis_privilege_problems,
     run_compose,
     run_instructions,
+    shared_build_tag_problems,
     shell_commands,
+    unpinned_image_problems,
 )
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
-SERVICES = {"postgres", "redis", "mlflow", "migrate", "api", "worker-gpu", "worker-cpu", "flower"}
+SERVICES = {"postgres", "redis", "mlflow", "mlflow-init", "migrate", "api", "worker-gpu",
+            "worker-gpu-jax", "worker-cpu", "flower"}
 DEEP_LEARNING = {"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-keras", "keras", "jax",
                  "jaxlib", "torch"}
 
@@ -66,7 +75,7 @@ def test_docker_compose_config_accepts_the_file():
 def test_worker_host_override_is_valid_and_points_the_service_names_at_the_main_host():
     env = {**TEST_SECRETS, "KERASYARD_MAIN_HOST": "10.0.0.5"}
     resolved = compose_config(env, files=(COMPOSE_FILE, WORKER_HOST_FILE))
-    for name in ("worker-gpu", "worker-cpu"):
+    for name in ("worker-gpu", "worker-gpu-jax", "worker-cpu"):
         hosts = resolved["services"][name]["extra_hosts"]
         hosts = hosts if isinstance(hosts, dict) else dict(h.split(":", 1) for h in hosts)
         assert hosts == {"postgres": "10.0.0.5", "redis": "10.0.0.5", "mlflow": "10.0.0.5"}
@@ -123,16 +132,14 @@ def test_gpu_worker_one_training_per_fresh_child_with_allow_growth(resolved):
     assert option(cmd, "-c", "--concurrency") == "1"
     assert option(cmd, "--max-tasks-per-child", "--maxtasksperchild") == "1"
     assert gpu["environment"]["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
-    assert gpu["build"]["args"]["BASE_IMAGE"].startswith("tensorflow/tensorflow:")
-    assert gpu["build"]["args"]["BASE_IMAGE"].endswith("-gpu")
-    assert gpu["build"]["args"]["TENSORFLOW_FROM_BASE"] == "1"
+    assert gpu["build"]["args"] == {"BASE_IMAGE": "python:3.11-slim", "WORKER_VARIANT": "cuda"}
 
 
 def test_cpu_worker_takes_the_cpu_queue_on_the_worker_extra(resolved):
     cpu = resolved["services"]["worker-cpu"]
     assert option(cpu["command"], "-Q", "--queues") == "cpu"
     assert option(cpu["command"], "-P", "--pool") == "prefork"
-    assert cpu["build"]["args"]["TENSORFLOW_FROM_BASE"] == "0"
+    assert cpu["build"]["args"]["WORKER_VARIANT"] == "cpu"
     assert cpu["build"]["dockerfile"] == resolved["services"]["worker-gpu"]["build"]["dockerfile"]
 
 
@@ -176,7 +183,7 @@ def test_redis_persists_the_queue(doc):
     for flag in ("--appendonly yes", "--appendfsync everysec", "--maxmemory-policy noeviction"):
         assert flag in cmd, flag
     assert "redis-data:/data" in redis["volumes"]
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -qx PONG"]
 
 
 def test_mlflow_server_on_postgresql_with_proxied_artifacts_and_allowed_hosts(resolved):
@@ -230,6 +237,9 @@ def test_readme_extra_gpu_service_snippet_fits_the_compose_file(tmp_path):
     assert device["device_ids"] == ["1"]
     assert extra["command"] == first["command"] and extra["build"] == first["build"]
     assert extra["environment"] == first["environment"]
+    assert extra["image"] != first["image"], "two services building one tag race in bake"
+    doc = yaml.safe_load(text)
+    assert shared_build_tag_problems(doc) == []
 
 
 # --- secrets and variables ---------------------------------------------------------------------
@@ -300,7 +310,7 @@ def test_worker_images_get_tensorflow_once():
     gpu = requirement_names(["--extra", "worker", "--without", "tensorflow",
                              "--without", "tensorflow-cpu"])
     assert {"keras", "mlflow", "scikit-learn"} <= gpu
-    assert not gpu & {"tensorflow", "tensorflow-cpu"}, "the GPU base image's TensorFlow stays"
+    assert not gpu & {"tensorflow", "tensorflow-cpu"}, "the cuda extra brings TensorFlow"
     cpu = requirement_names(["--extra", "worker"])
     assert "tensorflow-cpu" in cpu
     text = " ".join(run_instructions(DEPLOY / "worker.Dockerfile"))
@@ -308,13 +318,405 @@ def test_worker_images_get_tensorflow_once():
     assert "--extra worker" in text
 
 
-def test_mlflow_image_takes_the_worker_extras_mlflow_range():
+def test_mlflow_image_installs_the_pinned_server_with_the_auth_extra():
     runs = " ".join(run_instructions(DEPLOY / "mlflow.Dockerfile"))
-    assert "requirements.py --extra worker" in runs and "^mlflow" in runs
-    assert "psycopg" in runs  # the backend store URI is postgresql+psycopg://
+    assert "requirements.py --no-base --extra mlflow-server" in runs
+    assert "grep -qE '^mlflow(\\[auth\\])?==[0-9]'" in runs  # the build fails on a range
+    out = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), "--no-base",
+                          "--extra", "mlflow-server"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    (mlflow,) = [r for r in out if r.startswith("mlflow")]
+    assert re.fullmatch(r"mlflow\[auth\]==\d+\.\d+\.\d+", mlflow), mlflow
+    assert any(r.startswith("psycopg") for r in out)  # postgresql+psycopg:// backend store
 
 
 def test_requirements_script_rejects_an_unknown_extra():
     result = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), "--extra", "nope"],
                             capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "no extra 'nope'" in result.stderr
+
+
+# --- "docker compose up works the first time": one test per failure, each checker shown to reject
+# the file as it was (kept here as text) and to accept the file as it is ---------------------------
+
+OLD_WORKER_DOCKERFILE = """\
+ARG BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu
+FROM ${BASE_IMAGE}
+ARG TENSORFLOW_FROM_BASE=1
+RUN if [ "$TENSORFLOW_FROM_BASE" = 1 ]; then \\
+      python3 -c "import tensorflow" || { echo "TENSORFLOW_FROM_BASE=1 but $BASE_IMAGE has no TensorFlow" >&2; exit 1; }; \\
+    fi
+"""
+OLD_GPU_BUILD_ARGS = {"BASE_IMAGE": "tensorflow/tensorflow:2.21.0-gpu", "TENSORFLOW_FROM_BASE": "1"}
+OLD_MIGRATE_AND_API = {"services": {
+    "migrate": {"build": {"context": ".", "dockerfile": "deploy/api.Dockerfile"},
+                "image": "kerasyard-api:latest"},
+    "api": {"build": {"context": ".", "dockerfile": "deploy/api.Dockerfile"},
+            "image": "kerasyard-api:latest"}}}
+OLD_README_GPU_SNIPPET = {"worker-gpu-1": {"build": {"dockerfile": "deploy/worker.Dockerfile"},
+                                           "image": "kerasyard-worker-gpu:latest"}}
+OLD_PG_HEALTHCHECK = ["CMD-SHELL", 'pg_isready -U "$${POSTGRES_USER}" -d "$${POSTGRES_DB}"']
+OLD_REDIS = {"image": "redis:7-alpine", "command": [
+    "sh", "-c", 'exec redis-server --appendonly yes --requirepass "$$REDIS_PASSWORD"'],
+    "healthcheck": {"test": ["CMD", "redis-cli", "ping"]}}
+OLD_QUICKSTART = ("cp .env.example .env        # fill in POSTGRES_PASSWORD, REDIS_PASSWORD, "
+                  "FLOWER_BASIC_AUTH, KERASYARD_API_TOKEN")
+OLD_IMAGES = {"services": {"postgres": {"image": "postgres:16-alpine"},
+                           "redis": {"image": "redis:7-alpine"},
+                           "flower": {"image": "mher/flower:2.0"}}}
+OLD_MLFLOW_INSTALL = "requirements.py --extra worker | grep -E '^mlflow([<>=!~ ;]|$)'"
+
+
+def gpu_image_problems(build_args: dict, dockerfile: str) -> list[str]:
+    """Point 1 and 2: the GPU image must not start from a tensorflow/tensorflow GPU image (apt's
+    distutils blinker 1.4 stops pip; its CUDA 12.3/cuDNN 8.9 is too old for TF 2.21, which then
+    registers no GPU) and must take TensorFlow with CUDA and cuDNN from tensorflow[and-cuda]."""
+    problems = []
+    base = build_args.get("BASE_IMAGE", "")
+    if base.startswith("tensorflow/tensorflow:"):
+        problems.append(f"the GPU image builds on {base}: its distutils blinker 1.4 cannot be "
+                        "uninstalled by pip, and its CUDA/cuDNN are not TensorFlow's")
+    variant = build_args.get("WORKER_VARIANT")
+    if variant != "cuda" or "--extra cuda" not in dockerfile:
+        problems.append("the GPU image does not install the cuda extra (tensorflow[and-cuda])")
+    return problems
+
+
+def test_point1_2_gpu_image_is_python_slim_with_tensorflow_and_cuda_from_wheels(resolved):
+    assert gpu_image_problems(OLD_GPU_BUILD_ARGS, OLD_WORKER_DOCKERFILE)  # the old file
+    text = (DEPLOY / "worker.Dockerfile").read_text()
+    assert gpu_image_problems(resolved["services"]["worker-gpu"]["build"]["args"], text) == []
+    out = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), "--no-base",
+                          "--extra", "cuda"], capture_output=True, text=True, check=True).stdout
+    import tensorflow as tf  # the venv's TensorFlow: the version the tests ran
+
+    assert out.split() == [f"tensorflow[and-cuda]=={tf.__version__}"], out
+    # The pip check after the install fails the build on a conflict like the blinker one.
+    assert any("pip check" in r for r in run_instructions(DEPLOY / "worker.Dockerfile"))
+
+
+def test_point1_blinker_flask_needs_is_what_the_venv_has():
+    """The Flask that MLflow needs requires blinker>=1.9 (the tensorflow image's apt blinker 1.4
+    could not be replaced); the same install, in this venv, has it."""
+    from importlib import metadata
+
+    needs = [r for r in metadata.requires("flask") or [] if r.startswith("blinker")]
+    assert needs and ">=1.9" in needs[0], needs
+    major, minor = (int(x) for x in metadata.version("blinker").split(".")[:2])
+    assert (major, minor) >= (1, 9)
+
+
+def _run_dockerfile_requirements_step(variant: str, tmp_path) -> tuple[str, str]:
+    """The worker Dockerfile's dependency RUN, executed here with pip replaced by an echo: the
+    requirements and constraints files it would install from."""
+    (run,) = [r for r in run_instructions(DEPLOY / "worker.Dockerfile")
+              if "WORKER_VARIANT" in r]
+    script = run.replace("/tmp/", f"{tmp_path}/").replace("python3 ", f"{sys.executable} ")
+    script = f'pip() {{ echo "pip $*" > {tmp_path}/pip-args; }}\n' + script
+    env = {"PATH": os.environ["PATH"], "WORKER_VARIANT": variant, "BASE_IMAGE": "python:3.11-slim"}
+    result = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    return ((tmp_path / "requirements.txt").read_text(),
+            (tmp_path / "constraints.txt").read_text())
+
+
+@pytest.mark.parametrize("variant", ["cpu", "cuda", "jax"])
+def test_worker_dockerfile_install_step_runs_here_for_each_variant(variant, tmp_path):
+    reqs, constraints = _run_dockerfile_requirements_step(variant, tmp_path)
+    names = [re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0] for r in reqs.split("\n") if r]
+    assert names.count("tensorflow") + names.count("tensorflow-cpu") == \
+        (1 if variant == "cuda" else 2), reqs  # cpu/jax: tensorflow-cpu and its non-x86 twin
+    if variant == "cuda":
+        assert "tensorflow[and-cuda]==" in reqs and "tensorflow-cpu" not in reqs
+    if variant == "jax":
+        assert "jax[cuda12]==" in reqs
+    assert re.fullmatch(r"mlflow==\d+\.\d+\.\d+\n", constraints), constraints
+    assert (tmp_path / "pip-args").read_text().startswith(
+        f"pip install -c {tmp_path}/constraints.txt -r {tmp_path}/requirements.txt")
+
+
+def test_worker_dockerfile_rejects_an_unknown_variant_naming_it(tmp_path):
+    (run,) = [r for r in run_instructions(DEPLOY / "worker.Dockerfile")
+              if "WORKER_VARIANT" in r]
+    script = run.replace("/tmp/", f"{tmp_path}/").replace("python3 ", f"{sys.executable} ")
+    result = subprocess.run(["bash", "-c", "pip() { :; }\n" + script], cwd=ROOT, capture_output=True,
+                            text=True, env={"PATH": os.environ["PATH"], "WORKER_VARIANT": "rocm",
+                                            "BASE_IMAGE": "python:3.11-slim"}, check=False)
+    assert result.returncode != 0
+    assert "WORKER_VARIANT=rocm is not one of cpu, cuda, jax (BASE_IMAGE=python:3.11-slim)" \
+        in result.stderr
+
+
+def test_point2_gpu_worker_refuses_the_gpu_queue_without_a_gpu(monkeypatch, caplog):
+    """worker/gpu.py's decision (the real worker processes: tests/integration/
+    test_gpu_refusal.py); celery_app runs it before the consumer starts."""
+    from celery.signals import celeryd_after_setup
+
+    from worker import celery_app, gpu
+
+    assert any(r() is celery_app._check_gpu for _, r in celeryd_after_setup.receivers)
+    monkeypatch.setattr(gpu, "_WORKER_PROBE", None)  # check_worker sets it; undone at the end
+    monkeypatch.setattr(gpu, "_LOCAL_PROBE", None)
+    none = {"backend": "tensorflow", "cpu": "x", "gpus": [], "reason": "TensorFlow registered "
+            "no GPU; the backend said: Cannot dlopen some GPU libraries"}
+    monkeypatch.setattr(gpu, "probe", lambda backend, timeout_s: none)
+    with caplog.at_level("INFO", logger="worker.gpu"):
+        _, refused = gpu.check_worker(["cpu", "gpu"], "tensorflow", True, 5)
+    assert set(refused) == {"gpu"} and "Cannot dlopen" in refused["gpu"]
+    assert any(r.levelname == "ERROR" and "refuses the 'gpu' queue" in r.getMessage()
+               for r in caplog.records)
+    assert gpu.check_worker(["cpu"], "tensorflow", True, 5) == (None, {})  # no probe at all
+    assert gpu.check_worker(["gpu"], "tensorflow", False, 5)[1] == {}  # KERASYARD_REQUIRE_GPU
+    one = {"backend": "tensorflow", "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3",
+                                              "memory_bytes": 80 * 2**30}],
+           "cuda_version": "12.5.1", "cudnn_version": "9"}
+    monkeypatch.setattr(gpu, "probe", lambda backend, timeout_s: one)
+    assert gpu.check_worker(["gpu"], "tensorflow", True, 5) == (one, {})
+    assert gpu.device_tags() == {
+        "kerasyard.device": "GPU 0: NVIDIA H100 80GB HBM3 (80.0 GiB, CUDA 12.5.1, cuDNN 9)",
+        "kerasyard.device_type": "gpu", "kerasyard.cuda_version": "12.5.1",
+        "kerasyard.cudnn_version": "9"}
+    assert gpu.device_summary()["type"] == "gpu"
+
+
+def test_point3_no_two_services_build_one_tag(doc):
+    assert shared_build_tag_problems(OLD_MIGRATE_AND_API)  # the old file
+    old_snippet = {"services": {"worker-gpu": doc["services"]["worker-gpu"] | {
+        "image": "kerasyard-worker-gpu:latest"}, **OLD_README_GPU_SNIPPET}}
+    assert shared_build_tag_problems(old_snippet)  # the old README snippet
+    assert shared_build_tag_problems(doc) == []
+
+
+def test_point4_postgres_is_healthy_only_over_tcp_and_migrate_waits(doc):
+    assert postgres_healthcheck_problems(OLD_PG_HEALTHCHECK)  # the old file
+    assert postgres_healthcheck_problems(doc["services"]["postgres"]["healthcheck"]["test"]) == []
+
+
+def test_point4_migrate_waits_for_the_database_to_take_tcp_connections(tmp_path):
+    """`python -m service.migrate` against a port that starts forwarding to this machine's
+    PostgreSQL only after 3 s (as the image's init server, which takes no TCP connections, is
+    replaced by the real one): it retries and succeeds; before, it exited 1 at once."""
+    import socket
+    import threading
+    import time
+    import uuid
+
+    import psycopg
+
+    admin = os.environ.get("KERASYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        psycopg.connect(admin, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {admin}: {exc}")
+    name = f"kerasyard_migwait_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    from tests.helpers import free_port
+
+    port, stop = free_port(), threading.Event()
+    upstream = admin.split("@", 1)[1].split("/", 1)[0]
+    up_host, _, up_port = upstream.partition(":")
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        time.sleep(3)
+        srv = socket.create_server(("127.0.0.1", port))
+        srv.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                client, _ = srv.accept()
+            except TimeoutError:
+                continue
+            server = socket.create_connection((up_host, int(up_port or 5432)))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+        srv.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    user = admin.split("//", 1)[1].split("@", 1)[0]
+    url = f"postgresql+psycopg://{user}@127.0.0.1:{port}/{name}"
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KERASYARD_")}
+        env.update(DATABASE_URL=url, KERASYARD_MIGRATE_WAIT_S="60",
+                   KERASYARD_DATA_DIR=str(tmp_path))
+        result = subprocess.run([sys.executable, "-m", "service.migrate"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=180, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "not ready (attempt 1)" in result.stderr and "database at head" in result.stdout
+    finally:
+        stop.set()
+        thread.join(5)
+        from service.db import dispose_engines
+
+        dispose_engines()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_point4_migrate_gives_up_with_the_url_but_not_the_password(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERASYARD_")}
+    env.update(DATABASE_URL="postgresql+psycopg://u:pw-not-shown@127.0.0.1:1/x",
+               KERASYARD_MIGRATE_WAIT_S="2", KERASYARD_DATA_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "service.migrate"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "postgresql+psycopg://u:***@127.0.0.1:1/x refused connections for 2 s " \
+        "(KERASYARD_MIGRATE_WAIT_S)" in result.stderr
+    assert "pw-not-shown" not in result.stderr + result.stdout
+
+
+def test_point5_quick_start_names_what_a_remote_browser_needs():
+    assert quickstart_problems(OLD_QUICKSTART)  # the old README line
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme.split("## Deploy with docker-compose", 1)[1].split("```sh\n", 1)[1]
+    quickstart = deploy.split("```", 1)[0]
+    assert quickstart_problems(quickstart) == [], quickstart
+    header = "\n".join(COMPOSE_FILE.read_text().splitlines()[:3])
+    assert quickstart_problems(header) == [], header
+    assert quickstart_problems(ENV_EXAMPLE.read_text().split("\n\n", 1)[0]) == []
+
+
+def test_point6_redis_runs_as_redis(doc):
+    assert redis_privilege_problems(OLD_REDIS)  # the old file
+    assert redis_privilege_problems(doc["services"]["redis"]) == []
+
+
+def _healthcheck_shell(test: list[str]) -> list[str]:
+    if test[0] == "CMD-SHELL":
+        return ["sh", "-c", test[1]]
+    assert test[0] == "CMD", test
+    return test[1:]
+
+
+def test_point6_redis_healthcheck_fails_on_a_wrong_password(doc, tmp_path):
+    """Both healthchecks run against a real redis-server with a password: the old one passes
+    with the wrong one (redis-cli exits 0 on NOAUTH), the new one does not."""
+    import shutil
+    import time
+
+    from tests.helpers import free_port
+
+    if not shutil.which("redis-server") or not shutil.which("redis-cli"):
+        pytest.skip("redis-server / redis-cli are not installed")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--requirepass", "right-password", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def check(test, password):
+            cmd = _healthcheck_shell(test)
+            cmd = [c.replace("redis-cli", f"redis-cli -p {port}") for c in cmd] \
+                if cmd[0] == "sh" else [cmd[0], "-p", str(port), *cmd[1:]]
+            env = {"PATH": os.environ["PATH"], "REDISCLI_AUTH": password}
+            return subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                  check=False).returncode
+
+        for _ in range(50):
+            if check(["CMD-SHELL", "redis-cli ping | grep -qx PONG"], "right-password") == 0:
+                break
+            time.sleep(0.1)
+        new = doc["services"]["redis"]["healthcheck"]["test"]
+        assert check(new, "right-password") == 0
+        assert check(new, "wrong-password") != 0
+        assert check(OLD_REDIS["healthcheck"]["test"], "wrong-password") == 0  # the old bug
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_point6_args_used_after_from_are_declared_again():
+    assert dockerfile_arg_scope_problems(OLD_WORKER_DOCKERFILE)  # the old file
+    for name in ("worker.Dockerfile", "api.Dockerfile", "mlflow.Dockerfile"):
+        assert dockerfile_arg_scope_problems((DEPLOY / name).read_text()) == [], name
+
+
+def test_point6_server_versions_are_pinned(doc):
+    assert len(unpinned_image_problems(OLD_IMAGES)) == 3  # the old file
+    assert unpinned_image_problems(doc) == []
+    assert OLD_MLFLOW_INSTALL not in " ".join(run_instructions(DEPLOY / "mlflow.Dockerfile"))
+
+
+# --- deployment part of "Hostile input, faults and an open door" ---------------------------------
+
+def test_api_token_is_required_by_compose():
+    others = {k: v for k, v in TEST_SECRETS.items() if k != "KERASYARD_API_TOKEN"}
+    result = run_compose(["config", "-q"], others)
+    assert result.returncode != 0 and "KERASYARD_API_TOKEN" in result.stderr, result.stderr
+    result = run_compose(["config", "-q"], {**others, "KERASYARD_API_TOKEN": ""})
+    assert result.returncode != 0 and "at least 16 characters" in result.stderr, result.stderr
+
+
+def test_mlflow_sits_behind_basic_auth_and_workers_have_their_own_user(resolved):
+    services = resolved["services"]
+    mlflow = services["mlflow"]
+    assert option(mlflow["command"], "--app-name") == "basic-auth"
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow/basic_auth.ini"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == TEST_SECRETS["MLFLOW_ADMIN_PASSWORD"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == TEST_SECRETS["MLFLOW_FLASK_SECRET_KEY"]
+    assert "COPY deploy/mlflow/ /etc/mlflow/" in (DEPLOY / "mlflow.Dockerfile").read_text()
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(DEPLOY / "mlflow" / "basic_auth.ini")
+    auth_db = ini["mlflow"]["database_uri"]
+    assert auth_db.startswith("sqlite:////mlauth/"), auth_db  # its own database...
+    mounts = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in mlflow["volumes"]]
+    assert "/mlauth" in mounts  # ...on a volume
+    assert "admin_password" not in ini["mlflow"]
+    init = services["mlflow-init"]
+    assert init["command"] == ["python", "/etc/mlflow/create_users.py"]
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    for name in ("worker-gpu", "worker-gpu-jax", "worker-cpu"):
+        wenv = services[name]["environment"]
+        assert wenv["MLFLOW_TRACKING_USERNAME"] == init["environment"]["MLFLOW_WORKER_USERNAME"]
+        assert wenv["MLFLOW_TRACKING_PASSWORD"] == TEST_SECRETS["MLFLOW_WORKER_PASSWORD"]
+        assert wenv["MLFLOW_TRACKING_USERNAME"] != env["MLFLOW_AUTH_ADMIN_USERNAME"]
+        assert services[name]["depends_on"]["mlflow-init"] == \
+            {"condition": "service_completed_successfully"}
+    # The API calls only MLflow's public /health: it gets no MLflow credentials.
+    assert "MLFLOW_TRACKING_PASSWORD" not in services["api"]["environment"]
+    for secret in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_WORKER_PASSWORD", "MLFLOW_FLASK_SECRET_KEY"):
+        others = {k: v for k, v in TEST_SECRETS.items() if k != secret}
+        result = run_compose(["config", "-q"], others)
+        assert result.returncode != 0 and secret in result.stderr, (secret, result.stderr)
+
+
+def test_every_service_has_a_memory_limit_and_workers_recycle_children_by_memory(resolved):
+    for name, service in resolved["services"].items():
+        limit = service.get("mem_limit") or \
+            ((service.get("deploy") or {}).get("resources") or {}).get("limits", {}).get("memory")
+        assert limit, f"services.{name} has no memory limit"
+    for name in ("worker-gpu", "worker-gpu-jax", "worker-cpu"):
+        value = option(resolved["services"][name]["command"], "--max-memory-per-child")
+        assert value and int(value) > 0, name
+
+
+def test_jax_gpu_worker_is_an_opt_in_profile(resolved, doc):
+    jax = doc["services"]["worker-gpu-jax"]
+    assert jax["profiles"] == ["jax"]
+    assert jax["environment"]["KERAS_BACKEND"] == "jax"
+    assert jax["build"]["args"]["WORKER_VARIANT"] == "jax"
+    assert jax["command"] == doc["services"]["worker-gpu"]["command"]
+    assert jax["environment"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    out = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), "--no-base",
+                          "--extra", "jax-cuda"], capture_output=True, text=True,
+                         check=True).stdout
+    import jax as jax_lib
+
+    assert out.split() == [f"jax[cuda12]=={jax_lib.__version__}"], out

@@ -25,6 +25,7 @@ from service.models import Dataset, JobStatus
 from service.sweeps import for_worker
 from service.validation import validate
 
+from .. import gpu
 from . import artifacts, shared_trials, tracking
 from . import datasets as D
 from . import model as M
@@ -187,6 +188,7 @@ class JobRun:
             "fit_time_s": round(fit_time, 3),
             "steps_per_execution": spe,
             "keras_backend": backend,
+            "device": gpu.device_summary(),  # what it trained on: a GPU job never runs on a CPU
         }
         if callback.pruned:
             self.pruned_at = len(history)
@@ -206,6 +208,7 @@ class JobRun:
         tags = tracking.base_tags(self.job_id, self.claim.sweep_id, data.digest,
                                   extra["keras_backend"])
         tags.update({f"user.{k}": v for k, v in spec.tags.items()})
+        tags.update(gpu.device_tags())
         if self.ctx is not None:
             self.parent_run_id, _ = tracking.sweep_parent_run(st, cl, self.ctx.sweep_id)
             tags.update(for_worker.child_tags(self.ctx, self.parent_run_id))

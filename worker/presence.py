@@ -1,0 +1,65 @@
+"""A worker's row in the ``workers`` table: its queues, the queues it refused (and why) and its
+device, written by the Celery parent at start and every HEARTBEAT_S, deleted at a clean stop.
+The API's /health lists the rows seen within LIVE_S (service/api/health.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from service.config import Settings
+from service.db import session_scope
+from service.models import WorkerNode, utcnow
+from service.workers import HEARTBEAT_S
+
+log = logging.getLogger(__name__)
+
+
+class Presence:
+    def __init__(self, settings: Settings, hostname: str, queues: list[str],
+                 refused: dict[str, str], device: str | None, backend: str):
+        self.settings, self.hostname = settings, hostname
+        self.queues, self.refused, self.device, self.backend = queues, refused, device, backend
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    def write(self) -> None:
+        try:
+            with session_scope(self.settings.database_url) as s:
+                row = s.get(WorkerNode, self.hostname)
+                if row is None:
+                    row = WorkerNode(hostname=self.hostname, started_at=utcnow())
+                    s.add(row)
+                row.queues, row.refused = list(self.queues), dict(self.refused)
+                row.device, row.keras_backend = self.device, self.backend
+                row.pid, row.last_seen = os.getpid(), utcnow()
+            self._warned = False
+        except Exception as exc:  # a database not migrated yet, or down: say so once
+            if not self._warned:
+                log.warning("could not publish worker %s in the workers table: %s",
+                            self.hostname, type(exc).__name__)
+                self._warned = True
+
+    def start(self) -> None:
+        self.write()
+        self._thread = threading.Thread(target=self._loop, name="kerasyard-presence",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self.write()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            with session_scope(self.settings.database_url) as s:
+                row = s.get(WorkerNode, self.hostname)
+                if row is not None and row.pid == os.getpid():
+                    s.delete(row)
+        except Exception as exc:
+            log.warning("could not remove worker %s from the workers table: %s", self.hostname,
+                        type(exc).__name__)
+
