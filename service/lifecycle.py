@@ -222,14 +222,16 @@ def _owned(s: Session, fence: Fence) -> Job | None:
 def heartbeat(settings: Settings, fence: Fence) -> Ownership:
     """One row update, nothing else: whatever else the worker waits on, this goes through."""
     with session_scope(settings.database_url) as s:
-        row = s.execute(update(Job).where(Job.id == fence.job_id)
-                        .where(Job.attempts == fence.attempt)
-                        .where(Job.status == JobStatus.running)
-                        .values(heartbeat_at=utcnow())
-                        .returning(Job.cancel_requested)).first()
-    if row is None:
+        # No RETURNING: SQLite before 3.35 (still on some laptops) has none.
+        n = s.execute(update(Job).where(Job.id == fence.job_id)
+                      .where(Job.attempts == fence.attempt)
+                      .where(Job.status == JobStatus.running)
+                      .values(heartbeat_at=utcnow())).rowcount
+        cancel = n == 1 and s.scalar(select(Job.cancel_requested)
+                                     .where(Job.id == fence.job_id))
+    if n != 1:
         return SUPERSEDED
-    return CANCEL if row[0] else OWNED
+    return CANCEL if cancel else OWNED
 
 
 def record_epochs(settings: Settings, fence: Fence, epochs: list[tuple[int, dict]],
