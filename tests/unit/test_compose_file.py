@@ -512,7 +512,7 @@ def test_point4_migrate_waits_for_the_database_to_take_tcp_connections(tmp_path)
     name = f"kerasyard_migwait_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    from tests.helpers import free_port
+    from service.devstack import free_port
 
     port, stop = free_port(), threading.Event()
     upstream = admin.split("@", 1)[1].split("/", 1)[0]
@@ -608,7 +608,7 @@ def test_point6_redis_healthcheck_fails_on_a_wrong_password(doc, tmp_path):
     import shutil
     import time
 
-    from tests.helpers import free_port
+    from service.devstack import free_port
 
     if not shutil.which("redis-server") or not shutil.which("redis-cli"):
         pytest.skip("redis-server / redis-cli are not installed")
