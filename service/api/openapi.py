@@ -224,7 +224,9 @@ JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
-def document() -> dict:
+def document(token_required: bool | None = None) -> dict:
+    """The document; ``token_required`` (the API serves it with its own setting) makes the
+    bearer token required (True) or absent (False) rather than optional (None)."""
     q = lambda name, schema, desc="": {"name": name, "in": "query", "schema": schema,
                                        "description": desc}
     text = {"type": "string", "pattern": NO_NUL}
@@ -236,7 +238,8 @@ def document() -> dict:
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "only when KERASYARD_API_TOKEN is set"}}},
-        "security": [{}, {"bearer": []}],
+        "security": ([{}, {"bearer": []}] if token_required is None else
+                     [{"bearer": []}] if token_required else [{}]),
         "paths": {
             "/api/v1/jobs": {
                 "post": {"summary": "Validate, store and queue a job", "operationId": "createJob",
