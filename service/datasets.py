@@ -40,6 +40,9 @@ def read_rows(content: bytes) -> tuple[list[str], list[list[str]]]:
     except UnicodeDecodeError as exc:
         raise CsvError(f"the file is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV") \
             from None
+    nul = content.find(b"\x00")
+    if nul >= 0:  # not text; and PostgreSQL could not store a column name with one
+        raise CsvError(f"the file has a NUL character (byte {nul}); save it as UTF-8 CSV text")
     reader = csv.reader(io.StringIO(text))
     try:
         rows = [row for row in reader if row and any(cell.strip() for cell in row)]

@@ -52,6 +52,23 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
                                   "'Authorization: Bearer <KERASYARD_API_TOKEN>'")
         return None
 
+    @app.before_request
+    def _no_nul():
+        # PostgreSQL's text cannot hold a NUL character: a query with one in an id or a filter
+        # fails in the driver (a 500) rather than matching nothing. No id has one (bodies with
+        # one are refused, body.py), so such a path names nothing; a query parameter with one
+        # is malformed (the document's string parameters say so with a pattern).
+        if "\x00" in request.path:
+            return error_response(404, "not_found", "no resource has a NUL character "
+                                  "(%00) in its path")
+        for name, value in request.args.items(multi=True):
+            if "\x00" in name or "\x00" in value:
+                return error_response(400, "bad_request", f"query parameter {name!r} contains "
+                                      "a NUL character (%00); remove it",
+                                      [{"loc": name, "msg": "contains a NUL character",
+                                        "value": value}])
+        return None
+
     if redispatch_interval:
         from ..background import BackgroundRounds
 

@@ -8,6 +8,9 @@ What a body may be, for every route that takes a spec:
 - at most ``MAX_BODY_BYTES`` bytes (413), nested at most ``MAX_DEPTH`` levels (400);
 - numbers finite (no ``NaN``, ``Infinity``, ``1e999``, ``.inf``) with integers of at most
   ``MAX_INT_DIGITS`` digits (400): bounds per field are the spec's business;
+- no NUL character (``\u0000``) in any string or key (400): PostgreSQL's text and JSONB
+  cannot hold one (the OpenAPI document says both: a ``maximum`` on every integer, a
+  ``pattern`` on every free string);
 - YAML without anchors, aliases or tags beyond the safe ones: nothing that expands.
 """
 
@@ -58,8 +61,8 @@ def _parse_constant(name: str):
 
 
 def _check(value: Any, depth: int = 0, loc: str = "") -> None:
-    """Depth, finiteness and integer size of a parsed body (YAML needs all three; JSON's
-    parser hooks already did the numbers)."""
+    """Depth, finiteness, integer size and NUL-free strings of a parsed body (YAML needs all
+    of them; JSON's parser hooks already did the numbers)."""
     if depth > MAX_DEPTH:
         raise _bad(f"the body is nested more than {MAX_DEPTH} levels deep", loc or "(body)")
     if isinstance(value, dict):
@@ -67,10 +70,16 @@ def _check(value: Any, depth: int = 0, loc: str = "") -> None:
             if not isinstance(key, str):
                 raise _bad(f"key {str(key)[:40]!r} is not a string; keys must be strings",
                            loc or "(body)")
+            if "\x00" in key:
+                raise _bad(f"key {key[:40]!r} contains a NUL character (\\u0000), which "
+                           "cannot be stored; remove it", loc or "(body)")
             _check(item, depth + 1, f"{loc}.{key}" if loc else key)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check(item, depth + 1, f"{loc}.{i}" if loc else str(i))
+    elif isinstance(value, str) and "\x00" in value:
+        raise _bad(f"{loc or 'the body'}: the string contains a NUL character (\\u0000), which "
+                   "cannot be stored; remove it", loc or "(body)")
     elif isinstance(value, float) and not math.isfinite(value):
         raise _bad(f"{loc or 'the body'}: {value} is not a finite number; write a finite value",
                    loc or "(body)")
@@ -163,7 +172,7 @@ def json_body() -> Any:
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:  # "?limit=" is not an integer (400), as the document says
         return default
     try:
         value = int(raw) if len(raw) <= 12 else None

@@ -20,9 +20,13 @@ def upload():
         if file is None:
             raise ApiError(400, "bad_request", "send the CSV in the multipart field 'file'",
                            [{"loc": "file", "msg": "field required"}])
-        content, filename = file.read(), file.filename
+        # The client's file name is only shown back; PostgreSQL cannot store a NUL in it.
+        content, filename = file.read(), (file.filename or "").replace("\x00", "\ufffd") or None
     else:
         content, filename = request.get_data(), None
+    if name and "\x00" in name:  # the query's name is refused before (service/api/__init__.py)
+        raise ApiError(400, "bad_request", "the form field 'name' contains a NUL character; "
+                       "remove it", [{"loc": "name", "msg": "contains a NUL character"}])
     if not content:
         raise ApiError(400, "bad_request", "no CSV received; POST it as multipart field 'file' "
                        "or as a text/csv body")

@@ -6,6 +6,7 @@ from importlib import resources
 
 from flask import Blueprint, Response, redirect
 
+from . import settings_of
 from .openapi import document
 
 bp = Blueprint("docs", __name__)
@@ -13,7 +14,8 @@ bp = Blueprint("docs", __name__)
 
 @bp.get("/api/v1/openapi.json")
 def openapi():
-    return document()
+    # What this deployment asks: the bearer token when KERASYARD_API_TOKEN is set, none if not.
+    return document(token_required=bool(settings_of().api_token))
 
 
 @bp.get("/openapi.json")

@@ -20,7 +20,7 @@ def create_job():
 @bp.get("")
 def list_jobs():
     a = request.args
-    return jobs.list_jobs(settings_of(), status=a.get("status") or None,
+    return jobs.list_jobs(settings_of(), status=a.get("status"),  # "" is not a status: 400
                           experiment=a.get("experiment") or None,
                           sweep_id=a.get("sweep_id") or None,
                           limit=int_arg("limit", 50, 1, 500), cursor=a.get("cursor") or None)

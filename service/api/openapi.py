@@ -7,6 +7,7 @@ from ..jobs import STATUSES
 from ..spec import OPTIMIZERS, JobSpec
 from ..sweep_spec import SweepSpec
 from ..sweeps.commands import SWEEP_STATUSES
+from .body import MAX_INT_DIGITS
 
 REF = "#/components/schemas/{model}"
 
@@ -53,6 +54,44 @@ def _obj(properties: dict, required: bool | list[str] = True, **extra) -> dict:
 NULLABLE_STR = {"type": ["string", "null"]}
 NULLABLE_OBJ = {"type": ["object", "null"]}
 MLFLOW = _obj({"run_id": NULLABLE_STR, "experiment_id": NULLABLE_STR, "url": NULLABLE_STR})
+
+
+# What body.py refuses in any body (400), said in the schemas of the bodies: integers of at
+# most MAX_INT_DIGITS digits, no NUL character in a string or a key (PostgreSQL cannot store
+# one). Query strings say the second too (service/api/__init__.py refuses a NUL there).
+INT_BOUND = 10 ** MAX_INT_DIGITS - 1
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _storable(node):
+    """``node`` (a JSON Schema, walked in place) with body.py's limits declared: a bound on
+    every integer that has none, a NUL-free pattern on every free-form string and key."""
+    if isinstance(node, list):
+        for item in node:
+            _storable(item)
+        return node
+    if not isinstance(node, dict):
+        return node
+    types = node.get("type")
+    types = [types] if isinstance(types, str) else types or []
+    free = not any(k in node for k in ("enum", "const", "pattern", "format", "$ref"))
+    if "integer" in types:
+        if "maximum" not in node and "exclusiveMaximum" not in node:
+            node["maximum"] = INT_BOUND
+        if "minimum" not in node and "exclusiveMinimum" not in node:
+            node["minimum"] = -INT_BOUND
+    if "string" in types and free:
+        node["pattern"] = NO_NUL
+    if "object" in types and node.get("additionalProperties") not in (None, False):
+        node.setdefault("propertyNames", {"pattern": NO_NUL})
+    for key, value in node.items():
+        if key in ("properties", "$defs", "patternProperties"):
+            for sub in value.values():
+                _storable(sub)
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "not",
+                     "prefixItems"):
+            _storable(value)
+    return node
 
 
 def _job_spec_schema() -> tuple[dict, dict]:
@@ -109,6 +148,10 @@ def _schemas() -> dict:
     sweep_schema = SweepSpec.model_json_schema(ref_template=REF)
     defs.update(sweep_schema.pop("$defs", {}))
     sweep_schema["properties"]["base"] = {"$ref": REF.format(model="JobSpec")}
+    _storable(spec_schema)
+    _storable(sweep_schema)
+    for model_schema in defs.values():
+        _storable(model_schema)
     trial = _obj({
         "number": {"type": "integer"}, "name": {"type": "string"},
         "params": {"type": "object"},
@@ -181,9 +224,12 @@ JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": 
 DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
-def document() -> dict:
+def document(token_required: bool | None = None) -> dict:
+    """The document; ``token_required`` (the API serves it with its own setting) makes the
+    bearer token required (True) or absent (False) rather than optional (None)."""
     q = lambda name, schema, desc="": {"name": name, "in": "query", "schema": schema,
                                        "description": desc}
+    text = {"type": "string", "pattern": NO_NUL}
     return {
         "openapi": "3.1.0",
         "info": {"title": "kerasyard", "version": __version__,
@@ -192,7 +238,8 @@ def document() -> dict:
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "only when KERASYARD_API_TOKEN is set"}}},
-        "security": [{}, {"bearer": []}],
+        "security": ([{}, {"bearer": []}] if token_required is None else
+                     [{"bearer": []}] if token_required else [{}]),
         "paths": {
             "/api/v1/jobs": {
                 "post": {"summary": "Validate, store and queue a job", "operationId": "createJob",
@@ -206,12 +253,11 @@ def document() -> dict:
                                                     "Error")}},
                 "get": {"summary": "List jobs, newest first", "operationId": "listJobs",
                         "parameters": [q("status", {"type": "string", "enum": STATUSES}),
-                                       q("experiment", {"type": "string"}),
-                                       q("sweep_id", {"type": "string"}),
+                                       q("experiment", text),
+                                       q("sweep_id", text),
                                        q("limit", {"type": "integer", "minimum": 1,
                                                    "maximum": 500, "default": 50}),
-                                       q("cursor", {"type": "string"},
-                                         "next_cursor of the previous page")],
+                                       q("cursor", text, "next_cursor of the previous page")],
                         "responses": {"200": _resp("a page of jobs, newest first", "JobList"),
                                       **ERRORS}}},
             "/api/v1/jobs/{job_id}": {"get": {
@@ -245,7 +291,7 @@ def document() -> dict:
                         "parameters": [q("status", {"type": "string", "enum": SWEEP_STATUSES}),
                                        q("limit", {"type": "integer", "minimum": 1,
                                                    "maximum": 500, "default": 50}),
-                                       q("cursor", {"type": "string"})],
+                                       q("cursor", text, "next_cursor of the previous page")],
                         "responses": {"200": _resp("a page of sweeps (without trials), newest "
                                                     "first", "SweepList"),
                                       **ERRORS}}},
@@ -263,12 +309,14 @@ def document() -> dict:
             "/api/v1/datasets": {
                 "post": {"summary": "Upload a CSV (multipart field 'file' or a text/csv body)",
                          "operationId": "uploadDataset",
-                         "parameters": [q("name", {"type": "string"})],
-                         "requestBody": {"content": {
-                             "multipart/form-data": {"schema": {"type": "object", "properties": {
-                                 "file": {"type": "string", "format": "binary"},
-                                 "name": {"type": "string"}}}},
-                             "text/csv": {"schema": {"type": "string"}}}},
+                         "parameters": [q("name", text)],
+                         "requestBody": {"required": True, "content": {
+                             "multipart/form-data": {"schema": {
+                                 "type": "object", "required": ["file"], "properties": {
+                                     "file": {"type": "string", "format": "binary",
+                                              "minLength": 1},
+                                     "name": text}}},
+                             "text/csv": {"schema": {"type": "string", "minLength": 1}}}},
                          "responses": {"201": _resp("the dataset with column profile", "Dataset"),
                                        **ERRORS, "413": _resp("file too large", "Error"),
                                        "422": _resp("not a usable CSV", "Error")}},

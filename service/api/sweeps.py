@@ -20,7 +20,7 @@ def create_sweep():
 @bp.get("")
 def list_sweeps():
     a = request.args
-    return sweeps.list_sweeps(settings_of(), status=a.get("status") or None,
+    return sweeps.list_sweeps(settings_of(), status=a.get("status"),  # "" is not a status: 400
                               limit=int_arg("limit", 50, 1, 500), cursor=a.get("cursor") or None)
 
 

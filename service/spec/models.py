@@ -142,7 +142,10 @@ class FitSpec(StrictModel):
     shuffle: bool = True
     gradient_descent: Literal[GRADIENT_DESCENT] | None = None  # type: ignore[valid-type]
     early_stopping: EarlyStoppingSpec | None = None
-    steps_per_execution: int | Literal["auto"] = "auto"
+    # >= 1 is checked by spec/checks.py (steps_per_execution_positive, with its message);
+    # the JSON Schema says it too, so the OpenAPI document declares what the API accepts.
+    steps_per_execution: int | Literal["auto"] = Field(
+        default="auto", json_schema_extra=lambda schema: schema["anyOf"][0].update(minimum=1))
 
 
 # --- dataset ---------------------------------------------------------------------------------
