@@ -208,6 +208,13 @@ class Reporter:
         return {"epoch": epoch, "epochs": self.epochs, "metrics": clean(metrics),
                 "elapsed_s": round(elapsed, 3), "eta_s": None if eta is None else round(eta, 3)}
 
+    def mlflow_pending(self) -> int:
+        """Epochs MLflow has not taken yet (they are kept after a failed call)."""
+        if self.mlflow is None or not self.run_id:
+            return 0
+        with self._lock:
+            return len(self._pending_mlflow)
+
     def _write_mlflow(self, final: bool) -> None:
         if self.mlflow is None or not self.run_id:
             return
