@@ -219,7 +219,8 @@ class JobRun:
     def _flush_metrics(self) -> None:
         self.reporter.flush(final=True)
         if self.reporter.mlflow_pending():
-            raise ConnectionError(f"log_batch of {self.reporter.mlflow_pending()} epochs failed")
+            raise ConnectionError(f"log_batch of {self.reporter.mlflow_pending()} epochs failed "
+                                  f"({self.reporter.mlflow_last_error})")
 
     def _start_mlflow_run(self, raw: dict, spec, plan, data, extra: dict) -> None:
         st = self.settings
