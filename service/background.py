@@ -6,6 +6,8 @@ sweep (:func:`service.sweeps.scheduler.tick`):
 - queued jobs the broker never got (it was down when they were submitted), and queued jobs
   the broker has had for ``resend_unclaimed_s`` with no claim (a message lost in the broker,
   or acked by a worker that could not reach the database): the claim drops a duplicate;
+- every ``reconcile_s``, a ``worker.reconcile_runs`` task: a worker ends the MLflow runs left
+  RUNNING by jobs that have ended (MLflow down at a run's end, a child killed for memory);
 - running jobs whose heartbeat is stale: their worker died or hangs. Each goes back to
   ``queued`` through :func:`service.lifecycle.requeue_stale` (which fences the old worker
   off) and is sent again; the next claim takes it over.
@@ -58,7 +60,19 @@ def dispatch_pending(settings: Settings) -> int:
     return sent
 
 
-def run_round(settings: Settings) -> None:
+def send_reconcile(settings: Settings) -> bool:
+    """Ask a worker to end the MLflow runs of ended jobs (:mod:`worker.training.reconcile`)."""
+    if not settings.mlflow_logging:
+        return False
+    return CelerySender(settings).reconcile_runs()
+
+
+def run_round(settings: Settings, reconcile: bool = False) -> None:
+    if reconcile:
+        try:
+            send_reconcile(settings)
+        except Exception:
+            log.warning("sending the MLflow reconcile task failed", exc_info=True)
     try:
         dispatch_pending(settings)
     except Exception:
@@ -78,5 +92,11 @@ class BackgroundRounds(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        import time
+
+        last_reconcile = time.monotonic()
         while not self.stopped.wait(self.interval):
-            run_round(self.settings)
+            due = time.monotonic() - last_reconcile >= self.settings.reconcile_s
+            if due:
+                last_reconcile = time.monotonic()
+            run_round(self.settings, reconcile=due)

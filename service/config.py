@@ -130,6 +130,14 @@ class Settings:
     # `python -m service.migrate` retries this long while the database refuses connections
     # (PostgreSQL still initialising its volume, or not listening on TCP yet).
     migrate_wait_s: float = 120.0
+    # How long a worker keeps retrying MLflow (with backoff) when it does not answer at the
+    # start of a run (experiment, run, params) or at its end (last metrics, artifacts, model,
+    # end status) before the job fails, naming MLflow's URL and what it was doing. Outages
+    # during training never fail a job: the epochs wait for the next flush.
+    mlflow_retry_s: float = 120.0
+    # Seconds between the API's requests to a worker to end the MLflow runs left RUNNING by
+    # jobs that have ended (a worker killed by the OOM killer, MLflow down at a run's end).
+    reconcile_s: float = 300.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -167,6 +175,8 @@ class Settings:
             require_gpu=_env_bool("KERASYARD_REQUIRE_GPU", True),
             gpu_probe_timeout_s=_env_float("KERASYARD_GPU_PROBE_TIMEOUT_S", 180.0),
             migrate_wait_s=_env_float("KERASYARD_MIGRATE_WAIT_S", 120.0),
+            mlflow_retry_s=_env_float("KERASYARD_MLFLOW_RETRY_S", 120.0),
+            reconcile_s=_env_float("KERASYARD_RECONCILE_S", 300.0),
         )
 
     @property

@@ -385,3 +385,54 @@ def mark_dispatched(settings: Settings, job_id: str) -> None:
 def fail_unstarted(job: Job, error: dict[str, Any]) -> None:
     """A job row that can never start (a sampled trial whose spec is invalid)."""
     end(job, JobStatus.failed, error=error)
+
+
+# --- the MLflow side of jobs that ended (read by the worker's reconciler) ---------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEnd:
+    """What a job's MLflow runs should show: read by ``worker.reconcile_runs``."""
+
+    job_id: str
+    status: JobStatus
+    attempts: int
+    mlflow_run_id: str | None
+    error: dict | None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in TERMINAL
+
+
+def job_ends(settings: Settings, job_ids: list[str]) -> dict[str, JobEnd]:
+    """The state of these jobs (missing ids are left out); nothing is written."""
+    if not job_ids:
+        return {}
+    with session_scope(settings.database_url) as s:
+        rows = s.execute(select(Job.id, Job.status, Job.attempts, Job.mlflow_run_id, Job.error)
+                         .where(Job.id.in_(sorted(set(job_ids))))).all()
+    return {r[0]: JobEnd(r[0], r[1], r[2] or 0, r[3], r[4]) for r in rows}
+
+
+# --- a training process the kernel killed for memory -------------------------------------------
+
+
+def fail_out_of_memory(settings: Settings, job_id: str, worker: str, message: str) -> bool:
+    """The training child ``worker`` (``host:pid``) was killed by the out-of-memory killer
+    while it held the job: the job fails saying so instead of going to another attempt (it
+    would die the same way). Only while the job is still running on that child; True when
+    written. The redelivered message is then dropped by the claim."""
+    with session_scope(settings.database_url) as s:
+        job = s.scalars(select(Job).where(Job.id == job_id).where(Job.worker == worker)
+                        .where(Job.status == JobStatus.running).with_for_update()).first()
+        if job is None:
+            return False
+        memory_mb = (job.plan or {}).get("memory_mb")
+        estimate = f"{memory_mb:.0f} MB" if isinstance(memory_mb, (int, float)) else "unknown"
+        end(job, JobStatus.failed, error={
+            "type": "OutOfMemory",
+            "message": f"{message} (the plan's peak-memory estimate for this job: {estimate}; "
+                       "lower the batch size, the model's width or the dataset's size, or "
+                       "raise the worker's memory limit)"})
+        return True

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_TASK = "worker.train"
 SWEEP_REPORT_TASK = "worker.sweep_report"
+RECONCILE_TASK = "worker.reconcile_runs"
 RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 # kombu's Redis sockets wait for ever by default: a broker that accepts the connection and
 # then hangs would block POST /jobs after its commit, and the background thread for good.
@@ -51,9 +52,10 @@ class CelerySender:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def _send(self, task: str, arg: str, queue: str) -> bool:
+    def _send(self, task: str, arg: str | None, queue: str) -> bool:
         try:
-            celery_for(self.settings).send_task(task, args=[arg], queue=queue, retry=True,
+            celery_for(self.settings).send_task(task, args=[] if arg is None else [arg],
+                                                queue=queue, retry=True,
                                                 retry_policy=RETRY_POLICY)
             return True
         except Exception as exc:
@@ -67,6 +69,10 @@ class CelerySender:
     def report(self, sweep_id: str) -> bool:
         """Ask a worker to write the sweep's report into its MLflow parent run."""
         return self._send(SWEEP_REPORT_TASK, sweep_id, self.settings.default_queue)
+
+    def reconcile_runs(self) -> bool:
+        """Ask a worker to end the MLflow runs left RUNNING by jobs that have ended."""
+        return self._send(RECONCILE_TASK, None, self.settings.default_queue)
 
 
 def broker_ok(settings: Settings) -> tuple[bool, str]:

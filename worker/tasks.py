@@ -19,3 +19,16 @@ def sweep_report(sweep_id: str) -> str:
     from .training.sweep_report import write_report
 
     return write_report(sweep_id, get_settings())
+
+
+# An out-of-memory death of the training child fails the job instead of retrying it.
+train.Request = "worker.oom:TrainRequest"
+
+
+@app.task(name="worker.reconcile_runs")
+def reconcile_runs() -> dict:
+    """End the MLflow runs left RUNNING by jobs that have ended (sent by the API's background
+    round every KERASYARD_RECONCILE_S)."""
+    from .training.reconcile import reconcile
+
+    return reconcile(get_settings())

@@ -119,6 +119,7 @@ class Reporter:
         # so small batches overestimate it: the safe side).
         self._cost_per_value = 2e-4
         self.mlflow_errors = 0
+        self.mlflow_last_error: str | None = None  # "Type: message" of the last failed call
         self.last_epoch = 0  # the last epoch fit finished
         # Called from this thread with each batch of new epochs; True stops training (a sweep
         # trial's pruner).
@@ -208,6 +209,13 @@ class Reporter:
         return {"epoch": epoch, "epochs": self.epochs, "metrics": clean(metrics),
                 "elapsed_s": round(elapsed, 3), "eta_s": None if eta is None else round(eta, 3)}
 
+    def mlflow_pending(self) -> int:
+        """Epochs MLflow has not taken yet (they are kept after a failed call)."""
+        if self.mlflow is None or not self.run_id:
+            return 0
+        with self._lock:
+            return len(self._pending_mlflow)
+
     def _write_mlflow(self, final: bool) -> None:
         if self.mlflow is None or not self.run_id:
             return
@@ -218,8 +226,9 @@ class Reporter:
         started = time.monotonic()
         try:
             tracking.log_epochs(self.mlflow, self.run_id, batch)
-        except Exception:
+        except Exception as exc:
             self.mlflow_errors += 1
+            self.mlflow_last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             log.warning("MLflow log_batch failed; will retry", exc_info=True)
             with self._lock:  # keep them for the next flush
                 self._pending_mlflow[:0] = batch

@@ -30,6 +30,7 @@ from . import artifacts, shared_trials, tracking
 from . import datasets as D
 from . import model as M
 from .claim import claim
+from .mlflow_retry import Deadline, MlflowUnavailable, retry
 from .reporter import Heartbeat, Reporter, Signals, clean, epoch_callback
 from .sender import WorkerSender
 
@@ -160,7 +161,13 @@ class JobRun:
                 callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
             )
             fit_time = time.perf_counter() - t0
-            self.reporter.flush(final=True)  # every epoch is in MLflow before the artifacts
+            # Every epoch is in MLflow before the artifacts; an MLflow that does not answer
+            # now delays the job (bounded), it does not lose the epochs.
+            end_deadline = Deadline(st.mlflow_retry_s)
+            self.reporter.flush(final=True)
+            if self.reporter.mlflow_pending() and not self.superseded:
+                self._mlflow_step(self._flush_metrics, "logging the last epochs' metrics",
+                                  end_deadline)
             history = callback.history
             if self.ctx and self.ctx.shared and not self.superseded:
                 shared_trials.record(
@@ -194,26 +201,49 @@ class JobRun:
             self.pruned_at = len(history)
             summary["pruned_at_epoch"] = len(history)
         if self.mlflow is not None and not self.superseded:
-            artifacts.write_artifacts(self.mlflow, self.run_id, raw, spec, plan, model, data,
-                                      history)
+            self._mlflow_step(lambda: artifacts.write_artifacts(
+                self.mlflow, self.run_id, raw, spec, plan, model, data, history),
+                "logging the run's artifacts", end_deadline)
             if status == JobStatus.succeeded and st.log_model and not self.superseded:
-                artifacts.log_model(st, model, data, self.run_id)
+                self._mlflow_step(lambda: artifacts.log_model(st, model, data, self.run_id),
+                                  "logging the model", end_deadline)
         summary["mlflow_errors"] = self.reporter.mlflow_errors
         return Outcome(status, summary)
+
+    def _mlflow_step(self, fn, what: str, deadline: Deadline):
+        """``fn()`` retried while MLflow does not answer, within ``deadline``
+        (:mod:`.mlflow_retry`); MlflowUnavailable after it."""
+        return retry(fn, what, self.settings.mlflow_tracking_uri, deadline,
+                     stop=lambda: self.superseded)
+
+    def _flush_metrics(self) -> None:
+        self.reporter.flush(final=True)
+        if self.reporter.mlflow_pending():
+            raise ConnectionError(f"log_batch of {self.reporter.mlflow_pending()} epochs failed "
+                                  f"({self.reporter.mlflow_last_error})")
 
     def _start_mlflow_run(self, raw: dict, spec, plan, data, extra: dict) -> None:
         st = self.settings
         self.mlflow = cl = tracking.client(st.mlflow_tracking_uri)
-        exp_id = tracking.experiment_id(cl, spec.experiment)
+        deadline = Deadline(st.mlflow_retry_s)  # one budget for the whole start
+        exp_id = self._mlflow_step(lambda: tracking.experiment_id(cl, spec.experiment),
+                                   f"looking up experiment {spec.experiment!r}", deadline)
         tags = tracking.base_tags(self.job_id, self.claim.sweep_id, data.digest,
                                   extra["keras_backend"])
+        # With the job id, what finds this attempt's run again when a retry follows a lost
+        # answer (tracking.start_job_run), and what the reconciler reads.
+        tags["kerasyard.attempt"] = str(self.fence.attempt)
         tags.update({f"user.{k}": v for k, v in spec.tags.items()})
         tags.update(gpu.device_tags())
         if self.ctx is not None:
-            self.parent_run_id, _ = tracking.sweep_parent_run(st, cl, self.ctx.sweep_id)
+            self.parent_run_id, _ = self._mlflow_step(
+                lambda: tracking.sweep_parent_run(st, cl, self.ctx.sweep_id),
+                "creating the sweep's parent run", deadline)
             tags.update(for_worker.child_tags(self.ctx, self.parent_run_id))
         params = tracking.run_params(raw, plan, extra)
-        self.run_id = tracking.start_run(cl, exp_id, spec.name, tags, params)
+        self.run_id = self._mlflow_step(
+            lambda: tracking.start_job_run(cl, exp_id, spec.name, tags, params),
+            "creating the job's run and logging its params", deadline)
         answer = lifecycle.set_run(st, self.fence, self.run_id, exp_id)
         if answer is Ownership.SUPERSEDED:
             # The job row never held this run, so no new owner will end it: end it here.
@@ -236,6 +266,8 @@ class JobRun:
         if isinstance(exc, S.SpecError):
             error = {"type": "InvalidSpec", "message": str(exc),
                      "details": [d.as_dict() for d in exc.details]}
+        elif isinstance(exc, MlflowUnavailable):
+            error = {"type": "MlflowUnavailable", "message": str(exc)}
         elif type(exc).__name__ == "SoftTimeLimitExceeded":
             error = {"type": "TimeLimitExceeded", "message": "the job ran past the worker's soft "
                      f"time limit of {self.settings.task_soft_time_limit_s} s"}
@@ -243,7 +275,8 @@ class JobRun:
             error = {"type": type(exc).__name__, "message": str(exc) or repr(exc)}
         log.error("job %s failed: %s", self.job_id, error["message"],
                   exc_info=not isinstance(exc, (TrainingFailed, S.SpecError)))
-        if self.mlflow is not None and self.run_id and not self.superseded:
+        if self.mlflow is not None and self.run_id and not self.superseded and \
+                not isinstance(exc, MlflowUnavailable):  # the reconciler records that one later
             try:
                 artifacts.record_failure(self.mlflow, self.run_id, error, exc)
             except Exception:
@@ -266,7 +299,7 @@ class JobRun:
                         "owner ends MLflow run %s", self.job_id, self.fence.attempt,
                         self.reporter.last_epoch, self.run_id)
             return SUPERSEDED
-        self._end_mlflow_run(outcome.status)
+        self._end_mlflow_run(outcome)
         return outcome.status.value
 
     def _finish(self, outcome: Outcome) -> Ownership:
@@ -286,20 +319,30 @@ class JobRun:
                 time.sleep(attempt)
         raise AssertionError("unreachable")
 
-    def _end_mlflow_run(self, status: JobStatus) -> None:
+    def _end_mlflow_run(self, outcome: Outcome) -> None:
         if self.mlflow is None or not self.run_id:
             return
-        cl, run_id = self.mlflow, self.run_id
+        gave_up = (outcome.error or {}).get("type") == "MlflowUnavailable"
+        # The job row has its end already; MLflow gets it within the bound (one try when the
+        # bound was spent already), or from the reconciler (worker.reconcile_runs) once it
+        # answers again.
+        deadline = Deadline(0 if gave_up else self.settings.mlflow_retry_s)
         try:
-            if status == JobStatus.pruned:
-                cl.set_tag(run_id, "kerasyard.pruned", "true")
-                cl.set_tag(run_id, "kerasyard.pruned_at_epoch", str(self.pruned_at))
-                cl.set_tag(run_id, "mlflow.note.content",
-                           f"**Pruned** at epoch {self.pruned_at} by the sweep's "
-                           f"{self.ctx.early_stopping if self.ctx else ''} pruner: its "
-                           "objective was worse than the other trials' at the same epoch.")
-            if self.ctx is not None:
-                cl.set_tag(run_id, "kerasyard.trial_state", status.value)
-            cl.set_terminated(run_id, MLFLOW_RUN_STATUS[status])
+            self._mlflow_step(lambda: self._end_tags_and_status(outcome.status),
+                              "ending the run", deadline)
         except Exception:
-            log.warning("could not end MLflow run %s", run_id, exc_info=True)
+            log.warning("could not end MLflow run %s; the reconciler will", self.run_id,
+                        exc_info=True)
+
+    def _end_tags_and_status(self, status: JobStatus) -> None:
+        cl, run_id = self.mlflow, self.run_id
+        if status == JobStatus.pruned:
+            cl.set_tag(run_id, "kerasyard.pruned", "true")
+            cl.set_tag(run_id, "kerasyard.pruned_at_epoch", str(self.pruned_at))
+            cl.set_tag(run_id, "mlflow.note.content",
+                       f"**Pruned** at epoch {self.pruned_at} by the sweep's "
+                       f"{self.ctx.early_stopping if self.ctx else ''} pruner: its "
+                       "objective was worse than the other trials' at the same epoch.")
+        if self.ctx is not None:
+            cl.set_tag(run_id, "kerasyard.trial_state", status.value)
+        cl.set_terminated(run_id, MLFLOW_RUN_STATUS[status])

@@ -65,6 +65,29 @@ def start_run(cl, exp_id: str, run_name: str, tags: dict[str, str], params: dict
     return run.info.run_id
 
 
+def find_run(cl, exp_id: str, job_id: str, attempt: int) -> str | None:
+    """The run this job's attempt created already (an earlier try whose answer was lost)."""
+    runs = cl.search_runs([exp_id], filter_string=f"tags.`kerasyard.job_id` = '{job_id}' and "
+                          f"tags.`kerasyard.attempt` = '{attempt}'", max_results=5)
+    return runs[0].info.run_id if runs else None
+
+
+def start_job_run(cl, exp_id: str, run_name: str, tags: dict[str, str],
+                  params: dict[str, str]) -> str:
+    """:func:`start_run` that may be called again after a failure: a run with the same
+    ``kerasyard.job_id`` and ``kerasyard.attempt`` tags is reused (its params logged again,
+    same values), so retries never leave two runs."""
+    from mlflow.entities import Param
+
+    run_id = find_run(cl, exp_id, tags["kerasyard.job_id"], int(tags["kerasyard.attempt"]))
+    if run_id is None:
+        return start_run(cl, exp_id, run_name, tags, params)
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for i in range(0, len(items), PARAM_BATCH):
+        cl.log_batch(run_id, params=items[i:i + PARAM_BATCH])
+    return run_id
+
+
 def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]]) -> None:
     """One log_batch call for every epoch gathered since the last flush (step = epoch)."""
     from mlflow.entities import Metric
