@@ -5,17 +5,14 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 
 from ..config import Settings, check_api_token, get_settings, redact_url
+from .context import SETTINGS_KEY
 from .errors import error_response, register_error_handlers
 
 PUBLIC_PATHS = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/docs",
                 "/openapi.json"}
-
-
-def settings_of() -> Settings:
-    return current_app.extensions["kerasyard.settings"]
 
 
 def create_app(settings: Settings | None = None, *, redispatch_interval: float | None = None
@@ -25,7 +22,7 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     settings = settings or get_settings()
     check_api_token(settings.api_token)  # refuses to start with a short token
     app = Flask(__name__)
-    app.extensions["kerasyard.settings"] = settings
+    app.extensions[SETTINGS_KEY] = settings
     # Uploads are capped at max_upload_bytes; leave room for multipart framing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + 64 * 1024
     app.json.sort_keys = False

@@ -6,8 +6,8 @@ from flask import Blueprint, request
 
 from .. import datasets
 from ..errors import ApiError
-from . import settings_of
 from .body import int_arg
+from .context import settings_of
 
 bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 

@@ -6,7 +6,7 @@ from importlib import resources
 
 from flask import Blueprint, Response, redirect
 
-from . import settings_of
+from .context import settings_of
 from .openapi import document
 
 bp = Blueprint("docs", __name__)

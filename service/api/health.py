@@ -22,7 +22,7 @@ from ..db import get_engine
 from ..models import as_utc
 from ..queue import broker_ok
 from ..workers import live_workers
-from . import settings_of
+from .context import settings_of
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, request, url_for
 
 from .. import jobs
-from . import settings_of
 from .body import int_arg, json_body
+from .context import settings_of
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 

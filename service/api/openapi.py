@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import __version__
 from ..jobs import STATUSES
 from ..spec import OPTIMIZERS, JobSpec
-from ..sweep_spec import SweepSpec
+from ..spec.sweep import SweepSpec
 from ..sweeps.commands import SWEEP_STATUSES
 from .body import MAX_INT_DIGITS
 

@@ -14,7 +14,8 @@ from ..jobs import mlflow_url
 from ..models import Job, JobStatus, Sweep, SweepStatus, new_id
 from ..paging import decode_cursor, encode_cursor, iso
 from ..queue import CelerySender
-from ..sweep_spec import SweepPlan, SweepSpec, validate_sweep
+from ..spec.sweep import SweepPlan, SweepSpec
+from ..spec.sweep_checks import validate_sweep
 from ..validation import limits, resolver
 from . import scheduler
 from .trials import best_trial, pending_grid_trials, trials_of

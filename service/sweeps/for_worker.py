@@ -32,7 +32,7 @@ from ..config import Settings
 from ..db import session_scope
 from ..lifecycle import Claim, Sender
 from ..models import Job, JobEpoch, Sweep
-from ..sweep_spec import ordered, trial_name
+from ..spec.sweep import ordered, trial_name
 from . import scheduler, studies
 from .trials import Trial, best_trial, job_objective, trials_of  # noqa: F401 (for the report)
 

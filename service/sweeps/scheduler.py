@@ -26,7 +26,7 @@ from ..db import session_scope
 from ..lifecycle import Sender
 from ..models import SWEEP_TERMINAL, Job, JobStatus, Sweep, SweepStatus, as_utc, new_id, utcnow
 from ..spec import SpecError
-from ..sweep_spec import apply_params, ordered, trial_name
+from ..spec.sweep import apply_params, ordered, trial_name
 from ..validation import validate
 from . import studies
 from .trials import best_trial, by_trial, seed_values, trials_of

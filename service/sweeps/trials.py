@@ -10,7 +10,7 @@ import dataclasses
 import statistics
 
 from ..models import Job, JobStatus, Sweep
-from ..sweep_spec import ordered, trial_name
+from ..spec.sweep import ordered, trial_name
 
 ENDED_WITH_OBJECTIVE = (JobStatus.succeeded, JobStatus.pruned)
 

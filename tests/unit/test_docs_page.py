@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request
 
 from service.api.openapi import JOB_EXAMPLE, SWEEP_EXAMPLE, document
 from service.spec import SpecError, validate_job
-from service.sweep_spec import validate_sweep
+from service.spec.sweep_checks import validate_sweep
 from tests.helpers import ROOT
 
 PAGE = ROOT / "service" / "api" / "docs.html"

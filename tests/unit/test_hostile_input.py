@@ -257,7 +257,7 @@ def _sweep(**overrides) -> dict:
 ])
 def test_every_sweep_field_is_validated_at_the_door(overrides, loc):
     from service.spec import SpecError
-    from service.sweep_spec import validate_sweep
+    from service.spec.sweep_checks import validate_sweep
 
     with pytest.raises(SpecError) as exc:
         validate_sweep(_sweep(**overrides))
@@ -266,7 +266,7 @@ def test_every_sweep_field_is_validated_at_the_door(overrides, loc):
 
 @pytest.mark.parametrize("seed", [0, 4295, 2**32 - 1])
 def test_any_valid_sweep_seed_seeds_the_samplers(seed):
-    from service.sweep_spec import validate_sweep
+    from service.spec.sweep_checks import validate_sweep
     from service.sweeps.studies import sampler
 
     sweep, _ = validate_sweep(_sweep(seed=seed))

@@ -22,7 +22,7 @@ import numpy as np
 
 from service.config import Settings
 from service.models import Job, JobStatus, Sweep, SweepStatus, utcnow
-from service.sweep_spec import short_name
+from service.spec.sweep import short_name
 from service.sweeps import for_worker
 from service.sweeps.for_worker import Trial, job_objective
 

@@ -1,0 +1,13 @@
+"""What a route needs from the app it runs in."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from ..config import Settings
+
+SETTINGS_KEY = "kerasyard.settings"
+
+
+def settings_of() -> Settings:
+    return current_app.extensions[SETTINGS_KEY]
