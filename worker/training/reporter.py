@@ -81,8 +81,9 @@ class Heartbeat:
             except Exception as exc:
                 # Never dies: a database outage costs beats, not the claim (until the beat is
                 # older than stale_heartbeat_s). One traceback per outage.
-                log.warning("heartbeat of job %s failed; will retry: %s", self.fence.job_id,
-                            type(exc).__name__, exc_info=not self.failing)
+                log.log(logging.DEBUG if self.failing else logging.WARNING,
+                        "heartbeat of job %s failed; will retry: %s", self.fence.job_id,
+                        type(exc).__name__, exc_info=not self.failing)
                 self.failing = True
                 continue
             self.failing = False
@@ -208,9 +209,10 @@ class Reporter:
             if raise_errors:
                 raise
             # One traceback per outage, then one line per try (4 a second during an outage).
-            log.warning("progress write of job %s failed (%d epochs kept); will retry: %s",
-                        self.job_id, len(self._pending_db), type(exc).__name__,
-                        exc_info=not self._db_failing)
+            log.log(logging.DEBUG if self._db_failing else logging.WARNING,
+                    "progress write of job %s failed (%d epochs kept); will retry: %s",
+                    self.job_id, len(self._pending_db), type(exc).__name__,
+                    exc_info=not self._db_failing)
             self._db_failing = True
             return False
         self._db_failing = False
