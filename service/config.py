@@ -114,6 +114,11 @@ class Settings:
     # (a message lost with a broker's last second of AOF, or acked away by a worker that
     # could not reach the database); the claim drops the duplicate if there is one.
     resend_unclaimed_s: int = 600
+    # A worker retries a database call that failed on the connection (the database restarting,
+    # a network cut) this long, with backoff, before it gives up: the claim then hands the
+    # task back to Celery to be retried later (never acked away), and the final status write
+    # of a finished training keeps trying for this long before the result is given up.
+    db_retry_s: float = 300.0
     worker_preload_keras: bool = True
     # Threads TensorFlow may use per training process (intra- and inter-op); 0 = TF's default
     # (every core). The lecture-sized MLPs this service is for ran an epoch in 13 ms with 1
@@ -170,6 +175,7 @@ class Settings:
             stale_heartbeat_s=_env_int("KERASYARD_STALE_HEARTBEAT_S", 120),
             redispatch_after_s=_env_int("KERASYARD_REDISPATCH_AFTER_S", 30),
             resend_unclaimed_s=_env_int("KERASYARD_RESEND_UNCLAIMED_S", 600),
+            db_retry_s=_env_float("KERASYARD_DB_RETRY_S", 300.0),
             worker_preload_keras=_env_bool("KERASYARD_WORKER_PRELOAD_KERAS", True),
             tf_threads=_env_int("KERASYARD_TF_THREADS", 1),
             require_gpu=_env_bool("KERASYARD_REQUIRE_GPU", True),

@@ -326,16 +326,22 @@ class ApiServer:
 
 class RedisServer(Process):
     """A ``redis-server`` of one's own on a loopback port, no persistence: a broker that no
-    worker consumes, or one to stop and start again on the same port."""
+    worker consumes, or one to stop and start again on the same port. ``appendonly``: an AOF
+    fsynced on every write in ``workdir``, so a :meth:`kill` (SIGKILL) loses nothing and
+    :meth:`start` brings the queues back."""
 
-    def __init__(self, workdir: Path, port: int | None = None, start: bool = True):
+    def __init__(self, workdir: Path, port: int | None = None, start: bool = True,
+                 appendonly: bool = False):
         self.workdir, self.port = Path(workdir), port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = None  # type: ignore[assignment]
         self._log = None
         self.name, self.log_path, self.new_session = "redis-server", None, False
         self.argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+                     "--save", "", "--dir", str(self.workdir)]
+        self.argv += (["--appendonly", "yes", "--appendfsync", "always",
+                       "--appendfilename", f"redis-{self.port}.aof"] if appendonly
+                      else ["--appendonly", "no"])
         if start:
             self.start()
 
@@ -363,3 +369,12 @@ class RedisServer(Process):
     def stop(self, timeout: float = 20) -> None:
         if self.proc is not None:
             super().stop(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, no goodbye to clients (a crash, an OOM kill)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None

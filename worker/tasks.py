@@ -6,12 +6,23 @@ from service.config import get_settings
 
 from .celery_app import app
 
+# Seconds before Celery delivers a train task again whose claim found no database (after
+# the claim's own retries, settings.db_retry_s).
+CLAIM_RETRY_COUNTDOWN_S = 30
 
-@app.task(name="worker.train")
-def train(job_id: str) -> str:
+
+@app.task(name="worker.train", bind=True, max_retries=None)
+def train(self, job_id: str) -> str:
+    from .training.claim import ClaimUnavailable
     from .training.run import run_job
 
-    return run_job(job_id, get_settings())
+    try:
+        return run_job(job_id, get_settings())
+    except ClaimUnavailable as exc:
+        # Not acked away with the job left queued: a new delivery comes later. Should the
+        # broker refuse that too, Celery rejects this one and the API's re-send of unclaimed
+        # jobs (resend_unclaimed_s) is the last resort.
+        raise self.retry(exc=exc, countdown=CLAIM_RETRY_COUNTDOWN_S) from exc
 
 
 @app.task(name="worker.sweep_report")

@@ -63,6 +63,11 @@ def log_model(settings: Settings, model, data, run_id: str) -> None:
     with mlflow.start_run(run_id=run_id):
         mlflow.keras.log_model(model, name="model", signature=signature,
                                pip_requirements=reqs)
+    # Leaving the fluent run ended it FINISHED; the run's end status is set only after the
+    # job's final write went through (run.py), so until then it is running again. Otherwise a
+    # final write that fails would leave a FINISHED run that the next attempt relabels FAILED.
+    mlflow.tracking.MlflowClient(settings.mlflow_tracking_uri).update_run(run_id,
+                                                                         status="RUNNING")
 
 
 def record_failure(cl, run_id: str, error: dict, exc: BaseException) -> None:

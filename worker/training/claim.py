@@ -10,14 +10,30 @@ from service.config import Settings
 from service.lifecycle import Claim, Skip, StaleRun
 
 from . import tracking
+from .dbretry import is_transient, retry_db
 
 log = logging.getLogger(__name__)
 
 
+class ClaimUnavailable(Exception):
+    """The database did not answer the claim for ``db_retry_s``: the task is retried later
+    (never acked away with the job left queued)."""
+
+
 def claim(job_id: str, settings: Settings) -> Claim | None:
     """Take the job for this process; None when there is nothing to train (the reason is
-    logged). A run left behind by an earlier attempt is ended in MLflow either way."""
-    got = lifecycle.claim(settings, job_id)
+    logged). A run left behind by an earlier attempt is ended in MLflow either way.
+
+    A database that does not answer is retried with backoff for ``settings.db_retry_s``;
+    then :class:`ClaimUnavailable` (the task asks Celery to deliver it again later)."""
+    try:
+        got = retry_db(settings, f"claim of job {job_id}",
+                       lambda: lifecycle.claim(settings, job_id))
+    except Exception as exc:
+        if is_transient(exc):
+            raise ClaimUnavailable(f"the database did not answer the claim of job {job_id} "
+                                   f"for {settings.db_retry_s:.0f} s") from exc
+        raise
     if got.stale_run is not None:
         end_stale_run(settings, got.stale_run)
     if isinstance(got, Skip):
@@ -28,11 +44,16 @@ def claim(job_id: str, settings: Settings) -> Claim | None:
 
 
 def end_stale_run(settings: Settings, stale: StaleRun) -> None:
-    """Best effort: the job goes on whether or not MLflow answers."""
+    """Best effort: the job goes on whether or not MLflow answers. A run that already
+    ended FINISHED is left as it is: a run that succeeded is never relabelled."""
     if not settings.mlflow_logging:
         return
     try:
         cl = tracking.client(settings.mlflow_tracking_uri)
+        if cl.get_run(stale.run_id).info.status == "FINISHED":
+            log.warning("stale MLflow run %s already ended FINISHED; leaving it as it is",
+                        stale.run_id)
+            return
         cl.set_tag(stale.run_id, "kerasyard.error", stale.reason[:5000])
         cl.set_terminated(stale.run_id, stale.status)
     except Exception:

@@ -67,6 +67,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"heartbeat-{fence.job_id}")
         self.beats = 0
+        self.failing = False
 
     def start(self) -> None:
         self._thread.start()
@@ -77,10 +78,15 @@ class Heartbeat:
                 return
             try:
                 answer = lifecycle.heartbeat(self.settings, self.fence)
-            except Exception:
-                log.warning("heartbeat of job %s failed; will retry", self.fence.job_id,
-                            exc_info=True)
+            except Exception as exc:
+                # Never dies: a database outage costs beats, not the claim (until the beat is
+                # older than stale_heartbeat_s). One traceback per outage.
+                log.log(logging.DEBUG if self.failing else logging.WARNING,
+                        "heartbeat of job %s failed; will retry: %s", self.fence.job_id,
+                        type(exc).__name__, exc_info=not self.failing)
+                self.failing = True
                 continue
+            self.failing = False
             self.beats += 1
             self.signals.answer(answer, self.fence.job_id)
 
@@ -120,6 +126,7 @@ class Reporter:
         self._cost_per_value = 2e-4
         self.mlflow_errors = 0
         self.mlflow_last_error: str | None = None  # "Type: message" of the last failed call
+        self._db_failing = False
         self.last_epoch = 0  # the last epoch fit finished
         # Called from this thread with each batch of new epochs; True stops training (a sweep
         # trial's pruner).
@@ -170,14 +177,17 @@ class Reporter:
         batch, self._pending_mlflow = self._pending_mlflow[:taken], self._pending_mlflow[taken:]
         return batch
 
-    def flush(self, final: bool = False) -> None:
-        """The database first (progress, the cancel flag and the fence), then MLflow."""
+    def flush(self, final: bool = False, raise_db_errors: bool = False) -> None:
+        """The database first (progress, the cancel flag and the fence), then MLflow.
+
+        A database write that fails keeps its epochs for the next flush (and, with
+        ``raise_db_errors``, raises: the run's end retries it before the final write)."""
         with self._flushing:
             if self.signals.superseded.is_set():
                 return
             with self._lock:
                 db_batch, self._pending_db = self._pending_db, []
-            if not self._write_db(db_batch):
+            if not self._write_db(db_batch, raise_db_errors):
                 return
             if self.signals.superseded.is_set():
                 return  # nothing more goes anywhere: the new owner ends our MLflow run
@@ -189,16 +199,24 @@ class Reporter:
                 except Exception:
                     log.warning("reporting to the sweep's pruner failed", exc_info=True)
 
-    def _write_db(self, batch: list[tuple[int, dict]]) -> bool:
+    def _write_db(self, batch: list[tuple[int, dict]], raise_errors: bool = False) -> bool:
         progress = self.progress(batch[-1]) if batch else None
         try:
             answer = lifecycle.record_epochs(self.settings, self.fence,
                                              [(e, clean(m)) for e, m in batch], progress)
-        except Exception:
-            log.warning("progress write failed; will retry", exc_info=True)
+        except Exception as exc:
             with self._lock:
                 self._pending_db[:0] = batch
+            if raise_errors:
+                raise
+            # One traceback per outage, then one line per try (4 a second during an outage).
+            log.log(logging.DEBUG if self._db_failing else logging.WARNING,
+                    "progress write of job %s failed (%d epochs kept); will retry: %s",
+                    self.job_id, len(self._pending_db), type(exc).__name__,
+                    exc_info=not self._db_failing)
+            self._db_failing = True
             return False
+        self._db_failing = False
         self.signals.answer(answer, self.job_id)
         return True
 

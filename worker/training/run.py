@@ -21,7 +21,7 @@ from service import spec as S
 from service.config import Settings
 from service.db import session_scope
 from service.lifecycle import MLFLOW_RUN_STATUS, Claim, Ownership
-from service.models import Dataset, JobStatus
+from service.models import Dataset, Job, JobStatus
 from service.sweeps import for_worker
 from service.validation import validate
 
@@ -30,6 +30,7 @@ from . import artifacts, shared_trials, tracking
 from . import datasets as D
 from . import model as M
 from .claim import claim
+from .dbretry import retry_db
 from .mlflow_retry import Deadline, MlflowUnavailable, retry
 from .reporter import Heartbeat, Reporter, Signals, clean, epoch_callback
 from .sender import WorkerSender
@@ -37,7 +38,6 @@ from .sender import WorkerSender
 log = logging.getLogger(__name__)
 
 SUPERSEDED = "superseded"
-FINISH_TRIES = 3
 
 
 class TrainingFailed(Exception):
@@ -303,21 +303,42 @@ class JobRun:
         return outcome.status.value
 
     def _finish(self, outcome: Outcome) -> Ownership:
-        for attempt in range(1, FINISH_TRIES + 1):
+        """The epochs still waiting for the database, then the job's final status, each retried
+        while the database does not answer (``db_retry_s``): a training that finished is not
+        thrown away for a write that failed during a database outage."""
+        st = self.settings
+        retry_db(st, f"final epochs of job {self.job_id}",
+                 lambda: self.reporter.flush(final=True, raise_db_errors=True))
+        if self.superseded:
+            return Ownership.SUPERSEDED
+        failed = []
+
+        def write() -> Ownership:
             try:
-                return lifecycle.finish(self.settings, self.fence, outcome.status,
+                return lifecycle.finish(st, self.fence, outcome.status,
                                         summary=outcome.summary, error=outcome.error)
             except Exception:
-                if attempt == FINISH_TRIES:
-                    # The row stays running; its heartbeat stops and the API's background
-                    # round hands the job to another worker, which ends this MLflow run.
-                    log.error("job %s: the final write failed %d times; leaving MLflow run %s "
-                              "as it is", self.job_id, attempt, self.run_id)
-                    raise
-                log.warning("job %s: the final write failed; retrying", self.job_id,
-                            exc_info=True)
-                time.sleep(attempt)
-        raise AssertionError("unreachable")
+                failed.append(True)
+                raise
+
+        try:
+            answer = retry_db(st, f"final write of job {self.job_id}", write)
+        except Exception:
+            # The row stays running; its heartbeat has stopped, the API's background round
+            # hands the job to another worker, which ends this MLflow run.
+            log.error("job %s: the final write failed; leaving MLflow run %s as it is",
+                      self.job_id, self.run_id)
+            raise
+        if answer is Ownership.SUPERSEDED and failed and self._finished_already(outcome.status):
+            # An earlier try committed but its answer was lost with the connection.
+            return Ownership.OWNED
+        return answer
+
+    def _finished_already(self, status: JobStatus) -> bool:
+        with session_scope(self.settings.database_url) as s:
+            job = s.get(Job, self.job_id)
+            return job is not None and job.attempts == self.fence.attempt and \
+                job.status == status
 
     def _end_mlflow_run(self, outcome: Outcome) -> None:
         if self.mlflow is None or not self.run_id:

@@ -1,0 +1,371 @@
+"""Faults injected into real processes on loopback; each job must end succeeded exactly once.
+
+- a database outage of ~25 s between the WORKER and PostgreSQL (a TCP proxy of the test's
+  own, tests/tcp_proxy.py), once before 4 jobs are claimed and once across the end of a
+  training (the epochs after the cut, the final write);
+- a broker (redis-server with an AOF) killed with SIGKILL and restarted with 10 jobs queued;
+- a whole worker (parent and child) killed with SIGKILL mid-training; the re-dispatch and a
+  second worker take the job over;
+- 200 concurrent submissions over HTTP, then trained.
+
+After each: the job's row (status, attempts), exactly one FINISHED MLflow run tagged with its
+id, and its epoch rows 1..epochs once each. The broker is a redis-server of this module's own
+(so "no worker" means none), MLflow the session's server.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from service import lifecycle
+from service.background import dispatch_pending
+from service.db import session_scope
+from service.devstack import ApiServer, RedisServer, WorkerProcess, worker_env
+from service.models import Job, JobEpoch, JobStatus
+from service.queue import CelerySender
+from service.spec import validate_job
+from tests.helpers import tiny_spec, wait_for
+from tests.tcp_proxy import TcpProxy
+
+from .test_takeover import process_tree, signal_all
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("redis-server") is None,
+                       reason="needs the redis-server binary"),
+]
+
+OUTAGE_S = 25
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("faults-redis"), appendonly=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fsettings(settings, broker):
+    return dataclasses.replace(settings, broker_url=broker.url)
+
+
+@pytest.fixture(scope="module")
+def fclient(fsettings):
+    from service.api import create_app
+
+    return create_app(fsettings).test_client()
+
+
+@pytest.fixture(scope="module")
+def db_proxy(fsettings):
+    port = int(re.search(r"@[^:/]+:(\d+)/", fsettings.database_url).group(1))
+    proxy = TcpProxy(port).start()
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(autouse=True)
+def _empty_broker(broker):
+    redis.Redis.from_url(broker.url).flushdb()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_timings():
+    yield
+    print("\nfault test timings (s): " + json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
+
+
+def start_worker(settings, workdir, name: str, concurrency: int = 1, **env) -> WorkerProcess:
+    w = WorkerProcess(worker_env(settings, **env), workdir / f"{name}.log",
+                      name=f"{name}-{uuid.uuid4().hex[:6]}@%h", concurrency=concurrency)
+    try:
+        w.wait_ready()
+    except Exception:
+        w.stop()
+        raise
+    return w
+
+
+def submit(client, spec) -> str:
+    resp = client.post("/api/v1/jobs", json=spec)
+    assert resp.status_code == 202, resp.get_json()
+    return resp.get_json()["id"]
+
+
+def rows(settings, ids) -> dict[str, Job]:
+    with session_scope(settings.database_url) as s:
+        return {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(list(ids))))}
+
+
+def wait_all_terminal(settings, ids, timeout: float, worker: WorkerProcess | None = None):
+    def done():
+        if worker is not None:
+            worker.check_alive()
+        got = rows(settings, ids)
+        return got if all(j.status.terminal for j in got.values()) else None
+
+    return wait_for(done, timeout, 0.5, f"{len(ids)} jobs to end")
+
+
+def epoch_numbers(settings, ids) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {i: [] for i in ids}
+    with session_scope(settings.database_url) as s:
+        for job_id, epoch in s.execute(select(JobEpoch.job_id, JobEpoch.epoch)
+                                       .where(JobEpoch.job_id.in_(list(ids)))
+                                       .order_by(JobEpoch.job_id, JobEpoch.epoch)):
+            out[job_id].append(epoch)
+    return out
+
+
+def runs_by_job(mlflow_client, ids) -> dict[str, list]:
+    """Every run of the tests experiment tagged with one of ``ids`` (MLflow's filter has no
+    IN for tags: one pass over the experiment, this session's server's runs only)."""
+    exp = mlflow_client.get_experiment_by_name("tests").experiment_id
+    out: dict[str, list] = {i: [] for i in ids}
+    token = None
+    while True:
+        page = mlflow_client.search_runs([exp], max_results=1000, page_token=token)
+        for run in page:
+            job_id = run.data.tags.get("kerasyard.job_id")
+            if job_id in out:
+                out[job_id].append(run)
+        token = page.token
+        if not token:
+            return out
+
+
+def assert_succeeded_once(settings, mlflow_client, ids, epochs: int, attempts: int = 1,
+                          stale_runs: int = 0) -> None:
+    """Succeeded on ``attempts``, one FINISHED run (plus ``stale_runs`` not FINISHED), epoch
+    rows 1..epochs once each."""
+    got = rows(settings, ids)
+    assert len(got) == len(ids)
+    bad = {i: (j.status.value, j.attempts, j.error) for i, j in got.items()
+           if j.status != JobStatus.succeeded or j.attempts != attempts}
+    assert not bad, bad
+    want = list(range(1, epochs + 1))
+    wrong = {i: e for i, e in epoch_numbers(settings, ids).items() if e != want}
+    assert not wrong, {i: (len(e), e[:3], e[-3:]) for i, e in wrong.items()}
+    for job_id, runs in runs_by_job(mlflow_client, ids).items():
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        assert len(finished) == 1, (job_id, [(r.info.run_id, r.info.status) for r in runs])
+        assert finished[0].info.run_id == got[job_id].mlflow_run_id
+        assert len(runs) == 1 + stale_runs, (job_id, [r.info.status for r in runs])
+
+
+# --- a. the database goes away under the worker --------------------------------------------
+
+
+def test_database_outage_before_the_claim_and_across_the_end_of_a_training(
+        fsettings, fclient, db_proxy, workdir, mlflow_client):
+    proxied = re.sub(r"@([^:/]+):\d+/", f"@127.0.0.1:{db_proxy.port}/", fsettings.database_url)
+    w = start_worker(dataclasses.replace(fsettings, database_url=proxied), workdir, "faults-db")
+    try:
+        # Case 1: the database is gone before the jobs arrive; every claim fails at first.
+        t0 = time.monotonic()
+        db_proxy.cut()
+        ids = [submit(fclient, tiny_spec(f"db-outage-{i}", epochs=3)) for i in range(4)]
+        wait_for(lambda: "claim of job" in w.text() and "database unavailable" in w.text(),
+                 30, 0.2, "the worker's claim to meet the outage")
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - t0)))
+        during = rows(fsettings, ids)
+        assert all(j.status == JobStatus.queued and j.attempts == 0 for j in during.values())
+        db_proxy.restore()
+        wait_all_terminal(fsettings, ids, 180, w)
+        TIMINGS["db_outage_claim_4_jobs"] = time.monotonic() - t0
+        assert_succeeded_once(fsettings, mlflow_client, ids, epochs=3)
+
+        # Case 2: cut after a few epochs; fit, the artifacts and the model reach MLflow while
+        # the database is away; the epochs left and the final write wait for it.
+        t0 = time.monotonic()
+        epochs = 300
+        job_id = submit(fclient, tiny_spec("db-outage-end", epochs=epochs))
+
+        def training():
+            j = rows(fsettings, [job_id])[job_id]
+            return j if j.status == JobStatus.running and (j.progress or {}).get(
+                "epoch", 0) >= 5 else None
+
+        j = wait_for(training, 120, 0.02, "the job to be training")
+        db_proxy.cut()
+        t_cut = time.monotonic()
+        at_cut = rows(fsettings, [job_id])[job_id].progress["epoch"]
+        assert at_cut < epochs
+        run_id = j.mlflow_run_id
+
+        def fit_ended():
+            return any(a.path == "history.csv" for a in mlflow_client.list_artifacts(run_id))
+
+        wait_for(fit_ended, OUTAGE_S, 0.5, "fit and the artifacts to end during the outage")
+        assert mlflow_client.get_run(run_id).info.status == "RUNNING"  # not FINISHED yet
+        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - t_cut)))
+        mid = rows(fsettings, [job_id])[job_id]
+        assert mid.status == JobStatus.running and mid.progress["epoch"] < epochs
+        db_proxy.restore()
+        wait_all_terminal(fsettings, [job_id], 120, w)
+        TIMINGS["db_outage_end_of_training"] = time.monotonic() - t0
+        assert_succeeded_once(fsettings, mlflow_client, [job_id], epochs=epochs)
+        history = mlflow_client.get_metric_history(run_id, "loss")
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        assert f"final write of job {job_id}" in w.text() or \
+            f"final epochs of job {job_id}" in w.text()
+    finally:
+        db_proxy.restore()
+        w.stop()
+
+
+# --- b. the broker is killed with jobs queued ----------------------------------------------
+
+
+def test_broker_killed_and_restarted_with_jobs_queued(fsettings, fclient, broker, workdir,
+                                                      mlflow_client):
+    t0 = time.monotonic()
+    ids = [submit(fclient, tiny_spec(f"broker-kill-{i}", epochs=1)) for i in range(10)]
+    r = redis.Redis.from_url(broker.url)
+    assert r.llen("cpu") == 10
+    broker.kill()
+    assert not broker.ping()
+    broker.start()
+    assert r.llen("cpu") == 10  # the AOF kept every message
+    w = start_worker(fsettings, workdir, "faults-broker", KERASYARD_LOG_MODEL="false",
+                     concurrency=2)
+    try:
+        wait_all_terminal(fsettings, ids, 180, w)
+    finally:
+        w.stop()
+    TIMINGS["broker_sigkill_10_jobs"] = time.monotonic() - t0
+    assert_succeeded_once(fsettings, mlflow_client, ids, epochs=1)
+
+
+# --- c. a whole worker is killed mid-training ------------------------------------------------
+
+
+def test_worker_killed_mid_training_is_taken_over(fsettings, workdir, mlflow_client):
+    t0 = time.monotonic()
+    epochs = 600
+    queue = f"kill-{uuid.uuid4().hex[:6]}"  # only this test's workers listen here
+    spec = tiny_spec("worker-sigkill", epochs=epochs)
+    _, plan = validate_job(spec)
+    with session_scope(fsettings.database_url) as s:
+        job = Job(name="worker-sigkill", experiment="tests", spec=spec, plan=plan.as_dict(),
+                  queue=queue)
+        s.add(job)
+    job_id = job.id
+    a = WorkerProcess(worker_env(fsettings, KERASYARD_LOG_MODEL="false"),
+                      workdir / "faults-kill-a.log", queues=queue)
+    b = None
+    try:
+        a.wait_ready()
+        assert lifecycle.dispatch(fsettings, CelerySender(fsettings), job_id, queue)
+
+        def training():
+            j = rows(fsettings, [job_id])[job_id]
+            return j if j.status == JobStatus.running and (j.progress or {}).get(
+                "epoch", 0) >= 5 else None
+
+        first = wait_for(training, 120, 0.05, "worker A to be training")
+        signal_all(process_tree(a.proc.pid), signal.SIGKILL)
+        a.proc.wait(timeout=10)
+        a_run = first.mlflow_run_id
+        assert rows(fsettings, [job_id])[job_id].status == JobStatus.running
+
+        # The API's re-dispatch: its heartbeat is stale after 2 s, so the job is requeued and
+        # sent again (Redis would give A's unacked message back only after hours).
+        quick = dataclasses.replace(fsettings, stale_heartbeat_s=2)
+        wait_for(lambda: dispatch_pending(quick) >= 1, 30, 0.5, "the re-dispatch")
+        b = WorkerProcess(worker_env(fsettings, KERASYARD_LOG_MODEL="false"),
+                          workdir / "faults-kill-b.log", queues=queue)
+        b.wait_ready()
+        wait_all_terminal(fsettings, [job_id], 180, b)
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+    TIMINGS["worker_sigkill_takeover"] = time.monotonic() - t0
+    assert_succeeded_once(fsettings, mlflow_client, [job_id], epochs=epochs, attempts=2,
+                          stale_runs=1)
+    old = mlflow_client.get_run(a_run)
+    assert old.info.status == "FAILED" and "attempt 1" in old.data.tags["kerasyard.error"]
+
+
+# --- d. 200 concurrent submissions over HTTP -------------------------------------------------
+
+
+N_HTTP = 200
+# Training all 200 took 375 s here (2 cores, worker concurrency 2, ~1.9 s per tiny job with
+# MLflow); by default the first 40 are trained and the rest cancelled while queued (their
+# deliveries are dropped by the claim). KERASYARD_TEST_HTTP_TRAIN=200 trains them all.
+N_TRAIN = int(os.environ.get("KERASYARD_TEST_HTTP_TRAIN", "40"))
+
+
+def test_200_concurrent_submissions_then_trained(fsettings, broker, workdir, mlflow_client):
+    from service.api import create_app
+
+    t0 = time.monotonic()
+    with ApiServer(create_app(fsettings), quiet=True) as api:
+        def post(i: int) -> tuple[int, dict]:
+            body = json.dumps(tiny_spec(f"http-{i}", epochs=1)).encode()
+            req = urllib.request.Request(f"{api.url}/api/v1/jobs", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, {}
+
+        with cf.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(post, range(N_HTTP)))
+    TIMINGS["http_200_submissions"] = time.monotonic() - t0
+    codes = [c for c, _ in answers]
+    assert codes.count(202) == N_HTTP, {c: codes.count(c) for c in set(codes)}
+    ids = {body["id"] for _, body in answers}
+    assert len(ids) == N_HTTP
+    got = rows(fsettings, ids)
+    assert len(got) == N_HTTP
+    assert all(j.status == JobStatus.queued and j.dispatched_at is not None
+               for j in got.values())
+    # Each queued once: one message per job on the broker, none twice.
+    r = redis.Redis.from_url(broker.url)
+    sent = [json.loads(m)["headers"]["argsrepr"] for m in r.lrange("cpu", 0, -1)]
+    assert sorted(sent) == sorted(f"['{i}']" for i in ids)
+
+    order = sorted(ids, key=lambda i: (got[i].created_at, i))  # queue order, roughly
+    train, skip = order[:N_TRAIN], order[N_TRAIN:]
+    with session_scope(fsettings.database_url) as s:
+        for job in s.scalars(select(Job).where(Job.id.in_(skip)).with_for_update()):
+            lifecycle.cancel(s, job)
+
+    t1 = time.monotonic()
+    w = start_worker(fsettings, workdir, "faults-http", KERASYARD_LOG_MODEL="false",
+                     concurrency=2)
+    try:
+        wait_all_terminal(fsettings, ids, 600, w)
+        wait_for(lambda: r.llen("cpu") == 0, 60, 0.5, "every delivery to be taken")
+    finally:
+        w.stop()
+    TIMINGS[f"http_{N_TRAIN}_trained"] = time.monotonic() - t1
+    assert_succeeded_once(fsettings, mlflow_client, train, epochs=1)
+    if skip:  # the cancelled ones: never claimed, no run, no epochs
+        got = rows(fsettings, skip)
+        assert all(j.status == JobStatus.cancelled and j.attempts == 0 for j in got.values())
+        assert not any(runs_by_job(mlflow_client, skip).values())
+        assert not any(epoch_numbers(fsettings, skip).values())
+    with session_scope(fsettings.database_url) as s:
+        assert s.scalar(select(func.count()).select_from(Job)
+                        .where(Job.name.like("http-%"))) == N_HTTP
