@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from . import lifecycle
 from .config import Settings
 from .db import session_scope
 from .errors import ApiError
 from .models import Job, JobEpoch, JobStatus
-from .paging import decode_cursor, encode_cursor, iso
+from .paging import check_status, iso, keyset_page, next_cursor
 from .queue import CelerySender
 from .validation import validate
 
@@ -67,9 +67,7 @@ def history(settings: Settings, job_id: str) -> dict:
 def list_jobs(settings: Settings, status: str | None = None, experiment: str | None = None,
               sweep_id: str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
     """Newest first, keyset-paginated on (created_at, id)."""
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, "bad_request", f"status {status!r} is not one of {STATUSES}",
-                       [{"loc": "status", "msg": f"expected one of {STATUSES}", "value": status}])
+    check_status(status, STATUSES)
     query = select(Job)
     if status:
         query = query.where(Job.status == status)
@@ -77,16 +75,10 @@ def list_jobs(settings: Settings, status: str | None = None, experiment: str | N
         query = query.where(Job.experiment == experiment)
     if sweep_id:
         query = query.where(Job.sweep_id == sweep_id)
-    if cursor:
-        created, job_id = decode_cursor(cursor)
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     with session_scope(settings.database_url) as s:
-        rows = s.scalars(query).all()
-        page = rows[:limit]
-        more = len(rows) > limit
-        return {"jobs": [serialize(settings, j) for j in page],
-                "next_cursor": encode_cursor(page[-1].created_at, page[-1].id) if more else None}
+        rows = s.scalars(keyset_page(query, Job, cursor, limit)).all()
+        return {"jobs": [serialize(settings, j) for j in rows[:limit]],
+                "next_cursor": next_cursor(rows, limit)}
 
 
 def mlflow_url(settings: Settings, experiment_id: str | None, run_id: str | None) -> str | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from ..config import Settings
 from ..db import session_scope
 from ..errors import ApiError
 from ..jobs import mlflow_url
 from ..models import Job, JobStatus, Sweep, SweepStatus, new_id
-from ..paging import decode_cursor, encode_cursor, iso
+from ..paging import check_status, iso, keyset_page, next_cursor
 from ..queue import CelerySender
 from ..spec.sweep import SweepPlan, SweepSpec
 from ..spec.sweep_checks import validate_sweep
@@ -81,30 +81,21 @@ def cancel_sweep(settings: Settings, sweep_id: str) -> dict:
 
 def list_sweeps(settings: Settings, status: str | None = None, limit: int = 50,
                 cursor: str | None = None) -> dict:
-    if status is not None and status not in SWEEP_STATUSES:
-        raise ApiError(400, "bad_request", f"status {status!r} is not one of {SWEEP_STATUSES}",
-                       [{"loc": "status", "msg": f"expected one of {SWEEP_STATUSES}",
-                         "value": status}])
+    check_status(status, SWEEP_STATUSES)
     query = select(Sweep)
     if status:
         query = query.where(Sweep.status == status)
-    if cursor:
-        created, sweep_id = decode_cursor(cursor)
-        query = query.where(tuple_(Sweep.created_at, Sweep.id) < tuple_(created, sweep_id))
-    query = query.order_by(Sweep.created_at.desc(), Sweep.id.desc()).limit(limit + 1)
     with session_scope(settings.database_url) as s:
-        rows = s.scalars(query).all()
+        rows = s.scalars(keyset_page(query, Sweep, cursor, limit)).all()
         page = rows[:limit]
         ids = [sw.id for sw in page]
         jobs = s.scalars(select(Job).where(Job.sweep_id.in_(ids))).all() if ids else []
         by_sweep: dict[str, list[Job]] = {}
         for j in jobs:
             by_sweep.setdefault(j.sweep_id, []).append(j)
-        more = len(rows) > limit
         return {"sweeps": [serialize(settings, sw, by_sweep.get(sw.id, []), with_trials=False)
                            for sw in page],
-                "next_cursor": encode_cursor(page[-1].created_at, page[-1].id) if more
-                else None}
+                "next_cursor": next_cursor(rows, limit)}
 
 
 def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bool) -> dict:

@@ -166,3 +166,18 @@ def wait_terminal(client, job_id: str, timeout: float = 180) -> dict:
 def queue_length(redis_url: str, queue: str = "cpu") -> int:
     return redis.Redis.from_url(redis_url).llen(queue)
 
+
+
+def store_job(settings: Settings, spec: dict, queue: str) -> str:
+    """A job row on a queue of the test's own (only that test's workers listen there),
+    stored as POST /jobs would store it, but not sent."""
+    from service.db import session_scope
+    from service.models import Job
+    from service.spec import validate_job
+
+    parsed, plan = validate_job(spec)
+    with session_scope(settings.database_url) as s:
+        job = Job(name=parsed.name, experiment=parsed.experiment,
+                  spec=parsed.model_dump(mode="json"), plan=plan.as_dict(), queue=queue)
+        s.add(job)
+    return job.id

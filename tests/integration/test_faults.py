@@ -37,10 +37,10 @@ from service.db import session_scope
 from service.devstack import ApiServer, RedisServer, WorkerProcess, worker_env
 from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
-from service.spec import validate_job
 from tests.helpers import tiny_spec, wait_for
 from tests.tcp_proxy import TcpProxy
 
+from .conftest import store_job
 from .test_takeover import process_tree, signal_all
 
 pytestmark = [
@@ -261,12 +261,7 @@ def test_worker_killed_mid_training_is_taken_over(fsettings, workdir, mlflow_cli
     epochs = 600
     queue = f"kill-{uuid.uuid4().hex[:6]}"  # only this test's workers listen here
     spec = tiny_spec("worker-sigkill", epochs=epochs)
-    _, plan = validate_job(spec)
-    with session_scope(fsettings.database_url) as s:
-        job = Job(name="worker-sigkill", experiment="tests", spec=spec, plan=plan.as_dict(),
-                  queue=queue)
-        s.add(job)
-    job_id = job.id
+    job_id = store_job(fsettings, spec, queue)
     a = WorkerProcess(worker_env(fsettings, KERASYARD_LOG_MODEL="false"),
                       workdir / "faults-kill-a.log", queues=queue)
     b = None

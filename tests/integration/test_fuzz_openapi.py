@@ -164,9 +164,9 @@ bearer = "{TOKEN}"
 def test_schemathesis_run_with_a_token_finds_no_open_door(idle_settings, capsys):
     import dataclasses
 
-    from service.api import create_app
-
     from werkzeug.serving import make_server
+
+    from service.api import create_app
 
     app = create_app(dataclasses.replace(idle_settings, api_token=TOKEN))
     doc = app.test_client().get("/api/v1/openapi.json").get_json()

@@ -23,8 +23,9 @@ from service.db import session_scope
 from service.devstack import MlflowServer, WorkerProcess, worker_env
 from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
-from service.spec import validate_job
 from tests.helpers import tiny_spec, wait_for
+
+from .conftest import store_job
 
 pytestmark = pytest.mark.integration
 
@@ -90,13 +91,9 @@ def workers(fsettings, workdir):
 
 
 def submit(settings: Settings, spec: dict, queue: str) -> str:
-    _, plan = validate_job(spec)
-    with session_scope(settings.database_url) as s:
-        job = Job(name=spec["name"], experiment=spec["experiment"], spec=spec,
-                  plan=plan.as_dict(), queue=queue)
-        s.add(job)
-    assert lifecycle.dispatch(settings, CelerySender(settings), job.id, queue)
-    return job.id
+    job_id = store_job(settings, spec, queue)
+    assert lifecycle.dispatch(settings, CelerySender(settings), job_id, queue)
+    return job_id
 
 
 def row(settings: Settings, job_id: str) -> dict:

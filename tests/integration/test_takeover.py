@@ -23,10 +23,9 @@ from service.background import dispatch_pending
 from service.db import get_engine, session_scope
 from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
-from service.spec import validate_job
 from tests.helpers import tiny_spec, wait_for
 
-from .conftest import WorkerProcess, worker_env
+from .conftest import WorkerProcess, store_job, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -87,12 +86,7 @@ def epoch_rows(settings, job_id: str) -> list[tuple[int, dict]]:
 def test_a_superseded_worker_writes_nothing(settings, workdir, mlflow_client):
     queue = f"takeover-{uuid.uuid4().hex[:6]}"  # only these two workers listen here
     spec = tiny_spec("takeover", epochs=EPOCHS)
-    _, plan = validate_job(spec)
-    with session_scope(settings.database_url) as s:
-        job = Job(name="takeover", experiment="tests", spec=spec, plan=plan.as_dict(),
-                  queue=queue)
-        s.add(job)
-    job_id = job.id
+    job_id = store_job(settings, spec, queue)
 
     a = WorkerProcess(worker_env(settings), workdir / "takeover-a.log", queues=queue)
     b = None
