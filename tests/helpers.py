@@ -56,3 +56,14 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def ended_run(mlflow_client, run_id: str, timeout: float = 60):
+    """A job's MLflow run once it has ended. The job's row ends first: the worker sets the
+    run's end status only after the job's final write went through (so a run is never
+    relabelled), so right after the job ends its run may still read RUNNING for a moment."""
+    def ended():
+        run = mlflow_client.get_run(run_id)
+        return run if run.info.status != "RUNNING" else None
+
+    return wait_for(ended, timeout, 0.1, f"MLflow run {run_id} to end")

@@ -53,3 +53,40 @@ def test_job_survives_a_broker_outage(settings, tmp_path):
     finally:
         app.extensions["kerasyard.background"].stopped.set()
         own.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
+def test_a_hung_broker_does_not_hang_submissions(settings, tmp_path):
+    """A broker that accepts connections and then answers nothing (SIGSTOP): the sender's
+    socket timeouts let POST /jobs answer 202 with the job stored, and the background round
+    sends it once the broker answers again."""
+    import os
+    import signal
+    import threading
+
+    from service.api import create_app
+    from service.background import dispatch_pending
+
+    own = RedisServer(tmp_path)
+    cfg = dataclasses.replace(settings, broker_url=own.url)
+    app = create_app(cfg)
+    client = app.test_client()
+    try:
+        os.kill(own.proc.pid, signal.SIGSTOP)
+        answers = []
+        post = threading.Thread(target=lambda: answers.append(client.post(
+            "/api/v1/jobs", json=tiny_spec("hung-broker", epochs=1))), daemon=True)
+        post.start()
+        # A generous bound: the point is that it answers at all (without socket timeouts
+        # kombu waits on a hung broker for ever).
+        post.join(120)
+        assert answers, "POST /jobs hung on a broker that answers nothing"
+        resp = answers[0]
+        assert resp.status_code == 202, resp.get_json()
+        assert resp.get_json()["dispatched_at"] is None
+        os.kill(own.proc.pid, signal.SIGCONT)
+        wait_for(lambda: dispatch_pending(cfg) >= 1, 60, 1, "the stored job to be sent")
+        assert redis.Redis(port=own.port).llen("cpu") == 1
+    finally:
+        os.kill(own.proc.pid, signal.SIGCONT)
+        own.stop()

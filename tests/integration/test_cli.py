@@ -16,7 +16,7 @@ import yaml
 
 from kerasyard import ApiError, Client
 from service.devstack import ApiServer, free_port
-from tests.helpers import ROOT, diverging_spec, tiny_spec, wait_for
+from tests.helpers import ROOT, diverging_spec, ended_run, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +178,7 @@ def test_show_by_prefix_history_and_open(watched, api_url, mlflow_client, mlflow
     url = result.stdout.strip()
     run_id = job["mlflow"]["run_id"]
     assert url == f"{mlflow_server}/#/experiments/{job['mlflow']['experiment_id']}/runs/{run_id}"
-    assert mlflow_client.get_run(run_id).info.status == "FINISHED"
+    assert ended_run(mlflow_client, run_id).info.status == "FINISHED"
 
 
 def test_diverging_job_exits_1_with_the_reason(api_url, worker, tmp_path):

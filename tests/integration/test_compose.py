@@ -24,7 +24,7 @@ import redis
 
 from service.devstack import Process, free_port
 from tests.compose_support import TEST_SECRETS, compose_config
-from tests.helpers import ROOT, tiny_spec, wait_for
+from tests.helpers import ROOT, ended_run, tiny_spec, wait_for
 
 from .conftest import PG_ADMIN, REDIS_URL, _create_database, _drop_database
 
@@ -288,7 +288,7 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         request.addfinalizer(lambda: [os.environ.pop(k, None) if v is None else
                                       os.environ.__setitem__(k, v) for k, v in saved.items()])
         client = MlflowClient(mlflow_url)
-        run = client.get_run(done["mlflow"]["run_id"])
+        run = ended_run(client, done["mlflow"]["run_id"])
         # (The worker logged all of it with its own user: anonymous calls get 401 above.)
         assert run.info.status == "FINISHED"
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 3

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from service.devstack import Process, WorkerProcess, free_port
-from tests.helpers import ROOT, lecture_spec, wait_for
+from tests.helpers import ROOT, ended_run, lecture_spec, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def test_run_command_uses_postgresql_redis_and_external_mlflow_when_set(tmp_path
         status, health = http("GET", f"{base}/health")
         assert status == 200, health
         done = run_lecture_job(base)
-        assert mlflow_client.get_run(done["mlflow"]["run_id"]).info.status == "FINISHED"
+        assert ended_run(mlflow_client, done["mlflow"]["run_id"]).info.status == "FINISHED"
         assert not (tmp_path / "data" / "kerasyard.db").exists()
         import psycopg
 
@@ -126,7 +126,7 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(f"http://127.0.0.1:{mlflow_port}")
-        run = client.get_run(done["mlflow"]["run_id"])
+        run = ended_run(client, done["mlflow"]["run_id"])
         assert run.info.status == "FINISHED"
         assert run.data.params["total_updates"] == "120"
         assert len(client.get_metric_history(run.info.run_id, "loss")) == 3
@@ -147,7 +147,7 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
         assert sw["status"] == "succeeded", sw
         assert [t["state"] for t in sw["trials"]] == ["succeeded"] * 4
         assert sw["report"]["state"] == "done", sw["report"]
-        assert client.get_run(sw["mlflow"]["run_id"]).info.status == "FINISHED"
+        assert ended_run(client, sw["mlflow"]["run_id"]).info.status == "FINISHED"
         assert (tmp_path / "data" / "broker" / "control").is_dir()
         assert not (ROOT / "control").exists()  # kombu's default folder stays out of the repo
     finally:

@@ -2,8 +2,9 @@
 
 schemathesis's own engine (what ``schemathesis run`` drives) runs in-process against the Flask
 app over WSGI: every operation, every phase (examples, coverage, fuzzing, stateful) and every
-check it has, each enabled. The app's broker is the idle one (conftest ``idle_settings``): the
-valid jobs and sweeps the run submits are queued and never trained. Generation is
+check it has, each enabled. The app's broker is the idle one (conftest ``idle_settings``) and
+its database one of this module's own (``fuzz_settings``): the valid jobs and sweeps the run
+submits are queued and never trained, and no later test's background round finds them. Generation is
 deterministic with a fixed seed, so a failure in CI reproduces here.
 
 The test fails on any failed check (a 5xx, a status code, content type, header or body the
@@ -137,8 +138,40 @@ def _run(app, config_text: str, url: str | None = None) -> tuple[Statistic, str]
     return stat, line
 
 
-def test_schemathesis_run_finds_nothing(idle_app, capsys):
-    stat, line = _run(idle_app, CONFIG)
+@pytest.fixture(scope="module")
+def fuzz_settings(idle_settings):
+    """The idle broker and a database of this module's own, dropped at the end: the thousands
+    of jobs and sweeps a run stores stay out of the session's database."""
+    import dataclasses
+    import uuid
+
+    from service.db import dispose_engines
+    from service.migrate import upgrade
+
+    from .conftest import _create_database, _drop_database
+
+    name = f"kerasyard_fuzz_{uuid.uuid4().hex[:8]}"
+    url = _create_database(name)
+    upgrade(url)
+    yield dataclasses.replace(idle_settings, database_url=url)
+    dispose_engines()
+    _drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(fuzz_settings):
+    from service.api import create_app
+
+    return create_app(fuzz_settings)
+
+
+@pytest.fixture()
+def fuzz_client(fuzz_app):
+    return fuzz_app.test_client()
+
+
+def test_schemathesis_run_finds_nothing(fuzz_app, capsys):
+    stat, line = _run(fuzz_app, CONFIG)
     with capsys.disabled():
         print(f"\n{line}")
     assert stat.total_cases >= MIN_CASES, line
@@ -161,14 +194,14 @@ bearer = "{TOKEN}"
 """
 
 
-def test_schemathesis_run_with_a_token_finds_no_open_door(idle_settings, capsys):
+def test_schemathesis_run_with_a_token_finds_no_open_door(fuzz_settings, capsys):
     import dataclasses
 
     from werkzeug.serving import make_server
 
     from service.api import create_app
 
-    app = create_app(dataclasses.replace(idle_settings, api_token=TOKEN))
+    app = create_app(dataclasses.replace(fuzz_settings, api_token=TOKEN))
     doc = app.test_client().get("/api/v1/openapi.json").get_json()
     assert doc["security"] == [{"bearer": []}]
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -209,7 +242,7 @@ NUL_CASES = [
 
 @pytest.mark.parametrize("method,template,url,what,status", NUL_CASES,
                          ids=[f"{c[0]} {c[2]} {sorted(c[3])}" for c in NUL_CASES])
-def test_a_nul_character_is_refused_as_declared(idle_client, method, template, url, what,
+def test_a_nul_character_is_refused_as_declared(fuzz_client, method, template, url, what,
                                                 status):
     import io
 
@@ -236,9 +269,9 @@ def test_a_nul_character_is_refused_as_declared(idle_client, method, template, u
     elif "filename" in what:
         kw = {"data": {"file": (io.BytesIO(csv_text.encode()), what["filename"])},
               "content_type": "multipart/form-data"}
-    resp = getattr(idle_client, method)(url, **kw)
+    resp = getattr(fuzz_client, method)(url, **kw)
     assert resp.status_code == status, resp.get_data()[:500]
-    doc = idle_client.get("/api/v1/openapi.json").get_json()
+    doc = fuzz_client.get("/api/v1/openapi.json").get_json()
     assert str(status) in doc["paths"][template][method]["responses"]
     assert resp.is_json
     if status >= 400:

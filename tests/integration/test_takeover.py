@@ -23,7 +23,7 @@ from service.background import dispatch_pending
 from service.db import get_engine, session_scope
 from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
-from tests.helpers import tiny_spec, wait_for
+from tests.helpers import ended_run, tiny_spec, wait_for
 
 from .conftest import WorkerProcess, store_job, worker_env
 
@@ -167,6 +167,7 @@ def test_a_superseded_worker_writes_nothing(settings, workdir, mlflow_client):
 
     # The epoch rows: 1..EPOCHS once each, equal to B's run's metrics in MLflow.
     assert [e for e, _ in rows_b] == list(range(1, EPOCHS + 1))
+    ended_run(mlflow_client, done["mlflow_run_id"])
     runs = mlflow_client.search_runs(
         [mlflow_client.get_experiment_by_name("tests").experiment_id],
         filter_string=f"tags.`kerasyard.job_id` = '{job_id}'")

@@ -9,7 +9,7 @@ import pytest
 
 from service.db import session_scope
 from service.models import Dataset
-from tests.helpers import diverging_spec, lecture_spec, tiny_spec, wait_for
+from tests.helpers import diverging_spec, ended_run, lecture_spec, tiny_spec, wait_for
 
 from .conftest import wait_terminal
 
@@ -32,7 +32,7 @@ def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
     run_id = job["mlflow"]["run_id"]
     assert job["mlflow"]["url"].endswith(f"/runs/{run_id}")
 
-    run = mlflow_client.get_run(run_id)
+    run = ended_run(mlflow_client, run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
     # The lecture's arithmetic: 200 samples / batch 5 = 40 updates an epoch.
@@ -98,7 +98,7 @@ def test_diverging_job_fails_with_reason_in_api_and_mlflow(client, worker, mlflo
     assert job["status"] == "failed"
     assert "diverged" in job["error"]["message"]
     assert "lower compile.optimizer.learning_rate" in job["error"]["message"]
-    run = mlflow_client.get_run(job["mlflow"]["run_id"])
+    run = ended_run(mlflow_client, job["mlflow"]["run_id"])
     assert run.info.status == "FAILED"
     assert "diverged" in run.data.tags["kerasyard.error"]
     assert "error.txt" in {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
@@ -129,7 +129,7 @@ def test_cancel_running_job_and_failure_of_a_vanished_dataset(client, worker, se
     assert job["status"] == "cancelled"
     done = job["summary"]["epochs_completed"]
     assert 3 <= done < 5000
-    run = mlflow_client.get_run(job["mlflow"]["run_id"])
+    run = ended_run(mlflow_client, job["mlflow"]["run_id"])
     assert run.info.status == "KILLED"
     assert len(mlflow_client.get_metric_history(run.info.run_id, "loss")) == done
     assert len(client.get(f"/api/v1/jobs/{long_id}/history").get_json()["epochs"]) == done
