@@ -199,6 +199,14 @@ class Reporter:
                 except Exception:
                     log.warning("reporting to the sweep's pruner failed", exc_info=True)
 
+    def flush_mlflow(self) -> None:
+        """MLflow's share of a final flush alone. After fit the epochs go to MLflow even while
+        the database does not answer (the run's end retries the database on its own); a
+        worker known to be superseded writes nothing."""
+        with self._flushing:
+            if not self.signals.superseded.is_set():
+                self._write_mlflow(final=True)
+
     def _write_db(self, batch: list[tuple[int, dict]], raise_errors: bool = False) -> bool:
         progress = self.progress(batch[-1]) if batch else None
         try:

@@ -217,7 +217,7 @@ class JobRun:
                      stop=lambda: self.superseded)
 
     def _flush_metrics(self) -> None:
-        self.reporter.flush(final=True)
+        self.reporter.flush_mlflow()
         if self.reporter.mlflow_pending():
             raise ConnectionError(f"log_batch of {self.reporter.mlflow_pending()} epochs failed "
                                   f"({self.reporter.mlflow_last_error})")
