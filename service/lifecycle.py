@@ -212,21 +212,21 @@ def requeue_stale(settings: Settings, job_id: str) -> bool:
 # --- fenced writes of the worker that holds the claim ------------------------------------------
 
 
+def _holding(fence: Fence):
+    """The fence: the job is still running on this attempt."""
+    return (Job.id == fence.job_id) & (Job.attempts == fence.attempt) & \
+        (Job.status == JobStatus.running)
+
+
 def _owned(s: Session, fence: Fence) -> Job | None:
-    return s.scalars(select(Job).where(Job.id == fence.job_id)
-                     .where(Job.attempts == fence.attempt)
-                     .where(Job.status == JobStatus.running)
-                     .with_for_update()).first()
+    return s.scalars(select(Job).where(_holding(fence)).with_for_update()).first()
 
 
 def heartbeat(settings: Settings, fence: Fence) -> Ownership:
     """One row update, nothing else: whatever else the worker waits on, this goes through."""
     with session_scope(settings.database_url) as s:
         # No RETURNING: SQLite before 3.35 (still on some laptops) has none.
-        n = s.execute(update(Job).where(Job.id == fence.job_id)
-                      .where(Job.attempts == fence.attempt)
-                      .where(Job.status == JobStatus.running)
-                      .values(heartbeat_at=utcnow())).rowcount
+        n = s.execute(update(Job).where(_holding(fence)).values(heartbeat_at=utcnow())).rowcount
         cancel = n == 1 and s.scalar(select(Job.cancel_requested)
                                      .where(Job.id == fence.job_id))
     if n != 1:
@@ -283,9 +283,7 @@ def finish(settings: Settings, fence: Fence, status: JobStatus, *, summary: dict
 
 def still_owned(settings: Settings, fence: Fence) -> bool:
     with session_scope(settings.database_url) as s:
-        return s.scalar(select(Job.id).where(Job.id == fence.job_id)
-                        .where(Job.attempts == fence.attempt)
-                        .where(Job.status == JobStatus.running)) is not None
+        return s.scalar(select(Job.id).where(_holding(fence))) is not None
 
 
 # --- trials recorded from a training (the epochs axis), fenced on the training's claim --------
