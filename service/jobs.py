@@ -81,10 +81,11 @@ def list_jobs(settings: Settings, status: str | None = None, experiment: str | N
                 "next_cursor": next_cursor(rows, limit)}
 
 
-def mlflow_url(settings: Settings, experiment_id: str | None, run_id: str | None) -> str | None:
-    if not (experiment_id and run_id):
-        return None
-    return f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+def mlflow_ref(settings: Settings, experiment_id: str | None, run_id: str | None) -> dict:
+    """A job's or a sweep's MLflow run as the API shows it, with a link into the UI."""
+    url = f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}" \
+        if experiment_id and run_id else None
+    return {"run_id": run_id, "experiment_id": experiment_id, "url": url}
 
 
 def serialize(settings: Settings, job: Job) -> dict:
@@ -98,8 +99,7 @@ def serialize(settings: Settings, job: Job) -> dict:
         "plan": job.plan,
         "progress": job.progress or lifecycle.initial_progress(job.plan.get("epochs")),
         "summary": job.summary,
-        "mlflow": {"run_id": job.mlflow_run_id, "experiment_id": job.mlflow_experiment_id,
-                   "url": mlflow_url(settings, job.mlflow_experiment_id, job.mlflow_run_id)},
+        "mlflow": mlflow_ref(settings, job.mlflow_experiment_id, job.mlflow_run_id),
         "error": job.error,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,

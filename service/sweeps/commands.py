@@ -10,7 +10,7 @@ from sqlalchemy import select
 from ..config import Settings
 from ..db import session_scope
 from ..errors import ApiError
-from ..jobs import mlflow_url
+from ..jobs import mlflow_ref
 from ..models import Job, JobStatus, Sweep, SweepStatus, new_id
 from ..paging import check_status, iso, keyset_page, next_cursor
 from ..queue import CelerySender
@@ -120,8 +120,7 @@ def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bo
                                               j.status == JobStatus.running)},
         "best": best_trial(sweep, trials),
         "spec": sweep.spec,
-        "mlflow": {"run_id": sweep.mlflow_run_id, "experiment_id": sweep.mlflow_experiment_id,
-                   "url": mlflow_url(settings, sweep.mlflow_experiment_id, sweep.mlflow_run_id)},
+        "mlflow": mlflow_ref(settings, sweep.mlflow_experiment_id, sweep.mlflow_run_id),
         "report": sweep.report,
         "error": sweep.error,
         "cancel_requested": sweep.cancel_requested,
