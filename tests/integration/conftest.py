@@ -4,6 +4,7 @@ once, shared by the tests."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import uuid
@@ -39,19 +40,27 @@ def _drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def migrated_database(prefix: str = "kerasyard_test"):
+    """A fresh PostgreSQL database migrated to head; dropped afterwards."""
+    from service.db import dispose_engines
+    from service.migrate import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = _create_database(name)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        dispose_engines()
+        _drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def pg_database():
     """A fresh database per test session, migrated to head."""
-    from service.migrate import upgrade
-
-    name = f"kerasyard_test_{uuid.uuid4().hex[:8]}"
-    url = _create_database(name)
-    upgrade(url)
-    yield url
-    from service.db import dispose_engines
-
-    dispose_engines()
-    _drop_database(name)
+    with migrated_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -143,19 +143,11 @@ def fuzz_settings(idle_settings):
     """The idle broker and a database of this module's own, dropped at the end: the thousands
     of jobs and sweeps a run stores stay out of the session's database."""
     import dataclasses
-    import uuid
 
-    from service.db import dispose_engines
-    from service.migrate import upgrade
+    from .conftest import migrated_database
 
-    from .conftest import _create_database, _drop_database
-
-    name = f"kerasyard_fuzz_{uuid.uuid4().hex[:8]}"
-    url = _create_database(name)
-    upgrade(url)
-    yield dataclasses.replace(idle_settings, database_url=url)
-    dispose_engines()
-    _drop_database(name)
+    with migrated_database("kerasyard_fuzz") as url:
+        yield dataclasses.replace(idle_settings, database_url=url)
 
 
 @pytest.fixture(scope="module")
