@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,13 @@ def chromium(width: int = 1400, height: int = 1000):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    profile = tempfile.TemporaryDirectory(prefix="kerasyard-chromium-")
+    # No background connections: this machine's network is closed, and the tests talk to
+    # loopback only.
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={width},{height}"):
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                f"--user-data-dir={profile.name}", f"--window-size={width},{height}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -54,6 +60,7 @@ def chromium(width: int = 1400, height: int = 1000):
         yield driver
     finally:
         driver.quit()
+        profile.cleanup()
 
 
 def screenshot(driver, name: str) -> Path:
