@@ -10,7 +10,8 @@ from . import lifecycle
 from .config import Settings
 from .db import session_scope
 from .errors import ApiError
-from .models import Job, JobEpoch, JobStatus
+from .ids import full_id
+from .models import Job, JobEpoch, JobStatus, Sweep
 from .paging import check_status, iso, keyset_page, next_cursor
 from .queue import CelerySender
 from .validation import validate
@@ -33,7 +34,8 @@ def submit_job(settings: Settings, data: Any) -> dict:
 
 
 def _load(s, job_id: str, lock: bool = False) -> Job:
-    job = s.get(Job, job_id, with_for_update=lock)
+    """The job by id or unique id prefix (service.ids); 404 when there is none."""
+    job = s.get(Job, full_id(s, Job, job_id, "job", "job_id"), with_for_update=lock)
     if job is None:
         raise ApiError(404, "not_found", f"no job with id {job_id!r}")
     return job
@@ -48,7 +50,7 @@ def cancel_job(settings: Settings, job_id: str) -> dict:
     with session_scope(settings.database_url) as s:
         job = _load(s, job_id, lock=True)  # a claim of the same row waits for us, or we for it
         if job.status.terminal:
-            raise ApiError(409, "illegal_state", f"job {job_id} is already {job.status.value}; "
+            raise ApiError(409, "illegal_state", f"job {job.id} is already {job.status.value}; "
                            "only queued or running jobs can be cancelled")
         lifecycle.cancel(s, job)
         s.flush()
@@ -58,9 +60,9 @@ def cancel_job(settings: Settings, job_id: str) -> dict:
 def history(settings: Settings, job_id: str) -> dict:
     with session_scope(settings.database_url) as s:
         job = _load(s, job_id)
-        rows = s.scalars(select(JobEpoch).where(JobEpoch.job_id == job_id)
+        rows = s.scalars(select(JobEpoch).where(JobEpoch.job_id == job.id)
                          .order_by(JobEpoch.epoch)).all()
-        return {"job_id": job_id, "status": job.status.value,
+        return {"job_id": job.id, "status": job.status.value,
                 "epochs": [{"epoch": r.epoch, **r.metrics} for r in rows]}
 
 
@@ -73,9 +75,10 @@ def list_jobs(settings: Settings, status: str | None = None, experiment: str | N
         query = query.where(Job.status == status)
     if experiment:
         query = query.where(Job.experiment == experiment)
-    if sweep_id:
-        query = query.where(Job.sweep_id == sweep_id)
     with session_scope(settings.database_url) as s:
+        if sweep_id:
+            sweep_id = full_id(s, Sweep, sweep_id, "sweep", "sweep_id")
+            query = query.where(Job.sweep_id == sweep_id)
         rows = s.scalars(keyset_page(query, Job, cursor, limit)).all()
         return {"jobs": [serialize(settings, j) for j in rows[:limit]],
                 "next_cursor": next_cursor(rows, limit)}

@@ -219,8 +219,15 @@ ERRORS = {"400": _resp("malformed request", "Error"), "401": _resp("no or bad to
 BODY_ERRORS = {"413": _resp("body too large (1 MiB)", "Error"),
                "415": _resp("not JSON or YAML by its Content-Type", "Error")}
 REDIRECT = {"description": "see the Location header"}
-SWEEP_ID = [{"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string"}}]
-JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+# A job or sweep is named by its id or a unique prefix of it (service/ids.py).
+_BY_PREFIX = ("the id, or a unique prefix of it of at least 4 characters (409 ambiguous_id "
+              "names the candidates otherwise)")
+SWEEP_ID = [{"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": _BY_PREFIX}]
+JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"},
+           "description": _BY_PREFIX}]
+AMBIGUOUS = {"409": _resp("the id prefix matches several, or is too short; the details name "
+                          "the candidates", "Error")}
 DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
@@ -254,27 +261,29 @@ def document(token_required: bool | None = None) -> dict:
                 "get": {"summary": "List jobs, newest first", "operationId": "listJobs",
                         "parameters": [q("status", {"type": "string", "enum": STATUSES}),
                                        q("experiment", text),
-                                       q("sweep_id", text),
+                                       q("sweep_id", text, "the sweep's id or a unique prefix "
+                                         "of it"),
                                        q("limit", {"type": "integer", "minimum": 1,
                                                    "maximum": 500, "default": 50}),
                                        q("cursor", text, "next_cursor of the previous page")],
                         "responses": {"200": _resp("a page of jobs, newest first", "JobList"),
-                                      **ERRORS}}},
+                                      **ERRORS, **AMBIGUOUS}}},
             "/api/v1/jobs/{job_id}": {"get": {
                 "summary": "One job with live progress and its MLflow link",
                 "operationId": "getJob", "parameters": JOB_ID,
                 "responses": {"200": _resp("the job", "Job"), **ERRORS,
-                              "404": _resp("no such job", "Error")}}},
+                              "404": _resp("no such job", "Error"), **AMBIGUOUS}}},
             "/api/v1/jobs/{job_id}/history": {"get": {
                 "summary": "Per-epoch metrics", "operationId": "jobHistory", "parameters": JOB_ID,
                 "responses": {"200": _resp("one entry per finished epoch", "History"),
-                              **ERRORS, "404": _resp("no such job", "Error")}}},
+                              **ERRORS, "404": _resp("no such job", "Error"), **AMBIGUOUS}}},
             "/api/v1/jobs/{job_id}/cancel": {"post": {
                 "summary": "Cooperative cancel (stops at the next epoch boundary)",
                 "operationId": "cancelJob", "parameters": JOB_ID,
                 "responses": {"202": _resp("cancel requested", "Job"), **ERRORS,
                               "404": _resp("no such job", "Error"),
-                              "409": _resp("the job has already ended", "Error")}}},
+                              "409": _resp("the job has already ended (illegal_state), or the id "
+                                           "prefix is ambiguous (ambiguous_id)", "Error")}}},
             "/api/v1/sweeps": {
                 "post": {"summary": "Validate a sweep, store it, start its first trials",
                          "operationId": "createSweep",
@@ -299,13 +308,14 @@ def document(token_required: bool | None = None) -> dict:
                 "summary": "A sweep: its trials, their state and objective, the best so far",
                 "operationId": "getSweep", "parameters": SWEEP_ID,
                 "responses": {"200": _resp("the sweep", "Sweep"), **ERRORS,
-                              "404": _resp("no such sweep", "Error")}}},
+                              "404": _resp("no such sweep", "Error"), **AMBIGUOUS}}},
             "/api/v1/sweeps/{sweep_id}/cancel": {"post": {
                 "summary": "Cancel queued and running trials", "operationId": "cancelSweep",
                 "parameters": SWEEP_ID,
                 "responses": {"202": _resp("cancel requested", "Sweep"), **ERRORS,
                               "404": _resp("no such sweep", "Error"),
-                              "409": _resp("the sweep has already ended", "Error")}}},
+                              "409": _resp("the sweep has already ended (illegal_state), or the "
+                                           "id prefix is ambiguous (ambiguous_id)", "Error")}}},
             "/api/v1/datasets": {
                 "post": {"summary": "Upload a CSV (multipart field 'file' or a text/csv body)",
                          "operationId": "uploadDataset",

@@ -29,6 +29,7 @@ from .plan import (
     split_sizes,
 )
 from .shapes import DatasetInfo, UploadResolver, dataset_info_for
+from .stand_in import stand_in, touches
 
 
 def parse_spec(data: Any) -> JobSpec:
@@ -95,16 +96,35 @@ def facts_of(spec: JobSpec, info: DatasetInfo, limits: Limits) -> Facts:
 
 Rule = Callable[[Facts], Iterator[ErrorDetail]]
 
+# What a rule reads besides the fields it names: the network's end (which layers are dense,
+# and the units and activation from the last dense layer on). See :func:`_read_paths`.
+OUTPUT = "<output>"
+
+
+def reads(*paths: str) -> Callable[[Rule], Rule]:
+    """Declares the spec fields a rule reads (``fit``, ``fit.batch_size``, ``dataset``, or
+    :data:`OUTPUT`): when field validation replaced one of them, the rule is not run on the
+    stand-in (:func:`rule_errors`), so it never reports an error the user's values do not
+    cause."""
+
+    def mark(rule: Rule) -> Rule:
+        rule.reads = paths  # type: ignore[attr-defined]
+        return rule
+
+    return mark
+
 
 # --- the dataset and the model's ends -------------------------------------------------------
 
 
+@reads("dataset")
 def sample_cap(f: Facts) -> Iterator[ErrorDetail]:
     if f.info.n_samples > f.limits.max_samples:
         yield ErrorDetail("dataset.n_samples", f"{f.info.n_samples} samples is above the cap "
                           f"of {f.limits.max_samples}", f.info.n_samples)
 
 
+@reads("dataset", "model.input_dim")
 def input_dim_matches_dataset(f: Facts) -> Iterator[ErrorDetail]:
     given, features = f.spec.model.input_dim, f.info.n_features
     if given is not None and given != features:
@@ -112,6 +132,7 @@ def input_dim_matches_dataset(f: Facts) -> Iterator[ErrorDetail]:
                           f"features; set it to {features} or leave it out", given)
 
 
+@reads(OUTPUT)
 def has_dense_output(f: Facts) -> Iterator[ErrorDetail]:
     if not f.has_output:
         yield ErrorDetail("model.layers", "the model needs at least one dense layer")
@@ -120,6 +141,7 @@ def has_dense_output(f: Facts) -> Iterator[ErrorDetail]:
 # --- loss, output layer and task ------------------------------------------------------------
 
 
+@reads("dataset", OUTPUT, "compile.loss")
 def loss_vs_task(f: Facts) -> Iterator[ErrorDetail]:
     """A classification loss on a regression set, the reverse, and binary on >2 classes."""
     if not f.has_output:
@@ -136,6 +158,7 @@ def loss_vs_task(f: Facts) -> Iterator[ErrorDetail]:
                           f"has {f.n_classes}; use 'sparse_categorical_crossentropy'", f.loss)
 
 
+@reads("dataset", OUTPUT)
 def regression_output(f: Facts) -> Iterator[ErrorDetail]:
     """A regression set ends in one unsquashed unit."""
     if not f.has_output or f.classifies:
@@ -148,6 +171,7 @@ def regression_output(f: Facts) -> Iterator[ErrorDetail]:
                           "'linear'", f.out_act)
 
 
+@reads("dataset", OUTPUT, "compile.loss")
 def binary_crossentropy_output(f: Facts) -> Iterator[ErrorDetail]:
     """binary_crossentropy reads one sigmoid unit (or one logit)."""
     if not (f.has_output and f.classifies and f.loss == "binary_crossentropy"):
@@ -160,6 +184,7 @@ def binary_crossentropy_output(f: Facts) -> Iterator[ErrorDetail]:
                           "activation 'sigmoid'", f.out_units if wrong_units else f.out_act)
 
 
+@reads("dataset", OUTPUT, "compile.loss")
 def softmax_width_vs_classes(f: Facts) -> Iterator[ErrorDetail]:
     """The categorical losses read one softmax unit (or logit) per class."""
     if not (f.has_output and f.classifies) or f.loss in REGRESSION_LOSSES \
@@ -174,12 +199,14 @@ def softmax_width_vs_classes(f: Facts) -> Iterator[ErrorDetail]:
                           f"logits), got {f.out_act!r}", f.out_act)
 
 
+@reads(OUTPUT)
 def softmax_over_one_unit(f: Facts) -> Iterator[ErrorDetail]:
     if f.out_act == "softmax" and f.out_units == 1:
         yield ErrorDetail(f.act_loc, "softmax over 1 unit is always 1.0; use 'sigmoid' for a "
                           "single output", f.out_act)
 
 
+@reads("dataset", OUTPUT, "compile.loss", "compile.metrics")
 def metrics_vs_task(f: Facts) -> Iterator[ErrorDetail]:
     binary = f.loss == "binary_crossentropy"
     for i, metric in enumerate(f.spec.compile.metrics):
@@ -198,6 +225,7 @@ def metrics_vs_task(f: Facts) -> Iterator[ErrorDetail]:
 # --- fit ------------------------------------------------------------------------------------
 
 
+@reads("dataset", "fit.validation_split")
 def validation_split_leaves_both(f: Facts) -> Iterator[ErrorDetail]:
     split, n_samples = f.spec.fit.validation_split, f.info.n_samples
     n_train, n_val = split_sizes(n_samples, split)
@@ -208,6 +236,7 @@ def validation_split_leaves_both(f: Facts) -> Iterator[ErrorDetail]:
                           "validation samples; raise it", split)
 
 
+@reads("dataset", "fit.validation_split", "fit.gradient_descent", "fit.batch_size")
 def gradient_descent_vs_batch_size(f: Facts) -> Iterator[ErrorDetail]:
     """An explicit batch_size must agree with the gradient_descent it is given with."""
     gd, given, n_train = f.spec.fit.gradient_descent, f.spec.fit.batch_size, f.n_train
@@ -225,12 +254,14 @@ def gradient_descent_vs_batch_size(f: Facts) -> Iterator[ErrorDetail]:
                           f.batch_size)
 
 
+@reads("dataset", "fit.validation_split", "fit.gradient_descent", "fit.batch_size")
 def batch_size_vs_training_set(f: Facts) -> Iterator[ErrorDetail]:
     if f.spec.fit.gradient_descent is None and f.batch_size > f.n_train:
         yield ErrorDetail("fit.batch_size", f"{f.batch_size} is larger than the {f.n_train} "
                           f"training samples; use at most {f.n_train}", f.batch_size)
 
 
+@reads("fit.epochs")
 def epoch_cap(f: Facts) -> Iterator[ErrorDetail]:
     epochs = f.spec.fit.epochs
     if epochs > f.limits.max_epochs:
@@ -238,12 +269,14 @@ def epoch_cap(f: Facts) -> Iterator[ErrorDetail]:
                           "epochs", epochs)
 
 
+@reads("fit.steps_per_execution")
 def steps_per_execution_positive(f: Facts) -> Iterator[ErrorDetail]:
     spe = f.spec.fit.steps_per_execution
     if isinstance(spe, int) and spe < 1:
         yield ErrorDetail("fit.steps_per_execution", "must be >= 1 or 'auto'", spe)
 
 
+@reads("fit.early_stopping", "compile.metrics", "dataset", "fit.validation_split")
 def early_stopping_monitor(f: Facts) -> Iterator[ErrorDetail]:
     """The monitored quantity must be logged: the loss or a compiled metric, val_ ones only
     with validation data."""
@@ -261,6 +294,7 @@ def early_stopping_monitor(f: Facts) -> Iterator[ErrorDetail]:
                           f"set fit.validation_split > 0 or monitor {base!r}", monitor)
 
 
+@reads("dataset", "model.layers")
 def param_cap(f: Facts) -> Iterator[ErrorDetail]:
     if f.total_params > f.limits.max_params:
         yield ErrorDetail("model.layers", f"the model has {f.total_params:,} parameters, above "
@@ -268,6 +302,7 @@ def param_cap(f: Facts) -> Iterator[ErrorDetail]:
                           f.total_params)
 
 
+@reads("dataset", "model.layers", "fit", "compile.optimizer")
 def memory_budget(f: Facts) -> Iterator[ErrorDetail]:
     need = estimate(f.spec, plan_of(f))
     if need.total > f.limits.max_job_memory_mb * MB:
@@ -318,22 +353,72 @@ def _with_memory(f: Facts) -> TrainingPlan:
     return dataclasses.replace(plan, memory_mb=round(estimate(f.spec, plan).total / MB, 1))
 
 
+# A dataset for the rules that do not read it, when field validation replaced the spec's.
+_STAND_IN_INFO = DatasetInfo(n_samples=200, n_features=2, task="classification", n_classes=2)
+
+
+def _read_paths(rule: Rule, spec: JobSpec) -> list[str]:
+    paths = []
+    for path in rule.reads:  # type: ignore[attr-defined]
+        if path != OUTPUT:
+            paths.append(path)
+            continue
+        layers = spec.model.layers
+        out_idx = output_of(layers)[0]
+        paths += [f"model.layers.{i}.type" for i in range(len(layers))]
+        for i in range(out_idx or 0, len(layers)):
+            paths += [f"model.layers.{i}.units", f"model.layers.{i}.activation"]
+    return paths
+
+
+def rule_errors(spec: JobSpec, limits: Limits = DEFAULT_LIMITS,
+                resolve_upload: UploadResolver | None = None,
+                replaced: tuple[str, ...] | list[str] = ()) -> tuple[list[ErrorDetail],
+                                                                    Facts | None]:
+    """Every rule's errors, and the facts they looked at (None when the dataset is unknown).
+
+    ``replaced``: the fields a stand-in spec (:mod:`.stand_in`) holds in place of values that
+    failed field validation; rules reading one of them are skipped.
+    """
+    errors: list[ErrorDetail] = []
+    if any(touches(r, "dataset") for r in replaced):
+        info = _STAND_IN_INFO
+    else:
+        info = dataset_info_for(spec, resolve_upload, errors)
+        if info is None:
+            return errors, None
+    facts = facts_of(spec, info, limits)
+    for rule in RULES:
+        if replaced and any(touches(r, p) for r in replaced for p in _read_paths(rule, spec)):
+            continue
+        errors.extend(d for d in rule(facts) if not any(touches(r, d.loc) for r in replaced))
+    return errors, facts
+
+
 def check_job(spec: JobSpec, limits: Limits = DEFAULT_LIMITS,
               resolve_upload: UploadResolver | None = None) -> TrainingPlan:
     """Cross-field checks; returns the plan or raises SpecError naming each field."""
-    errors: list[ErrorDetail] = []
-    info = dataset_info_for(spec, resolve_upload, errors)
-    if info is None:
-        raise SpecError(errors)
-    facts = facts_of(spec, info, limits)
-    for rule in RULES:
-        errors.extend(rule(facts))
-    if errors:
+    errors, facts = rule_errors(spec, limits, resolve_upload)
+    if errors or facts is None:
         raise SpecError(errors)
     return _with_memory(facts)
 
 
 def validate_job(data: Any, limits: Limits = DEFAULT_LIMITS,
                  resolve_upload: UploadResolver | None = None) -> tuple[JobSpec, TrainingPlan]:
-    spec = parse_spec(data)
+    """Field validation, then the cross-field rules. A spec with several mistakes gets them all
+    in one SpecError: when fields fail, the rules still run on the fields that did validate
+    (a stand-in holds a valid value in place of each failing one; rules that read a replaced
+    field are skipped)."""
+    if not isinstance(data, dict):
+        parse_spec(data)  # raises the "(body)" error
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raw = exc.errors()
+        details = humanize_all(raw)
+        stand, replaced = stand_in(JobSpec, data, raw)
+        if stand is not None:
+            details += rule_errors(stand, limits, resolve_upload, replaced)[0]
+        raise SpecError(details) from None
     return spec, check_job(spec, limits, resolve_upload)

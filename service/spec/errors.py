@@ -32,9 +32,8 @@ class SpecError(Exception):
 
     def __init__(self, details: list[ErrorDetail]):
         self.details = details
-        first = details[0]
-        more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-        super().__init__(f"{first.loc}: {first.msg}{more}")
+        each = "; ".join(f"{d.loc}: {d.msg}" for d in details)
+        super().__init__(each if len(details) == 1 else f"{len(details)} errors: {each}")
 
 
 # Discriminated unions: pydantic puts the tag in the path ("model.layers.0.dense.units").

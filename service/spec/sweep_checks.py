@@ -43,6 +43,19 @@ def parse_sweep(data: Any) -> SweepSpec:
                                               if _keep_error(e, params)]))) from None
 
 
+def _base_errors(data: Any) -> list[ErrorDetail]:
+    """The base's field errors, named ``base.<path>`` (none when it is not an object: the
+    sweep's own validation says so)."""
+    base = data.get("base") if isinstance(data, dict) else None
+    if not isinstance(base, dict):
+        return []
+    try:
+        parse_spec(base)
+    except SpecError as exc:
+        return [dataclasses.replace(d, loc=f"base.{d.loc}") for d in exc.details]
+    return []
+
+
 _SPACE_HINT = ('give a list of values, or {"type": "float"|"int", "low": ..., "high": ...} / '
                '{"type": "categorical", "values": [...]}')
 
@@ -92,13 +105,14 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
                    resolve_upload: Callable[[str], DatasetInfo | None] | None = None
                    ) -> tuple[SweepSpec, SweepPlan]:
     """Field and cross-field checks of a sweep; raises SpecError naming each field."""
-    sweep = parse_sweep(data)
+    # The sweep's own fields, the base's fields and the parameters' values are independent:
+    # their errors are reported together.
     errors: list[ErrorDetail] = []
     try:
-        base_spec = parse_spec(sweep.base)
+        sweep = parse_sweep(data)
     except SpecError as exc:
-        raise SpecError([dataclasses.replace(d, loc=f"base.{d.loc}") for d in exc.details]) \
-            from None
+        raise SpecError(exc.details + _base_errors(data)) from None
+    errors.extend(_base_errors(data))
 
     def check(params: dict, loc: str) -> Any:
         """Validate the base with ``params`` applied; errors land on ``loc``."""
@@ -155,8 +169,11 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
             if dist.get("log") and dist.get("step") not in (None, 1):
                 errors.append(ErrorDetail(f"parameters.{path}", "log and step cannot be "
                                           "combined; drop one"))
-    if errors:
+    # The values are checked against the base, so only once the base is valid; a parameter
+    # whose space is wrong already is not checked again value by value.
+    if any(d.loc.startswith("base.") for d in errors):
         raise SpecError(_dedupe(errors))
+    base_spec = parse_spec(sweep.base)
 
     configs: list[dict] | None = None
     if sweep.method == "grid":
@@ -164,18 +181,21 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
         for path in ranges:
             errors.append(ErrorDetail(f"parameters.{path}", "a grid needs explicit values; give "
                                       "a list, or use method 'random' or 'tpe' for a range"))
-        if errors:
-            raise SpecError(errors)
+        if ranges:
+            raise SpecError(_dedupe(errors))
         paths = list(distributions)
         n = math.prod(len(distributions[p]["values"]) for p in paths)
         if n * sweep.repeats > MAX_SWEEP_JOBS:
-            raise SpecError([ErrorDetail("parameters", f"the grid has {n} configurations x "
-                                         f"{sweep.repeats} repeats = {n * sweep.repeats} jobs, "
-                                         f"above the cap of {MAX_SWEEP_JOBS}; use fewer values "
-                                         "or method 'random' with max_trials")])
+            raise SpecError(_dedupe(errors) + [ErrorDetail(
+                "parameters", f"the grid has {n} configurations x {sweep.repeats} repeats = "
+                f"{n * sweep.repeats} jobs, above the cap of {MAX_SWEEP_JOBS}; use fewer values "
+                "or method 'random' with max_trials")])
         # Each value on its own first (short errors that name the value), then every
         # configuration (values that only clash together), reported for the first few.
+        bad = {d.loc.removeprefix("parameters.") for d in errors}
         for path in paths:
+            if path in bad:
+                continue
             for v in distributions[path]["values"]:
                 check({path: v}, f"parameters.{path}")
         if errors:
@@ -198,7 +218,10 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
                                       f"{MAX_SWEEP_JOBS} jobs", sweep.max_trials))
         # Every value a sampler could pick is checked at its extremes, one parameter at a time.
         specs = []
+        bad = {d.loc.removeprefix("parameters.") for d in errors}
         for path, dist in distributions.items():
+            if path in bad:
+                continue
             values = dist["values"] if dist["type"] == "categorical" else [dist["low"],
                                                                            dist["high"]]
             for v in values:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from ..config import Settings
 from ..db import session_scope
 from ..errors import ApiError
+from ..ids import full_id
 from ..jobs import mlflow_ref
 from ..models import Job, JobStatus, Sweep, SweepStatus, new_id
 from ..paging import check_status, iso, keyset_page, next_cursor
@@ -51,7 +52,8 @@ def submit_sweep(settings: Settings, data: Any) -> dict:
 
 
 def _load(s, sweep_id: str, lock: bool = False) -> Sweep:
-    sweep = s.get(Sweep, sweep_id, with_for_update=lock)
+    """The sweep by id or unique id prefix (service.ids); 404 when there is none."""
+    sweep = s.get(Sweep, full_id(s, Sweep, sweep_id, "sweep", "sweep_id"), with_for_update=lock)
     if sweep is None:
         raise ApiError(404, "not_found", f"no sweep with id {sweep_id!r}")
     return sweep
@@ -64,17 +66,19 @@ def _jobs(s, sweep_id: str) -> list[Job]:
 
 def get_sweep(settings: Settings, sweep_id: str) -> dict:
     with session_scope(settings.database_url) as s:
-        return serialize(settings, _load(s, sweep_id), _jobs(s, sweep_id), with_trials=True)
+        sweep = _load(s, sweep_id)
+        return serialize(settings, sweep, _jobs(s, sweep.id), with_trials=True)
 
 
 def cancel_sweep(settings: Settings, sweep_id: str) -> dict:
     with session_scope(settings.database_url) as s:
         sweep = _load(s, sweep_id, lock=True)
         if sweep.status in scheduler.SWEEP_TERMINAL:
-            raise ApiError(409, "illegal_state", f"sweep {sweep_id} is already "
+            raise ApiError(409, "illegal_state", f"sweep {sweep.id} is already "
                            f"{sweep.status.value}; only queued or running sweeps can be "
                            "cancelled")
         sweep.cancel_requested = True
+        sweep_id = sweep.id
     scheduler.advance(settings, sweep_id, CelerySender(settings), wait_s=5)
     return get_sweep(settings, sweep_id)
 

@@ -282,3 +282,70 @@ def test_spec_is_stored_as_validated(idle_client, settings):
         row = s.get(Job, job["id"])
         assert json.dumps(row.spec, sort_keys=True) == json.dumps(validated, sort_keys=True)
         assert row.plan["steps_per_epoch"] == 4  # 64 samples / batch 16
+
+
+def test_every_independent_mistake_is_in_one_422(idle_client, settings):
+    """A refused field does not hide a cross-field mistake elsewhere: 'rleu' and a batch size
+    larger than the training set come back together, each naming field, value and fix."""
+    spec = _mutate(_mutate(lecture_spec(), ("model", "layers", 0, "activation"), "rleu"),
+                   ("fit", "batch_size"), 500)
+    before = job_count(settings)
+    resp = idle_client.post("/api/v1/jobs", json=spec)
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    err = resp.get_json()["error"]
+    assert [(d["loc"], d["value"]) for d in err["details"]] == [
+        ("model.layers.0.activation", "rleu"), ("fit.batch_size", 500)]
+    assert "did you mean 'relu'?" in err["details"][0]["msg"]
+    assert "use at most 200" in err["details"][1]["msg"]
+    assert err["message"].startswith("the job spec is invalid: 2 errors: "
+                                     "model.layers.0.activation: 'rleu' is not allowed")
+    assert job_count(settings) == before
+
+
+def test_a_job_or_sweep_is_found_by_a_unique_id_prefix(idle_client, settings):
+    """GET, history, cancel and the sweep_id filter take a unique prefix of an id; an
+    ambiguous one is a 409 naming the candidates."""
+    from service.models import JobStatus, Sweep, SweepStatus
+    from service.spec import validate_job
+
+    spec, plan = validate_job(tiny_spec("prefix", epochs=1))
+    stem = "0fedcba98765"  # 12 characters that no random id of this session shares
+    ids = [stem + c * 20 for c in "12"]
+    sweep_id = stem + "f" * 20
+    with session_scope(settings.database_url) as s:  # ended rows: no round picks them up
+        s.add(Sweep(id=sweep_id, name="prefix-sweep", experiment="tests", method="grid",
+                    spec={}, plan={}, study_name=f"kerasyard-sweep-{sweep_id}",
+                    status=SweepStatus.cancelled))
+        for i, job_id in enumerate(ids):
+            s.add(Job(id=job_id, name=f"prefix-{i}", experiment="tests", queue="cpu",
+                      spec=spec.model_dump(mode="json"), plan=plan.as_dict(),
+                      status=JobStatus.cancelled, sweep_id=sweep_id if i else None,
+                      trial_number=0 if i else None))
+    short = ids[1][:-1]  # all but the last digit: unique
+    assert idle_client.get(f"/api/v1/jobs/{short}").get_json()["id"] == ids[1]
+    assert idle_client.get(f"/api/v1/jobs/{short}/history").get_json()["job_id"] == ids[1]
+    resp = idle_client.post(f"/api/v1/jobs/{short}/cancel")
+    assert resp.status_code == 409 and resp.get_json()["error"]["code"] == "illegal_state"
+    assert resp.get_json()["error"]["message"].startswith(f"job {ids[1]} is already cancelled")
+    listed = idle_client.get(f"/api/v1/jobs?sweep_id={sweep_id[:14]}").get_json()["jobs"]
+    assert [j["id"] for j in listed] == [ids[1]]
+
+    for path in (f"/api/v1/jobs/{stem}", f"/api/v1/jobs/{stem}/history"):
+        resp = idle_client.get(path)
+        assert resp.status_code == 409, resp.get_json()
+        err = resp.get_json()["error"]
+        assert err["code"] == "ambiguous_id"
+        assert err["message"].startswith(f"id prefix '{stem}' matches 2 jobs: ")
+        assert sorted(d["value"] for d in err["details"]) == ids
+    assert idle_client.post(f"/api/v1/jobs/{stem}/cancel").get_json()["error"]["code"] == \
+        "ambiguous_id"
+    assert idle_client.get(f"/api/v1/jobs?sweep_id={stem}").status_code == 200  # one sweep
+
+    resp = idle_client.post("/api/v1/sweeps", json={
+        "name": "prefix", "base": tiny_spec("prefix", epochs=1),
+        "parameters": {"fit.batch_size": [8]}, "objective": {"metric": "loss"}})
+    assert resp.status_code == 202, resp.get_json()
+    sweep = resp.get_json()
+    assert idle_client.get(f"/api/v1/sweeps/{sweep['id'][:8]}").get_json()["id"] == sweep["id"]
+    resp = idle_client.post(f"/api/v1/sweeps/{sweep['id'][:8]}/cancel")
+    assert resp.status_code == 202 and resp.get_json()["id"] == sweep["id"]
