@@ -1,6 +1,7 @@
 """kerasyard's client side: ``kerasyard.Client`` (Python) and the ``kerasyard`` command.
 
-Standard library and PyYAML only: no Flask, TensorFlow, Keras or MLflow.
+``kerasyard.Client`` needs the standard library only; the command adds click, rich and PyYAML.
+No Flask, TensorFlow, Keras or MLflow.
 """
 
 from .client import JOB_TERMINAL, SWEEP_TERMINAL, ApiError, Client, ServiceUnreachable

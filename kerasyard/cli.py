@@ -1,27 +1,29 @@
-"""The ``kerasyard`` command: submit and watch jobs and sweeps, list them, read their history.
-
-Built on :class:`kerasyard.Client`; imports nothing beyond the standard library and PyYAML.
+"""The ``kerasyard`` command: submit and watch jobs and sweeps, list, show and compare them,
+read their history. click parses the command line (and completes it in the shell); rich
+draws the output (:mod:`kerasyard.format`, :mod:`kerasyard.watch`); :class:`kerasyard.Client`
+talks to the API.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import os
-import re
-import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from . import format as fmt
-from .client import DEFAULT_URL, JOB_TERMINAL, SWEEP_TERMINAL, ApiError, Client, ServiceUnreachable
+import click
+from rich.console import Console, Group, RenderableType
+from rich.text import Text
 
-# Prefix lookups scan the newest jobs/sweeps only; a full id always works.
-PREFIX_SCAN_LIMIT = 5000
-FULL_ID = re.compile(r"^[0-9a-f]{32}$")
+from . import format as fmt
+from .client import DEFAULT_URL, ApiError, Client, ServiceUnreachable
+from .watch import JobWatcher, SweepWatcher
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
+SWEEP_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class UsageError(Exception):
@@ -56,476 +58,183 @@ def load_spec(path: str) -> dict:
     return data
 
 
-def _scan(items, prefix: str) -> list[dict]:
-    found = []
-    for i, item in enumerate(items):
-        if i >= PREFIX_SCAN_LIMIT:
-            break
-        if str(item.get("id", "")).startswith(prefix):
-            found.append(item)
-    return found
-
-
-def _sweeps_or_none(fetch: Callable[[], object]):
-    """Sweep lookups on a service without sweeps (404 on the route) find nothing."""
-    try:
-        return fetch()
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def resolve(client: Client, ident: str) -> tuple[str, dict]:
-    """A job or sweep by full id or id prefix: ('job', job) or ('sweep', sweep). Jobs first."""
+def resolve(client: Client, ident: str | None) -> tuple[str, dict]:
+    """A job or sweep by full id or unique id prefix (the API resolves prefixes): ('job', job)
+    or ('sweep', sweep); jobs first. No id: the newest job."""
+    if ident is None:
+        jobs = client.list_jobs(limit=1)["jobs"]
+        if not jobs:
+            raise UsageError("no jobs yet; submit one with `kerasyard submit SPEC`")
+        return "job", jobs[0]
     ident = ident.strip()
     if not ident:
         raise UsageError("an empty id")
-    if FULL_ID.match(ident):
-        try:
-            return "job", client.get_job(ident)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-        sweep = _sweeps_or_none(lambda: client.get_sweep(ident))
-        if sweep is not None:
-            return "sweep", sweep
-        raise ApiError(404, "not_found", f"no job or sweep with id {ident!r}")
-    jobs = _scan(client.iter_jobs(page_size=500), ident)
-    if len(jobs) == 1:
-        return "job", client.get_job(jobs[0]["id"])
-    if len(jobs) > 1:
-        raise UsageError(f"id prefix {ident!r} matches {len(jobs)} jobs: "
-                         + ", ".join(j["id"] for j in jobs[:5])
-                         + (" ..." if len(jobs) > 5 else "") + "; give more characters")
-    sweeps = _sweeps_or_none(lambda: _scan(client.iter_sweeps(page_size=100), ident)) or []
-    if len(sweeps) == 1:
-        return "sweep", client.get_sweep(sweeps[0]["id"])
-    if len(sweeps) > 1:
-        raise UsageError(f"id prefix {ident!r} matches {len(sweeps)} sweeps: "
-                         + ", ".join(s["id"] for s in sweeps[:5]) + "; give more characters")
-    raise ApiError(404, "not_found", f"no job or sweep whose id starts with {ident!r}")
+    try:
+        return "job", client.get_job(ident)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    try:
+        return "sweep", client.get_sweep(ident)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+    raise ApiError(404, "not_found", f"no job or sweep with id {ident!r}")
 
 
-# --- live output ------------------------------------------------------------------------------
+def resolve_job(client: Client, ident: str | None, what: str) -> dict:
+    kind, item = resolve(client, ident)
+    if kind != "job":
+        raise UsageError(f"{ident} is a sweep; {what} is per job. `kerasyard show {ident}` "
+                         "lists its trials and their job ids")
+    return item
 
 
-class JobWatcher:
-    """``submit --watch``: one progress line redrawn in place on a terminal; on a pipe or log
-    file, a plain line at every status change and at most every ``line_interval`` seconds
-    while epochs advance."""
-
-    def __init__(self, stream: TextIO, tty: bool, line_interval: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.stream, self.tty, self.line_interval, self.clock = stream, tty, line_interval, clock
-        self.last_status = None
-        self.last_epoch = None
-        self.last_print = float("-inf")
-        self.first_seen: tuple[float, int] | None = None
-        self.drawn = False
-
-    def update(self, job: dict) -> None:
-        now = self.clock()
-        status = job.get("status")
-        epoch = (job.get("progress") or {}).get("epoch") or 0
-        # The epoch rate as seen from here, for a service whose progress has no elapsed_s.
-        if status == "running" and self.first_seen is None:
-            self.first_seen = (now, epoch)
-        rate = None
-        if self.first_seen is not None and epoch > self.first_seen[1]:
-            rate = (now - self.first_seen[0]) / (epoch - self.first_seen[1])
-        if self.tty:
-            width = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
-            self.stream.write("\r\x1b[K" + fmt.watch_line(job, rate, width))
-            self.drawn = True
-        elif status in JOB_TERMINAL:
-            pass  # the caller prints the outcome
-        elif status != self.last_status or (
-                epoch != self.last_epoch and now - self.last_print >= self.line_interval):
-            self.stream.write(fmt.watch_line(job, rate) + "\n")
-            self.last_print = now
-            self.last_epoch = epoch
-        self.last_status = status
-        self.stream.flush()
-
-    def finish(self, job: dict) -> None:
-        if self.tty and self.drawn:
-            self.stream.write("\r\x1b[K")
-        elif not self.tty and job.get("status") == "running":
-            self.stream.write(fmt.watch_line(job) + "\n")
-        self.stream.flush()
+# --- output -----------------------------------------------------------------------------------
 
 
-class SweepWatcher:
-    """``sweep --watch``: the trials table redrawn in place on a terminal; on a pipe or log
-    file, a line per trial state change and a progress line every ``line_interval`` seconds."""
-
-    def __init__(self, stream: TextIO, tty: bool, line_interval: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.stream, self.tty, self.line_interval, self.clock = stream, tty, line_interval, clock
-        self.states: dict = {}
-        self.last_header = None
-        self.last_print = float("-inf")
-        self.drawn_lines = 0
-        self.last_block = None
-
-    def update(self, sweep: dict) -> None:
-        if self.tty:
-            # Cursor-up cannot climb past the top of the screen: keep the block shorter.
-            height = shutil.get_terminal_size((100, 40)).lines
-            block = fmt.sweep_watch_block(sweep, max_rows=max(3, height - 5))
-            if block == self.last_block:
-                return
-            if self.drawn_lines:
-                self.stream.write(f"\x1b[{self.drawn_lines}F\x1b[J")
-            self.stream.write(block + "\n")
-            self.drawn_lines = block.count("\n") + 1
-            self.last_block = block
-        else:
-            now = self.clock()
-            header = fmt.sweep_header(sweep)
-            changed = False
-            for t in sweep.get("trials") or []:
-                key = t.get("number")
-                state = (t.get("state"), t.get("objective"))
-                if self.states.get(key) != state:
-                    self.states[key] = state
-                    changed = True
-                    self.stream.write("  " + trial_event(sweep, t) + "\n")
-            running = fmt.running_trials(sweep)
-            if running:
-                header += f"  ({running})"
-            if sweep.get("status") in SWEEP_TERMINAL:
-                pass  # finish() prints the whole table
-            elif header != self.last_header and (changed or now - self.last_print
-                                                 >= self.line_interval):
-                self.stream.write(header + "\n")
-                self.last_header, self.last_print = header, now
-        self.stream.flush()
-
-    def finish(self, sweep: dict) -> None:
-        if not self.tty:
-            self.stream.write(fmt.sweep_watch_block(sweep) + "\n")
-        self.stream.flush()
-
-
-def trial_event(sweep: dict, trial: dict) -> str:
-    label = trial.get("name") or fmt.fmt_params(trial.get("params"))
-    line = f"trial {trial.get('number')} ({label}) {trial.get('state')}"
-    if trial.get("objective") is not None:
-        metric = (sweep.get("objective") or {}).get("metric", "objective")
-        line += f"  {metric} {fmt.fmt_objective(trial['objective'], trial.get('objective_std'))}"
-    return line
-
-
-# --- commands ---------------------------------------------------------------------------------
+def _console(stream: TextIO) -> Console:
+    # rich turns colour off when the stream is not a terminal, with NO_COLOR or TERM=dumb.
+    return Console(file=stream, highlight=False, markup=False, emoji=False)
 
 
 class Ui:
-    """Where output goes: results on stdout; live progress on stdout, or stderr under --json."""
+    """Where output goes: results on stdout; live progress on stdout, or stderr under --json.
+    On a terminal rich draws the renderables; elsewhere they are plain text (fmt.plain)."""
 
     def __init__(self, as_json: bool, out: TextIO | None = None, err: TextIO | None = None):
         self.as_json = as_json
         self.out = out or sys.stdout
         self.err = err or sys.stderr
-        self.live = self.err if as_json else self.out
+        self.console = _console(self.out)
+        self.err_console = _console(self.err)
+        self.live = self.err_console if as_json else self.console
 
-    def result(self, data, text: str | None = None) -> None:
+    def show(self, renderable: RenderableType, console: Console | None = None) -> None:
+        console = console or self.console
+        if console.is_terminal:
+            console.print(renderable)
+        else:
+            console.file.write(fmt.plain(renderable) + "\n")
+            console.file.flush()
+
+    def result(self, data, shown: RenderableType | None = None) -> None:
         if self.as_json:
             self.out.write(json.dumps(data, indent=2) + "\n")
-        elif text is not None:
-            self.out.write(text + "\n")
-        self.out.flush()
+            self.out.flush()
+        elif shown is not None:
+            self.show(shown)
 
     def note(self, text: str) -> None:
-        self.err.write(text + "\n")
-        self.err.flush()
+        self.show(Text(text), self.err_console)
+
+    def error(self, lines: list[str]) -> None:
+        head, *rest = lines
+        self.show(Text.assemble(("error:", "bold red"), head.removeprefix("error:"),
+                                *(f"\n{ln}" for ln in rest)), self.err_console)
 
 
-def _tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def cmd_submit(client: Client, args, ui: Ui) -> int:
-    spec = load_spec(args.spec)
-    if args.queue:
-        resources = spec.get("resources")
-        spec["resources"] = {**(resources if isinstance(resources, dict) else {}),
-                             "queue": args.queue}
-    job = client.submit_job(spec)
-    plan = job.get("plan") or {}
-    if not args.watch:
-        ui.result(job, f"{job['id']}  {job.get('name')} queued on {job.get('queue')}: "
-                       f"{fmt.updates(plan.get('steps_per_epoch'))} an epoch x "
-                       f"{plan.get('epochs')} epochs = {fmt.updates(plan.get('total_updates'))}, "
-                       f"{plan.get('total_params')} params")
-        return fmt.EXIT_SUCCEEDED
-    ui.live.write(f"submitted {fmt.job_label(job)} as {job['id']}: "
-                  f"{fmt.updates(plan.get('steps_per_epoch'))} an epoch x {plan.get('epochs')} "
-                  "epochs\n")
-    return watch_job(client, job["id"], args, ui)
-
-
-def watch_job(client: Client, job_id: str, args, ui: Ui) -> int:
-    watcher = JobWatcher(ui.live, _tty(ui.live), line_interval=args.line_interval)
-    try:
-        job = client.wait_job(job_id, poll=args.interval, timeout=args.timeout,
-                              on_update=watcher.update)
-    except KeyboardInterrupt:
-        watcher.finish({})
-        ui.note(f"stopped watching; job {job_id} goes on (kerasyard cancel {job_id[:8]} "
-                "stops it)")
-        return 130
-    watcher.finish(job)
-    ui.result(job, fmt.final_line(job))
-    return fmt.exit_code_for_status(job["status"])
-
-
-def cmd_sweep(client: Client, args, ui: Ui) -> int:
-    sweep = client.submit_sweep(load_spec(args.spec))
-    p = sweep.get("progress") or {}
-    if not args.watch:
-        ui.result(sweep, f"{sweep['id']}  sweep {sweep.get('name')} {sweep.get('status')}: "
-                         f"{p.get('total', sweep.get('max_trials'))} trials, "
-                         f"{sweep.get('max_parallel')} at a time")
-        return fmt.EXIT_SUCCEEDED
-    ui.live.write(f"submitted sweep {sweep.get('name')} as {sweep['id']}: "
-                  f"{p.get('total', sweep.get('max_trials'))} trials\n")
-    return watch_sweep(client, sweep["id"], args, ui)
-
-
-def watch_sweep(client: Client, sweep_id: str, args, ui: Ui) -> int:
-    watcher = SweepWatcher(ui.live, _tty(ui.live), line_interval=max(args.line_interval, 5.0))
-    try:
-        sweep = client.wait_sweep(sweep_id, poll=max(args.interval, 1.0), timeout=args.timeout,
-                                  on_update=watcher.update)
-    except KeyboardInterrupt:
-        ui.note(f"stopped watching; sweep {sweep_id} goes on (kerasyard cancel "
-                f"{sweep_id[:8]} stops it)")
-        return 130
-    watcher.finish(sweep)
-    url = (sweep.get("mlflow") or {}).get("url")
-    ui.result(sweep, f"sweep {sweep.get('name')} ({sweep['id'][:8]}) {sweep['status']}"
-                     + (f"\n  MLflow: {url}" if url else ""))
-    return fmt.exit_code_for_status(sweep["status"])
-
-
-def cmd_watch(client: Client, args, ui: Ui) -> int:
-    kind, item = resolve(client, args.id)
-    if kind == "job":
-        return watch_job(client, item["id"], args, ui)
-    return watch_sweep(client, item["id"], args, ui)
-
-
-def _listing(ui: Ui, items: list[dict], key: str, next_cursor: str | None, text: str) -> int:
-    if ui.as_json:
-        ui.result({key: items, "next_cursor": next_cursor})
-    else:
-        ui.result(None, text if items else f"no {key}")
-        if next_cursor:
-            ui.note(f"(more {key}: raise --limit, or --all)")
-    return fmt.EXIT_SUCCEEDED
-
-
-def cmd_jobs(client: Client, args, ui: Ui) -> int:
-    filters = {"status": args.status, "sweep_id": args.sweep, "experiment": args.experiment}
-    if args.all:
-        jobs, cursor = list(client.iter_jobs(page_size=500, **filters)), None
-    else:
-        page = client.list_jobs(limit=args.limit, **filters)
-        jobs, cursor = page["jobs"], page.get("next_cursor")
-    return _listing(ui, jobs, "jobs", cursor, fmt.jobs_table(jobs))
-
-
-def cmd_sweeps(client: Client, args, ui: Ui) -> int:
-    if args.all:
-        sweeps, cursor = list(client.iter_sweeps(status=args.status)), None
-    else:
-        page = client.list_sweeps(status=args.status, limit=args.limit)
-        sweeps, cursor = page["sweeps"], page.get("next_cursor")
-    return _listing(ui, sweeps, "sweeps", cursor, fmt.sweeps_table(sweeps))
-
-
-def cmd_show(client: Client, args, ui: Ui) -> int:
-    kind, item = resolve(client, args.id)
-    ui.result(item, fmt.job_details(item) if kind == "job" else fmt.sweep_details(item))
-    return fmt.EXIT_SUCCEEDED
-
-
-def cmd_cancel(client: Client, args, ui: Ui) -> int:
-    kind, item = resolve(client, args.id)
-    if kind == "job":
-        job = client.cancel_job(item["id"])
-        later = ("; it stops at its next epoch boundary" if job["status"] == "running" else "")
-        ui.result(job, f"cancel requested for job {fmt.job_label(job)}: now {job['status']}{later}")
-    else:
-        sweep = client.cancel_sweep(item["id"])
-        ui.result(sweep, f"cancel requested for sweep {sweep.get('name')} "
-                         f"({fmt.short_id(sweep.get('id'))}): now {sweep.get('status')}")
-    return fmt.EXIT_SUCCEEDED
-
-
-def cmd_history(client: Client, args, ui: Ui) -> int:
-    kind, item = resolve(client, args.id)
-    if kind != "job":
-        raise UsageError(f"{args.id} is a sweep; history is per job. `kerasyard show "
-                         f"{args.id}` lists its trials and their job ids")
-    history = client.job_history(item["id"])
-    if args.csv:
-        ui.out.write(fmt.history_csv(history))
-        ui.out.flush()
-    else:
-        ui.result(history, fmt.history_table(history))
-    return fmt.EXIT_SUCCEEDED
-
-
-def cmd_open(client: Client, args, ui: Ui) -> int:
-    kind, item = resolve(client, args.id)
-    url = (item.get("mlflow") or {}).get("url")
-    if not url:
-        ui.note(f"error: {kind} {item['id']} ({item.get('status')}) has no MLflow run yet; "
-                "it gets one when a worker starts it")
-        if ui.as_json:
-            ui.result({"kind": kind, "id": item["id"], "url": None})
-        return fmt.EXIT_OTHER
-    ui.result({"kind": kind, "id": item["id"], "url": url}, url)
-    return fmt.EXIT_SUCCEEDED
-
-
-def cmd_upload(client: Client, args, ui: Ui) -> int:
-    if not Path(args.csv).is_file():
-        raise UsageError(f"no such file: {args.csv}")
-    ds = client.upload_dataset(args.csv, name=args.name)
-    cols = ", ".join(c.get("name", "?") if isinstance(c, dict) else str(c)
-                     for c in ds.get("columns") or [])
-    ui.result(ds, f"{ds['id']}  {ds.get('name')}: {ds.get('n_rows')} rows; columns {cols}")
-    return fmt.EXIT_SUCCEEDED
-
-
-def cmd_health(client: Client, args, ui: Ui) -> int:
-    body = client.health()
-    rows = [(name, "ok" if c.get("ok") else "DOWN", c.get("detail", ""))
-            for name, c in (body.get("components") or {}).items()]
-    ui.result(body, f"{body.get('status')}  ({client.base_url})\n"
-              + fmt.table(["COMPONENT", "STATE", "DETAIL"], rows, right=()))
-    return fmt.EXIT_SUCCEEDED if body.get("status") == "ok" else fmt.EXIT_OTHER
-
-
-# --- parser -----------------------------------------------------------------------------------
+# --- the command line -------------------------------------------------------------------------
 
 DESCRIPTION = """kerasyard: submit Keras training jobs and sweeps to a kerasyard service, watch
-them train, list them, and open their MLflow runs.
+them train, list and compare them, and open their MLflow runs.
 
+\b
 examples:
   kerasyard submit examples/lecture_mlp.json --watch
   kerasyard jobs --status running
-  kerasyard show 3f2c            (a job or sweep by id prefix)
-  kerasyard history 3f2c --csv > history.csv
+  kerasyard show 3f2c            (a job or sweep by id prefix; no id: the newest job)
+  kerasyard history --csv > history.csv
+  kerasyard compare 3f2c 9a1b --plot curves.png
   kerasyard sweep sweep.yaml --watch
   kerasyard open 3f2c            (the MLflow UI link)"""
 
-EPILOG = fmt.EXIT_CODES_HELP + """
+EPILOG = "\b\n" + fmt.EXIT_CODES_HELP + """
 
+\b
 environment:
   KERASYARD_URL        the service (default """ + DEFAULT_URL + """)
-  KERASYARD_API_TOKEN  bearer token, when the service sets one"""
+  KERASYARD_API_TOKEN  bearer token, when the service sets one
+  NO_COLOR             no colour on a terminal (none off one anyway)
+
+\b
+shell completion (bash; zsh and fish alike, see the README):
+  eval "$(_KERASYARD_COMPLETE=bash_source kerasyard)\""""
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # Global options work before or after the command ("kerasyard jobs --json").
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=argparse.SUPPRESS,
-                        help=f"service URL (default $KERASYARD_URL or {DEFAULT_URL})")
-    common.add_argument("--token", default=argparse.SUPPRESS,
-                        help="API token (default $KERASYARD_API_TOKEN)")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine output: the API's JSON on stdout")
-
-    parser = argparse.ArgumentParser(
-        prog="kerasyard", description=DESCRIPTION, epilog=EPILOG, parents=[common],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text,
-                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.set_defaults(func=func)
-        return p
-
-    def watch_opts(p: argparse.ArgumentParser, with_flag: bool = True) -> None:
-        if with_flag:
-            p.add_argument("--watch", "-w", action="store_true",
-                           help="follow it live until it ends; the exit code is its outcome")
-        p.add_argument("--interval", type=float, default=0.5, metavar="S",
-                       help="seconds between polls while watching (default 0.5)")
-        p.add_argument("--line-interval", type=float, default=2.0, metavar="S",
-                       help="off a terminal: at most one progress line per S seconds "
-                            "(default 2)")
-        p.add_argument("--timeout", type=float, default=None, metavar="S",
-                       help="stop watching after S seconds (exit 4)")
-
-    p = add("submit", cmd_submit, "submit a job spec (.json or .yaml; - reads stdin)")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--queue", help="override resources.queue (cpu or gpu)")
-    watch_opts(p)
-
-    p = add("sweep", cmd_sweep, "submit a sweep spec (.json or .yaml)")
-    p.add_argument("spec", metavar="SPEC")
-    watch_opts(p)
-
-    p = add("watch", cmd_watch, "follow a job or sweep already submitted")
-    p.add_argument("id", metavar="ID")
-    watch_opts(p, with_flag=False)
-
-    p = add("jobs", cmd_jobs, "list jobs, newest first")
-    p.add_argument("--status", help="queued, running, succeeded, failed, cancelled, pruned")
-    p.add_argument("--sweep", metavar="SWEEP_ID", help="only the trials of this sweep")
-    p.add_argument("--experiment")
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    p.add_argument("--all", action="store_true", help="every page")
-
-    p = add("sweeps", cmd_sweeps, "list sweeps, newest first")
-    p.add_argument("--status")
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    p.add_argument("--all", action="store_true", help="every page")
-
-    p = add("show", cmd_show, "one job or sweep, by id or id prefix")
-    p.add_argument("id", metavar="ID")
-
-    p = add("cancel", cmd_cancel, "cancel a job or sweep (cooperative: at an epoch boundary)")
-    p.add_argument("id", metavar="ID")
-
-    p = add("history", cmd_history, "a job's per-epoch metrics")
-    p.add_argument("id", metavar="ID")
-    p.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
-
-    p = add("open", cmd_open, "print the MLflow UI link of a job's run or a sweep's parent run")
-    p.add_argument("id", metavar="ID")
-
-    p = add("upload", cmd_upload, "upload a CSV dataset; prints its id for dataset.kind upload")
-    p.add_argument("csv", metavar="CSV")
-    p.add_argument("--name")
-
-    add("health", cmd_health, "database, broker and MLflow reachability (exit 4 if degraded)")
-    return parser
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    """--url, --token and --json work before or after the command: each is kept on the root
+    context, the command's own taking over the group's."""
+    if value not in (None, False):
+        ctx.find_root().meta[f"kerasyard.{param.name}"] = value
+    return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help(sys.stderr)
-        return fmt.EXIT_USAGE
-    ui = Ui(getattr(args, "json", False))
-    client = Client(getattr(args, "url", None), getattr(args, "token", None))
+def global_options(f: Callable) -> Callable:
+    f = click.option("--json", "as_json", is_flag=True, expose_value=False, callback=_remember,
+                     help="machine output: the API's JSON on stdout")(f)
+    f = click.option("--token", expose_value=False, callback=_remember, metavar="TOKEN",
+                     help="API token (default $KERASYARD_API_TOKEN)")(f)
+    f = click.option("--url", expose_value=False, callback=_remember, metavar="URL",
+                     help=f"service URL (default $KERASYARD_URL or {DEFAULT_URL})")(f)
+    return f
+
+
+def _client(ctx: click.Context, timeout: float = 30.0) -> Client:
+    meta = ctx.find_root().meta
+    return Client(meta.get("kerasyard.url"), meta.get("kerasyard.token"), timeout=timeout)
+
+
+def complete_id(ctx: click.Context, param: click.Parameter, incomplete: str):
+    """Shell completion of an ID: the newest jobs' and sweeps' ids that begin with what is
+    typed, with their names (nothing when the service does not answer in 2 s)."""
+    from click.shell_completion import CompletionItem
+
+    client = _client(ctx, timeout=2.0)
+    items = []
     try:
-        return args.func(client, args, ui)
+        for kind, rows in (("job", client.list_jobs(limit=50)["jobs"]),
+                           ("sweep", client.list_sweeps(limit=20)["sweeps"])):
+            for r in rows:
+                if r["id"].startswith(incomplete):
+                    value = r["id"][:8] if len(incomplete) < 8 else r["id"]
+                    items.append(CompletionItem(value, help=f"{kind} {r.get('name')} "
+                                                            f"({r.get('status')})"))
+    except (ApiError, ServiceUnreachable, KeyError, TypeError):
+        return []
+    return items
+
+
+@click.group(help=DESCRIPTION, epilog=EPILOG, context_settings=CONTEXT, no_args_is_help=True)
+@global_options
+def app() -> None:
+    pass
+
+
+def command(name: str, help_text: str, short: str | None = None, **kw) -> Callable:
+    """A subcommand ``f(client, ui, **params) -> exit code``, with the global options and the
+    API's errors turned into messages and exit codes."""
+
+    def wrap(f: Callable[..., int]) -> Callable:
+        @functools.wraps(f)
+        def run(**params) -> int:
+            ctx = click.get_current_context()
+            ui = Ui(bool(ctx.find_root().meta.get("kerasyard.as_json")))
+            return guarded(ui, lambda: f(_client(ctx), ui, **params))
+
+        return app.command(name, help=help_text, short_help=short or help_text, epilog=EPILOG,
+                           **kw)(global_options(run))
+
+    return wrap
+
+
+def guarded(ui: Ui, call: Callable[[], int]) -> int:
+    try:
+        return call()
     except ApiError as exc:
-        for line in fmt.render_api_error(exc):
-            ui.err.write(line + "\n")
+        ui.error(fmt.render_api_error(exc))
         if ui.as_json:
             ui.result({"error": {"status": exc.status, "code": exc.code, "message": exc.message,
                                  "details": exc.details}})
@@ -538,11 +247,281 @@ def main(argv: list[str] | None = None) -> int:
         ui.note(f"error: {exc}")
         return fmt.EXIT_USAGE
     except TimeoutError as exc:
-        ui.note(("\n" if _tty(ui.live) else "") + f"error: {exc}")
+        ui.note(f"error: {exc}")
         return fmt.EXIT_OTHER
+
+
+def watch_options(with_flag: bool = True) -> Callable:
+    def add(f: Callable) -> Callable:
+        f = click.option("--timeout", type=float, default=None, metavar="S",
+                         help="stop watching after S seconds (exit 4)")(f)
+        f = click.option("--line-interval", type=float, default=2.0, metavar="S",
+                         show_default=True,
+                         help="off a terminal: at most one progress line per S seconds")(f)
+        f = click.option("--interval", type=float, default=0.5, metavar="S", show_default=True,
+                         help="seconds between polls while watching")(f)
+        if with_flag:
+            f = click.option("--watch", "-w", is_flag=True,
+                             help="follow it live until it ends; the exit code is its "
+                                  "outcome")(f)
+        return f
+
+    return add
+
+
+ID = click.argument("ident", metavar="ID", shell_complete=complete_id)
+OPTIONAL_ID = click.argument("ident", metavar="[ID]", required=False, shell_complete=complete_id)
+
+
+@command("submit", "submit a job spec (.json or .yaml; - reads stdin)")
+@click.argument("spec", metavar="SPEC", type=click.Path(allow_dash=True))
+@click.option("--queue", type=click.Choice(["cpu", "gpu"]), help="override resources.queue")
+@watch_options()
+def cmd_submit(client: Client, ui: Ui, spec: str, queue: str | None, watch: bool,
+               **w) -> int:
+    data = load_spec(spec)
+    if queue:
+        resources = data.get("resources")
+        data["resources"] = {**(resources if isinstance(resources, dict) else {}),
+                             "queue": queue}
+    job = client.submit_job(data)
+    plan = job.get("plan") or {}
+    if not watch:
+        ui.result(job, f"{job['id']}  {job.get('name')} queued on {job.get('queue')}: "
+                       f"{fmt.updates(plan.get('steps_per_epoch'))} an epoch x "
+                       f"{plan.get('epochs')} epochs = {fmt.updates(plan.get('total_updates'))}"
+                       f", {plan.get('total_params')} params")
+        return fmt.EXIT_SUCCEEDED
+    ui.show(f"submitted {fmt.job_label(job)} as {job['id']}: "
+            f"{fmt.updates(plan.get('steps_per_epoch'))} an epoch x {plan.get('epochs')} "
+            "epochs", ui.live)
+    return watch_job(client, ui, job["id"], **w)
+
+
+def watch_job(client: Client, ui: Ui, job_id: str, interval: float, line_interval: float,
+              timeout: float | None) -> int:
+    watcher = JobWatcher(ui.live, line_interval=line_interval)
+    try:
+        job = client.wait_job(job_id, poll=interval, timeout=timeout, on_update=watcher.update)
+    except KeyboardInterrupt:
+        watcher.finish({})
+        ui.note(f"stopped watching; job {job_id} goes on (kerasyard cancel {job_id[:8]} "
+                "stops it)")
+        return 130
+    except BaseException:
+        watcher.finish({})
+        raise
+    watcher.finish(job)
+    ui.result(job, fmt.final_line(job))
+    return fmt.exit_code_for_status(job["status"])
+
+
+@command("sweep", "submit a sweep spec (.json or .yaml)")
+@click.argument("spec", metavar="SPEC", type=click.Path(allow_dash=True))
+@watch_options()
+def cmd_sweep(client: Client, ui: Ui, spec: str, watch: bool, **w) -> int:
+    sweep = client.submit_sweep(load_spec(spec))
+    p = sweep.get("progress") or {}
+    if not watch:
+        ui.result(sweep, f"{sweep['id']}  sweep {sweep.get('name')} {sweep.get('status')}: "
+                         f"{p.get('total', sweep.get('max_trials'))} trials, "
+                         f"{sweep.get('max_parallel')} at a time")
+        return fmt.EXIT_SUCCEEDED
+    ui.show(f"submitted sweep {sweep.get('name')} as {sweep['id']}: "
+            f"{p.get('total', sweep.get('max_trials'))} trials", ui.live)
+    return watch_sweep(client, ui, sweep["id"], **w)
+
+
+def watch_sweep(client: Client, ui: Ui, sweep_id: str, interval: float, line_interval: float,
+                timeout: float | None) -> int:
+    watcher = SweepWatcher(ui.live, line_interval=max(line_interval, 5.0))
+    try:
+        sweep = client.wait_sweep(sweep_id, poll=max(interval, 1.0), timeout=timeout,
+                                  on_update=watcher.update)
+    except KeyboardInterrupt:
+        watcher.finish({})
+        ui.note(f"stopped watching; sweep {sweep_id} goes on (kerasyard cancel "
+                f"{sweep_id[:8]} stops it)")
+        return 130
+    except BaseException:
+        watcher.finish({})
+        raise
+    watcher.finish(sweep)
+    url = (sweep.get("mlflow") or {}).get("url")
+    ui.result(sweep, Text(f"sweep {sweep.get('name')} ({sweep['id'][:8]}) ")
+              + fmt.status_text(sweep["status"]) + (f"\n  MLflow: {url}" if url else ""))
+    return fmt.exit_code_for_status(sweep["status"])
+
+
+@command("watch", "follow a job or sweep already submitted (no ID: the newest job)")
+@OPTIONAL_ID
+@watch_options(with_flag=False)
+def cmd_watch(client: Client, ui: Ui, ident: str | None, **w) -> int:
+    kind, item = resolve(client, ident)
+    if kind == "job":
+        return watch_job(client, ui, item["id"], **w)
+    return watch_sweep(client, ui, item["id"], **w)
+
+
+def _listing(ui: Ui, items: list[dict], key: str, next_cursor: str | None,
+             shown: RenderableType) -> int:
+    if ui.as_json:
+        ui.result({key: items, "next_cursor": next_cursor})
+    else:
+        ui.show(shown if items else f"no {key}")
+        if next_cursor:
+            ui.note(f"(more {key}: raise --limit, or --all)")
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("jobs", "list jobs, newest first")
+@click.option("--status", type=click.Choice(JOB_STATUSES))
+@click.option("--sweep", metavar="SWEEP_ID", shell_complete=complete_id,
+              help="only the trials of this sweep (id or id prefix)")
+@click.option("--experiment")
+@click.option("--limit", type=int, default=20, show_default=True, help="how many")
+@click.option("--all", "every", is_flag=True, help="every page")
+def cmd_jobs(client: Client, ui: Ui, status, sweep, experiment, limit, every) -> int:
+    filters = {"status": status, "sweep_id": sweep, "experiment": experiment}
+    if every:
+        jobs, cursor = list(client.iter_jobs(page_size=500, **filters)), None
+    else:
+        page = client.list_jobs(limit=limit, **filters)
+        jobs, cursor = page["jobs"], page.get("next_cursor")
+    return _listing(ui, jobs, "jobs", cursor, fmt.jobs_table(jobs))
+
+
+@command("sweeps", "list sweeps, newest first")
+@click.option("--status", type=click.Choice(SWEEP_STATUSES))
+@click.option("--limit", type=int, default=20, show_default=True, help="how many")
+@click.option("--all", "every", is_flag=True, help="every page")
+def cmd_sweeps(client: Client, ui: Ui, status, limit, every) -> int:
+    if every:
+        sweeps, cursor = list(client.iter_sweeps(status=status)), None
+    else:
+        page = client.list_sweeps(status=status, limit=limit)
+        sweeps, cursor = page["sweeps"], page.get("next_cursor")
+    return _listing(ui, sweeps, "sweeps", cursor, fmt.sweeps_table(sweeps))
+
+
+@command("show", "one job or sweep, by id or id prefix (no ID: the newest job)")
+@OPTIONAL_ID
+def cmd_show(client: Client, ui: Ui, ident: str | None) -> int:
+    kind, item = resolve(client, ident)
+    ui.result(item, fmt.job_details(item) if kind == "job" else fmt.sweep_details(item))
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("cancel", "cancel a job or sweep (cooperative: at an epoch boundary)")
+@ID
+def cmd_cancel(client: Client, ui: Ui, ident: str) -> int:
+    kind, item = resolve(client, ident)
+    if kind == "job":
+        job = client.cancel_job(item["id"])
+        later = ("; it stops at its next epoch boundary" if job["status"] == "running" else "")
+        ui.result(job, f"cancel requested for job {fmt.job_label(job)}: now {job['status']}{later}")
+    else:
+        sweep = client.cancel_sweep(item["id"])
+        ui.result(sweep, f"cancel requested for sweep {sweep.get('name')} "
+                         f"({fmt.short_id(sweep.get('id'))}): now {sweep.get('status')}")
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("history", "a job's per-epoch metrics (no ID: the newest job)")
+@OPTIONAL_ID
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table")
+def cmd_history(client: Client, ui: Ui, ident: str | None, as_csv: bool) -> int:
+    job = resolve_job(client, ident, "history")
+    history = client.job_history(job["id"])
+    if as_csv:
+        ui.out.write(fmt.history_csv(history))
+        ui.out.flush()
+    else:
+        ui.result(history, fmt.history_table(history))
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("open", "print the MLflow UI link of a job's run or a sweep's parent run (no ID: the "
+                 "newest job)", short="the MLflow UI link of a job or sweep")
+@OPTIONAL_ID
+def cmd_open(client: Client, ui: Ui, ident: str | None) -> int:
+    kind, item = resolve(client, ident)
+    url = (item.get("mlflow") or {}).get("url")
+    if not url:
+        ui.note(f"error: {kind} {item['id']} ({item.get('status')}) has no MLflow run yet; "
+                "it gets one when a worker starts it")
+        if ui.as_json:
+            ui.result({"kind": kind, "id": item["id"], "url": None})
+        return fmt.EXIT_OTHER
+    ui.result({"kind": kind, "id": item["id"], "url": url}, url)
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("compare", "jobs side by side: spec differences, the lecture's quantities (samples, "
+                    "batch size, steps per epoch, updates, gradient descent), final metrics; "
+                    "--plot FILE draws their learning curves in one PNG (needs matplotlib)",
+         short="jobs side by side; --plot FILE draws their curves")
+@click.argument("idents", metavar="ID ID...", nargs=-1, required=True,
+                shell_complete=complete_id)
+@click.option("--plot", "plot_file", metavar="FILE.png", type=click.Path(dir_okay=False),
+              help="write the learning curves (each metric and its val_ twin) to this PNG")
+def cmd_compare(client: Client, ui: Ui, idents: tuple[str, ...], plot_file: str | None) -> int:
+    if len(idents) < 2:
+        raise UsageError("compare needs at least two job ids")
+    jobs = [resolve_job(client, ident, "compare") for ident in idents]
+    if plot_file:
+        from .plot import PlotUnavailable, curves_png
+
+        histories = [client.job_history(j["id"])["epochs"] for j in jobs]
+        try:
+            metrics = curves_png(plot_file, jobs, histories)
+        except PlotUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        ui.note(f"wrote {plot_file}: {', '.join(metrics)} by epoch, one colour per job")
+    ui.result(fmt.compare_data(jobs), fmt.compare_table(jobs))
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("upload", "upload a CSV dataset; prints its id for dataset.kind upload")
+@click.argument("csv_path", metavar="CSV", type=click.Path())
+@click.option("--name")
+def cmd_upload(client: Client, ui: Ui, csv_path: str, name: str | None) -> int:
+    if not Path(csv_path).is_file():
+        raise UsageError(f"no such file: {csv_path}")
+    ds = client.upload_dataset(csv_path, name=name)
+    cols = ", ".join(c.get("name", "?") if isinstance(c, dict) else str(c)
+                     for c in ds.get("columns") or [])
+    ui.result(ds, f"{ds['id']}  {ds.get('name')}: {ds.get('n_rows')} rows; columns {cols}")
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("health", "database, broker and MLflow reachability (exit 4 if degraded)")
+def cmd_health(client: Client, ui: Ui) -> int:
+    body = client.health()
+    rows = [(name, fmt.status_text("ok" if c.get("ok") else "DOWN"), c.get("detail", ""))
+            for name, c in (body.get("components") or {}).items()]
+    ui.result(body, Group(Text(f"{body.get('status')}  ({client.base_url})"),
+                          fmt.table(["COMPONENT", "STATE", "DETAIL"], rows)))
+    return fmt.EXIT_SUCCEEDED if body.get("status") == "ok" else fmt.EXIT_OTHER
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``kerasyard`` script: returns the exit code (see ``kerasyard --help``)."""
+    try:
+        code = app.main(args=argv, prog_name="kerasyard", complete_var="_KERASYARD_COMPLETE",
+                        standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+        return fmt.EXIT_USAGE
+    except click.ClickException as exc:  # a usage error: exit 2
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
     except BrokenPipeError:  # `kerasyard jobs | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return fmt.EXIT_SUCCEEDED
+    return code if isinstance(code, int) else fmt.EXIT_SUCCEEDED
 
 
 if __name__ == "__main__":

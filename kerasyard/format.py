@@ -1,6 +1,10 @@
-"""Pure formatting for the command-line client: tables, progress lines, errors, exit codes.
+"""What the command line shows, built with rich from dicts shaped like the API's JSON.
 
-Nothing here does I/O, so every piece is unit-tested on plain dicts shaped like the API's JSON.
+Builders return a rich renderable (a ``Table``, a ``Text``, a ``Group``) or a plain string;
+nothing here does I/O. :func:`plain` renders one as text with no colour and no padding at the
+ends of lines: what goes to a pipe or a log file, and what the unit tests read. On a terminal
+the command prints the renderable itself, and rich decides on colour (none with ``NO_COLOR``
+set or ``TERM=dumb``) and fits tables to the terminal's width.
 """
 
 from __future__ import annotations
@@ -8,8 +12,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from .client import ApiError
 
@@ -44,16 +55,30 @@ def exit_code_for_error(exc: ApiError) -> int:
 
 
 def render_api_error(exc: ApiError) -> list[str]:
-    """The API's error as it gave it: ``error: code: message``, then one line per detail."""
-    lines = [f"error: {exc.code}: {exc.message}"]
+    """``error: code: message``, then one ``  field.path: message`` line per detail. A message
+    that spells its details out again ("the job spec is invalid: 2 errors: fit.epochs: ...")
+    is cut before the first of them, so nothing is printed twice."""
+    message = exc.message
+    lines = []
     for d in exc.details:
         if isinstance(d, dict):
             loc = d.get("loc")
             loc = ".".join(map(str, loc)) if isinstance(loc, list) else (loc or "(request)")
             lines.append(f"  {loc}: {d.get('msg', '')}")
+            at = message.find(f"{loc}: ")
+            if at > 0 and len(lines) == 1:
+                message = message[:at].rstrip(": ;")
         else:
             lines.append(f"  {d}")
-    return lines
+    return [f"error: {exc.code}: {message}"] + lines
+
+
+def plain(renderable: RenderableType, width: int = 10_000) -> str:
+    """A renderable as plain text: no colour, nothing wrapped, no spaces at line ends."""
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False,
+            markup=False, emoji=False, soft_wrap=False).print(renderable)
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines())
 
 
 # --- numbers and times ------------------------------------------------------------------------
@@ -130,44 +155,51 @@ def short_id(value: str | None, n: int = 8) -> str:
     return (value or "-")[:n]
 
 
-# --- tables -----------------------------------------------------------------------------------
+def updates(n) -> str:
+    return f"{n} update" + ("" if n == 1 else "s")
 
 
-def _is_numeric(text: str) -> bool:
-    try:
-        float(text.replace("±", "").split()[0])
-        return True
-    except (ValueError, IndexError):
-        return text == "-"
+# --- tables and colour ------------------------------------------------------------------------
+
+STATUS_STYLES = {"queued": "dim", "pending": "dim", "running": "cyan", "succeeded": "green",
+                 "failed": "bold red", "cancelled": "yellow", "pruned": "magenta",
+                 "ok": "green", "DOWN": "bold red", "degraded": "bold red"}
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence], right: Iterable[int] | None = None
-          ) -> str:
-    """Columns padded to their widest cell, two spaces apart. Columns in ``right`` (or, when
-    not given, those whose every cell is a number) are right-aligned."""
-    rows = [[str(c) for c in row] for row in rows]
-    headers = [str(h) for h in headers]
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    if right is None:
-        right = {i for i in range(len(headers))
-                 if rows and all(_is_numeric(r[i]) for r in rows)}
+def status_text(status: str | None) -> Text:
+    return Text(str(status or ""), style=STATUS_STYLES.get(status or "", ""))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence], right: Iterable[int] = ()
+          ) -> Table:
+    """Columns two spaces apart, no borders; the columns in ``right`` right-aligned."""
     right = set(right)
+    out = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1), header_style="bold",
+                highlight=False)
+    for i, head in enumerate(headers):
+        out.add_column(head, justify="right" if i in right else "left")
+    for row in rows:
+        out.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in row))
+    return out
 
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(widths[i]) if i in right else c.ljust(widths[i])
-               for i, c in enumerate(cells)]
-        return "  ".join(out).rstrip()
 
-    return "\n".join([line(headers)] + [line(r) for r in rows])
+def key_values(rows: Sequence[tuple[str, Any]]) -> Table:
+    """``key  value`` lines, the keys padded to the widest."""
+    out = Table(box=None, pad_edge=False, show_edge=False, show_header=False, padding=(0, 1),
+                highlight=False)
+    out.add_column(style="bold")
+    out.add_column()
+    for key, value in rows:
+        out.add_row(key, value if isinstance(value, Text) else Text("-" if value is None
+                                                                    else str(value)))
+    return out
 
 
 # --- jobs -------------------------------------------------------------------------------------
 
 
 def progress_bar(epoch: int, epochs: int | None, width: int = 20) -> str:
+    """``[#####---------------]``: the bar of the plain lines (a pipe, a log file)."""
     frac = min(1.0, epoch / epochs) if epochs else 0.0
     filled = round(frac * width)
     return "[" + "#" * filled + "-" * (width - filled) + "]"
@@ -179,20 +211,19 @@ def _progress(job: dict) -> tuple[int, int | None, dict]:
     return int(p.get("epoch") or 0), epochs, p.get("metrics") or {}
 
 
-def progress_line(job: dict, seconds_per_epoch: float | None = None, width: int = 20) -> str:
-    """``[#####---------------]  epoch 12/50  loss 0.4123  val_loss 0.4411  ETA 3.2s``.
+def _progress_facts(job: dict, seconds_per_epoch: float | None) -> list[str]:
+    """``epoch 12/50``, the losses, and the ETA (or what a finished fit is doing now).
 
     The ETA comes from the epoch rate: the progress's ``elapsed_s`` (the worker's clock) over
     its epochs or, when absent, ``seconds_per_epoch`` as the caller measured it.
     """
     epoch, epochs, metrics = _progress(job)
-    parts = [progress_bar(epoch, epochs, width), f"epoch {epoch}/{epochs or '?'}"]
+    parts = [f"epoch {epoch}/{epochs or '?'}"]
     for name in ("loss", "val_loss"):
         if name in metrics:
             parts.append(f"{name} {fmt_number(metrics[name])}")
     if job.get("status") == "running" and epochs and epoch < epochs:
-        p = job.get("progress") or {}
-        elapsed = p.get("elapsed_s")
+        elapsed = (job.get("progress") or {}).get("elapsed_s")
         if elapsed is None and seconds_per_epoch is not None:
             elapsed = seconds_per_epoch * epoch
         eta = eta_seconds(epoch, epochs, elapsed)
@@ -200,65 +231,88 @@ def progress_line(job: dict, seconds_per_epoch: float | None = None, width: int 
             parts.append(f"ETA {fmt_duration(eta)}")
     elif job.get("status") == "running" and epochs and epoch >= epochs:
         parts.append("fit done, logging to MLflow")
-    return "  ".join(parts)
+    return parts
+
+
+def progress_line(job: dict, seconds_per_epoch: float | None = None, width: int = 20) -> str:
+    """``[#####---------------]  epoch 12/50  loss 0.4123  val_loss 0.4411  ETA 3.2s``."""
+    epoch, epochs, _ = _progress(job)
+    return "  ".join([progress_bar(epoch, epochs, width),
+                      *_progress_facts(job, seconds_per_epoch)])
 
 
 def job_label(job: dict) -> str:
     return f"{job.get('name') or '?'} ({short_id(job.get('id'))})"
 
 
-def watch_line(job: dict, seconds_per_epoch: float | None = None, width: int | None = None
-               ) -> str:
-    """One line of ``submit --watch``: who, state, and (once training) the progress bar.
-
-    Given a terminal ``width``, the bar narrows and then the job's name goes before the line is
-    cut, so the epoch, losses and ETA stay in view.
-    """
-    status = job.get("status")
-    head = f"{job_label(job)} {status}"
-    if status == "queued":
-        return head[:width] if width else head
-    line = f"{head}  {progress_line(job, seconds_per_epoch)}"
-    if width is None or len(line) <= width:
-        return line
-    for bar in (10, 5):
-        line = f"{head}  {progress_line(job, seconds_per_epoch, bar)}"
-        if len(line) <= width:
-            return line
-    line = f"{short_id(job.get('id'))} {status}  {progress_line(job, seconds_per_epoch, 5)}"
-    return line[:width]
+def watch_line(job: dict, seconds_per_epoch: float | None = None) -> str:
+    """One plain line of ``submit --watch`` off a terminal: who, state, progress."""
+    head = f"{job_label(job)} {job.get('status')}"
+    if job.get("status") == "queued":
+        return head
+    return f"{head}  {progress_line(job, seconds_per_epoch)}"
 
 
-def final_line(job: dict) -> str:
-    """The last line of a watch: outcome, epochs, final metrics, wall time, and why it failed."""
+def live_job(job: dict, seconds_per_epoch: float | None = None, width: int = 100
+             ) -> RenderableType:
+    """What ``submit --watch`` redraws on a terminal ``width`` columns wide: name and state, a
+    progress bar, the epoch, losses and ETA. When the line does not fit, the bar narrows and
+    then the name is cut, so the numbers stay in view."""
+    head = Text(f"{job_label(job)} ") + status_text(job.get("status"))
+    if job.get("status") == "queued":
+        head.truncate(width, overflow="ellipsis")
+        return head
+    facts = Text("  ".join(_progress_facts(job, seconds_per_epoch)))
+    room = width - facts.cell_len - 4  # two gaps of two spaces
+    bar_width = next((w for w in (20, 10, 5) if room - w >= head.cell_len),
+                     5 if room >= 5 + 8 else 0)
+    head_width = max(1, min(head.cell_len, room - bar_width + (0 if bar_width else 2)))
+    epoch, epochs, _ = _progress(job)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(width=head_width, no_wrap=True, overflow="ellipsis")
+    cells: list[RenderableType] = [head]
+    if bar_width:
+        grid.add_column(width=bar_width)
+        cells.append(ProgressBar(total=float(epochs or 1), completed=float(epoch),
+                                 width=bar_width))
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    grid.add_row(*cells, facts)
+    return grid
+
+
+def _metric_names(rows: Sequence[dict]) -> list[str]:
+    return [k for k in history_columns(rows)[1:] if k not in _LAST]
+
+
+def final_line(job: dict) -> Text:
+    """The last lines of a watch: outcome, epochs, final metrics, wall time, why it failed."""
     epoch, epochs, metrics = _progress(job)
     summary = job.get("summary") or {}
     final = summary.get("final_metrics") or metrics
-    parts = [f"{job_label(job)} {job.get('status')} after epoch {epoch}/{epochs or '?'}"]
-    shown = "  ".join(f"{k} {fmt_number(final[k])}" for k in history_columns([final])[1:]
-                      if k not in _LAST)
+    out = Text(f"{job_label(job)} ") + status_text(job.get("status"))
+    out.append(f" after epoch {epoch}/{epochs or '?'}")
+    shown = "  ".join(f"{k} {fmt_number(final[k])}" for k in _metric_names([final]))
     if shown:
-        parts.append(shown)
+        out.append(f"  {shown}")
     secs = took(job)
     if secs is not None:
-        parts.append(f"in {fmt_duration(secs)}")
+        out.append(f"  in {fmt_duration(secs)}")
     if summary.get("stopped_early") and job.get("status") == "succeeded":
-        parts.append("(stopped early)")
-    line = "  ".join(parts)
+        out.append("  (stopped early)")
     err = job.get("error")
     if err:
-        line += f"\n  {err.get('type', 'error')}: {err.get('message', '')}"
+        out.append(f"\n  {err.get('type', 'error')}: {err.get('message', '')}", style="red")
     url = (job.get("mlflow") or {}).get("url")
     if url:
-        line += f"\n  MLflow: {url}"
-    return line
+        out.append(f"\n  MLflow: {url}")
+    return out
 
 
-def jobs_table(jobs: Sequence[dict], now: dt.datetime | None = None) -> str:
+def jobs_table(jobs: Sequence[dict], now: dt.datetime | None = None) -> Table:
     rows = []
     for job in jobs:
         epoch, epochs, metrics = _progress(job)
-        rows.append([short_id(job.get("id")), job.get("name", ""), job.get("status", ""),
+        rows.append([short_id(job.get("id")), job.get("name", ""), status_text(job.get("status")),
                      f"{epoch}/{epochs or '?'}", fmt_number(metrics.get("loss")),
                      fmt_number(metrics.get("val_loss")), job.get("experiment", ""),
                      fmt_age(job.get("created_at"), now)])
@@ -266,20 +320,25 @@ def jobs_table(jobs: Sequence[dict], now: dt.datetime | None = None) -> str:
                  rows, right={3, 4, 5})
 
 
-def job_details(job: dict) -> str:
+def plan_line(plan: dict) -> str:
+    steps, total = plan.get("steps_per_epoch"), plan.get("total_updates")
+    return (f"{plan.get('n_train')} training samples, batch size {plan.get('batch_size')} -> "
+            f"{updates(steps)} an epoch x {plan.get('epochs')} epochs = {updates(total)} "
+            f"({plan.get('gradient_descent')})")
+
+
+def job_details(job: dict) -> Table:
     """``show`` for a job: one ``key  value`` line per fact."""
     plan = job.get("plan") or {}
-    rows = [("job", job.get("id")), ("name", job.get("name")),
-            ("experiment", job.get("experiment")), ("status", job.get("status")),
-            ("queue", job.get("queue"))]
+    rows: list[tuple[str, Any]] = [
+        ("job", job.get("id")), ("name", job.get("name")), ("experiment", job.get("experiment")),
+        ("status", status_text(job.get("status"))), ("queue", job.get("queue"))]
     if job.get("sweep_id"):
         rows.append(("sweep", job["sweep_id"]))
+    if job.get("trained_by"):
+        rows.append(("trained by", f"{job['trained_by']} (recorded from that training)"))
     if plan:
-        steps, total = plan.get("steps_per_epoch"), plan.get("total_updates")
-        rows.append(("plan", (f"{plan.get('n_train')} training samples, batch size "
-                              f"{plan.get('batch_size')} -> {updates(steps)} an epoch x "
-                              f"{plan.get('epochs')} epochs = {updates(total)} "
-                              f"({plan.get('gradient_descent')})")))
+        rows.append(("plan", plan_line(plan)))
         rows.append(("params", f"{plan.get('total_params')} (input_dim {plan.get('input_dim')})"))
     if job.get("status") != "queued":
         rows.append(("progress", progress_line(job)))
@@ -299,23 +358,15 @@ def job_details(job: dict) -> str:
         rows.append(("summary", ", ".join(facts)))
     err = job.get("error")
     if err:
-        rows.append(("error", f"{err.get('type', 'error')}: {err.get('message', '')}"))
+        rows.append(("error", Text(f"{err.get('type', 'error')}: {err.get('message', '')}",
+                                   style="red")))
     rows.append(("mlflow", (job.get("mlflow") or {}).get("url") or "- (no run yet)"))
     rows.append(("created", job.get("created_at") or "-"))
     if job.get("started_at"):
         rows.append(("started", job["started_at"]))
     if job.get("finished_at"):
         rows.append(("finished", f"{job['finished_at']} (took {fmt_duration(took(job))})"))
-    return _key_values(rows)
-
-
-def updates(n) -> str:
-    return f"{n} update" + ("" if n == 1 else "s")
-
-
-def _key_values(rows: Sequence[tuple[str, object]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {'-' if v is None else v}" for k, v in rows)
+    return key_values(rows)
 
 
 # --- history ----------------------------------------------------------------------------------
@@ -341,10 +392,10 @@ def history_columns(epochs: Sequence[dict]) -> list[str]:
     return ["epoch"] + sorted(seen, key=rank)
 
 
-def history_table(history: dict) -> str:
+def history_table(history: dict) -> RenderableType:
     epochs = history.get("epochs") or []
     if not epochs:
-        return f"no epochs recorded yet (job {history.get('status')})"
+        return Text(f"no epochs recorded yet (job {history.get('status')})")
     cols = history_columns(epochs)
     rows = [[fmt_number(row.get(c)) for c in cols] for row in epochs]
     return table(cols, rows, right=range(len(cols)))
@@ -382,13 +433,49 @@ def fmt_objective(value, std=None) -> str:
     return fmt_number(value) + (f" ± {fmt_number(std)}" if std else "")
 
 
-def _trial_epoch(trial: dict) -> str:
+def objective_label(objective: dict | None) -> str:
+    """``val_loss ↓`` (lower is better) or ``accuracy ↑``."""
+    objective = objective or {}
+    arrow = {"minimize": " ↓", "maximize": " ↑"}.get(objective.get("goal"), "")
+    return f"{objective.get('metric', 'objective')}{arrow}"
+
+
+def _trainer(sweep: dict, trial: dict) -> dict | None:
+    """The trial whose training this trial is recorded from (``trained_by``), if any."""
+    by = trial.get("trained_by")
+    if not by:
+        return None
+    return next((t for t in sweep.get("trials") or [] if t is not trial
+                 and any(j.get("id") == by for j in t.get("jobs") or [])), None)
+
+
+def _recorded_epochs(trainer: dict, trial: dict) -> list[str]:
+    """Each seed's epoch as its training has got: the trainer's epoch, up to the trial's own
+    epoch count."""
+    out = []
+    for j in trial.get("jobs") or []:
+        tj = next((x for x in trainer.get("jobs") or [] if x.get("repeat") == j.get("repeat")),
+                  (trainer.get("jobs") or [{}])[0])
+        own = j.get("epochs")
+        epoch = min(tj.get("epoch") or 0, own) if own else tj.get("epoch") or 0
+        out.append(f"{epoch}/{own or '?'}")
+    return out
+
+
+def trial_state(sweep: dict, trial: dict) -> tuple[Text, str]:
+    """(state, epoch) as the trials table shows them. A trial recorded from a longer training
+    (``trained_by``) that is still under way reads ``from #N`` with that training's epoch."""
+    state = trial.get("state", "")
+    trainer = _trainer(sweep, trial)
+    if trainer is not None and state in ("queued", "running"):
+        return (Text(f"from #{trainer.get('number')}", style=STATUS_STYLES["running"]
+                     if state == "running" else "dim"),
+                ", ".join(_recorded_epochs(trainer, trial)) or "-")
     jobs = trial.get("jobs") or []
     running = [j for j in jobs if j.get("status") == "running"]
     shown = running or jobs
-    if not shown:
-        return "-"
-    return ", ".join(f"{j.get('epoch') or 0}/{j.get('epochs') or '?'}" for j in shown)
+    epoch = ", ".join(f"{j.get('epoch') or 0}/{j.get('epochs') or '?'}" for j in shown) or "-"
+    return status_text(state), epoch
 
 
 _STATE_RANK = {"running": 0, "succeeded": 2, "pruned": 2, "failed": 2, "cancelled": 2,
@@ -409,27 +496,27 @@ def visible_trials(trials: list[dict], best: int | None, max_rows: int | None
     return [t for t in trials if id(t) in keep], len(trials) - max_rows
 
 
-def trials_table(sweep: dict, max_rows: int | None = None) -> str:
+def trials_table(sweep: dict, max_rows: int | None = None) -> RenderableType:
     """Trials with params, state, epoch, objective; the best trial marked ``*``. With
     ``max_rows``, a longer list is cut to the trials that matter now (see visible_trials)."""
     best = (sweep.get("best") or {}).get("number")
-    objective = sweep.get("objective") or {}
-    metric = objective.get("metric", "objective")
-    goal = {"minimize": "min", "maximize": "max"}.get(objective.get("goal"), objective.get("goal"))
     trials, hidden = visible_trials(sweep.get("trials") or [], best, max_rows)
+    if not trials:
+        return Text("no trials yet")
     rows = []
     for t in trials:
-        rows.append(["*" if best is not None and t.get("number") == best else "",
-                     t.get("number"), t.get("name") or fmt_params(t.get("params")),
-                     t.get("state", ""), _trial_epoch(t),
-                     fmt_objective(t.get("objective"), t.get("objective_std"))])
-    if not rows:
-        return "no trials yet"
-    head = f"{metric} ({goal})" if goal else metric
-    out = table(["", "#", "PARAMS", "STATE", "EPOCH", head], rows, right={1, 4, 5})
-    if hidden:
-        out += f"\n   ... {hidden} more trials (kerasyard show {short_id(sweep.get('id'))})"
-    return out
+        state, epoch = trial_state(sweep, t)
+        mark = best is not None and t.get("number") == best
+        rows.append([Text("*", style="bold green") if mark else "", t.get("number"),
+                     t.get("name") or fmt_params(t.get("params")), state, epoch,
+                     Text(fmt_objective(t.get("objective"), t.get("objective_std")),
+                          style="bold green" if mark else "")])
+    out = table(["", "#", "PARAMS", "STATE", "EPOCH", objective_label(sweep.get("objective"))],
+                rows, right={1, 4, 5})
+    if not hidden:
+        return out
+    return Group(out, Text(f"   ... {hidden} more trials (kerasyard show "
+                           f"{short_id(sweep.get('id'))})", style="dim"))
 
 
 def sweep_progress(sweep: dict) -> str:
@@ -454,9 +541,16 @@ def sweep_header(sweep: dict) -> str:
 
 
 def running_trials(sweep: dict) -> str:
-    """``trial 3 epoch 7/50, trial 4 epoch 2/50``: the epochs of the trials training now."""
+    """``trial 3 epoch 7/50, trial 4 (from #3) epoch 7/10``: the trials training now."""
     out = []
     for t in sweep.get("trials") or []:
+        if t.get("state") != "running":
+            continue
+        trainer = _trainer(sweep, t)
+        if trainer is not None:
+            out += [f"trial {t.get('number')} (from #{trainer.get('number')}) epoch {e}"
+                    for e in _recorded_epochs(trainer, t)]
+            continue
         for j in t.get("jobs") or []:
             if j.get("status") == "running":
                 out.append(f"trial {t.get('number')} epoch {j.get('epoch') or 0}/"
@@ -464,50 +558,156 @@ def running_trials(sweep: dict) -> str:
     return ", ".join(out)
 
 
-def sweep_watch_block(sweep: dict, max_rows: int | None = None) -> str:
+def trial_event(sweep: dict, trial: dict) -> str:
+    """A plain line for a trial whose state or objective changed."""
+    label = trial.get("name") or fmt_params(trial.get("params"))
+    state = plain(trial_state(sweep, trial)[0])
+    line = f"trial {trial.get('number')} ({label}) {state}"
+    if trial.get("objective") is not None:
+        metric = (sweep.get("objective") or {}).get("metric", "objective")
+        line += f"  {metric} {fmt_objective(trial['objective'], trial.get('objective_std'))}"
+    return line
+
+
+def sweep_watch_block(sweep: dict, max_rows: int | None = None) -> RenderableType:
     """What ``sweep --watch`` redraws: header, trials table, best trial."""
-    lines = [sweep_header(sweep), trials_table(sweep, max_rows)]
+    parts: list[RenderableType] = [Text(sweep_header(sweep), style="bold"),
+                                   trials_table(sweep, max_rows)]
     best = best_line(sweep)
     if best:
-        lines.append(best)
-    return "\n".join(lines)
+        parts.append(Text(best, style="green"))
+    return Group(*parts)
 
 
-def sweep_details(sweep: dict) -> str:
+def sweep_details(sweep: dict) -> RenderableType:
     objective = sweep.get("objective") or {}
-    rows = [("sweep", sweep.get("id")), ("name", sweep.get("name")),
-            ("status", sweep.get("status")), ("method", sweep.get("method")),
-            ("objective", f"{objective.get('goal', '?')} {objective.get('metric', '?')}"),
-            ("trials", f"{sweep.get('max_trials') or (sweep.get('progress') or {}).get('total')}"
-                       f", {sweep.get('max_parallel')} at a time"
-                       + (f", {sweep['repeats']} repeats each" if (sweep.get("repeats") or 1) > 1
-                          else "")),
-            ("progress", sweep_progress(sweep))]
+    rows: list[tuple[str, Any]] = [
+        ("sweep", sweep.get("id")), ("name", sweep.get("name")),
+        ("status", status_text(sweep.get("status"))), ("method", sweep.get("method")),
+        ("objective", f"{objective_label(objective)} ({objective.get('goal', '?')} "
+                      f"{objective.get('metric', '?')})"),
+        ("trials", f"{sweep.get('max_trials') or (sweep.get('progress') or {}).get('total')}"
+                   f", {sweep.get('max_parallel')} at a time"
+                   + (f", {sweep['repeats']} repeats each" if (sweep.get("repeats") or 1) > 1
+                      else "")),
+        ("progress", sweep_progress(sweep))]
+    share = sweep.get("share_epochs")
+    if isinstance(share, dict):
+        rows.append(("share epochs", f"{'on' if share.get('on') else 'off'}: {share.get('why')}"))
     if sweep.get("error"):
         err = sweep["error"]
-        rows.append(("error", f"{err.get('type', 'error')}: {err.get('message', '')}"
-                     if isinstance(err, dict) else str(err)))
+        rows.append(("error", Text(f"{err.get('type', 'error')}: {err.get('message', '')}"
+                                   if isinstance(err, dict) else str(err), style="red")))
     rows.append(("mlflow", (sweep.get("mlflow") or {}).get("url") or "-"))
     rows.append(("created", sweep.get("created_at") or "-"))
     if sweep.get("finished_at"):
         rows.append(("finished", f"{sweep['finished_at']} (took {fmt_duration(took(sweep))})"))
-    out = [_key_values(rows), "", trials_table(sweep)]
+    parts: list[RenderableType] = [key_values(rows), Text(""), trials_table(sweep)]
     best = best_line(sweep)
     if best:
-        out.append(best)
-    return "\n".join(out)
+        parts.append(Text(best, style="green"))
+    return Group(*parts)
 
 
-def sweeps_table(sweeps: Sequence[dict], now: dt.datetime | None = None) -> str:
+def sweeps_table(sweeps: Sequence[dict], now: dt.datetime | None = None) -> Table:
     rows = []
     for s in sweeps:
         p = s.get("progress") or {}
-        objective = s.get("objective") or {}
         best = s.get("best") or {}
-        rows.append([short_id(s.get("id")), s.get("name", ""), s.get("status", ""),
+        rows.append([short_id(s.get("id")), s.get("name", ""), status_text(s.get("status")),
                      s.get("method", ""), f"{p.get('done', 0)}/{p.get('total', '?')}",
-                     p.get("running", 0), objective.get("metric", "-"),
+                     p.get("running", 0), objective_label(s.get("objective")),
                      fmt_number(best.get("objective")) if best else "-",
                      fmt_age(s.get("created_at"), now)])
     return table(["ID", "NAME", "STATUS", "METHOD", "DONE", "RUNNING", "OBJECTIVE", "BEST",
                   "CREATED"], rows, right={4, 5, 7})
+
+
+# --- compare ----------------------------------------------------------------------------------
+
+# The lecture's quantities, as `compare` lists them: (label, how to read them off the plan).
+LECTURE = (
+    ("samples (train/val)", lambda p: f"{p.get('n_train', '-')}/{p.get('n_val', '-')}"),
+    ("batch size", lambda p: p.get("batch_size")),
+    ("steps per epoch", lambda p: p.get("steps_per_epoch")),
+    ("epochs", lambda p: p.get("epochs")),
+    ("total updates", lambda p: p.get("total_updates")),
+    ("gradient descent", lambda p: p.get("gradient_descent")),
+    ("parameters", lambda p: p.get("total_params")),
+)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"fit": {"batch_size": 5}}`` -> ``{"fit.batch_size": 5}`` (list items by index)."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def spec_differences(jobs: Sequence[dict]) -> dict[str, list]:
+    """The spec fields whose values differ between the jobs (name aside), in spec order."""
+    flat = [flatten(j.get("spec") or {}) for j in jobs]
+    paths = list(dict.fromkeys(p for f in flat for p in f))
+    return {p: [f.get(p, None) for f in flat] for p in paths
+            if p != "name" and len({json.dumps(f.get(p, None), sort_keys=True)
+                                    for f in flat}) > 1}
+
+
+def final_metrics(job: dict) -> dict:
+    return (job.get("summary") or {}).get("final_metrics") or _progress(job)[2]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return fmt_number(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def compare_table(jobs: Sequence[dict]) -> Table:
+    """Runs side by side: a column per job; what differs in their specs, the lecture's
+    quantities, the final metrics, the wall time."""
+    out = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1), header_style="bold",
+                highlight=False)
+    out.add_column("")
+    for j in jobs:
+        out.add_column(job_label(j), justify="right")
+
+    def section(title: str) -> None:
+        out.add_row(Text(title, style="bold underline"), *([""] * len(jobs)))
+
+    out.add_row("status", *(status_text(j.get("status")) for j in jobs))
+    diffs = spec_differences(jobs)
+    section("spec differences")
+    if not diffs:
+        out.add_row("  (none)", *([""] * len(jobs)))
+    for path, values in diffs.items():
+        out.add_row(f"  {path}", *(_cell(v) for v in values))
+    section("plan")
+    for label, read in LECTURE:
+        out.add_row(f"  {label}", *(_cell(read(j.get("plan") or {})) for j in jobs))
+    section("final metrics")
+    names = _metric_names([final_metrics(j) for j in jobs])
+    for name in names:
+        out.add_row(f"  {name}", *(fmt_number(final_metrics(j).get(name)) for j in jobs))
+    out.add_row("  epochs completed", *(str(_progress(j)[0]) for j in jobs))
+    out.add_row("  took", *(fmt_duration(took(j)) if took(j) is not None else "-"
+                            for j in jobs))
+    return out
+
+
+def compare_data(jobs: Sequence[dict]) -> dict:
+    """``compare --json``."""
+    return {"jobs": [{"id": j.get("id"), "name": j.get("name"), "status": j.get("status"),
+                      "plan": j.get("plan"), "final_metrics": final_metrics(j),
+                      "epochs_completed": _progress(j)[0], "took_s": took(j)} for j in jobs],
+            "spec_differences": spec_differences(jobs)}

@@ -92,7 +92,8 @@ def test_invalid_spec_exits_2_with_errors_field_by_field(api_url, tmp_path):
     result = cli(api_url, "submit", write_spec(tmp_path, spec, "bad.json"))
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("error: invalid_spec: the job spec is invalid: ")
+    assert lines[0] == "error: invalid_spec: the job spec is invalid: 2 errors"
+    assert result.stderr.count("'rleu' is not allowed") == 1  # said once, on its field
     assert any(re.fullmatch(r"  model\.layers\.0\.activation: 'rleu' is not allowed.*"
                             r"did you mean 'relu'\?", ln) for ln in lines), lines
     assert any(ln.startswith("  model.layers.1.units: ") for ln in lines), lines
@@ -179,6 +180,41 @@ def test_show_by_prefix_history_and_open(watched, api_url, mlflow_client, mlflow
     run_id = job["mlflow"]["run_id"]
     assert url == f"{mlflow_server}/#/experiments/{job['mlflow']['experiment_id']}/runs/{run_id}"
     assert ended_run(mlflow_client, run_id).info.status == "FINISHED"
+
+
+def test_compare_two_runs_plot_their_curves_and_no_id_means_the_newest(watched, api_url,
+                                                                       tmp_path):
+    _, first = watched
+    spec = tiny_spec("cli-compare", epochs=4)
+    spec["fit"].update(validation_split=0.25, batch_size=48)  # 48 training samples: full batch
+    result = cli(api_url, "submit", write_spec(tmp_path, spec, "second.json"), "--watch",
+                 "--interval", "0.2")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    second = re.search(r"as ([0-9a-f]{32})", result.stdout).group(1)
+
+    # No id: the newest job.
+    result = cli(api_url, "show")
+    assert result.returncode == 0, result.stderr
+    assert f"job         {second}" in result.stdout
+    result = cli(api_url, "history", "--csv")
+    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 4
+
+    png = tmp_path / "curves.png"
+    result = cli(api_url, "compare", first["id"][:8], second[:8], "--plot", str(png))
+    assert result.returncode == 0, result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}: loss, accuracy by epoch" in result.stderr
+    rows = {r.strip().split("  ")[0]: r.split()[-2:] for r in result.stdout.splitlines()[1:]}
+    assert rows["fit.batch_size"] == ["16", "48"]
+    assert rows["fit.epochs"] == [str(EPOCHS), "4"]
+    assert rows["gradient descent"] == ["mini_batch", "batch"]
+    assert rows["steps per epoch"] == [str(first["plan"]["steps_per_epoch"]), "1"]
+    assert rows["status"] == ["succeeded", "succeeded"]
+
+    result = cli(api_url, "compare", first["id"], second, "--json")
+    data = json.loads(result.stdout)
+    assert data["spec_differences"]["fit.batch_size"] == [16, 48]
+    assert [j["epochs_completed"] for j in data["jobs"]] == [EPOCHS, 4]
 
 
 def test_diverging_job_exits_1_with_the_reason(api_url, worker, tmp_path):
@@ -303,10 +339,14 @@ def test_sweep_watch_table_show_jobs_open(sweeps_api, api_url, worker, tmp_path)
     assert any(ln.startswith(sweep_id[:8]) and "succeeded" in ln
                for ln in result.stdout.splitlines())
     result = cli(api_url, "show", sweep_id[:8])
-    assert result.returncode == 0 and f"sweep      {sweep_id}" in result.stdout
+    assert result.returncode == 0 and re.search(rf"^sweep +{sweep_id}$", result.stdout, re.M)
+    assert re.search(r"^share epochs +off: fit.epochs is not swept$", result.stdout, re.M)
+    assert "val_loss ↓" in table[0]
     result = cli(api_url, "jobs", "--sweep", sweep_id, "--json")
     ids = {j["id"] for j in json.loads(result.stdout)["jobs"]}
     assert ids == {j["id"] for t in sweep["trials"] for j in t["jobs"]}
+    result = cli(api_url, "jobs", "--sweep", sweep_id[:8])  # the prefix the tables show
+    assert {ln.split()[0] for ln in result.stdout.splitlines()[1:]} == {i[:8] for i in ids}
     result = cli(api_url, "open", sweep_id)
     assert result.returncode == 0 and result.stdout.strip() == sweep["mlflow"]["url"]
 

@@ -1,5 +1,6 @@
 """The command-line client's pure parts: tables, progress lines, watch output, errors, exit
-codes, id resolution and spec loading, on dicts shaped like the API's JSON."""
+codes, id resolution and spec loading, on dicts shaped like the API's JSON. The rich
+renderables are read as the plain text that goes to a pipe (fmt.plain)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ import sys
 
 import pytest
 
+from rich.console import Console
+
 from kerasyard import ApiError, Client, cli
 from kerasyard import format as fmt
 from kerasyard.client import _api_error
+from kerasyard.watch import JobWatcher, SweepWatcher
+
+plain = fmt.plain
 
 
 def job(status="running", epoch=10, epochs=40, metrics=None, **extra) -> dict:
@@ -68,24 +74,34 @@ def test_age_is_relative_within_a_day_then_a_date():
 # --- tables -----------------------------------------------------------------------------------
 
 
-def test_table_pads_columns_and_right_aligns_numbers():
-    text = fmt.table(["NAME", "LOSS", "NOTE"], [["a", "0.5", "x"], ["longer", "12.25", ""]])
+def test_table_pads_columns_and_right_aligns_the_columns_asked():
+    text = plain(fmt.table(["NAME", "LOSS", "NOTE"], [["a", "0.5", "x"], ["longer", "12.25", ""]],
+                           right={1}))
     assert text.splitlines() == [
         "NAME     LOSS  NOTE",
         "a         0.5  x",
         "longer  12.25",
     ]
-
-
-def test_table_right_alignment_can_be_forced_off():
-    text = fmt.table(["A", "B"], [["1", "2"], ["10", "20"]], right=())
+    text = plain(fmt.table(["A", "B"], [["1", "2"], ["10", "20"]]))
     assert text.splitlines() == ["A   B", "1   2", "10  20"]
+
+
+def test_colour_on_a_terminal_none_when_piped_or_with_no_color(monkeypatch):
+    table = fmt.jobs_table([job("failed")])
+    tty = io.StringIO()
+    Console(file=tty, force_terminal=True, color_system="standard", width=120).print(table)
+    assert "\x1b[" in tty.getvalue()  # the status in red, the header bold
+    assert "\x1b[" not in plain(table)
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, width=120).print(table)
+    assert "\x1b[31" not in out.getvalue() and "\x1b[1;31" not in out.getvalue()
 
 
 def test_jobs_table_columns():
     now = dt.datetime(2026, 1, 1, 10, 0, 30, tzinfo=dt.timezone.utc)
     queued = job("queued", epoch=0, metrics={}, id="b" * 32, name="second")
-    text = fmt.jobs_table([job(), queued], now)
+    text = plain(fmt.jobs_table([job(), queued], now))
     assert text.splitlines() == [
         "ID        NAME         STATUS   EPOCH    LOSS  VAL_LOSS  EXPERIMENT  CREATED",
         "3f2c1a2b  lecture-mlp  running  10/40  0.5000    0.6000  lecture     30s ago",
@@ -113,18 +129,24 @@ def test_progress_line_eta_falls_back_to_the_callers_clock_and_omits_missing_par
     assert fmt.progress_line(job("running", epoch=40)).endswith("fit done, logging to MLflow")
 
 
-def test_watch_line_queued_and_narrow_terminal():
+def test_watch_line_queued_and_running():
     assert fmt.watch_line(job("queued", epoch=0)) == "lecture-mlp (3f2c1a2b) queued"
     j = job()
     j["progress"]["elapsed_s"] = 5.0
-    full = fmt.watch_line(j)
-    assert full == ("lecture-mlp (3f2c1a2b) running  [#####---------------]  epoch 10/40  "
-                    "loss 0.5000  val_loss 0.6000  ETA 15s")
-    narrow = fmt.watch_line(j, width=len(full) - 5)
-    assert narrow == ("lecture-mlp (3f2c1a2b) running  [##--------]  epoch 10/40  "
-                      "loss 0.5000  val_loss 0.6000  ETA 15s")
-    tiny = fmt.watch_line(j, width=40)
-    assert len(tiny) == 40 and tiny.startswith("3f2c1a2b running  [#----]  epoch 10/40")
+    assert fmt.watch_line(j) == ("lecture-mlp (3f2c1a2b) running  [#####---------------]  "
+                                 "epoch 10/40  loss 0.5000  val_loss 0.6000  ETA 15s")
+
+
+@pytest.mark.parametrize("width", [120, 80, 60])
+def test_the_live_line_keeps_the_numbers_on_a_narrow_terminal(width):
+    j = job()
+    j["progress"]["elapsed_s"] = 5.0
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(fmt.live_job(j, width=width))
+    line = out.getvalue().rstrip("\n")
+    assert "\n" not in line and len(line) <= width
+    assert line.endswith("epoch 10/40  loss 0.5000  val_loss 0.6000  ETA 15s")
+    assert line.startswith("lecture-mlp (3f2c1a2b) running" if width == 120 else "lecture")
 
 
 def test_final_line_failed_job_names_the_reason_and_mlflow_link():
@@ -132,7 +154,7 @@ def test_final_line_failed_job_names_the_reason_and_mlflow_link():
             started_at="2026-01-01T10:00:00+00:00", finished_at="2026-01-01T10:00:04+00:00",
             error={"type": "TrainingFailed", "message": "loss became nan at epoch 3"},
             mlflow={"run_id": "r", "experiment_id": "1", "url": "http://m/#/experiments/1/runs/r"})
-    assert fmt.final_line(j).splitlines() == [
+    assert plain(fmt.final_line(j)).splitlines() == [
         "lecture-mlp (3f2c1a2b) failed after epoch 3/50  loss nan  mae 1.000e+20  in 4.0s",
         "  TrainingFailed: loss became nan at epoch 3",
         "  MLflow: http://m/#/experiments/1/runs/r",
@@ -143,18 +165,19 @@ def test_final_line_uses_the_summary_and_says_when_it_stopped_early():
     j = job("succeeded", epoch=12, epochs=300,
             summary={"final_metrics": {"val_loss": 0.2, "accuracy": 0.9, "loss": 0.1,
                                        "learning_rate": 0.01}, "stopped_early": True})
-    assert fmt.final_line(j) == ("lecture-mlp (3f2c1a2b) succeeded after epoch 12/300  "
+    assert plain(fmt.final_line(j)) == ("lecture-mlp (3f2c1a2b) succeeded after epoch 12/300  "
                                  "loss 0.1000  accuracy 0.9000  val_loss 0.2000  (stopped early)")
 
 
 def test_job_details_lists_the_lecture_arithmetic():
-    text = fmt.job_details(job())
+    text = plain(fmt.job_details(job()))
     facts = dict(line.split(None, 1) for line in text.splitlines())
     assert facts["plan"] == ("200 training samples, batch size 5 -> 40 updates an epoch x "
                              "40 epochs = 1600 updates (mini_batch)")
     assert facts["params"] == "5374 (input_dim 50)"
     assert facts["mlflow"] == "- (no run yet)"
-    assert "1 update an epoch" in fmt.job_details(job(plan={**job()["plan"], "steps_per_epoch": 1}))
+    assert "1 update an epoch" in plain(fmt.job_details(job(plan={**job()["plan"],
+                                                                 "steps_per_epoch": 1})))
 
 
 # --- watchers (plain lines off a terminal, redraw on one) -------------------------------------
@@ -170,7 +193,7 @@ class Clock:
 
 def test_job_watcher_off_a_tty_prints_status_changes_and_throttled_epochs():
     out, clock = io.StringIO(), Clock()
-    w = cli.JobWatcher(out, tty=False, line_interval=2.0, clock=clock)
+    w = JobWatcher(Console(file=out), line_interval=2.0, clock=clock)
     w.update(job("queued", epoch=0, metrics={}))
     w.update(job("queued", epoch=0, metrics={}))          # nothing new: no line
     clock.now = 1
@@ -191,15 +214,23 @@ def test_job_watcher_off_a_tty_prints_status_changes_and_throttled_epochs():
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
-def test_job_watcher_on_a_tty_redraws_one_line():
+def tty(out: io.StringIO, height: int = 40) -> Console:
+    return Console(file=out, force_terminal=True, width=100, height=height)
+
+
+def test_job_watcher_on_a_tty_redraws_in_place_and_clears_at_the_end():
     out = io.StringIO()
-    w = cli.JobWatcher(out, tty=True, clock=Clock())
+    w = JobWatcher(tty(out), clock=Clock())
     w.update(job("running", epoch=1))
+    first = out.getvalue()
     w.update(job("running", epoch=2))
     w.finish(job("succeeded", epoch=40))
     text = out.getvalue()
-    assert "\n" not in text
-    assert text.count("\r\x1b[K") == 3 and text.endswith("\r\x1b[K")
+    assert "epoch 1/40" in first and "epoch 2/40" in text[len(first):]
+    # rich's Live: the second frame moves back over the first instead of adding a line, and
+    # the last frame is erased for the outcome line.
+    assert "\x1b[2K" in text[len(first):]
+    assert text.count("\n") <= 2
 
 
 def sweep(trials, best=None, status="running") -> dict:
@@ -214,21 +245,23 @@ def sweep(trials, best=None, status="running") -> dict:
             "created_at": "2026-01-01T10:00:00+00:00"}
 
 
-def trial(number, state, objective=None, std=None, epoch=None, bs=5, act="relu"):
-    jobs = [] if state == "pending" else [{"id": f"{number}" * 32, "status": state,
-                                           "seed": 0, "epoch": epoch, "epochs": 50}]
+def trial(number, state, objective=None, std=None, epoch=None, bs=5, act="relu", epochs=50,
+          trained_by=None):
+    jobs = [] if state == "pending" else [{"id": f"{number}" * 32, "status": state, "seed": 0,
+                                           "repeat": 0, "epoch": epoch, "epochs": epochs}]
     return {"number": number, "name": f"bs={bs} act={act}",
             "params": {"fit.batch_size": bs, "model.hidden_activation": act}, "state": state,
-            "objective": objective, "objective_std": std, "jobs": jobs}
+            "objective": objective, "objective_std": std, "trained_by": trained_by,
+            "jobs": jobs}
 
 
 def test_trials_table_marks_the_best_and_shows_spread():
     trials = [trial(0, "succeeded", 0.41, 0.02, 50), trial(1, "succeeded", 0.3, None, 50, 40),
               trial(2, "running", epoch=7, act="tanh"), trial(3, "pending", act="sigmoid")]
-    text = fmt.trials_table(sweep(trials, best={"number": 1, "name": "bs=40 act=relu",
-                                                "objective": 0.3}))
+    text = plain(fmt.trials_table(sweep(trials, best={"number": 1, "name": "bs=40 act=relu",
+                                                      "objective": 0.3})))
     assert text.splitlines() == [
-        "   #  PARAMS            STATE      EPOCH   val_loss (min)",
+        "   #  PARAMS            STATE      EPOCH       val_loss ↓",
         "   0  bs=5 act=relu     succeeded  50/50  0.4100 ± 0.0200",
         "*  1  bs=40 act=relu    succeeded  50/50           0.3000",
         "   2  bs=5 act=tanh     running     7/50                -",
@@ -239,7 +272,7 @@ def test_trials_table_marks_the_best_and_shows_spread():
 def test_trials_table_keeps_best_and_running_when_cut_for_a_terminal():
     trials = [trial(i, "succeeded", 1.0 + i) for i in range(6)] + [trial(6, "running", epoch=3)]
     s = sweep(trials, best={"number": 0, "objective": 1.0})
-    text = fmt.trials_table(s, max_rows=3)
+    text = plain(fmt.trials_table(s, max_rows=3))
     rows = text.splitlines()
     assert [r.split()[0:2] for r in rows[1:4]] == [["*", "0"], ["1", "bs=5"], ["6", "bs=5"]]
     assert rows[-1] == "   ... 4 more trials (kerasyard show 55555555)"
@@ -255,7 +288,7 @@ def test_fmt_params_uses_last_segments_unless_they_clash():
 
 def test_sweep_watcher_off_a_tty_prints_each_trial_change_once():
     out, clock = io.StringIO(), Clock()
-    w = cli.SweepWatcher(out, tty=False, line_interval=5.0, clock=clock)
+    w = SweepWatcher(Console(file=out), line_interval=5.0, clock=clock)
     w.update(sweep([trial(0, "running", epoch=1), trial(1, "queued")]))
     clock.now = 1
     w.update(sweep([trial(0, "running", epoch=9), trial(1, "queued")]))   # held back: < 5 s
@@ -279,25 +312,55 @@ def test_sweep_watcher_off_a_tty_prints_each_trial_change_once():
     assert sum(1 for ln in lines if ln.startswith("sweep ")) == 2
 
 
-def test_sweep_watcher_on_a_tty_moves_up_over_the_previous_block():
+def test_sweep_watcher_on_a_tty_redraws_the_block_and_leaves_it():
     out = io.StringIO()
-    w = cli.SweepWatcher(out, tty=True, clock=Clock())
-    s1 = sweep([trial(0, "running", epoch=1)])
-    w.update(s1)
-    w.update(s1)                       # unchanged: nothing redrawn
+    w = SweepWatcher(tty(out), clock=Clock())
+    w.update(sweep([trial(0, "running", epoch=1)]))
     first = out.getvalue()
     w.update(sweep([trial(0, "running", epoch=2)]))
-    assert first.count("\n") == 3 and "\x1b[" not in first
-    assert out.getvalue()[len(first):].startswith("\x1b[3F\x1b[J")
+    second = out.getvalue()[len(first):]
+    assert "1/50" in first and "2/50" in second
+    assert "\x1b[2K" in second and "\x1b[1A" in second  # up over the old block, not below it
+    done = sweep([trial(0, "succeeded", 0.5, epoch=50)], status="succeeded")
+    w.update(done)
+    w.finish(done)
+    assert w.live is None and "succeeded" in out.getvalue().splitlines()[-2]
+
+
+def test_a_tall_sweep_is_cut_to_the_terminal():
+    out = io.StringIO()
+    trials = [trial(i, "succeeded", 1.0 + i, epoch=50) for i in range(30)]
+    w = SweepWatcher(tty(out, height=12), clock=Clock())
+    w.update(sweep(trials, best={"number": 0, "objective": 1.0}))
+    assert "... 23 more trials" in out.getvalue()
+
+
+def test_a_trial_recorded_from_a_longer_training_reads_from_that_training():
+    """share_epochs: trial 1 (10 epochs) is recorded from trial 0's 20-epoch training; while
+    that trains, trial 1 shows "from #0" and the training's epoch, capped at its own 10."""
+    trainer = trial(0, "running", epoch=7, epochs=20)
+    shared = trial(1, "running", epoch=0, epochs=10, trained_by=trainer["jobs"][0]["id"])
+    s = sweep([trainer, shared])
+    rows = plain(fmt.trials_table(s)).splitlines()
+    assert rows[2].split()[3:6] == ["from", "#0", "7/10"]
+    assert fmt.running_trials(s) == "trial 0 epoch 7/20, trial 1 (from #0) epoch 7/10"
+    trainer["jobs"][0]["epoch"] = 15
+    assert plain(fmt.trials_table(s)).splitlines()[2].split()[5] == "10/10"
+    assert fmt.trial_event(s, shared) == "trial 1 (bs=5 act=relu) from #0"
+    shared.update(state="succeeded", objective=0.5)
+    shared["jobs"][0].update(status="succeeded", epoch=10)
+    assert plain(fmt.trials_table(s)).splitlines()[2].split()[3:5] == ["succeeded", "10/10"]
 
 
 def test_sweeps_table():
     now = dt.datetime(2026, 1, 1, 10, 1, 0, tzinfo=dt.timezone.utc)
     s = sweep([trial(0, "succeeded", 0.25)], best={"number": 0, "objective": 0.25})
-    assert fmt.sweeps_table([s], now).splitlines() == [
-        "ID        NAME       STATUS   METHOD  DONE  RUNNING  OBJECTIVE    BEST  CREATED",
-        "55555555  bs-vs-act  running  grid     1/1        0  val_loss   0.2500  1m00s ago",
+    assert plain(fmt.sweeps_table([s], now)).splitlines() == [
+        "ID        NAME       STATUS   METHOD  DONE  RUNNING  OBJECTIVE     BEST  CREATED",
+        "55555555  bs-vs-act  running  grid     1/1        0  val_loss ↓  0.2500  1m00s ago",
     ]
+    s["objective"] = {"metric": "val_accuracy", "goal": "maximize"}
+    assert fmt.objective_label(s["objective"]) == "val_accuracy ↑"
 
 
 # --- history ----------------------------------------------------------------------------------
@@ -317,32 +380,39 @@ def test_history_columns_put_loss_first_then_metrics_val_twins_and_timing_last()
 
 
 def test_history_table_and_csv():
-    assert fmt.history_table(HISTORY).splitlines() == [
+    assert plain(fmt.history_table(HISTORY)).splitlines() == [
         "epoch    loss  accuracy  val_loss  val_accuracy  learning_rate  epoch_time_s",
         "    1   1.000    0.4000    0.9000        0.5000         0.0100        0.5000",
         "    2  0.7000    0.5500    0.8000        0.6000         0.0100        0.2500",
     ]
     rows = list(csv.DictReader(io.StringIO(fmt.history_csv(HISTORY))))
     assert [float(r["loss"]) for r in rows] == [1.0, 0.7]
-    assert fmt.history_table({"status": "queued", "epochs": []}) == \
+    assert plain(fmt.history_table({"status": "queued", "epochs": []})) == \
         "no epochs recorded yet (job queued)"
 
 
 # --- errors and exit codes --------------------------------------------------------------------
 
 
-def test_api_error_is_rendered_field_by_field():
-    exc = ApiError(422, "invalid_spec", "the job spec is invalid: model.layers.2.units: ...",
+def test_api_error_is_rendered_field_by_field_each_message_once():
+    exc = ApiError(422, "invalid_spec", "the job spec is invalid: 3 errors: "
+                   "model.layers.2.units: 7 units but 10 classes; fit.epochs: field required; "
+                   "(request): no loc",
                    [{"loc": "model.layers.2.units", "msg": "7 units but 10 classes",
                      "value": 7},
                     {"loc": ["fit", "epochs"], "msg": "field required"},
                     {"msg": "no loc"}])
     assert fmt.render_api_error(exc) == [
-        "error: invalid_spec: the job spec is invalid: model.layers.2.units: ...",
+        "error: invalid_spec: the job spec is invalid: 3 errors",
         "  model.layers.2.units: 7 units but 10 classes",
         "  fit.epochs: field required",
         "  (request): no loc",
     ]
+    # A message that does not spell its details out is printed whole.
+    exc = ApiError(409, "ambiguous_id", "id prefix 'ab12' matches 2 jobs: a, b; give more "
+                   "characters", [{"loc": "job_id", "msg": "a  one (queued)"}])
+    assert fmt.render_api_error(exc)[0] == ("error: ambiguous_id: id prefix 'ab12' matches 2 "
+                                            "jobs: a, b; give more characters")
 
 
 def test_error_json_from_the_api_and_from_a_proxy():
@@ -375,9 +445,7 @@ def test_exit_code_for_api_errors(http, code):
 
 
 def test_help_documents_every_exit_code(capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["--help"])
-    assert info.value.code == 0
+    assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     for n, words in [(0, "succeeded"), (1, "failed"), (2, "usage or validation"),
                      (3, "cancelled"), (4, "pruned"), (5, "cannot reach the service")]:
@@ -387,20 +455,58 @@ def test_help_documents_every_exit_code(capsys):
 # --- argument parsing, spec files, client set-up ----------------------------------------------
 
 
-def test_global_options_work_before_or_after_the_command():
-    parser = cli.build_parser()
-    a = parser.parse_args(["--url", "http://h:1", "jobs", "--json", "--status", "failed"])
-    b = parser.parse_args(["jobs", "--url", "http://h:1", "--json", "--status", "failed"])
-    for args in (a, b):
-        assert (args.url, args.json, args.status, args.command) == ("http://h:1", True,
-                                                                    "failed", "jobs")
+@pytest.fixture()
+def api_404():
+    """A loopback HTTP server that answers every request with the API's 404 JSON."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps({"error": {"code": "not_found", "message": "no such thing",
+                                         "details": []}}).encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--url", "{url}", "--json", "show", "abcd"], ["show", "abcd", "--url", "{url}", "--json"],
+    ["--json", "show", "--url", "{url}", "abcd"]])
+def test_global_options_work_before_or_after_the_command(api_404, capsys, argv):
+    assert cli.main([a.format(url=api_404) for a in argv]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["message"] == "no job or sweep with id 'abcd'"
+    assert err.startswith("error: not_found: no job or sweep with id 'abcd'")
 
 
 def test_usage_errors_exit_2(capsys):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["submit"])
-    assert info.value.code == 2
+    assert cli.main(["submit"]) == 2
+    assert "Missing argument 'SPEC'" in capsys.readouterr().err
     assert cli.main([]) == 2
+    assert "Usage: kerasyard" in capsys.readouterr().err
+    assert cli.main(["jobs", "--status", "done"]) == 2
+    assert cli.main(["compare", "abcd"]) == 2
+
+
+def test_shell_completion_script(monkeypatch, capsys):
+    monkeypatch.setenv("_KERASYARD_COMPLETE", "bash_source")
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 0
+    assert "_kerasyard_completion" in capsys.readouterr().out
 
 
 def test_load_spec_yaml_json_and_errors(tmp_path):
@@ -442,52 +548,92 @@ def test_the_client_imports_no_server_or_training_library():
 
 
 class StubClient:
-    """The Client methods resolve() uses, over in-memory jobs and sweeps."""
+    """The Client methods resolve() uses, over in-memory jobs and sweeps, resolving a unique id
+    prefix as the API does (a 409 for an ambiguous one)."""
 
-    def __init__(self, jobs, sweeps, sweeps_route=True):
+    def __init__(self, jobs, sweeps):
         self.jobs = {j["id"]: j for j in jobs}
         self.sweeps = {s["id"]: s for s in sweeps}
-        self.sweeps_route = sweeps_route
+
+    @staticmethod
+    def _find(rows, ident, what):
+        found = [r for i, r in rows.items() if i.startswith(ident)]
+        if len(found) > 1:
+            raise ApiError(409, "ambiguous_id", f"id prefix {ident!r} matches {len(found)} "
+                           f"{what}s")
+        if not found:
+            raise ApiError(404, "not_found", f"no {what} with id {ident!r}")
+        return found[0]
 
     def get_job(self, job_id):
-        if job_id not in self.jobs:
-            raise ApiError(404, "not_found", f"no job with id {job_id!r}")
-        return self.jobs[job_id]
+        return self._find(self.jobs, job_id, "job")
 
     def get_sweep(self, sweep_id):
-        if not self.sweeps_route or sweep_id not in self.sweeps:
-            raise ApiError(404, "not_found", "no sweep")
-        return self.sweeps[sweep_id]
+        return self._find(self.sweeps, sweep_id, "sweep")
 
-    def iter_jobs(self, page_size=200):
-        return iter(self.jobs.values())
-
-    def iter_sweeps(self, page_size=100):
-        if not self.sweeps_route:
-            raise ApiError(404, "not_found", "the requested URL was not found")
-        return iter(self.sweeps.values())
+    def list_jobs(self, limit=None):
+        return {"jobs": list(self.jobs.values())[:limit], "next_cursor": None}
 
 
-def test_resolve_full_ids_and_prefixes_jobs_first():
+def test_resolve_jobs_first_then_sweeps_and_no_id_is_the_newest_job():
     a, b = {"id": "abc1" + "0" * 28}, {"id": "abc2" + "0" * 28}
     s = {"id": "fed9" + "0" * 28}
-    client = StubClient([a, b], [s])
+    client = StubClient([b, a], [s])
     assert cli.resolve(client, a["id"]) == ("job", a)
     assert cli.resolve(client, s["id"]) == ("sweep", s)
     assert cli.resolve(client, "abc2") == ("job", b)
-    assert cli.resolve(client, "fed") == ("sweep", s)
-    with pytest.raises(cli.UsageError, match="'abc' matches 2 jobs"):
+    assert cli.resolve(client, "fed9") == ("sweep", s)
+    assert cli.resolve(client, None) == ("job", b)  # the listing is newest first
+    with pytest.raises(ApiError) as info:
         cli.resolve(client, "abc")
+    assert info.value.status == 409
     with pytest.raises(ApiError) as info:
         cli.resolve(client, "0123")
-    assert info.value.status == 404 and "0123" in info.value.message
+    assert info.value.status == 404
+    assert info.value.message == "no job or sweep with id '0123'"
+    with pytest.raises(cli.UsageError, match="no jobs yet"):
+        cli.resolve(StubClient([], []), None)
+    with pytest.raises(cli.UsageError, match="is a sweep; history is per job"):
+        cli.resolve_job(client, "fed9", "history")
 
 
-def test_resolve_on_a_service_without_sweeps_reports_not_found():
-    client = StubClient([{"id": "a" * 32}], [], sweeps_route=False)
-    with pytest.raises(ApiError) as info:
-        cli.resolve(client, "b" * 32)
-    assert info.value.code == "not_found"
-    assert info.value.message == f"no job or sweep with id {'b' * 32!r}"
-    with pytest.raises(ApiError):
-        cli.resolve(client, "bb")
+# --- compare ----------------------------------------------------------------------------------
+
+
+def test_compare_shows_spec_differences_the_lecture_quantities_and_final_metrics():
+    spec = {"name": "a", "fit": {"batch_size": 5, "epochs": 40},
+            "model": {"layers": [{"units": 64, "activation": "relu"}]}}
+    other = {"name": "b", "fit": {"batch_size": 200, "epochs": 40},
+             "model": {"layers": [{"units": 64, "activation": "tanh"}]}}
+    a = job("succeeded", epoch=40, spec=spec,
+            summary={"final_metrics": {"loss": 0.1, "accuracy": 0.9}},
+            started_at="2026-01-01T10:00:00+00:00", finished_at="2026-01-01T10:00:04+00:00")
+    b = job("succeeded", epoch=40, spec=other, id="b" * 32, name="full-batch",
+            plan={**a["plan"], "batch_size": 200, "steps_per_epoch": 1, "total_updates": 40,
+                  "gradient_descent": "batch"},
+            summary={"final_metrics": {"loss": 0.3, "accuracy": 0.7}})
+    assert fmt.spec_differences([a, b]) == {"fit.batch_size": [5, 200],
+                                            "model.layers.0.activation": ["relu", "tanh"]}
+    rows = {r.strip().split("  ")[0]: r.split()[-2:]
+            for r in plain(fmt.compare_table([a, b])).splitlines()[1:]}
+    assert rows["fit.batch_size"] == ["5", "200"]
+    assert rows["model.layers.0.activation"] == ["relu", "tanh"]
+    assert rows["steps per epoch"] == ["40", "1"]
+    assert rows["total updates"] == ["1600", "40"]
+    assert rows["gradient descent"] == ["mini_batch", "batch"]
+    assert rows["loss"] == ["0.1000", "0.3000"]
+    assert rows["took"] == ["4.0s", "-"]
+    data = fmt.compare_data([a, b])
+    assert [j["final_metrics"]["accuracy"] for j in data["jobs"]] == [0.9, 0.7]
+
+
+def test_compare_plot_writes_one_png_of_every_curve(tmp_path):
+    pytest.importorskip("matplotlib")
+    from kerasyard.plot import curves_png, metrics_to_plot
+
+    other = [{**row, "loss": row["loss"] * 2, "val_loss": None} for row in HISTORY["epochs"]]
+    histories = [HISTORY["epochs"], other]
+    assert metrics_to_plot(histories) == ["loss", "accuracy"]
+    path = tmp_path / "curves.png"
+    assert curves_png(str(path), [job(), job(id="b" * 32)], histories) == ["loss", "accuracy"]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
