@@ -113,7 +113,8 @@ class Ui:
     def show(self, renderable: RenderableType, console: Console | None = None) -> None:
         console = console or self.console
         if console.is_terminal:
-            console.print(renderable)
+            # Lines of text are not folded at the terminal's width (a URL stays one line).
+            console.print(renderable, soft_wrap=isinstance(renderable, (str, Text)))
         else:
             console.file.write(fmt.plain(renderable) + "\n")
             console.file.flush()
@@ -249,6 +250,9 @@ def guarded(ui: Ui, call: Callable[[], int]) -> int:
     except TimeoutError as exc:
         ui.note(f"error: {exc}")
         return fmt.EXIT_OTHER
+    except BrokenPipeError:  # `kerasyard jobs | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return fmt.EXIT_SUCCEEDED
 
 
 def watch_options(with_flag: bool = True) -> Callable:
@@ -518,9 +522,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Abort:
         return 130
-    except BrokenPipeError:  # `kerasyard jobs | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return fmt.EXIT_SUCCEEDED
     return code if isinstance(code, int) else fmt.EXIT_SUCCEEDED
 
 

@@ -584,8 +584,7 @@ def sweep_details(sweep: dict) -> RenderableType:
     rows: list[tuple[str, Any]] = [
         ("sweep", sweep.get("id")), ("name", sweep.get("name")),
         ("status", status_text(sweep.get("status"))), ("method", sweep.get("method")),
-        ("objective", f"{objective_label(objective)} ({objective.get('goal', '?')} "
-                      f"{objective.get('metric', '?')})"),
+        ("objective", f"{objective_label(objective)} ({objective.get('goal', '?')})"),
         ("trials", f"{sweep.get('max_trials') or (sweep.get('progress') or {}).get('total')}"
                    f", {sweep.get('max_parallel')} at a time"
                    + (f", {sweep['repeats']} repeats each" if (sweep.get("repeats") or 1) > 1

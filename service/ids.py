@@ -33,10 +33,11 @@ def full_id(s, model, ident: str, what: str, loc: str) -> str:
         return rows[0].id
     details = [{"loc": loc, "msg": f"{r.id}  {r.name} ({getattr(r.status, 'value', r.status)})",
                 "value": r.id} for r in rows[:SHOWN]]
+    # The candidates are in the details (id, name, status), one each.
     if len(rows) == 1:
         raise ApiError(409, "ambiguous_id", f"id prefix {ident!r} is too short: give at least "
-                       f"{MIN_PREFIX} characters of the {what} id ({rows[0].id})", details)
+                       f"{MIN_PREFIX} characters of the {what} id", details)
     n = len(rows) if len(rows) <= SHOWN else s.scalar(select(func.count()).where(match))
-    raise ApiError(409, "ambiguous_id", f"id prefix {ident!r} matches {n} {what}s: "
-                   + ", ".join(r.id for r in rows[:SHOWN]) + (", …" if n > SHOWN else "")
-                   + "; give more characters", details)
+    shown = "" if n <= SHOWN else f" (the newest {SHOWN} in details)"
+    raise ApiError(409, "ambiguous_id", f"id prefix {ident!r} matches {n} {what}s{shown}; "
+                   "give more characters", details)

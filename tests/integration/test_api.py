@@ -335,7 +335,7 @@ def test_a_job_or_sweep_is_found_by_a_unique_id_prefix(idle_client, settings):
         assert resp.status_code == 409, resp.get_json()
         err = resp.get_json()["error"]
         assert err["code"] == "ambiguous_id"
-        assert err["message"].startswith(f"id prefix '{stem}' matches 2 jobs: ")
+        assert err["message"] == f"id prefix '{stem}' matches 2 jobs; give more characters"
         assert sorted(d["value"] for d in err["details"]) == ids
     assert idle_client.post(f"/api/v1/jobs/{stem}/cancel").get_json()["error"]["code"] == \
         "ambiguous_id"
