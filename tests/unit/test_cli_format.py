@@ -501,6 +501,24 @@ def test_usage_errors_exit_2(capsys):
     assert cli.main(["compare", "abcd"]) == 2
 
 
+def test_shell_completion_of_ids_asks_the_service(monkeypatch, capsys):
+    class Listing:
+        def list_jobs(self, limit):
+            return {"jobs": [{"id": "ab12" + "0" * 28, "name": "mlp", "status": "running"},
+                             {"id": "cd34" + "0" * 28, "name": "other", "status": "queued"}]}
+
+        def list_sweeps(self, limit):
+            return {"sweeps": [{"id": "ab99" + "0" * 28, "name": "grid", "status": "running"}]}
+
+    monkeypatch.setattr(cli, "_client", lambda ctx, timeout=30.0: Listing())
+    monkeypatch.setenv("_KERASYARD_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "kerasyard show ab")
+    monkeypatch.setenv("COMP_CWORD", "2")
+    with pytest.raises(SystemExit):
+        cli.main([])
+    assert capsys.readouterr().out.split() == ["plain,ab120000", "plain,ab990000"]
+
+
 def test_shell_completion_script(monkeypatch, capsys):
     monkeypatch.setenv("_KERASYARD_COMPLETE", "bash_source")
     with pytest.raises(SystemExit) as info:
@@ -637,3 +655,12 @@ def test_compare_plot_writes_one_png_of_every_curve(tmp_path):
     path = tmp_path / "curves.png"
     assert curves_png(str(path), [job(), job(id="b" * 32)], histories) == ["loss", "accuracy"]
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_plot_without_matplotlib_says_how_to_get_it(monkeypatch, tmp_path):
+    from kerasyard.plot import PlotUnavailable, curves_png
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    with pytest.raises(PlotUnavailable, match=r"--plot needs matplotlib: pip install "):
+        curves_png(str(tmp_path / "x.png"), [job()], [HISTORY["epochs"]])
+    assert not (tmp_path / "x.png").exists()
