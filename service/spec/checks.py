@@ -9,6 +9,7 @@ gradient_descent) or raises one :class:`SpecError` naming every offending field.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +31,8 @@ from .plan import (
 )
 from .shapes import DatasetInfo, UploadResolver, dataset_info_for
 from .stand_in import stand_in, touches
+
+log = logging.getLogger(__name__)
 
 
 def parse_spec(data: Any) -> JobSpec:
@@ -417,8 +420,11 @@ def validate_job(data: Any, limits: Limits = DEFAULT_LIMITS,
     except ValidationError as exc:
         raw = exc.errors()
         details = humanize_all(raw)
-        stand, replaced = stand_in(JobSpec, data, raw)
-        if stand is not None:
-            details += rule_errors(stand, limits, resolve_upload, replaced)[0]
+        try:
+            stand, replaced = stand_in(JobSpec, data, raw)
+            if stand is not None:
+                details += rule_errors(stand, limits, resolve_upload, replaced)[0]
+        except Exception:  # the field errors alone still make the 422
+            log.warning("the cross-field checks beside field errors failed", exc_info=True)
         raise SpecError(details) from None
     return spec, check_job(spec, limits, resolve_upload)

@@ -147,3 +147,52 @@ def test_a_bad_value_of_one_parameter_does_not_hide_another():
     data["parameters"] = {"model.hidden_activation": ["relu", "rleu"], "fit.batch_size": [8, 500]}
     assert sweep_errors(data) == ["parameters.model.hidden_activation",
                                   "parameters.fit.batch_size"]
+
+
+def _leaves(value, path=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path
+
+
+ODD = [None, "x", -1, 0, 2.5, True, [], {}, {"type": "dense"}, "relu"]
+
+
+def test_any_leaf_set_to_anything_gives_a_spec_error_and_no_made_up_one():
+    """Every leaf of a valid spec, set to each odd value: validation ends in a SpecError (or
+    passes). When field validation refuses the value, every error reported touches that
+    field: the rules run on the rest, which is valid, and skip what read the stand-in."""
+    import copy
+
+    from service.spec.stand_in import touches
+
+    base = tiny_spec()
+    refused = 0
+    for path in list(_leaves(base)):
+        for odd in ODD:
+            spec = copy.deepcopy(base)
+            node = spec
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = odd
+            try:
+                JobSpec.model_validate(spec)
+                field_ok = True
+            except ValidationError:
+                field_ok = False
+            try:
+                validate_job(spec)
+                continue
+            except SpecError as exc:
+                details = exc.details
+            if field_ok:
+                continue
+            refused += 1
+            changed = ".".join(map(str, path))
+            assert all(touches(d.loc, changed) for d in details), (changed, odd, details)
+    assert refused > 100
