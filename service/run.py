@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -25,6 +26,23 @@ from .devstack import ApiServer, MlflowServer, Process, StackError, WorkerProces
 
 # How often the run command looks for jobs and sweeps that ended.
 WATCH_INTERVAL_S = 2.0
+# How long Celery's warm shutdown may take (an idle worker: well under a second) before the
+# worker's whole process group, a training pool child included, is stopped.
+WORKER_WARM_STOP_S = 10
+
+
+def stop_child(child: Process) -> None:
+    """A worker: SIGTERM to its main process first, Celery's warm shutdown, which stops the
+    pool itself (SIGTERM to the whole group kills the pool child under it: an ERROR line and a
+    new child that imports Keras again while the worker shuts down). Then, as for the MLflow
+    server, the group: SIGTERM, SIGKILL for what is left."""
+    if isinstance(child, WorkerProcess) and child.alive():
+        child.proc.terminate()
+        try:
+            child.proc.wait(timeout=WORKER_WARM_STOP_S)
+        except subprocess.TimeoutExpired:  # a training still running: the group goes below
+            pass
+    child.stop(timeout=20)
 
 
 def urls(base: str, mlflow_ui: str) -> str:
@@ -170,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         if children:
             print("stopping the worker and the MLflow server ...", flush=True)
         for child in reversed(children):
-            child.stop(timeout=20)
+            stop_child(child)
 
 
 if __name__ == "__main__":
