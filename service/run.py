@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     env.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     children: list[Process] = []
     stopping = threading.Event()
+    watcher: EndedWatcher | None = None
 
     def on_signal(signum, _frame):
         if stopping.is_set():  # a second Ctrl-C while the children stop: let them finish
@@ -178,13 +179,16 @@ def main(argv: list[str] | None = None) -> None:
               "application/json' -d @examples/lecture_mlp.json", flush=True)
         print("Ctrl-C stops everything" + ("" if args.verbose else
                                            "; -v logs every request"), flush=True)
-        EndedWatcher(settings, footer).start()
+        watcher = EndedWatcher(settings, footer)
+        watcher.start()
         server.serve_forever()
     except StackError as exc:
         print(f"error: {exc}", flush=True)
         raise SystemExit(1) from None
     finally:
         stopping.set()
+        if watcher is not None:
+            watcher.halt.set()
         if children:
             print("stopping the worker and the MLflow server ...", flush=True)
         for child in reversed(children):

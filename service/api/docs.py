@@ -19,9 +19,6 @@ from .openapi import DOCS_ASSETS, document
 
 bp = Blueprint("docs", __name__)
 
-# What the page loads (openapi.DOCS_ASSETS), each with its declared content type rather than
-# one guessed from the machine's mime.types, which maps .js differently on different systems.
-ASSETS = DOCS_ASSETS
 ASSET_MAX_AGE_S = 3600
 
 
@@ -49,10 +46,13 @@ def docs():
 
 @bp.get("/api/v1/docs/<asset>")
 def docs_asset(asset: str):
-    if asset not in ASSETS:
+    # Only the files the page loads (DOCS_ASSETS), each with its declared content type rather
+    # than one guessed from the machine's mime.types, which maps .js differently on different
+    # systems.
+    if asset not in DOCS_ASSETS:
         raise ApiError(404, "not_found", f"no docs asset {asset[:80]!r}; the page loads "
-                       f"{', '.join(ASSETS)}")
-    return send_from_directory(str(swagger_ui_dist()), asset, mimetype=ASSETS[asset],
+                       f"{', '.join(DOCS_ASSETS)}")
+    return send_from_directory(str(swagger_ui_dist()), asset, mimetype=DOCS_ASSETS[asset],
                                max_age=ASSET_MAX_AGE_S)
 
 

@@ -15,8 +15,9 @@ DOCS_ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javas
 
 REF = "#/components/schemas/{model}"
 
-# Request body examples; /api/v1/docs (Swagger UI) prefills its request bodies from them. Embedded rather than read
-# from examples/ because the API image may be installed without the repository's examples.
+# Request body examples; /api/v1/docs (Swagger UI) prefills its request bodies from them.
+# Embedded rather than read from examples/ because the API image may be installed without the
+# repository's examples.
 # tests/unit/test_docs_page.py checks they validate and still match those files.
 _LECTURE_BASE = {
     "dataset": {"kind": "synthetic", "name": "classification",

@@ -48,7 +48,7 @@ def test_swagger_ui_authorizes_and_submits_the_prefilled_job(api):
 
         def response_status(not_this: str | None = None) -> str:
             # The live response of the last Execute: its status cell, once it is a number.
-            cell = "#operations-jobs-createJob .live-responses-table tr.response .response-col_status"
+            cell = f"{op} .live-responses-table tr.response .response-col_status"
 
             def status(d):
                 found = d.find_elements(By.CSS_SELECTOR, cell)

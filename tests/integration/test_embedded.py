@@ -268,12 +268,13 @@ def test_run_command_is_quiet_reprints_its_urls_and_stops_on_ctrl_c(tmp_path):
     assert not leftovers, leftovers
 
 
-def test_run_command_logs_requests_with_verbose(tmp_path, settings):
-    """-v: one access line per request (the API alone, on the session's services)."""
+def test_run_command_logs_requests_with_verbose(tmp_path, mlflow_server):
+    """-v: one access line per request (the API alone: SQLite and the filesystem broker in
+    tmp_path, the session's MLflow server, so it starts none of its own)."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "BROKER_URL":
-           settings.broker_url, "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-           "KERASYARD_DATA_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
+    env.update(MLFLOW_TRACKING_URI=mlflow_server, KERASYARD_DATA_DIR=str(tmp_path),
+               PYTHONUNBUFFERED="1")
     run = Process("the run command", [sys.executable, "-m", "service.run", "--port",
                                       str(port), "--no-worker", "-v"],
                   env=env, log_path=tmp_path / "run.log", cwd=ROOT, new_session=True)
