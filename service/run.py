@@ -45,6 +45,15 @@ def stop_child(child: Process) -> None:
     child.stop(timeout=20)
 
 
+def say(text: str) -> None:
+    """Print, unless stdout is gone: Ctrl-C also ends a `| tee` or pager in the terminal's
+    process group, and a BrokenPipeError must not stop the shutdown before the children."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
+
+
 def urls(base: str, mlflow_ui: str) -> str:
     return (f"kerasyard API:  {base}/api/v1   (docs: {base}/api/v1/docs)\n"
             f"MLflow UI:      {mlflow_ui}")
@@ -106,9 +115,9 @@ class EndedWatcher(threading.Thread):
                 lines = self.ended()
             except Exception as exc:  # a locked SQLite file, a database restart: try again
                 lines = []
-                print(f"(could not read finished jobs: {type(exc).__name__}: {exc})", flush=True)
+                say(f"(could not read finished jobs: {type(exc).__name__}: {exc})")
             if lines:
-                print("\n".join([*lines, self.footer]), flush=True)
+                say("\n".join([*lines, self.footer]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,9 +199,12 @@ def main(argv: list[str] | None = None) -> None:
         if watcher is not None:
             watcher.halt.set()
         if children:
-            print("stopping the worker and the MLflow server ...", flush=True)
+            say("stopping the worker and the MLflow server ...")
         for child in reversed(children):
-            stop_child(child)
+            try:
+                stop_child(child)
+            except Exception as exc:  # stop the others all the same
+                say(f"could not stop {child.name}: {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":
