@@ -197,7 +197,7 @@ class MlflowServer(Process):
                          cwd=cwd, new_session=new_session, append=append)
         try:
             wait_http(f"{self.url}/health", timeout, self.proc, self.log_path)
-        except StackError:
+        except BaseException:  # a StackError, or a signal's SystemExit while we wait
             self.stop(timeout=5)
             raise
 

@@ -13,6 +13,7 @@ from .errors import error_response, register_error_handlers
 
 PUBLIC_PATHS = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/docs",
                 "/openapi.json"}
+PUBLIC_PREFIXES = ("/api/v1/docs/",)  # the docs page's Swagger UI files
 
 
 def create_app(settings: Settings | None = None, *, redispatch_interval: float | None = None
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     @app.before_request
     def _auth():
         token = settings.api_token
-        if not token or request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
+        if (not token or request.path in PUBLIC_PATHS or not request.path.startswith("/api/")
+                or request.path.startswith(PUBLIC_PREFIXES)):
             return None
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else ""

@@ -9,10 +9,15 @@ from ..spec.sweep import SweepSpec
 from ..sweeps.commands import SWEEP_STATUSES
 from .body import MAX_INT_DIGITS
 
+# The docs page's files (service/api/docs.py serves them) and the content type of each.
+DOCS_ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript",
+               "favicon-32x32.png": "image/png"}
+
 REF = "#/components/schemas/{model}"
 
-# Request body examples; /api/v1/docs prefills its forms from them. Embedded rather than read
-# from examples/ because the API image may be installed without the repository's examples.
+# Request body examples; /api/v1/docs (Swagger UI) prefills its request bodies from them.
+# Embedded rather than read from examples/ because the API image may be installed without the
+# repository's examples.
 # tests/unit/test_docs_page.py checks they validate and still match those files.
 _LECTURE_BASE = {
     "dataset": {"kind": "synthetic", "name": "classification",
@@ -24,7 +29,7 @@ _LECTURE_BASE = {
                 "optimizer": {"name": "sgd", "learning_rate": 0.01},
                 "metrics": ["accuracy"]},
 }
-# examples/lecture_mlp.json with 20 epochs instead of 1000, so "Send" is quick.
+# examples/lecture_mlp.json with 20 epochs instead of 1000, so "Execute" is quick.
 JOB_EXAMPLE = {"name": "lecture-mlp", "experiment": "lecture", **_LECTURE_BASE,
                "fit": {"batch_size": 5, "epochs": 20, "validation_split": 0.0, "seed": 0}}
 # examples/sweep_lecture.json with a smaller grid: 2 x 2 x 2 = 8 trials rather than 36.
@@ -231,9 +236,30 @@ AMBIGUOUS = {"409": _resp("the id prefix matches several, or is too short; the d
 DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
+# The group each path's operations are listed under on the docs page (its deep links read
+# #/<tag>/<operationId>); paths not listed are "service".
+TAGS = [{"name": "jobs", "description": "Submit a training job, follow it, cancel it"},
+        {"name": "sweeps", "description": "Many jobs over a grid or a search space"},
+        {"name": "datasets", "description": "Upload CSV files that specs can train on"},
+        {"name": "service", "description": "Health, this document and its page"}]
+
+
+def _tagged(paths: dict) -> dict:
+    for path, ops in paths.items():
+        tag = next((t["name"] for t in TAGS[:3] if path.startswith(f"/api/v1/{t['name']}")),
+                   "service")
+        for op in ops.values():
+            op["tags"] = [tag]
+    return paths
+
+
 def document(token_required: bool | None = None) -> dict:
     """The document; ``token_required`` (the API serves it with its own setting) makes the
     bearer token required (True) or absent (False) rather than optional (None)."""
+    return {**_document(token_required), "tags": TAGS}
+
+
+def _document(token_required: bool | None) -> dict:
     q = lambda name, schema, desc="": {"name": name, "in": "query", "schema": schema,
                                        "description": desc}
     text = {"type": "string", "pattern": NO_NUL}
@@ -244,10 +270,11 @@ def document(token_required: bool | None = None) -> dict:
         "servers": [{"url": "/"}],
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer",
-                       "description": "only when KERASYARD_API_TOKEN is set"}}},
+                       "description": "the server's KERASYARD_API_TOKEN, sent as "
+                                      "`Authorization: Bearer <token>`; only when it is set"}}},
         "security": ([{}, {"bearer": []}] if token_required is None else
                      [{"bearer": []}] if token_required else [{}]),
-        "paths": {
+        "paths": _tagged({
             "/api/v1/jobs": {
                 "post": {"summary": "Validate, store and queue a job", "operationId": "createJob",
                          "requestBody": {"required": True, "content": {
@@ -350,14 +377,23 @@ def document(token_required: bool | None = None) -> dict:
                                                      "type": "object", "required": [
                                                          "openapi", "info", "paths",
                                                          "components"]}}}}}}},
-            "/api/v1/docs": {"get": {"summary": "Interactive page over this document",
+            "/api/v1/docs": {"get": {"summary": "Swagger UI over this document",
                                      "security": [{}], "operationId": "docs",
                                      "responses": {"200": {"description": "HTML", "content": {
                                          "text/html": {"schema": {"type": "string"}}}}}}},
+            "/api/v1/docs/{asset}": {"get": {
+                "summary": "A file of the docs page (Swagger UI, from flask-swagger-ui)",
+                "security": [{}], "operationId": "docsAsset",
+                "parameters": [{"name": "asset", "in": "path", "required": True,
+                                "schema": {"type": "string", "enum": list(DOCS_ASSETS)}}],
+                "responses": {"200": {"description": "the file", "content": {
+                    ctype: {"schema": {"type": "string"}} for ctype in
+                    dict.fromkeys(DOCS_ASSETS.values())}},
+                    "404": _resp("not a file of the page", "Error")}}},
             "/openapi.json": {"get": {"summary": "Redirects to /api/v1/openapi.json",
                                       "security": [{}], "operationId": "openapiRoot",
                                       "responses": {"302": REDIRECT}}},
             "/docs": {"get": {"summary": "Redirects to /api/v1/docs", "security": [{}],
                               "operationId": "docsRoot", "responses": {"302": REDIRECT}}},
-        },
+        }),
     }

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from service.devstack import Process, WorkerProcess, free_port
-from tests.helpers import ROOT, ended_run, lecture_spec, wait_for
+from tests.helpers import ROOT, ended_run, lecture_spec, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +48,59 @@ def start_run_command(tmp_path, port, mlflow_port, **extra_env):
     return proc, text
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state, ppid, ...); None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid`` (children in sessions of their own too), with its command
+    line."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            found[child] = cmd
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"  # a zombie has exited
+
+
+def kill_leftovers(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def stop_run_command(proc) -> None:
+    tree = descendants(proc.pid)  # taken before: orphans leave the tree
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-    time.sleep(0.5)
-    # Every child (MLflow server, worker) went down with it.
-    leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True,
-                               text=True).stdout.split()
-    if leftovers:
-        os.killpg(proc.pid, signal.SIGKILL)
+    # Every child (MLflow server, worker, their own children) went down with it.
+    try:
+        wait_for(lambda: not any(alive(p) for p in tree), 30, 0.2, "the children to exit")
+    finally:
+        leftovers = {p: cmd for p, cmd in tree.items() if alive(p)}
+        kill_leftovers(leftovers)
     assert not leftovers, leftovers
 
 
@@ -152,3 +195,99 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
         assert not (ROOT / "control").exists()  # kombu's default folder stays out of the repo
     finally:
         stop_run_command(proc)
+
+
+ACCESS_LINE = re.compile(r'"(GET|POST) /api/v1/\S* HTTP/1\.[01]" \d{3}')
+
+
+def test_run_command_is_quiet_reprints_its_urls_and_stops_on_ctrl_c(tmp_path):
+    """Started in the background from a script, as `cmd &` in a shell script does: such a
+    command inherits SIGINT ignored, so Ctrl-C in that terminal used to stop the script and
+    leave the API up. Its output through a pipe (`| cat`, as `| tee` would be) that the same
+    Ctrl-C ends, so its last lines hit a broken pipe. No access log lines; the URLs again once
+    a job ended; Ctrl-C (SIGINT to the terminal's process group) stops every process it
+    started."""
+    port, mlflow_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")}
+    env.update(KERASYARD_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1")
+    pid_file, log_path = tmp_path / "run.pid", tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        # The script leads its own process group: the "terminal" that the test's Ctrl-C hits.
+        script = subprocess.Popen(
+            ["bash", "-c", '("$@" 2>&1 & echo $! > "$PIDFILE"; wait) | cat', "script",
+             sys.executable, "-m", "service.run", "--port", str(port), "--mlflow-port",
+             str(mlflow_port)],
+            env={**env, "PIDFILE": str(pid_file)}, cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    text = lambda: log_path.read_text(errors="replace")
+    tree: dict[int, str] = {}
+    try:
+        wait_for(lambda: script.poll() is not None or ("kerasyard API:" in text()
+                                                       and WorkerProcess.ready_in(text())),
+                 240, 0.5, "the run command to start")
+        assert script.poll() is None, text()[-3000:]
+        run_pid = int(pid_file.read_text())
+        assert _stat(run_pid)[3] == str(script.pid)  # in the script's process group
+        base = f"http://127.0.0.1:{port}/api/v1"
+
+        status, job = http("POST", f"{base}/jobs", tiny_spec("quiet-run", epochs=2))
+        assert status == 202, job
+
+        def finished():
+            _, j = http("GET", f"{base}/jobs/{job['id']}")
+            return j if j["status"] in ("succeeded", "failed", "cancelled") else None
+
+        done = wait_for(finished, 180, 0.2, "the job")  # polls, as `kerasyard watch` does
+        assert done["status"] == "succeeded", done["error"]
+        ended = f"job 'quiet-run' ({job['id']}) succeeded: {done['mlflow']['url']}"
+        wait_for(lambda: ended in text(), 30, 0.2, "the run command to say the job ended")
+        after = wait_for(lambda: (t := text().split(ended, 1)[1]) and "MLflow UI:" in t and t,
+                         30, 0.2, "the URLs after the job")
+        assert f"kerasyard API:  {base}   (docs: {base}/docs)" in after
+        assert f"MLflow UI:      http://127.0.0.1:{mlflow_port}" in after
+        out = text()
+        assert not ACCESS_LINE.search(out), ACCESS_LINE.search(out).group(0)
+        assert "View run" not in out  # MLflow's own stdout line, logged by Celery as WARNING
+
+        tree = descendants(run_pid)
+        commands = " | ".join(tree.values())
+        assert "celery" in commands and "mlflow" in commands, commands
+        os.killpg(script.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        wait_for(lambda: not alive(run_pid), 90, 0.2, "the run command to exit on SIGINT")
+        wait_for(lambda: not any(alive(p) for p in tree), 30, 0.2, "its children to exit")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{base}/health", timeout=2)
+    finally:
+        tree = tree or descendants(script.pid)  # when it failed before the Ctrl-C
+        leftovers = {p: cmd for p, cmd in tree.items() if alive(p)}
+        kill_leftovers(leftovers)
+        try:
+            os.killpg(script.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        script.wait(timeout=30)
+    assert not leftovers, leftovers
+
+
+def test_run_command_logs_requests_with_verbose(tmp_path, mlflow_server):
+    """-v: one access line per request (the API alone: SQLite and the filesystem broker in
+    tmp_path, the session's MLflow server, so it starts none of its own)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
+    env.update(MLFLOW_TRACKING_URI=mlflow_server, KERASYARD_DATA_DIR=str(tmp_path),
+               PYTHONUNBUFFERED="1")
+    run = Process("the run command", [sys.executable, "-m", "service.run", "--port",
+                                      str(port), "--no-worker", "-v"],
+                  env=env, log_path=tmp_path / "run.log", cwd=ROOT, new_session=True)
+    try:
+        wait_for(lambda: run.proc.poll() is not None or "kerasyard API:" in run.text(), 60,
+                 0.2, "the run command to start")
+        status, _ = http("GET", f"http://127.0.0.1:{port}/api/v1/jobs?limit=1")
+        assert status == 200
+        line = wait_for(lambda: ACCESS_LINE.search(run.text()), 10, 0.1, "an access line")
+        assert "GET /api/v1/jobs?limit=1" in line.group(0)
+    finally:
+        run.proc.send_signal(signal.SIGINT)
+        run.proc.wait(timeout=30)
+        run.stop()
