@@ -71,6 +71,12 @@ def mlflow_run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MLFLOW_UI_MODE}"
 
 
+def mlflow_artifact_url(ui_url: str, experiment_id: str, run_id: str, path: str) -> str:
+    """A link to one artifact in the MLflow UI, which shows it inline (HTML, images, text)."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/"
+            f"{path}?{MLFLOW_UI_MODE}")
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
