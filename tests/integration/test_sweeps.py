@@ -219,8 +219,9 @@ def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, m
     assert parent.data.params["best.model.hidden_activation"] == \
         best["params"]["model.hidden_activation"]
     names = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
-    assert {"trials.csv", "runs.csv", "best_trial.json", "objective_vs_act.png",
-            "objective_vs_ep.png", "curves_by_act.png", "curves_by_ep.png"} <= names
+    assert {"trials.csv", "runs.csv", "best_trial.json", "report.html", "overview.png",
+            "importance.png", "objective_by_factor.png", "curves.png"} <= names
+    assert set(parent.data.metrics) >= {"importance.act", "importance.ep"}
     children = mlflow_client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(trials)

@@ -47,6 +47,7 @@ table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: right; }
 th { background: #f6f8fa; cursor: pointer; white-space: nowrap; }
 td.text, th.text { text-align: left; } tr.best td { background: #dafbe1; font-weight: 600; }
+table.grid { display: inline-table; margin: 0 1.5em 1em 0; vertical-align: top; }
 .grid td.cell { min-width: 5em; } .note { background: #fff8c5; padding: 0.4em 0.8em; }
 """
 
@@ -97,8 +98,9 @@ def render(*, title: str, lede: str, data: dict, figures: dict[str, Path],
                      f"{img(figures['curves'], 'learning curves on three clocks', 'curves')}"
                      "<figcaption>The same trainings against epochs, against updates (epochs × "
                      "steps per epoch: a small batch takes many more steps each epoch) and "
-                     "against wall-clock seconds. Open circles: shorter trials, the same "
-                     "training stopped earlier.</figcaption></figure>")
+                     "against wall-clock seconds (the first epoch includes building and "
+                     "compiling the model). Open circles: shorter trials, the same training "
+                     "stopped earlier.</figcaption></figure>")
     parts.append(f"<h2 id='trials'>Trials</h2><p class='lede'>Click a column to sort. "
                  f"{e(metric)}: mean over seeds ± their standard deviation.</p>")
     parts.append(_trials_table(trials_rows, params, metric))
@@ -133,7 +135,7 @@ def _grid_table(g: dict, metric: str, goal: str) -> str:
     return (f"<table class='grid' data-rows='{e(g['rows'])}' data-cols='{e(g['cols'])}'>"
             f"<caption>{caption}</caption><thead><tr><th class='text'>"
             f"{e(short_name(g['rows']))} \\ {e(short_name(g['cols']))}</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table><br>")
+            f"<tbody>{''.join(rows)}</tbody></table>")
 
 
 def _trials_table(rows: list[dict], params: list[str], metric: str) -> str:

@@ -144,7 +144,7 @@ def clocks(panels: list[CurvePanel], line_by: str | None, metric: str, goal: str
     epochs, updates (epochs x steps per epoch) and wall-clock seconds; one line per value of
     ``line_by``, shorter trials marked on their line."""
     plt = _pyplot()
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     rows = len(panels)
     fig, axes = plt.subplots(rows, 3, figsize=(15, 3.6 * rows + 0.6), squeeze=False)
@@ -171,6 +171,8 @@ def clocks(panels: list[CurvePanel], line_by: str | None, metric: str, goal: str
                 ax.set_xscale("log")
                 # Plain numbers: mathtext (10^{3}) is off for user text (plots._pyplot).
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            if clock == "epochs":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             _chance_line(ax, chance, metric)
             ax.set_xlabel({"epochs": "epoch", "updates": "updates (weight steps, log scale)"
                            if ax.get_xscale() == "log" else "updates (weight steps)",
