@@ -138,3 +138,72 @@ def test_page_is_self_contained_and_carries_its_data(tmp_path):
     block = re.search(r"id='kerasyard-report'>(.*?)</script>", page, re.S).group(1)
     assert json.loads(block)["overview"][0]["col_values"] == ACTS
     assert "Sweep &lt;/script&gt;" in page
+
+
+def _settings(tmp_path):
+    from service.config import Settings
+
+    return Settings(data_dir=tmp_path, database_url="sqlite://", broker_url="memory://",
+                    mlflow_tracking_uri="http://mlflow", mlflow_ui_url="http://ui")
+
+
+def _report_of(tmp_path, trials, jobs, curves, params, metric="val_loss", goal="minimize"):
+    from service.models import Sweep, SweepStatus
+    from worker.training import sweep_report
+
+    sweep = Sweep(id="s1", name="edge", experiment="e", status=SweepStatus.succeeded,
+                  method="grid", spec={"objective": {"metric": metric, "goal": goal}},
+                  plan={"param_order": params}, study_name="x")
+    ranked, method = I.importance(trials, params)
+    sweep_report._report(_settings(tmp_path), sweep, jobs, trials, None, curves, ranked,
+                         method, tmp_path, "1", "run")
+    page = (tmp_path / "report.html").read_text()
+    return json.loads(re.search(r"id='kerasyard-report'>(.*?)</script>", page, re.S).group(1))
+
+
+def test_report_of_one_factor_regression_sweep_with_a_failed_trial(tmp_path):
+    trials, jobs, curves = [], [], {}
+    for n, lr in enumerate([0.001, 0.01, 0.1]):
+        ok = lr != 0.1
+        jid = f"j{n}"
+        jobs.append(Job(id=jid, status=JobStatus.succeeded if ok else JobStatus.failed,
+                        trial_number=n, repeat=0, plan={"steps_per_epoch": 4, "n_val": 0},
+                        summary={}, mlflow_run_id=f"r{n}", mlflow_experiment_id="1"))
+        curves[jid] = [{"val_loss": 1.0 / (e * lr * 100)} for e in range(1, 4)] if ok else []
+        trials.append(Trial(n, f"lr={lr}", {"compile.optimizer.learning_rate": lr},
+                            "succeeded" if ok else "failed", 1 / (3 * lr * 100) if ok else None,
+                            None, [1 / (3 * lr * 100)] if ok else [], None,
+                            [TrialJob(jid, "succeeded", 0, 0, 3, 3, None, None, f"r{n}")]))
+    data = _report_of(tmp_path, trials, jobs, curves, ["compile.optimizer.learning_rate"])
+    assert data["overview"] == [] and data["chance"] is None  # one factor: no pair; regression
+    assert data["figures"] == ["curves", "factors", "importance"]
+    assert data["curves"]["panels"][0]["lines"] == ["0.001", "0.01"]  # the failed trial: none
+
+
+def test_report_of_a_sampled_sweep_uses_fanova(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    trials, jobs, curves = [], [], {}
+    for n in range(12):
+        lr, units = 10 ** rng.uniform(-4, -1), rng.choice([8, 16, 32])
+        value = abs(math.log10(lr) + 2.5) + units / 100
+        jid = f"j{n}"
+        jobs.append(Job(id=jid, status=JobStatus.succeeded, trial_number=n, repeat=0,
+                        plan={"steps_per_epoch": 4, "n_val": 8}, summary={},
+                        mlflow_run_id=f"r{n}", mlflow_experiment_id="1"))
+        curves[jid] = [{"val_loss": value + 1 / e} for e in range(1, 4)]
+        trials.append(Trial(n, f"t{n}", {"compile.optimizer.learning_rate": lr,
+                                         "model.layers.0.units": units}, "succeeded", value,
+                            None, [value], None,
+                            [TrialJob(jid, "succeeded", 0, 0, 3, 3, value, None, f"r{n}")]))
+    params = ["compile.optimizer.learning_rate", "model.layers.0.units"]
+    data = _report_of(tmp_path, trials, jobs, curves, params)
+    assert data["importance"]["method"] == "Optuna fANOVA"
+    assert data["importance"]["ranked"][0][0] == "compile.optimizer.learning_rate"
+    # 12 sampled learning rates are no grid axis: no overview table; one panel of the best
+    # 10 trials' curves.
+    assert data["overview"] == []
+    assert data["figures"] == ["curves", "factors", "importance"]
+    assert data["curves"]["line_by"] is None
+    assert [len(p["lines"]) for p in data["curves"]["panels"]] == [10]

@@ -13,7 +13,7 @@ import numpy as np
 from service.spec.sweep import fmt_value, short_name
 
 from .plots import _pyplot
-from .sweep_insight import CLOCKS, CurvePanel, FactorEffect, PairGrid
+from .sweep_insight import CLOCKS, MAX_LEVELS, CurvePanel, FactorEffect, PairGrid
 
 DPI = 90
 
@@ -90,7 +90,7 @@ def factor_effects(effects: list[FactorEffect], metric: str, goal: str, chance: 
         for i, s in enumerate(e.series):
             if e.numeric:
                 xs = [float(x) for x in s.x]
-                fmt = "o-"
+                fmt = "o-" if e.joined else "o"
             else:
                 # Categories sit at 0..n-1, each series nudged sideways so none hides another.
                 off = (i - (k - 1) / 2) * min(0.6 / max(k, 1), 0.15)
@@ -102,8 +102,9 @@ def factor_effects(effects: list[FactorEffect], metric: str, goal: str, chance: 
         if e.numeric:
             if e.log:
                 ax.set_xscale("log")
-            ax.set_xticks([float(v) for v in e.values], [fmt_value(v) for v in e.values])
-            ax.minorticks_off()
+            if len(e.values) <= MAX_LEVELS:
+                ax.set_xticks([float(v) for v in e.values], [fmt_value(v) for v in e.values])
+                ax.minorticks_off()
         else:
             ax.set_xticks(range(len(e.values)), [fmt_value(v) for v in e.values])
             ax.set_xlim(-0.5, len(e.values) - 0.5)

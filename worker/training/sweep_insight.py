@@ -19,6 +19,9 @@ from service.spec.sweep import fmt_value, short_name
 from service.sweeps.for_worker import Trial
 
 EPOCHS = "fit.epochs"
+# A factor with more distinct values than this (a sampled range) is not a grid axis: no
+# overview table for it, and the other factors' plots do not split by it.
+MAX_LEVELS = 10
 BATCH = "fit.batch_size"
 CLOCKS = ("epochs", "updates", "seconds")
 
@@ -83,7 +86,7 @@ def pair_grids(trials: list[Trial], params: list[str]) -> list[PairGrid]:
     with epochs are read over every epochs value. Other factors are averaged over."""
     done = finished(trials)
     swept = [p for p in params if len(values_of(trials, p)) > 1]
-    others = [p for p in swept if p != EPOCHS]
+    others = [p for p in swept if p != EPOCHS and len(values_of(trials, p)) <= MAX_LEVELS]
     pairs = list(itertools.combinations(others, 2))
     if EPOCHS in swept:
         pairs += [(p, EPOCHS) for p in others]
@@ -127,6 +130,7 @@ class FactorEffect:
     fixed: dict
     series: list[FactorSeries]
     seeds: int  # most seeds any trial has
+    joined: bool  # one series per combination of the others, points joined along x
 
 
 def factor_effects(trials: list[Trial], params: list[str]) -> list[FactorEffect]:
@@ -144,6 +148,11 @@ def factor_effects(trials: list[Trial], params: list[str]) -> list[FactorEffect]
             fixed[EPOCHS] = max(values_of(trials, EPOCHS))
             pool = [t for t in done if t.params.get(EPOCHS) == fixed[EPOCHS]]
         rest = [q for q in swept if q != p and q not in fixed]
+        # Split by the other factors when they form a grid; a sampled factor would make a
+        # series of every trial: then one cloud of points, not joined.
+        joined = all(len(values_of(trials, q)) <= MAX_LEVELS for q in rest)
+        if not joined:
+            rest = []
         groups: dict[tuple, list[Trial]] = {}
         for t in pool:
             groups.setdefault(tuple(fmt_value(t.params.get(q)) for q in rest), []).append(t)
@@ -156,7 +165,8 @@ def factor_effects(trials: list[Trial], params: list[str]) -> list[FactorEffect]
                 [t.objective_std if len(t.objective_values) > 1 else None for t in members]))
         series.sort(key=lambda s: s.label)
         out.append(FactorEffect(p, vals, is_numeric(vals), log_axis(p, vals), fixed, series,
-                                max((len(t.objective_values) for t in done), default=0)))
+                                max((len(t.objective_values) for t in done), default=0),
+                                joined))
     return out
 
 
@@ -248,9 +258,11 @@ def curve_panels(trials: list[Trial], jobs: list[Job], params: list[str],
     same seed), so they are marks on that line rather than lines under it."""
     swept = [p for p in params if len(values_of(trials, p)) > 1]
     others = [p for p in swept if p != EPOCHS]
+    by_id = {j.id: j for j in jobs}
+    if any(len(values_of(trials, p)) > MAX_LEVELS for p in others):
+        return None, _sampled_panel(trials, by_id, curves, metric)
     line_by = BATCH if BATCH in others else (others[0] if others else None)
     panel_by = [p for p in others if p != line_by]
-    by_id = {j.id: j for j in jobs}
     panels: dict[tuple, dict[Any, list[Trial]]] = {}
     for t in trials:
         if t.state not in ("succeeded", "pruned"):
@@ -276,6 +288,24 @@ def curve_panels(trials: list[Trial], jobs: list[Job], params: list[str],
         if lines:
             out.append(CurvePanel(dict(zip(panel_by, key)), lines))
     return line_by, out
+
+
+SAMPLED_LINES = 10
+
+
+def _sampled_panel(trials: list[Trial], by_id: dict[str, Job], curves: dict[str, list[dict]],
+                   metric: str) -> list[CurvePanel]:
+    """A sampled sweep (no grid to split by): one panel, one line per trial, the best
+    SAMPLED_LINES by objective (trials without one last)."""
+    done = [t for t in trials if t.state in ("succeeded", "pruned")]
+    done.sort(key=lambda t: (t.objective is None, t.objective or 0.0))
+    lines = []
+    for t in done[:SAMPLED_LINES]:
+        curve = _curve(t, by_id, curves, metric)
+        if curve is not None:
+            curve.label = t.name
+            lines.append(curve)
+    return [CurvePanel({}, lines)] if lines else []
 
 
 def _order_key(trials: list[Trial], path: str, shown: str) -> int:
