@@ -131,8 +131,20 @@ def test_mlflow_ui_opens_runs_in_model_training_and_shows_the_report(lecture_swe
         assert "Model metrics" in driver.find_element(By.TAG_NAME, "body").text
         screenshot(driver, "mlflow-run")
 
-        # The parent run's report, inline in MLflow's artifact view (a sandboxed iframe).
+        # The sweep's parent run: its description is a table and a link to the report.
         parent = sweep["mlflow"]
+        driver.get(parent["url"])
+        link = wait.until(EC.presence_of_element_located(
+            (By.XPATH, "//a[contains(@href, 'report.html') and "
+                       "contains(normalize-space(), 'Open the report')]")))
+        assert "workflowType=machine_learning" in link.get_attribute("href")
+        headers = [th.get_attribute("textContent").strip()
+                   for th in driver.find_elements(By.CSS_SELECTOR, "table th")]
+        assert {"bs", "act", "ep", "val_loss"} <= set(headers), headers
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", link)
+        screenshot(driver, "sweep-parent-run")
+
+        # The report, inline in MLflow's artifact view (a sandboxed iframe).
         driver.get(f"{url.split('/#/')[0]}/#/experiments/{parent['experiment_id']}/runs/"
                    f"{parent['run_id']}/artifacts/report.html?workflowType=machine_learning")
         frame = wait.until(EC.presence_of_element_located((By.TAG_NAME, "iframe")))
