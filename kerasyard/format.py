@@ -346,6 +346,12 @@ def job_details(job: dict) -> Table:
         if metrics:
             rows.append(("metrics", "  ".join(f"{k} {fmt_number(metrics[k])}"
                                               for k in history_columns([metrics])[1:])))
+        if job.get("metrics_on") == "training":
+            rows.append(("note", "metrics are on the training data (no validation split): "
+                                 "they say how well it fits, not how it generalizes"))
+        chance = (job.get("summary") or {}).get("chance") or {}
+        if chance:
+            rows.append(("chance", "  ".join(f"{k} {fmt_number(v)}" for k, v in chance.items())))
     summary = job.get("summary") or {}
     if summary:
         facts = [f"epochs_completed {summary.get('epochs_completed')}"]

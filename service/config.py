@@ -60,6 +60,23 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", url)
 
 
+# MLflow 3's UI opens an experiment in its GenAI mode ("Evaluations", judges, prompts) unless
+# the link carries ``workflowType=machine_learning`` (or the browser last chose that mode):
+# every link kerasyard gives opens the "Model training" view.
+MLFLOW_UI_MODE = "workflowType=machine_learning"
+
+
+def mlflow_run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """A link into the MLflow UI's model-training view of one run."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{MLFLOW_UI_MODE}"
+
+
+def mlflow_artifact_url(ui_url: str, experiment_id: str, run_id: str, path: str) -> str:
+    """A link to one artifact in the MLflow UI, which shows it inline (HTML, images, text)."""
+    return (f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/"
+            f"{path}?{MLFLOW_UI_MODE}")
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":

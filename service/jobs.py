@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from . import lifecycle
-from .config import Settings
+from .config import Settings, mlflow_run_url
 from .db import session_scope
 from .errors import ApiError
 from .ids import full_id
@@ -86,7 +86,7 @@ def list_jobs(settings: Settings, status: str | None = None, experiment: str | N
 
 def mlflow_ref(settings: Settings, experiment_id: str | None, run_id: str | None) -> dict:
     """A job's or a sweep's MLflow run as the API shows it, with a link into the UI."""
-    url = f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}" \
+    url = mlflow_run_url(settings.mlflow_ui_url, experiment_id, run_id) \
         if experiment_id and run_id else None
     return {"run_id": run_id, "experiment_id": experiment_id, "url": url}
 
@@ -102,6 +102,9 @@ def serialize(settings: Settings, job: Job) -> dict:
         "plan": job.plan,
         "progress": job.progress or lifecycle.initial_progress(job.plan.get("epochs")),
         "summary": job.summary,
+        # A job without held-out data reports how well it fits its training set, not how
+        # well it generalizes: say so beside the numbers.
+        "metrics_on": "validation" if (job.plan or {}).get("n_val") else "training",
         "mlflow": mlflow_ref(settings, job.mlflow_experiment_id, job.mlflow_run_id),
         "error": job.error,
         "attempts": job.attempts,

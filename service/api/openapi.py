@@ -29,9 +29,12 @@ _LECTURE_BASE = {
                 "optimizer": {"name": "sgd", "learning_rate": 0.01},
                 "metrics": ["accuracy"]},
 }
-# examples/lecture_mlp.json with 20 epochs instead of 1000, so "Execute" is quick.
+# examples/lecture_mlp.json with 20 epochs instead of 1000, so "Execute" is quick: 250 samples,
+# 50 held out, so the lecture's 200 training samples (40 updates an epoch at batch size 5)
+# are scored on data they were not fitted to.
 JOB_EXAMPLE = {"name": "lecture-mlp", "experiment": "lecture", **_LECTURE_BASE,
-               "fit": {"batch_size": 5, "epochs": 20, "validation_split": 0.0, "seed": 0}}
+               "dataset": {**_LECTURE_BASE["dataset"], "n_samples": 250},
+               "fit": {"batch_size": 5, "epochs": 20, "validation_split": 0.2, "seed": 0}}
 # examples/sweep_lecture.json with a smaller grid: 2 x 2 x 2 = 8 trials rather than 36.
 SWEEP_EXAMPLE = {
     "name": "lecture: batch size x activation x epochs",
@@ -129,6 +132,10 @@ def _schemas() -> dict:
             "metrics": {"type": "object"}, "elapsed_s": {"type": ["number", "null"]},
             "eta_s": {"type": ["number", "null"]}}, required=["epoch", "epochs", "metrics"]),
         "summary": NULLABLE_OBJ,
+        "metrics_on": {"type": "string", "enum": ["validation", "training"],
+                       "description": "the data the job's metrics (progress, summary, MLflow) "
+                       "describe: 'training' when it holds no data out, so they say how well "
+                       "it fits its training set, not how it does on new data"},
         "mlflow": MLFLOW,
         "error": NULLABLE_OBJ, "attempts": {"type": "integer"},
         "cancel_requested": {"type": "boolean"},

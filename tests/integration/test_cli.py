@@ -178,7 +178,9 @@ def test_show_by_prefix_history_and_open(watched, api_url, mlflow_client, mlflow
     assert result.returncode == 0, result.stderr
     url = result.stdout.strip()
     run_id = job["mlflow"]["run_id"]
-    assert url == f"{mlflow_server}/#/experiments/{job['mlflow']['experiment_id']}/runs/{run_id}"
+    # The model-training view of the run (MLflow 3 opens its GenAI view otherwise).
+    assert url == (f"{mlflow_server}/#/experiments/{job['mlflow']['experiment_id']}/runs/"
+                   f"{run_id}?workflowType=machine_learning")
     assert ended_run(mlflow_client, run_id).info.status == "FINISHED"
 
 

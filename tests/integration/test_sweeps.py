@@ -219,8 +219,9 @@ def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, m
     assert parent.data.params["best.model.hidden_activation"] == \
         best["params"]["model.hidden_activation"]
     names = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
-    assert {"trials.csv", "runs.csv", "best_trial.json", "objective_vs_act.png",
-            "objective_vs_ep.png", "curves_by_act.png", "curves_by_ep.png"} <= names
+    assert {"trials.csv", "runs.csv", "best_trial.json", "report.html", "overview.png",
+            "importance.png", "objective_by_factor.png", "curves.png"} <= names
+    assert set(parent.data.metrics) >= {"importance.act", "importance.ep"}
     children = mlflow_client.search_runs(
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(trials)
@@ -245,6 +246,7 @@ def test_sampled_sweep_finishes_with_a_best_trial(client, worker, settings, meth
     sw = client.post("/api/v1/sweeps", json=body).get_json()
     sw = wait_sweep(client, sw["id"])
     assert sw["status"] == "succeeded", sw
+    assert sw["report"]["state"] == "done", sw["report"]  # the report handles this shape
     assert len(sw["trials"]) == 5 and {t["state"] for t in sw["trials"]} == {"succeeded"}
     assert sw["best"] is not None
     assert sw["best"]["objective"] == min(t["objective"] for t in sw["trials"])
@@ -282,6 +284,7 @@ def test_hopeless_trial_is_pruned(client, worker, mlflow_client, pruner):
     assert good["state"] == "succeeded", good
     assert hopeless["state"] == "pruned", hopeless
     assert sw["status"] == "succeeded" and sw["best"]["number"] == good["number"]
+    assert sw["report"]["state"] == "done", sw["report"]  # the report handles this shape
     job = client.get(f"/api/v1/jobs/{hopeless['jobs'][0]['id']}").get_json()
     assert job["status"] == "pruned"
     assert job["summary"]["pruned_at_epoch"] < 400
@@ -296,6 +299,7 @@ def test_repeats_report_mean_and_spread(client, worker):
     sw = client.post("/api/v1/sweeps", json=body).get_json()
     sw = wait_sweep(client, sw["id"])
     assert sw["status"] == "succeeded"
+    assert sw["report"]["state"] == "done", sw["report"]  # the report handles this shape
     for t in sw["trials"]:
         assert [j["seed"] for j in t["jobs"]] == [0, 1, 2]
         assert len(t["objective_values"]) == 3

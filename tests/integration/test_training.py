@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -30,7 +31,9 @@ def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
     assert job["progress"]["epoch"] == epochs and job["progress"]["epochs"] == epochs
     assert job["attempts"] == 1 and job["started_at"] and job["finished_at"]
     run_id = job["mlflow"]["run_id"]
-    assert job["mlflow"]["url"].endswith(f"/runs/{run_id}")
+    assert job["mlflow"]["url"].endswith(f"/runs/{run_id}?workflowType=machine_learning")
+    # The example holds 50 of its 250 samples out: its metrics say how it generalizes.
+    assert job["metrics_on"] == "validation" and job["plan"]["n_val"] == 50
 
     run = ended_run(mlflow_client, run_id)
     assert run.info.status == "FINISHED"
@@ -45,7 +48,15 @@ def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
     for name in ("loss", "accuracy", "learning_rate", "epoch_time_s"):
         history = mlflow_client.get_metric_history(run_id, name)
         assert sorted(m.step for m in history) == list(range(1, epochs + 1)), name
+    # Beside the metrics, what guessing scores: ln(10) for 10 classes, the majority class's
+    # share of the validation set.
+    assert run.data.metrics["chance_loss"] == pytest.approx(math.log(10))
+    assert job["summary"]["chance"]["loss"] == pytest.approx(math.log(10), abs=1e-6)
+    assert 0.1 <= run.data.metrics["chance_accuracy"] < 0.5
+    experiment = mlflow_client.get_experiment(job["mlflow"]["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     tags = run.data.tags
+    assert "mlflow.note.content" not in tags
     assert tags["kerasyard.job_id"] == job_id
     assert tags["kerasyard.keras_backend"] == "tensorflow"
     assert len(tags["kerasyard.dataset_digest"]) == 16
@@ -149,6 +160,14 @@ def test_uploaded_dataset_trains(client, worker, mlflow_client):
     job = wait_terminal(client, submit(client, spec))
     assert job["status"] == "succeeded", job["error"]
     assert job["plan"]["input_dim"] == 2 and job["plan"]["n_classes"] == 2
+    # No data held out: the response and the run's description say the metrics are on the
+    # training data; chance levels on that data (30 rows of each class).
+    assert job["metrics_on"] == "training"
+    run = mlflow_client.get_run(job["mlflow"]["run_id"])
+    assert "Metrics on training data" in run.data.tags["mlflow.note.content"]
+    assert run.data.tags["kerasyard.metrics_on"] == "training"
+    assert run.data.metrics["chance_loss"] == pytest.approx(math.log(2))
+    assert run.data.metrics["chance_accuracy"] == 0.5
 
 
 def test_killed_worker_child_is_retried_not_lost(client, worker):

@@ -58,11 +58,14 @@ def test_gradient_descent_conflicts_name_batch_size():
 
 
 def test_validation_split_changes_n_train():
-    _, plan = validate_job(lecture_spec(validation_split=0.2, batch_size=160))
-    assert (plan.n_train, plan.n_val, plan.steps_per_epoch) == (160, 40, 1)
+    # The lecture example: 250 samples, 20% held out.
+    _, plan = validate_job(lecture_spec(validation_split=0.2, batch_size=200))
+    assert (plan.n_train, plan.n_val, plan.steps_per_epoch) == (200, 50, 1)
     assert plan.gradient_descent == "batch"
-    errs = errors_of(lecture_spec(validation_split=0.2, batch_size=161))
-    assert "161 is larger than the 160 training samples" in errs["fit.batch_size"]
+    errs = errors_of(lecture_spec(validation_split=0.2, batch_size=201))
+    assert "201 is larger than the 200 training samples" in errs["fit.batch_size"]
+    _, plan = validate_job(lecture_spec(validation_split=0.0, batch_size=250))
+    assert (plan.n_train, plan.n_val, plan.gradient_descent) == (250, 0, "batch")
 
 
 def test_unknown_activation_suggests_the_near_miss():
@@ -157,7 +160,7 @@ def test_optimizer_options_belong_to_their_optimizer():
 
 
 def test_early_stopping_monitor_needs_validation_data():
-    spec = lecture_spec()
+    spec = lecture_spec(validation_split=0.0)
     spec["fit"]["early_stopping"] = {"monitor": "val_loss", "patience": 3}
     assert "needs validation data" in errors_of(spec)["fit.early_stopping.monitor"]
     spec["fit"]["early_stopping"]["monitor"] = "val_auc"

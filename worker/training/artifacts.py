@@ -13,6 +13,7 @@ from service.config import Settings
 
 from . import model as M
 from . import plots
+from .chance import chance_levels
 
 
 def write_artifacts(cl, run_id: str, raw: dict, spec, plan, model, data,
@@ -25,10 +26,15 @@ def write_artifacts(cl, run_id: str, raw: dict, spec, plan, model, data,
         (out / "model_summary.txt").write_text(M.summary_text(model, plan))
         write_history(history, out / "history.csv")
         if history:
+            chance = chance_levels(plan.n_classes or 2, data.y_val if data.x_val is not None
+                                   else data.y_train) if plan.task == "classification" else None
             plots.learning_curve({k: [h.get(k, float("nan")) for h in history]
                                   for k in history[0]}, out / "learning_curve.png",
                                  f"{spec.name}: {plan.gradient_descent} GD, batch "
-                                 f"{plan.batch_size}, {len(history)} epochs")
+                                 f"{plan.batch_size}, {len(history)} epochs"
+                                 + ("" if plan.n_val else
+                                    "\n(no validation data: these are training-set metrics)"),
+                                 chance)
         if plan.task == "classification":
             x, y, which = ((data.x_val, data.y_val, "validation") if data.x_val is not None
                            else (data.x_train, data.y_train, "training"))

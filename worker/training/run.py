@@ -27,6 +27,7 @@ from service.validation import validate
 
 from .. import gpu
 from . import artifacts, shared_trials, tracking
+from .chance import TRAINING_DATA_NOTE, chance_levels
 from . import datasets as D
 from . import model as M
 from .claim import claim
@@ -85,6 +86,7 @@ class JobRun:
         self.run_id: str | None = None
         self.parent_run_id: str | None = None
         self.pruned_at: int | None = None
+        self.chance: dict[str, float] | None = None
 
     @property
     def superseded(self) -> bool:
@@ -124,6 +126,9 @@ class JobRun:
 
         data = D.build_dataset(spec, plan, upload_loader(st))
         self.reporter.epochs = plan.epochs
+        # What guessing scores, on the data the metrics describe.
+        self.chance = chance_levels(plan.n_classes or 2, data.y_val if data.x_val is not None
+                                    else data.y_train) if plan.task == "classification" else None
         backend = keras.backend.backend()
         spe = M.choose_steps_per_execution(plan.steps_per_epoch, st.max_steps_per_execution,
                                            spec.fit.steps_per_execution)
@@ -197,6 +202,8 @@ class JobRun:
             "keras_backend": backend,
             "device": gpu.device_summary(),  # what it trained on: a GPU job never runs on a CPU
         }
+        if self.chance is not None:
+            summary["chance"] = {k: round(v, 6) for k, v in self.chance.items()}
         if callback.pruned:
             self.pruned_at = len(history)
             summary["pruned_at_epoch"] = len(history)
@@ -252,6 +259,20 @@ class JobRun:
             self.mlflow = self.run_id = None
             return
         self.reporter.mlflow, self.reporter.run_id = cl, self.run_id
+        self._mlflow_step(lambda: self._log_reading_aids(plan), "logging the chance levels",
+                          deadline)
+
+    def _log_reading_aids(self, plan) -> None:
+        """The chance-level loss and accuracy beside the run's metrics and, without held-out
+        data, a description saying its metrics are on the training data."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"chance_{k}", v, now, 0) for k, v in (self.chance or {}).items()]
+        tags = [] if plan.n_val else [RunTag("mlflow.note.content", TRAINING_DATA_NOTE),
+                                      RunTag("kerasyard.metrics_on", "training")]
+        if metrics or tags:
+            self.mlflow.log_batch(self.run_id, metrics=metrics, tags=tags)
 
     def _end_unrecorded_run(self, reason: str) -> None:
         try:

@@ -1,11 +1,16 @@
 """The sweep's report, written into its MLflow parent run when the sweep ends.
 
+- ``report.html``: the page to open first (MLflow shows it inline): the objective for each pair
+  of factors, which factor matters, each factor's effect with its seed spread, the learning
+  curves on three clocks (epochs, updates, seconds), the sortable trial table with links to
+  every child run. Self-contained: its figures are embedded.
+- ``overview.png``, ``importance.png``, ``objective_by_factor.png``, ``curves.png``: the same
+  figures as files (:mod:`.sweep_figures`, from what :mod:`.sweep_insight` computed).
 - ``trials.csv``: one row per trial (configuration): its parameters, state, the objective's
   mean and standard deviation over seeds, each seed's value, jobs and runs.
 - ``runs.csv``: one row per job (trial x seed).
-- ``best_trial.json`` and the parent run's ``best.*`` params and metrics.
-- ``objective_vs_<param>.png``: the objective against each swept parameter.
-- ``curves_by_<param>.png``: learning curves overlaid, one per value of each parameter.
+- ``best_trial.json`` and the parent run's ``best.*`` params and metrics; ``importance.<param>``
+  metrics; a description (note) with the best trials and a link to the report.
 """
 
 from __future__ import annotations
@@ -15,18 +20,16 @@ import json
 import logging
 import statistics
 import tempfile
-import warnings
 from pathlib import Path
 
-import numpy as np
-
-from service.config import Settings
+from service.config import Settings, mlflow_artifact_url, mlflow_run_url
 from service.models import Job, JobStatus, Sweep, SweepStatus, utcnow
-from service.spec.sweep import short_name
+from service.spec.sweep import fmt_value, short_name
 from service.sweeps import for_worker
 from service.sweeps.for_worker import Trial, job_objective
 
-from . import plots, tracking
+from . import report_html, sweep_figures, tracking
+from . import sweep_insight as I
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +56,17 @@ def _write(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[Trial
     if not settings.mlflow_logging:
         return []
     cl = tracking.client(settings.mlflow_tracking_uri)
-    run_id, _ = tracking.sweep_parent_run(settings, cl, sweep.id)
+    run_id, exp_id = tracking.sweep_parent_run(settings, cl, sweep.id)
     metric = sweep.spec["objective"]["metric"]
     params = sweep.plan["param_order"]
+    ranked, method = I.importance(trials, params)
     with tempfile.TemporaryDirectory(prefix="kerasyard-sweep-") as tmp:
         out = Path(tmp)
         _trials_csv(trials, params, out / "trials.csv")
         _runs_csv(jobs, params, metric, out / "runs.csv")
         (out / "best_trial.json").write_text(json.dumps(best, indent=2))
-        for path in params:
-            _objective_plot(trials, path, metric, out)
-            _curves_plot(trials, path, metric, curves, out)
+        _report(settings, sweep, jobs, trials, best, curves, ranked, method, out, exp_id,
+                run_id)
         cl.log_artifacts(run_id, str(out))
         names = sorted(p.name for p in out.iterdir())
     counts = {state: sum(1 for t in trials if t.state == state)
@@ -72,8 +75,11 @@ def _write(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[Trial
 
     now = int(utcnow().timestamp() * 1000)
     metrics = [Metric(f"trials_{k}", v, now, 0) for k, v in counts.items()]
+    metrics += [Metric(f"importance.{short_name(p)}", v, now, 0) for p, v in ranked.items()]
     best_params: list[Param] = []
     tags = {"kerasyard.sweep_status": sweep.status.value}
+    if ranked:
+        tags["kerasyard.importance_method"] = method
     if best is not None:
         metrics.append(Metric("best_objective", best["objective"], now, 0))
         job = next(j for j in jobs if j.id == best["job_ids"][0])
@@ -86,24 +92,118 @@ def _write(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[Trial
         best_params = [Param(f"best.{k}", str(v)[:6000]) for k, v in best["params"].items()]
         tags.update({"kerasyard.best_trial": best["name"],
                      "kerasyard.best_run_id": job.mlflow_run_id or ""})
-    tags["mlflow.note.content"] = _note(sweep, trials, best, metric)
+    report_url = mlflow_artifact_url(settings.mlflow_ui_url, exp_id, run_id, "report.html")
+    tags["mlflow.note.content"] = _note(sweep, trials, best, metric, params, report_url)
     cl.log_batch(run_id, metrics=metrics, params=best_params,
                  tags=[RunTag(k, v) for k, v in tags.items()])
     cl.set_terminated(run_id, SWEEP_RUN_STATUS.get(sweep.status, "FAILED"))
     return names
 
 
-def _note(sweep: Sweep, trials: list[Trial], best: dict | None, metric: str) -> str:
-    title = (f"Sweep **{sweep.name}** ({sweep.method}, {len(trials)} trials): "
-             f"{sweep.status.value}.")
-    lines = [title, "", f"| trial | state | {metric} |", "| --- | --- | --- |"]
-    for t in trials:
-        obj = "" if t.objective is None else f"{t.objective:.4g}"
-        if t.objective_std is not None:
-            obj += f" ± {t.objective_std:.2g}"
-        mark = " **best**" if best and t.number == best["number"] else ""
-        lines.append(f"| {t.name}{mark} | {t.state} | {obj} |")
+NOTE_ROWS = 8
+
+
+def _note(sweep: Sweep, trials: list[Trial], best: dict | None, metric: str, params: list[str],
+          report_url: str) -> str:
+    """The parent run's description: where the report is, then the best trials as a narrow
+    table (one column per factor) that fits MLflow's description box."""
+    goal = sweep.spec["objective"].get("goal", "minimize")
+    lines = [f"Sweep **{sweep.name}** ({sweep.method}, {len(trials)} trials): "
+             f"{sweep.status.value}.", "",
+             f"**[Open the report]({report_url})** (`report.html` under Artifacts): the "
+             f"objective for each pair of factors, which factor matters, learning curves per "
+             "epoch, update and second, every trial.", ""]
+    if best is not None:
+        lines += [f"Best: **{best['name']}**, {metric} {best['objective']:.4g}.", ""]
+    ranked = sorted(I.finished(trials), key=lambda t: t.objective,
+                    reverse=goal == "maximize")
+    if ranked:
+        shown = [short_name(p) for p in params]
+        lines += [f"| {' | '.join(shown)} | {metric} |",
+                  "|" + " --- |" * (len(shown) + 1)]
+        for t in ranked[:NOTE_ROWS]:
+            obj = f"{t.objective:.4g}" + (f" ± {t.objective_std:.2g}"
+                                           if t.objective_std is not None else "")
+            cells = [fmt_value(t.params.get(p)) for p in params]
+            lines.append(f"| {' | '.join(cells)} | {obj} |")
+        rest = len(trials) - min(len(ranked), NOTE_ROWS)
+        if rest:
+            lines += ["", f"{rest} more trials in the report."]
     return "\n".join(lines)
+
+
+def _report(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[Trial],
+            best: dict | None, curves: dict[str, list[dict]], ranked: dict[str, float],
+            method: str, out: Path, exp_id: str, run_id: str) -> None:
+    """report.html and its figures as PNG files beside it."""
+    metric = sweep.spec["objective"]["metric"]
+    goal = sweep.spec["objective"].get("goal", "minimize")
+    params = sweep.plan["param_order"]
+    chance = I.chance_level(jobs, metric)
+    grids = I.pair_grids(trials, params)
+    effects = I.factor_effects(trials, params)
+    line_by, panels = I.curve_panels(trials, jobs, params, curves, metric)
+    figures: dict[str, Path] = {}
+    if grids:
+        figures["overview"] = sweep_figures.overview(grids, metric, goal, chance,
+                                                     out / "overview.png")
+    if ranked:
+        figures["importance"] = sweep_figures.importance(ranked, method, metric,
+                                                         out / "importance.png")
+    if effects:
+        figures["factors"] = sweep_figures.factor_effects(effects, metric, goal, chance,
+                                                          out / "objective_by_factor.png")
+    if panels:
+        figures["curves"] = sweep_figures.clocks(panels, line_by, metric, goal, chance,
+                                                 out / "curves.png")
+    by_id = {j.id: j for j in jobs}
+    rows = []
+    for t in trials:
+        tjobs = [by_id[tj.id] for tj in t.jobs if tj.id in by_id]
+        plan = tjobs[0].plan if tjobs else {}
+        fit = [(j.summary or {}).get("fit_time_s") for j in tjobs if not j.trained_by]
+        fit = [f for f in fit if isinstance(f, (int, float))]
+        epochs = t.params.get(I.EPOCHS) or (plan or {}).get("epochs")
+        rows.append({
+            "number": t.number, "name": t.name, "params": t.params, "state": t.state,
+            "objective": t.objective, "sd": t.objective_std,
+            "seeds": len(t.objective_values), "epochs": epochs,
+            "updates": (epochs * plan["steps_per_epoch"]) if epochs and plan
+            and plan.get("steps_per_epoch") else None,
+            "fit_s": sum(fit) / len(fit) if fit else None,
+            "best": bool(best and t.number == best["number"]),
+            "links": [(f"seed {j.repeat}" if len(tjobs) > 1 else "run",
+                       mlflow_run_url(settings.mlflow_ui_url, j.mlflow_experiment_id,
+                                      j.mlflow_run_id))
+                      for j in tjobs if j.mlflow_run_id and j.mlflow_experiment_id]})
+    data = {
+        "sweep_id": sweep.id, "name": sweep.name, "metric": metric, "goal": goal,
+        "chance": chance, "params": params,
+        "overview": [g.as_dict() for g in grids],
+        "importance": {"method": method, "ranked": [[p, v] for p, v in ranked.items()]},
+        "curves": {"line_by": line_by, "clocks": list(I.CLOCKS), "panels": [
+            {"fixed": p.fixed, "lines": [c.label for c in p.curves],
+             "marks": [[c.label, m[0], m[2]] for c in p.curves for m in c.marks]}
+            for p in panels]},
+        "trials": [{"number": r["number"], "name": r["name"], "params": r["params"],
+                    "state": r["state"], "objective": r["objective"]} for r in rows],
+        "figures": sorted(figures),
+    }
+    notes = []
+    if jobs and all(not (j.plan or {}).get("n_val") for j in jobs):
+        notes.append("These trials hold no data out: their metrics are on the training data "
+                     "and say how well each network fits it, not how it does on new data. "
+                     "Set <code>fit.validation_split</code> in the base spec.")
+    parent = mlflow_run_url(settings.mlflow_ui_url, exp_id, run_id)
+    lede = (f"{sweep.method} sweep, {len(trials)} trials, {sweep.status.value}; objective "
+            f"<b>{metric}</b> ({sweep_figures.direction(goal)})"
+            + (f", chance level {chance:.3g}" if chance is not None else "")
+            + (f". Best: <b>{best['name']}</b> ({best['objective']:.4g})." if best else ".")
+            + f" <a href='{parent}' target='_blank' rel='noopener'>Parent run in MLflow</a>.")
+    page = report_html.render(title=f"Sweep {sweep.name}", lede=lede, data=data,
+                              figures=figures, trials_rows=rows, params=params, metric=metric,
+                              goal=goal, notes=notes)
+    (out / "report.html").write_text(page, encoding="utf-8")
 
 
 def _trials_csv(trials: list[Trial], params: list[str], path: Path) -> None:
@@ -133,48 +233,3 @@ def _runs_csv(jobs: list[Job], params: list[str], metric: str, path: Path) -> No
                         job_objective(j, metric), summary.get("epochs_completed"),
                         summary.get("fit_time_s"), j.id, j.mlflow_run_id or "",
                         j.trained_by or "", (j.error or {}).get("message", "")])
-
-
-def _values_of(trials: list[Trial], path: str) -> list:
-    seen: list = []
-    for t in trials:
-        v = t.params.get(path)
-        if v not in seen:
-            seen.append(v)
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen)
-    return sorted(seen) if numeric else seen
-
-
-def _objective_plot(trials: list[Trial], path: str, metric: str, out: Path) -> None:
-    values = _values_of(trials, path)
-    means, spreads = [], []
-    for v in values:
-        # Every seed of every finished trial with this value.
-        pts = [x for t in trials if t.params.get(path) == v and t.state == "succeeded"
-               for x in t.objective_values]
-        means.append(statistics.fmean(pts) if pts else None)
-        spreads.append(statistics.stdev(pts) if len(pts) > 1 else None)
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    plots.objective_vs_param([str(v) for v in values], means, spreads,
-                             out / f"objective_vs_{short_name(path)}.png", path, metric, numeric)
-
-
-def _curves_plot(trials: list[Trial], path: str, metric: str, curves: dict[str, list[dict]],
-                 out: Path) -> None:
-    lines: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for v in _values_of(trials, path):
-        series = [[e.get(metric) for e in curves.get(j.id, [])]
-                  for t in trials if t.params.get(path) == v
-                  and t.state in ("succeeded", "pruned") for j in t.jobs]
-        series = [[np.nan if x is None else float(x) for x in s] for s in series if s]
-        if not series:
-            continue
-        n = max(len(s) for s in series)
-        grid = np.full((len(series), n), np.nan)
-        for i, s in enumerate(series):
-            grid[i, :len(s)] = s
-        with warnings.catch_warnings():  # an epoch only some trials reached
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lines[str(v)] = (np.nanmean(grid, axis=0), np.nan_to_num(np.nanstd(grid, axis=0)))
-    if lines:
-        plots.curves_by_value(lines, out / f"curves_by_{short_name(path)}.png", path, metric)

@@ -19,14 +19,24 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# How MLflow 3 records an experiment's kind: this experiment tag, which its UI's experiment
+# header sets too ("Machine learning" vs "GenAI apps & agents"). kerasyard trains models.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
 def experiment_id(cl, name: str) -> str:
+    """The id of experiment ``name``, created (as a model-training experiment) or restored
+    when needed."""
     exp = cl.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             cl.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # created before kerasyard marked its kind
+            cl.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return exp.experiment_id
     try:
-        return cl.create_experiment(name)
+        return cl.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     except Exception:  # created concurrently by another worker
         exp = cl.get_experiment_by_name(name)
         if exp is None:
