@@ -113,8 +113,12 @@ def _with_path(environ, own_first: bool) -> None:
     from service.devstack import bundled_bin_dirs
 
     dirs = [str(d) for d in bundled_bin_dirs()]
-    path = [p for p in environ.get("PATH", "").split(os.pathsep) if p and p not in dirs]
-    environ["PATH"] = os.pathsep.join(dirs + path if own_first else path + dirs)
+    path = [p for p in environ.get("PATH", "").split(os.pathsep) if p]
+    if own_first:
+        path = dirs + [p for p in path if p not in dirs]
+    else:  # where they are already (a child of an own-mode run), they stay
+        path += [d for d in dirs if d not in path]
+    environ["PATH"] = os.pathsep.join(path)
 
 
 def _own_postgres(services: Services) -> str:
