@@ -152,6 +152,20 @@ def _own_redis(services: Services, environ) -> str:
     return environ["KERASYARD_TEST_REDIS"]
 
 
+def _resolve(services: Services, environ, what: str, var: str, machine_url: str,
+             answers, start_own) -> str:
+    """auto and machine modes: the variable, else the machine's server, else (auto only) the
+    suite's own."""
+    if environ.get(var):
+        services.notes.append(f"{what}: {var}")
+        return environ[var]
+    if services.mode == "machine" or answers(machine_url):
+        services.notes.append(f"{what}: the machine's")
+        return machine_url
+    services.notes.append(f"no {what} answers at {machine_url}")
+    return start_own()
+
+
 def activate(environ=os.environ) -> Services:
     """Resolve (and start where needed) the suite's PostgreSQL and Redis; once per process."""
     global _active
@@ -174,20 +188,12 @@ def activate(environ=os.environ) -> Services:
             raise RuntimeError(f"{MODE_VAR}=own resolved to the machine's ports: {wrong}")
         return services
     _with_path(environ, own_first=False)
-    pg = environ.get("KERASYARD_TEST_PG")
-    if pg or services.mode == "machine" or pg_answers(MACHINE_PG):
-        services.pg_url = environ["KERASYARD_TEST_PG"] = pg or MACHINE_PG
-        services.notes.append("PostgreSQL: " + ("KERASYARD_TEST_PG" if pg else "the machine's"))
-    else:
-        services.notes.append(f"no PostgreSQL answers at {MACHINE_PG}")
-        services.pg_url = environ["KERASYARD_TEST_PG"] = _own_postgres(services)
-    redis_url = environ.get("KERASYARD_TEST_REDIS")
-    if redis_url or services.mode == "machine" or redis_answers(MACHINE_REDIS):
-        services.redis_url = environ["KERASYARD_TEST_REDIS"] = redis_url or MACHINE_REDIS
-        services.notes.append("Redis: " + ("KERASYARD_TEST_REDIS" if redis_url else "the machine's"))
-    else:
-        services.notes.append(f"no Redis answers at {MACHINE_REDIS}")
-        services.redis_url = _own_redis(services, environ)
+    services.pg_url = environ["KERASYARD_TEST_PG"] = _resolve(
+        services, environ, "PostgreSQL", "KERASYARD_TEST_PG", MACHINE_PG, pg_answers,
+        lambda: _own_postgres(services))
+    services.redis_url = environ["KERASYARD_TEST_REDIS"] = _resolve(
+        services, environ, "Redis", "KERASYARD_TEST_REDIS", MACHINE_REDIS, redis_answers,
+        lambda: _own_redis(services, environ))
     return services
 
 
