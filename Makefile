@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    the service on its embedded default (SQLite, filesystem broker, local MLflow)
-#   make test   the test suite (needs PostgreSQL and Redis on loopback; starts them if down)
+#   make test   the test suite (the machine's PostgreSQL and Redis where they answer, else its
+#               own from the dev extra's wheels; KERASYARD_TEST_SERVICES=auto|own|machine)
 #   make lint   the import rules of pyproject.toml's [tool.importlinter] (lint-imports)
 PYTHON ?= python3
 VENV ?= .venv

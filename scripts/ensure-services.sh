@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Start PostgreSQL and Redis on loopback if they are installed but down (the tests need both).
+# Start the machine's PostgreSQL and Redis on loopback if they are installed but down. The tests
+# use them when they answer (or KERASYARD_TEST_PG / KERASYARD_TEST_REDIS); where the machine has
+# none, the tests start their own (tests/services.py), so nothing here is required.
 set -u
+if [ "${KERASYARD_TEST_SERVICES:-auto}" = own ]; then
+  echo "KERASYARD_TEST_SERVICES=own: the tests bring their own PostgreSQL and Redis"
+  exit 0
+fi
 if command -v pg_isready >/dev/null 2>&1; then
   if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
     echo "PostgreSQL is down; starting it"

@@ -18,8 +18,12 @@ from service.config import Settings
 from service.devstack import MlflowServer, RedisServer, StackError, WorkerProcess, worker_env
 from tests.helpers import wait_for
 
+# Set by tests/conftest.py (tests/services.py): the machine's servers or the suite's own.
 PG_ADMIN = os.environ.get("KERASYARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("KERASYARD_TEST_REDIS", "redis://127.0.0.1:6379/13")
+NOT_REACHABLE_FIX = ("start it (scripts/ensure-services.sh starts the machine's), point the "
+                     "variable at one, or let the tests bring their own: "
+                     "KERASYARD_TEST_SERVICES=own")
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +33,8 @@ def _create_database(name: str) -> str:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN} ({exc}); start it with "
-                    "scripts/ensure-services.sh", pytrace=False)
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN} (KERASYARD_TEST_PG; {exc}); "
+                    + NOT_REACHABLE_FIX, pytrace=False)
     base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     return f"{base}/{name}"
 
@@ -69,8 +73,8 @@ def redis_url():
     try:
         client.ping()
     except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not reachable at {REDIS_URL} ({exc}); start it with "
-                    "scripts/ensure-services.sh", pytrace=False)
+        pytest.fail(f"Redis is not reachable at {REDIS_URL} (KERASYARD_TEST_REDIS; {exc}); "
+                    + NOT_REACHABLE_FIX, pytrace=False)
     client.flushdb()
     yield REDIS_URL
     client.flushdb()
@@ -131,9 +135,7 @@ def idle_broker(workdir):
     try:
         server = RedisServer(workdir)
     except (OSError, StackError) as exc:
-        pytest.fail(f"cannot start a redis-server of the tests' own ({exc}); the tests need "
-                    "the redis-server binary (Debian: apt-get install redis-server)",
-                    pytrace=False)
+        pytest.fail(f"cannot start a redis-server of the tests' own ({exc})", pytrace=False)
     yield server
     server.stop()
 

@@ -122,11 +122,11 @@ def test_run_command_uses_postgresql_redis_and_external_mlflow_when_set(tmp_path
     """DATABASE_URL, BROKER_URL and MLFLOW_TRACKING_URI switch the same command over."""
     import redis as redis_lib
 
-    from .conftest import _create_database, _drop_database
+    from .conftest import REDIS_URL, _create_database, _drop_database
 
     name = f"kerasyard_run_{os.getpid()}"
     db_url = _create_database(name)
-    broker = "redis://127.0.0.1:6379/12"
+    broker = REDIS_URL.rsplit("/", 1)[0] + "/12"  # the suite's Redis, a database of its own
     redis_lib.Redis.from_url(broker).flushdb()
     port = free_port()
     proc, text = start_run_command(tmp_path, port, free_port(), DATABASE_URL=db_url,
