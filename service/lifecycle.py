@@ -311,8 +311,10 @@ def start_recorded(settings: Settings, fence: Fence) -> list[Job]:
 
 def finish_recorded(settings: Settings, fence: Fence, job_id: str, *, epochs: list[dict],
                     summary: dict, progress: dict, run_id: str | None,
-                    experiment_id: str | None) -> Ownership:
-    """A trial recorded from this training ends ``succeeded`` with its own epoch rows."""
+                    experiment_id: str | None,
+                    status: JobStatus = JobStatus.succeeded) -> Ownership:
+    """A trial recorded from this training ends ``succeeded`` (or ``pruned``: a pack's tower
+    its pruner stopped) with its own epoch rows."""
     with session_scope(settings.database_url) as s:
         if _owned(s, fence) is None:
             return SUPERSEDED
@@ -322,7 +324,7 @@ def finish_recorded(settings: Settings, fence: Fence, job_id: str, *, epochs: li
         insert_epochs(s, job_id, list(enumerate(epochs, start=1)))
         job.progress = progress
         job.mlflow_run_id, job.mlflow_experiment_id = run_id, experiment_id
-        end(job, JobStatus.succeeded, summary=summary)
+        end(job, status, summary=summary)
         return OWNED
 
 

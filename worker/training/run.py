@@ -29,6 +29,7 @@ from .. import gpu
 from . import artifacts, shared_trials, tracking
 from . import datasets as D
 from . import model as M
+from . import pack as P
 from .claim import claim
 from .dbretry import retry_db
 from .mlflow_retry import Deadline, MlflowUnavailable, retry
@@ -138,8 +139,14 @@ class JobRun:
         y_train = M.prepare_targets(data.y_train, spec, plan)
         y_val = M.prepare_targets(data.y_val, spec, plan)
         ckpt_dir = shared_trials.checkpoint_dir() if self.ctx and self.ctx.shared else None
-        callback = epoch_callback(self.reporter, self.signals, shared_trials.checkpoints(
-            self.ctx, Path(ckpt_dir.name)) if ckpt_dir else None)
+        towers = None
+        if self.ctx and P.is_pack(raw, self.ctx.shared):
+            towers = self._pack_towers(raw, plan, model, spe, Path(ckpt_dir.name))
+            callback = P.pack_callback(towers, self.reporter, self.signals,
+                                       prefixed=P.backend_packs())
+        else:
+            callback = epoch_callback(self.reporter, self.signals, shared_trials.checkpoints(
+                self.ctx, Path(ckpt_dir.name)) if ckpt_dir else None)
         callbacks = [callback]
         if spec.fit.early_stopping is not None:
             es = spec.fit.early_stopping
@@ -153,13 +160,17 @@ class JobRun:
         self.reporter.fit_started()
         t0 = time.perf_counter()
         try:
-            model.fit(
-                D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
-                                spec.fit.shuffle),
-                steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
-                validation_data=validation, validation_steps=1 if validation else None,
-                callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
-            )
+            if towers is not None:
+                callback = self._fit_pack(towers, callback, data, y_train, y_val, spec, plan,
+                                          spe)
+            else:
+                model.fit(
+                    D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                                    spec.fit.shuffle),
+                    steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
+                    validation_data=validation, validation_steps=1 if validation else None,
+                    callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
+                )
             fit_time = time.perf_counter() - t0
             # Every epoch is in MLflow before the artifacts; an MLflow that does not answer
             # now delays the job (bounded), it does not lose the epochs.
@@ -173,7 +184,10 @@ class JobRun:
                 shared_trials.record(
                     st, self.fence, self.signals, self.mlflow, ctx=self.ctx,
                     parent_run_id=self.parent_run_id, trainer_run_id=self.run_id, data=data,
-                    history=history, saved=callback.saved)
+                    history=history, saved=callback.saved,
+                    trials=towers[0].trials if towers else None)
+            if towers is not None and not self.superseded:
+                self._record_towers(towers[1:], data, cancelled=callback.cancelled)
         finally:
             if ckpt_dir is not None:
                 ckpt_dir.cleanup()
@@ -209,6 +223,95 @@ class JobRun:
                                   "logging the model", end_deadline)
         summary["mlflow_errors"] = self.reporter.mlflow_errors
         return Outcome(status, summary)
+
+    # --- packs: other trials trained as towers of this training ------------------------------
+
+    def _pack_towers(self, raw: dict, plan, model, spe: int, folder: Path) -> list[P.Tower]:
+        """Tower 0 is this job's model; each other configuration the pack carries is built
+        and compiled exactly as its own training would build it (same seed, same weights)."""
+        import keras
+
+        towers = P.towers_of(raw, plan.epochs, self.ctx.shared)
+        for t in towers:
+            t.checkpoints = {tr.epochs: folder / f"t{t.index}-epoch-{tr.epochs}.keras"
+                             for tr in t.trials}
+            if t.index == 0:
+                t.model = model
+                continue
+            t.spec, t.plan = validate(self.settings, t.raw)
+            keras.utils.set_random_seed(t.spec.fit.seed)
+            t.model = M.build_model(t.spec, t.plan)
+            M.compile_model(t.model, t.spec, t.plan, spe)
+            lead = max(t.trials, key=lambda tr: tr.epochs)
+            t.pruner = for_worker.pruner(self.settings, self.ctx, lead)
+        log.info("job %s trains a pack of %d towers (%d trials)", self.job_id, len(towers),
+                 1 + len(self.ctx.shared))
+        return towers
+
+    def _fit_pack(self, towers: list[P.Tower], callback, data, y_train, y_val, spec, plan,
+                  spe: int):
+        """One fit of the pack (TensorFlow), or each tower's own fit in turn (the backends
+        that do not pack); returns the callback that holds this job's own outcome."""
+
+        def batches():
+            return D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                                   spec.fit.shuffle)
+
+        def validation():
+            if data.x_val is None:
+                return None
+            return D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
+
+        kw = dict(steps_per_epoch=plan.steps_per_epoch, validation_steps=1
+                  if data.x_val is not None else None, verbose=0, shuffle=False)
+        if P.backend_packs():
+            first = (data.x_train[:plan.batch_size], y_train[:plan.batch_size])
+            pk = P.make_pack([t.model for t in towers], spe, first)
+            pk.fit(batches(), epochs=plan.epochs, validation_data=validation(),
+                   callbacks=[callback], **kw)
+            return callback
+        own = callback
+        own.active = [0]
+        for t in towers:
+            cb = own if t.index == 0 else P.pack_callback([t], self.reporter, self.signals,
+                                                          prefixed=False)
+            t.model.fit(batches(), epochs=t.epochs, validation_data=validation(),
+                        callbacks=[cb], **kw)
+            if cb.cancelled or cb.superseded:
+                own.cancelled, own.superseded = cb.cancelled, cb.superseded
+                break
+        return own
+
+    def _record_towers(self, towers: list[P.Tower], data, cancelled: bool) -> None:
+        """Each other tower's trials are recorded like shared trials; a tower that diverged
+        fails the trials it did not reach with the reason, a pruned one ends pruned."""
+        st = self.settings
+        for t in towers:
+            if self.superseded:
+                return
+            done = set(shared_trials.record(
+                st, self.fence, self.signals, self.mlflow, ctx=self.ctx,
+                parent_run_id=self.parent_run_id, trainer_run_id=self.run_id, data=data,
+                history=t.history, saved=t.saved, trials=t.trials,
+                pruned_model=t.model if t.ended == "pruned" else None))
+            left = [tr.id for tr in t.trials if tr.id not in done]
+            if not left or (cancelled and t.ended is None):
+                continue  # a cancelled pack: they end with it (end_unreached)
+            if t.ended == "diverged":
+                h = t.history[-1] if t.history else {}
+                error = {"type": "TrainingFailed", "message": (
+                    f"loss became {h.get('loss')} at epoch {t.ended_at}: training diverged. "
+                    f"The learning rate {t.spec.compile.optimizer.learning_rate:g} is probably "
+                    "too high; lower compile.optimizer.learning_rate (this trial trained as a "
+                    f"tower of job {self.job_id}'s pack; the other towers trained on)")}
+                status = JobStatus.failed
+            elif t.ended == "pruned":
+                error = {"type": "Pruned", "message": f"its tower was pruned at epoch "
+                         f"{t.ended_at}, before this trial's epochs"}
+                status = JobStatus.pruned
+            else:
+                continue  # the training's own end says why (end_unreached)
+            lifecycle.end_unrecorded(st, left, status, error, fence=self.fence)
 
     def _mlflow_step(self, fn, what: str, deadline: Deadline):
         """``fn()`` retried while MLflow does not answer, within ``deadline``
