@@ -208,9 +208,7 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True)
                     t.saved[e] = t.checkpoints[e]
                 if diverged(metrics):
                     t.ended = "diverged"
-                elif i == 0 and signals.prune.is_set():
-                    t.ended = "pruned"
-                elif i != 0 and t.pruner is not None and _pruned(t, e, metrics):
+                elif t.pruner is not None and _pruned(t, e, metrics):
                     t.ended = "pruned"
                 elif e >= t.epochs:
                     t.ended = "done"

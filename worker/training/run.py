@@ -142,6 +142,9 @@ class JobRun:
         towers = None
         if self.ctx and P.is_pack(raw, self.ctx.shared):
             towers = self._pack_towers(raw, plan, model, spe, Path(ckpt_dir.name))
+            # Every tower reports to its pruner at the epoch's end, in tower order (the
+            # reporter's thread would report this job's own tower late and out of turn).
+            towers[0].pruner, self.reporter.on_epochs = self.reporter.on_epochs, None
             callback = P.pack_callback(towers, self.reporter, self.signals,
                                        prefixed=P.backend_packs())
         else:
