@@ -328,6 +328,23 @@ def finish_recorded(settings: Settings, fence: Fence, job_id: str, *, epochs: li
         return OWNED
 
 
+def recorded_progress(settings: Settings, fence: Fence, progress: dict[str, dict]
+                      ) -> set[str] | None:
+    """Live progress of trials recorded from this training (a pack's towers), fenced on its
+    claim; returns those of them asked to cancel, None when the claim no longer holds."""
+    with session_scope(settings.database_url) as s:
+        if _owned(s, fence) is None:
+            return None
+        cancelled = set()
+        for job in s.scalars(select(Job).where(Job.trained_by == fence.job_id)
+                             .where(Job.status == JobStatus.running)).all():
+            if job.id in progress:
+                job.progress = progress[job.id]
+            if job.cancel_requested:
+                cancelled.add(job.id)
+        return cancelled
+
+
 def end_unrecorded(settings: Settings, job_ids: list[str], status: JobStatus,
                    error: dict | None, fence: Fence | None = None) -> int:
     """Trials recorded from a training that did not reach them end with it (failed or

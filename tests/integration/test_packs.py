@@ -103,3 +103,74 @@ def test_a_diverging_and_a_pruned_tower_end_alone(client, worker, mlflow_client)
     run = ended_run(mlflow_client, p["mlflow"]["run_id"])
     assert run.data.tags["kerasyard.pruned"] == "true"
     assert run.data.tags["kerasyard.trial_state"] == "pruned"
+
+
+def test_a_pack_whose_worker_dies_is_retried_as_a_pack(settings, workdir):
+    """SIGKILL the worker while it trains a pack of six trials; a new worker takes the
+    training over and packs the trials not yet recorded: every trial ends succeeded exactly
+    once, with one MLflow child run."""
+    import dataclasses
+
+    import optuna
+
+    from service.api import create_app
+    from service.devstack import RedisServer, WorkerProcess, worker_env
+    from tests.helpers import wait_for
+
+    from .test_sweeps import _kill_tree
+
+    # A redis-server of its own, so the session's worker cannot take these trials.
+    (workdir / "pack-restart").mkdir(exist_ok=True)
+    broker = RedisServer(workdir / "pack-restart")
+    st = dataclasses.replace(settings, stale_heartbeat_s=3, broker_url=broker.url)
+    app = create_app(st, redispatch_interval=1)
+    api = app.test_client()
+    body = tiny_sweep("pack-restart", {"model.hidden_activation": ["relu", "tanh", "sigmoid"],
+                                       "compile.optimizer.learning_rate": [0.05, 0.01]},
+                      max_parallel=1)
+    body["base"]["fit"]["epochs"] = 300
+    w1 = WorkerProcess(worker_env(st), workdir / "pack-restart-worker1.log")
+    w2 = None
+    try:
+        w1.wait_ready()
+        sw = api.post("/api/v1/sweeps", json=body).get_json()
+        assert sw["pack"]["trainings"] == 1
+
+        def training():
+            s = api.get(f"/api/v1/sweeps/{sw['id']}").get_json()
+            return any((j["epoch"] or 0) >= 5 for t in s["trials"] for j in t["jobs"]
+                       if t["trained_by"] is None)
+
+        wait_for(training, 180, 0.05, "the pack to be training")
+        _kill_tree(w1.proc.pid)
+        w1.stop()
+        w2 = WorkerProcess(worker_env(st), workdir / "pack-restart-worker2.log")
+        w2.wait_ready()
+        final = wait_sweep(api, sw["id"], timeout=300)
+    finally:
+        app.extensions["kerasyard.background"].stopped.set()
+        for w in (w1, w2):
+            if w is not None:
+                w.stop()
+        broker.stop()
+    assert final["status"] == "succeeded", final
+    assert all(len(t["jobs"]) == 1 and t["state"] == "succeeded" for t in final["trials"])
+    jobs = sweep_jobs(api, sw["id"])
+    assert len(jobs) == 6
+    trainer = next(j for j in jobs if not j["trained_by"])
+    assert trainer["attempts"] == 2  # killed mid-training, retried
+    assert {j["trained_by"] for j in jobs if j["id"] != trainer["id"]} == {trainer["id"]}
+    # One child run per trial, each FINISHED; the killed attempt's own run ended apart.
+    from mlflow.tracking import MlflowClient
+
+    cl = MlflowClient(st.mlflow_tracking_uri)
+    runs = cl.search_runs([final["mlflow"]["experiment_id"]],
+                          f"tags.kerasyard.sweep_id = '{sw['id']}'")
+    children = [r for r in runs if r.data.tags.get("kerasyard.kind") != "sweep"]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["kerasyard.trial"] for r in finished) == \
+        sorted(t["name"] for t in final["trials"])
+    assert {j["mlflow"]["run_id"] for j in jobs} == {r.info.run_id for r in finished}
+    study = optuna.load_study(study_name=f"kerasyard-sweep-{sw['id']}",
+                              storage=st.database_url)
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.COMPLETE) == 6

@@ -53,10 +53,11 @@ class Tower:
     model: object = None
     pruner: object = None
     history: list[dict] = dataclasses.field(default_factory=list)
-    saved: dict[int, Path] = dataclasses.field(default_factory=dict)
+    saved: dict[int, object] = dataclasses.field(default_factory=dict)  # epoch -> path or model
     checkpoints: dict[int, Path] = dataclasses.field(default_factory=dict)
-    ended: str | None = None  # None (training), "done", "diverged", "pruned"
+    ended: str | None = None  # None (training), "done", "diverged", "pruned", "cancelled"
     ended_at: int | None = None
+    cancelled: set[str] = dataclasses.field(default_factory=set)  # its trials asked to cancel
 
 
 def towers_of(trainer_spec: dict, trainer_epochs: int, shared: list[SharedTrial]
@@ -155,11 +156,15 @@ def diverged(metrics: dict) -> bool:
     return not math.isfinite(metrics.get("loss", 0.0))
 
 
-def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True):
+def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
+                  on_progress=None, progress_interval_s: float = 1.0):
     """Per epoch and tower: its own metrics (under its trial's names) into its history, the
     training job's tower (0) to the reporter; checkpoints; a tower that diverged, that its
-    pruner stopped or that reached its last epoch leaves the pack; cancel and superseded stop
-    the lot. ``prefixed`` False: a lone tower's own fit (the backends that do not pack).
+    pruner stopped, that reached its last epoch or whose trials were all cancelled leaves the
+    pack (the training job's cancel flag cancels tower 0); superseded stops the lot.
+    ``on_progress()`` (at most every ``progress_interval_s``) writes the other trials' live
+    progress and fills each tower's ``cancelled``. ``prefixed`` False: a lone tower's own fit
+    (the backends that do not pack).
 
     The training job's own outcome reads like :func:`~.reporter.epoch_callback`'s:
     ``history``, ``saved``, ``nan_epoch``, ``pruned``, ``cancelled``, ``superseded``."""
@@ -175,6 +180,7 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True)
             self.nan_epoch: int | None = None
             self.superseded = self.cancelled = self.pruned = False
             self._t = time.perf_counter()
+            self._progress_at = time.monotonic()
 
         @property
         def history(self) -> list[dict]:
@@ -203,7 +209,9 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True)
                 t.history.append(metrics)
                 if i == 0:
                     reporter.epoch(e, metrics)
-                if e in t.checkpoints:
+                if e in t.checkpoints and i != 0 and e >= t.epochs:
+                    t.saved[e] = t.model  # it leaves the pack now: the model stays as it is
+                elif e in t.checkpoints:
                     t.model.save(t.checkpoints[e])
                     t.saved[e] = t.checkpoints[e]
                 if diverged(metrics):
@@ -215,13 +223,21 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True)
                 if t.ended:
                     t.ended_at = e
                     leaving.append(i)
+            if on_progress is not None and \
+                    time.monotonic() - self._progress_at >= progress_interval_s:
+                self._progress_at = time.monotonic()
+                on_progress()
+            for i in list(self.active):
+                t = by_index[i]
+                cancel = signals.cancel.is_set() if i == 0 else \
+                    bool(t.trials) and all(tr.id in t.cancelled for tr in t.trials)
+                if cancel and i not in leaving:
+                    t.ended, t.ended_at = "cancelled", e
+                    leaving.append(i)
             if own.ended == "diverged" and self.nan_epoch is None:
                 self.nan_epoch = own.ended_at
             self.pruned = own.ended == "pruned"
-            if signals.cancel.is_set():
-                self.cancelled = True
-                self.model.stop_training = True
-                return
+            self.cancelled = own.ended == "cancelled"
             for i in leaving:
                 self.active.remove(i)
             if not self.active:

@@ -140,13 +140,16 @@ class JobRun:
         y_val = M.prepare_targets(data.y_val, spec, plan)
         ckpt_dir = shared_trials.checkpoint_dir() if self.ctx and self.ctx.shared else None
         towers = None
+        timings: dict = {}
         if self.ctx and P.is_pack(raw, self.ctx.shared):
             towers = self._pack_towers(raw, plan, model, spe, Path(ckpt_dir.name))
             # Every tower reports to its pruner at the epoch's end, in tower order (the
             # reporter's thread would report this job's own tower late and out of turn).
             towers[0].pruner, self.reporter.on_epochs = self.reporter.on_epochs, None
             callback = P.pack_callback(towers, self.reporter, self.signals,
-                                       prefixed=P.backend_packs())
+                                       prefixed=P.backend_packs(),
+                                       on_progress=lambda: self._tower_progress(towers),
+                                       progress_interval_s=max(st.report_interval_s, 1.0))
         else:
             callback = epoch_callback(self.reporter, self.signals, shared_trials.checkpoints(
                 self.ctx, Path(ckpt_dir.name)) if ckpt_dir else None)
@@ -188,9 +191,10 @@ class JobRun:
                     st, self.fence, self.signals, self.mlflow, ctx=self.ctx,
                     parent_run_id=self.parent_run_id, trainer_run_id=self.run_id, data=data,
                     history=history, saved=callback.saved,
-                    trials=towers[0].trials if towers else None)
+                    trials=[tr for tr in towers[0].trials if tr.id not in towers[0].cancelled]
+                    if towers else None, timings=timings)
             if towers is not None and not self.superseded:
-                self._record_towers(towers[1:], data, cancelled=callback.cancelled)
+                self._record_towers(towers, data, timings)
         finally:
             if ckpt_dir is not None:
                 ckpt_dir.cleanup()
@@ -217,6 +221,10 @@ class JobRun:
         if callback.pruned:
             self.pruned_at = len(history)
             summary["pruned_at_epoch"] = len(history)
+        if towers is not None:
+            summary["pack"] = {"towers": len(towers), "trials": 1 + len(self.ctx.shared),
+                               "packed": P.backend_packs(),
+                               **{k: round(v, 3) for k, v in timings.items()}}
         if self.mlflow is not None and not self.superseded:
             self._mlflow_step(lambda: artifacts.write_artifacts(
                 self.mlflow, self.run_id, raw, spec, plan, model, data, history),
@@ -285,21 +293,47 @@ class JobRun:
                 break
         return own
 
-    def _record_towers(self, towers: list[P.Tower], data, cancelled: bool) -> None:
+    def _tower_progress(self, towers: list[P.Tower]) -> None:
+        """Live progress of the trials the pack carries; reads which were asked to cancel."""
+        progress = {}
+        for t in towers:
+            for tr in t.trials:
+                e = min(len(t.history), tr.epochs)
+                if e:
+                    progress[tr.id] = {"epoch": e, "epochs": tr.epochs,
+                                       "metrics": clean(t.history[e - 1])}
+        try:
+            cancelled = lifecycle.recorded_progress(self.settings, self.fence, progress)
+        except Exception:
+            log.warning("progress write of job %s's pack failed", self.job_id, exc_info=True)
+            return
+        for t in towers:
+            t.cancelled = {tr.id for tr in t.trials if tr.id in (cancelled or ())}
+
+    def _record_towers(self, towers: list[P.Tower], data, timings: dict) -> None:
         """Each other tower's trials are recorded like shared trials; a tower that diverged
-        fails the trials it did not reach with the reason, a pruned one ends pruned."""
+        fails the trials it did not reach with the reason, a pruned one ends pruned; trials
+        asked to cancel end cancelled."""
         st = self.settings
         for t in towers:
             if self.superseded:
                 return
+            if t.cancelled:
+                lifecycle.end_unrecorded(st, sorted(t.cancelled), JobStatus.cancelled,
+                                         {"type": "Cancelled", "message": "cancelled while "
+                                          f"its tower trained in job {self.job_id}'s pack"},
+                                         fence=self.fence)
+            if t.index == 0:
+                continue  # recorded with this job's own trial
+            keep = [tr for tr in t.trials if tr.id not in t.cancelled]
             done = set(shared_trials.record(
                 st, self.fence, self.signals, self.mlflow, ctx=self.ctx,
                 parent_run_id=self.parent_run_id, trainer_run_id=self.run_id, data=data,
-                history=t.history, saved=t.saved, trials=t.trials,
-                pruned_model=t.model if t.ended == "pruned" else None))
-            left = [tr.id for tr in t.trials if tr.id not in done]
-            if not left or (cancelled and t.ended is None):
-                continue  # a cancelled pack: they end with it (end_unreached)
+                history=t.history, saved=t.saved, trials=keep,
+                pruned_model=t.model if t.ended == "pruned" else None, timings=timings))
+            left = [tr.id for tr in keep if tr.id not in done]
+            if not left:
+                continue
             if t.ended == "diverged":
                 h = t.history[-1] if t.history else {}
                 error = {"type": "TrainingFailed", "message": (

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import time
 from pathlib import Path
 
 from service import lifecycle
@@ -40,10 +41,12 @@ def checkpoints(ctx: TrialContext | None, folder: Path) -> dict[int, Path]:
 def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: TrialContext,
            parent_run_id: str | None, trainer_run_id: str | None, data,
            history: list[dict], saved: dict[int, Path],
-           trials: list[SharedTrial] | None = None, pruned_model=None) -> list[str]:
+           trials: list[SharedTrial] | None = None, pruned_model=None,
+           timings: dict | None = None) -> list[str]:
     """Record each shared trial this training reached (``trials``: those of one tower of a
     pack; all of them by default); returns the ids recorded. One that fails ends ``failed``
-    (the others go on); a superseded claim stops the lot.
+    (the others go on); a superseded claim stops the lot. ``timings`` gets ``record_s`` and
+    ``model_log_s`` added (seconds spent, the model logging included in the first).
 
     With ``pruned_model`` (a pack's tower its pruner stopped, at ``len(history)`` epochs), the
     trial with the most epochs is recorded ``pruned`` from that model and history."""
@@ -61,11 +64,12 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
         elif len(history) < e or not math.isfinite(history[e - 1].get("loss", math.nan)) \
                 or e not in saved:
             continue  # not reached: ended with the training
+        t0 = time.perf_counter()
         try:
             answer = _record_one(settings, fence, cl, ctx, trial, parent_run_id,
                                  trainer_run_id, data, history[:e],
                                  pruned_model if pruned else saved[e],
-                                 JobStatus.pruned if pruned else JobStatus.succeeded)
+                                 JobStatus.pruned if pruned else JobStatus.succeeded, timings)
         except Exception as exc:
             log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
             lifecycle.end_unrecorded(
@@ -73,6 +77,9 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
                 {"type": type(exc).__name__, "message": f"recording this trial from the "
                  f"training of job {fence.job_id} failed: {exc}"}, fence=fence)
             continue
+        finally:
+            if timings is not None:
+                timings["record_s"] = timings.get("record_s", 0.0) + time.perf_counter() - t0
         if answer is Ownership.OWNED:
             done.append(trial.id)
         elif not lifecycle.still_owned(settings, fence):
@@ -82,8 +89,8 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
 
 def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: SharedTrial,
                 parent_run_id: str | None, trainer_run_id: str | None, data,
-                history: list[dict], checkpoint, status: JobStatus = JobStatus.succeeded
-                ) -> Ownership:
+                history: list[dict], checkpoint, status: JobStatus = JobStatus.succeeded,
+                timings: dict | None = None) -> Ownership:
     """``checkpoint``: where the model was saved at the trial's epochs, or the model."""
     import keras
 
@@ -110,7 +117,11 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
         tracking.log_epochs(cl, run_id, list(enumerate(history, start=1)))
         artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data, history)
         if settings.log_model and status == JobStatus.succeeded:
+            t0 = time.perf_counter()
             artifacts.log_model(settings, model, data, run_id)
+            if timings is not None:
+                timings["model_log_s"] = timings.get("model_log_s", 0.0) + \
+                    time.perf_counter() - t0
     summary = {"epochs_completed": len(history),
                "stopped_early": status != JobStatus.succeeded,
                "final_metrics": clean(history[-1]),
