@@ -128,7 +128,7 @@ def test_a_pack_whose_worker_dies_is_retried_as_a_pack(settings, workdir):
     body = tiny_sweep("pack-restart", {"model.hidden_activation": ["relu", "tanh", "sigmoid"],
                                        "compile.optimizer.learning_rate": [0.05, 0.01]},
                       max_parallel=1)
-    body["base"]["fit"]["epochs"] = 300
+    body["base"]["fit"]["epochs"] = 200
     w1 = WorkerProcess(worker_env(st), workdir / "pack-restart-worker1.log")
     w2 = None
     try:

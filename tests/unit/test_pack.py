@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
