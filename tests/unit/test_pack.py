@@ -186,3 +186,46 @@ def test_random_sweeps_do_not_pack():
     sweep = _lecture_sweep() | {"method": "random", "max_trials": 4}
     _, plan = validate_sweep(sweep)
     assert not plan.pack and "grid" in plan.pack_why
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TF packs")
+def test_the_pack_callback_maps_logs_and_takes_diverged_and_cancelled_towers_out():
+    """Through the worker's callback: tower 1 diverges (1e12) and leaves with its weights
+    kept; tower 2's trial is cancelled after the first epoch and leaves; tower 0 trains on to
+    the end, exactly as alone, and only its epochs go to the job's reporter."""
+    from service.sweeps.for_worker import SharedTrial
+    from worker.training.reporter import Signals
+
+    specs = [_variant("relu"), _variant("tanh", lr=1e12), _variant("sigmoid")]
+    spec, plan, data, yt, yv = _prepared(specs[0])
+    towers = []
+    for i, d in enumerate(specs):
+        trials = [] if i == 0 else [SharedTrial(id=f"trial-{i}", name=str(i), spec=d,
+                                                epochs=3, number=i, params={})]
+        t = P.Tower(i, d, trials, 3)
+        t.spec, t.plan = S.validate_job(d)
+        t.model = _model(t.spec, t.plan, 1)
+        towers.append(t)
+
+    class JobEpochs:  # what the job's Reporter is handed
+        got: list = []
+
+        def epoch(self, e, metrics):
+            self.got.append(e)
+
+    def progress():
+        if towers[2].history:
+            towers[2].cancelled = {"trial-2"}
+
+    cb = P.pack_callback(towers, JobEpochs(), Signals(), on_progress=progress,
+                         progress_interval_s=0.0)
+    pk = P.make_pack([t.model for t in towers], 1, (data.x_train[:8], yt[:8]))
+    _fit(pk, spec, plan, data, yt, yv, [cb])
+    assert [t.ended for t in towers] == ["done", "diverged", "cancelled"]
+    assert [len(t.history) for t in towers] == [3, towers[1].ended_at, 1]
+    assert not P.diverged(towers[0].history[-1]) and P.diverged(towers[1].history[-1])
+    assert JobEpochs.got == [1, 2, 3] and cb.nan_epoch is None and not cb.cancelled
+    alone_history, alone_weights = _separate(specs[0], 1)
+    assert [h["val_loss"] for h in towers[0].history] == alone_history["val_loss"]
+    assert all(np.array_equal(a, b) for a, b in
+               zip(alone_weights, towers[0].model.get_weights(), strict=True))
