@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -229,3 +232,52 @@ def test_the_pack_callback_maps_logs_and_takes_diverged_and_cancelled_towers_out
     assert [h["val_loss"] for h in towers[0].history] == alone_history["val_loss"]
     assert all(np.array_equal(a, b) for a, b in
                zip(alone_weights, towers[0].model.get_weights(), strict=True))
+
+
+JAX_CHECK = """
+import numpy as np
+import keras
+from service import spec as S
+from service.sweeps.for_worker import SharedTrial
+from tests.unit.test_pack import _fit, _model, _prepared, _separate, _variant
+from worker.training import pack as P
+from worker.training.reporter import Signals
+
+assert keras.backend.backend() == "jax" and not P.backend_packs()
+specs = [_variant("relu"), _variant("tanh", 16, 0.1), _variant("sigmoid", 32, 0.003, "adam")]
+spec, plan, data, yt, yv = _prepared(specs[0])
+towers = []
+for i, d in enumerate(specs):
+    trials = [] if i == 0 else [SharedTrial(id=str(i), name=str(i), spec=d, epochs=3,
+                                            number=i, params={})]
+    t = P.Tower(i, d, trials, 3)
+    t.spec, t.plan = S.validate_job(d)
+    t.model = _model(t.spec, t.plan, 1)
+    towers.append(t)
+
+class JobEpochs:
+    def epoch(self, e, metrics):
+        pass
+
+signals = Signals()
+own = P.pack_callback(towers, JobEpochs(), signals, prefixed=False)
+P.fit_in_turn(towers, own, JobEpochs(), signals,
+              lambda t, cb: _fit(t.model, t.spec, t.plan, data, yt, yv, [cb]))
+for d, t in zip(specs, towers):
+    alone, weights = _separate(d, 1)
+    assert t.ended == "done" and len(t.history) == 3
+    for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [h[k] for h in t.history] == alone[k], (k, t.index)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, t.model.get_weights()))
+print("JAX-OK")
+"""
+
+
+def test_on_jax_the_towers_of_a_pack_train_in_turn_exactly():
+    """JAX does not pack (one tower's fit after another in the same job): the worker's
+    fallback gives each tower a separate training's metrics and weights, bit for bit."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", JAX_CHECK], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "JAX-OK" in proc.stdout, proc.stderr[-3000:]

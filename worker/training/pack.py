@@ -248,6 +248,20 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
     return PackReporter()
 
 
+def fit_in_turn(towers: list[Tower], own, reporter, signals, fit):
+    """The backends that do not pack: each tower's own ``fit(tower, callback)`` in turn (the
+    job's own tower first, with ``own``, the pack's callback); returns ``own``."""
+    own.active = [0]
+    for t in towers:
+        cb = own if t.index == 0 else pack_callback([t], reporter, signals, prefixed=False)
+        fit(t, cb)
+        if signals.cancel.is_set() or cb.superseded:
+            own.cancelled, own.superseded = own.cancelled or signals.cancel.is_set(), \
+                cb.superseded
+            break
+    return own
+
+
 def _pruned(t: Tower, epoch: int, metrics: dict) -> bool:
     try:
         return bool(t.pruner([(epoch, metrics)]))

@@ -281,17 +281,10 @@ class JobRun:
             pk.fit(batches(), epochs=plan.epochs, validation_data=validation(),
                    callbacks=[callback], **kw)
             return callback
-        own = callback
-        own.active = [0]
-        for t in towers:
-            cb = own if t.index == 0 else P.pack_callback([t], self.reporter, self.signals,
-                                                          prefixed=False)
-            t.model.fit(batches(), epochs=t.epochs, validation_data=validation(),
-                        callbacks=[cb], **kw)
-            if cb.cancelled or cb.superseded:
-                own.cancelled, own.superseded = cb.cancelled, cb.superseded
-                break
-        return own
+        return P.fit_in_turn(towers, callback, self.reporter, self.signals,
+                             lambda t, cb: t.model.fit(batches(), epochs=t.epochs,
+                                                       validation_data=validation(),
+                                                       callbacks=[cb], **kw))
 
     def _tower_progress(self, towers: list[P.Tower]) -> None:
         """Live progress of the trials the pack carries; reads which were asked to cancel."""
