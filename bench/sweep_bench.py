@@ -1,4 +1,5 @@
-"""Sweep benchmark: "train once for the epochs axis" against a naive sweep, in one run.
+"""Sweep benchmark: packed trials, unpacked trials and the plain loop a user would write, in
+one run.
 
     .venv/bin/python -m bench.sweep_bench [--epochs 10,50,200] [--batch-sizes 1,5,40,160]
                                           [--activations sigmoid,relu,tanh] [--json out.json]
@@ -9,16 +10,19 @@ It runs examples/sweep_lecture.json (the lecture MLP; batch size x hidden activa
 epochs, 36 trials by default) twice through the service on its embedded stack (SQLite jobs
 database with Optuna's study in it, kombu's filesystem broker, an ``mlflow server`` on SQLite,
 one Celery worker with two prefork children, warmed up with two untimed 1-epoch jobs, the
-API in this process), once with
-``share_epochs: true`` (each configuration trains once, to its largest epoch count; the
-shorter trials are recorded from that training) and once with ``share_epochs: false`` (every
-trial trains on its own, as W&B Sweeps, Ray Tune or Optuna would run it). Everything else is
-the same, ``max_parallel`` 2 included; which goes first alternates with ``--repeats``.
+API in this process): ``packed`` (the defaults: each configuration trains once to its largest
+epoch count, and the configurations of one batch size train together as one model, one tower
+each) and ``unpacked`` (``pack: false``: one training per configuration). Both log every
+trial's child run, metrics, artifacts and model. Then ``plain``: bench/plain_sweep.py, one
+Python process looping over the 36 configurations with plain Keras and no tracking, timed
+start to exit. Everything else is the same, ``max_parallel`` 2 included; the service modes
+alternate which goes first with ``--repeats``.
 
-Printed, per mode: epochs trained (the sum over trainings of the epochs each ran), trials,
-wall time from POST /api/v1/sweeps until the sweep has ended and its report is written,
-and the ratios shared / naive. It also checks that both modes give every trial the same
-objective value, bit for bit (the results are identical, only cheaper).
+Printed, per mode: trainings, epochs trained, fit time, wall time (POST /api/v1/sweeps until
+the sweep has ended and its report is written; the plain loop's whole process), the ratios
+packed / plain, unpacked / plain and packed / unpacked, and where the packed sweep's time
+went (fit, recording the carried trials: MLflow child runs and artifacts, model logging). It
+checks that packed and unpacked give every trial the same objective, bit for bit.
 """
 
 from __future__ import annotations
@@ -38,10 +42,13 @@ from service.devstack import Process, StackError, WorkerProcess
 EXAMPLE = ROOT / "examples" / "sweep_lecture.json"
 
 
-def sweep_body(args, share: bool, tag: str) -> dict:
+PLAIN = ROOT / "bench" / "plain_sweep.py"
+
+
+def sweep_body(args, pack: bool, tag: str) -> dict:
     body = json.loads(EXAMPLE.read_text())
     body["name"] = f"{body['name']} ({tag})"
-    body["share_epochs"] = share
+    body["pack"] = pack
     body["parameters"] = {
         "fit.batch_size": [int(x) for x in args.batch_sizes.split(",")],
         "model.hidden_activation": args.activations.split(","),
@@ -72,7 +79,10 @@ def run_sweep(client, body: dict, worker: WorkerProcess, timeout: float) -> dict
                          f"{[(t['name'], t['state']) for t in sw['trials']]}")
     jobs = client.get(f"/api/v1/jobs?sweep_id={sweep_id}&limit=500").get_json()["jobs"]
     trainings = [j for j in jobs if not j["trained_by"]]
+    packs = [j["summary"].get("pack") or {} for j in trainings]
     return {
+        "record_s": sum(p.get("record_s", 0.0) for p in packs),
+        "model_log_s": sum(p.get("model_log_s", 0.0) for p in packs),
         "wall_s": wall,
         "trials": len(sw["trials"]),
         "trainings": len(trainings),
@@ -125,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     children: list[Process] = []
     worker = None
     old_cwd = os.getcwd()
-    results: dict[str, list[dict]] = {"shared": [], "naive": []}
+    results: dict[str, list[dict]] = {"packed": [], "unpacked": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="kerasyard-sweep-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -151,14 +161,20 @@ def main(argv: list[str] | None = None) -> int:
             log(f"worker ready in {worker.wait_ready(300):.1f} s; warming up both children")
             warm_up(client, worker, args.timeout)
             for i in range(args.repeats):
-                order = ("shared", "naive") if i % 2 == 0 else ("naive", "shared")
+                order = ("packed", "unpacked") if i % 2 == 0 else ("unpacked", "packed")
                 for mode in order:
-                    res = run_sweep(client, sweep_body(args, mode == "shared", f"{mode} {i + 1}"),
+                    res = run_sweep(client, sweep_body(args, mode == "packed", f"{mode} {i + 1}"),
                                     worker, args.timeout)
                     results[mode].append(res)
                     log(f"repeat {i + 1} {mode}: {res['trials']} trials, {res['trainings']} "
                         f"trainings, {res['epochs_trained']} epochs trained, wall "
                         f"{res['wall_s']:.1f} s")
+            worker.stop()  # the plain loop gets the machine to itself, as the sweeps did
+            worker = None
+            for i in range(args.repeats):
+                res = run_plain(args, env, args.timeout)
+                results["plain"].append(res)
+                log(f"repeat {i + 1} plain: {res['trials']} trials, wall {res['wall_s']:.1f} s")
         except (BenchError, StackError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -176,38 +192,54 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_plain(args, env: dict, timeout: float) -> dict:
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(PLAIN), "--epochs", args.epochs,
+                           "--batch-sizes", args.batch_sizes, "--activations", args.activations],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BenchError(f"the plain loop failed: {proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    epochs = [int(e) for e in args.epochs.split(",")]
+    return {"wall_s": wall, "trials": out["trials"], "trainings": out["trials"],
+            "epochs_trained": sum(epochs) * out["trials"] // len(epochs),
+            "fit_s": out["fit_time_s"], "objectives": out["val_loss"]}
+
+
 def summarize(results: dict[str, list[dict]]) -> dict:
     import statistics
 
-    shared, naive = results["shared"], results["naive"]
     med = lambda rows, key: statistics.median(r[key] for r in rows)
-    out = {
-        "trials": shared[0]["trials"],
-        "epochs_trained_shared": med(shared, "epochs_trained"),
-        "epochs_trained_naive": med(naive, "epochs_trained"),
-        "trainings_shared": med(shared, "trainings"),
-        "trainings_naive": med(naive, "trainings"),
-        "wall_shared_s": med(shared, "wall_s"),
-        "wall_naive_s": med(naive, "wall_s"),
-        "fit_shared_s": med(shared, "fit_s"),
-        "fit_naive_s": med(naive, "fit_s"),
-    }
-    out["epochs_ratio"] = out["epochs_trained_shared"] / out["epochs_trained_naive"]
-    out["wall_ratio"] = out["wall_shared_s"] / out["wall_naive_s"]
-    out["fit_ratio"] = out["fit_shared_s"] / out["fit_naive_s"]
-    same = all(s["objectives"] == n["objectives"] for s in shared for n in naive)
+    modes = ("packed", "unpacked", "plain")
+    out: dict = {"trials": results["packed"][0]["trials"]}
+    for mode in modes:
+        for key in ("trainings", "epochs_trained", "fit_s", "wall_s"):
+            out[f"{key}_{mode}"] = med(results[mode], key)
+    for key in ("record_s", "model_log_s"):
+        out[f"{key}_packed"] = med(results["packed"], key)
+    out["wall_packed_over_plain"] = out["wall_s_packed"] / out["wall_s_plain"]
+    out["wall_unpacked_over_plain"] = out["wall_s_unpacked"] / out["wall_s_plain"]
+    out["wall_packed_over_unpacked"] = out["wall_s_packed"] / out["wall_s_unpacked"]
+    same = all(p["objectives"] == u["objectives"] for p in results["packed"]
+               for u in results["unpacked"])
     out["identical_objectives"] = same
     print(f"\ntrials per sweep: {out['trials']}")
-    print(f"{'':24}{'shared':>12}{'naive':>12}{'shared/naive':>14}")
-    print(f"{'trainings':24}{out['trainings_shared']:>12}{out['trainings_naive']:>12}"
-          f"{out['trainings_shared'] / out['trainings_naive']:>14.3f}")
-    print(f"{'epochs trained':24}{out['epochs_trained_shared']:>12}"
-          f"{out['epochs_trained_naive']:>12}{out['epochs_ratio']:>14.3f}")
-    print(f"{'fit time, summed (s)':24}{out['fit_shared_s']:>12.1f}{out['fit_naive_s']:>12.1f}"
-          f"{out['fit_ratio']:>14.3f}")
-    print(f"{'sweep wall time (s)':24}{out['wall_shared_s']:>12.1f}{out['wall_naive_s']:>12.1f}"
-          f"{out['wall_ratio']:>14.3f}")
-    print(f"every trial's objective identical in both modes: {same}")
+    print(f"{'':24}{'packed':>10}{'unpacked':>10}{'plain':>10}{'pk/plain':>10}"
+          f"{'unpk/plain':>11}{'pk/unpk':>9}")
+    for key, label, fmt in (("trainings", "trainings", "{:>10.0f}"),
+                            ("epochs_trained", "epochs trained", "{:>10.0f}"),
+                            ("fit_s", "fit time, summed (s)", "{:>10.1f}"),
+                            ("wall_s", "wall time (s)", "{:>10.1f}")):
+        p, u, pl = (out[f"{key}_{m}"] for m in modes)
+        print(f"{label:24}" + fmt.format(p) + fmt.format(u) + fmt.format(pl)
+              + f"{p / pl:>10.3f}{u / pl:>11.3f}{p / u:>9.3f}")
+    print(f"packed, summed over its trainings: fit {out['fit_s_packed']:.1f} s, recording the "
+          f"carried trials {out['record_s_packed']:.1f} s (of which model logging "
+          f"{out['model_log_s_packed']:.1f} s)")
+    print(f"every trial's objective identical packed and unpacked: {same}")
     return out
 
 

@@ -106,6 +106,10 @@ class Settings:
     # Largest number of train steps fused into one compiled call; Keras runs callbacks once per
     # execution, so we pick a divisor of steps_per_epoch and per-epoch logging stays exact.
     max_steps_per_execution: int = 256
+    # Sweep trials trained together as one model (one tower each) by a CPU worker / a GPU
+    # worker (the sweep's resources.queue "gpu"); the memory estimate caps them too.
+    pack_max_towers: int = 16
+    pack_max_towers_gpu: int = 128
     # How often the worker's reporter thread flushes epochs to MLflow / the database and reads
     # the cancel flag. Fit never waits for either.
     report_interval_s: float = 0.25
@@ -181,6 +185,8 @@ class Settings:
             api_token=token,
             keras_backend=os.environ.get("KERAS_BACKEND", "tensorflow"),
             max_steps_per_execution=_env_int("KERASYARD_MAX_STEPS_PER_EXECUTION", 256),
+            pack_max_towers=_env_int("KERASYARD_PACK_MAX_TOWERS", 16),
+            pack_max_towers_gpu=_env_int("KERASYARD_PACK_MAX_TOWERS_GPU", 128),
             report_interval_s=_env_float("KERASYARD_REPORT_INTERVAL_S", 0.25),
             mlflow_flush_interval_s=_env_float("KERASYARD_MLFLOW_FLUSH_INTERVAL_S", 1.0),
             mlflow_max_duty=_env_float("KERASYARD_MLFLOW_MAX_DUTY", 0.01),

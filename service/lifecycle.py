@@ -311,8 +311,10 @@ def start_recorded(settings: Settings, fence: Fence) -> list[Job]:
 
 def finish_recorded(settings: Settings, fence: Fence, job_id: str, *, epochs: list[dict],
                     summary: dict, progress: dict, run_id: str | None,
-                    experiment_id: str | None) -> Ownership:
-    """A trial recorded from this training ends ``succeeded`` with its own epoch rows."""
+                    experiment_id: str | None,
+                    status: JobStatus = JobStatus.succeeded) -> Ownership:
+    """A trial recorded from this training ends ``succeeded`` (or ``pruned``: a pack's tower
+    its pruner stopped) with its own epoch rows."""
     with session_scope(settings.database_url) as s:
         if _owned(s, fence) is None:
             return SUPERSEDED
@@ -322,8 +324,25 @@ def finish_recorded(settings: Settings, fence: Fence, job_id: str, *, epochs: li
         insert_epochs(s, job_id, list(enumerate(epochs, start=1)))
         job.progress = progress
         job.mlflow_run_id, job.mlflow_experiment_id = run_id, experiment_id
-        end(job, JobStatus.succeeded, summary=summary)
+        end(job, status, summary=summary)
         return OWNED
+
+
+def recorded_progress(settings: Settings, fence: Fence, progress: dict[str, dict]
+                      ) -> set[str] | None:
+    """Live progress of trials recorded from this training (a pack's towers), fenced on its
+    claim; returns those of them asked to cancel, None when the claim no longer holds."""
+    with session_scope(settings.database_url) as s:
+        if _owned(s, fence) is None:
+            return None
+        cancelled = set()
+        for job in s.scalars(select(Job).where(Job.trained_by == fence.job_id)
+                             .where(Job.status == JobStatus.running)).all():
+            if job.id in progress:
+                job.progress = progress[job.id]
+            if job.cancel_requested:
+                cancelled.add(job.id)
+        return cancelled
 
 
 def end_unrecorded(settings: Settings, job_ids: list[str], status: JobStatus,

@@ -14,7 +14,8 @@ from .spec import JobSpec, Limits, TrainingPlan, validate_job
 
 def limits(settings: Settings) -> Limits:
     return Limits(settings.max_params, settings.max_epochs, settings.max_samples,
-                  settings.max_job_memory_mb)
+                  settings.max_job_memory_mb, settings.pack_max_towers,
+                  settings.pack_max_towers_gpu)
 
 
 def resolver(settings: Settings, data: Any):

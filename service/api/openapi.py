@@ -182,6 +182,8 @@ def _schemas() -> dict:
         "max_trials": {"type": ["integer", "null"]}, "max_parallel": {"type": "integer"},
         "repeats": {"type": "integer"}, "early_stopping": NULLABLE_OBJ,
         "share_epochs": _obj({"on": {"type": "boolean"}, "why": {"type": "string"}}),
+        "pack": _obj({"on": {"type": "boolean"}, "why": {"type": "string"},
+                      "trainings": {"type": ["integer", "null"]}}),
         "progress": _obj({
             "done": {"type": "integer"}, "total": {"type": "integer"},
             "running": {"type": "integer"}, "queued": {"type": "integer"},

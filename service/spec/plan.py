@@ -15,6 +15,9 @@ class Limits:
     max_samples: int = 200_000
     # What one job may add to a training process's memory (see service.spec.memory).
     max_job_memory_mb: int = 2048
+    # Sweep trials packed into one training (service.spec.sweep_checks), CPU / GPU queue.
+    pack_max_towers: int = 16
+    pack_max_towers_gpu: int = 128
 
 
 DEFAULT_LIMITS = Limits()

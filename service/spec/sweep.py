@@ -99,6 +99,8 @@ class SweepSpec(_Strict):
                       "(random, tpe).")
     share_epochs: bool = Field(default=True, description="Train once for the epochs axis when "
                                "that gives the same result as separate trainings.")
+    pack: bool = Field(default=True, description="Train the trials that share the data, its "
+                       "order and the batch size together as one model, one tower per trial.")
     resources: ResourcesSpec | None = None
 
 
@@ -189,6 +191,11 @@ class SweepPlan:
     groups: list[list[int]] | None  # grid: trial indices trained once for the epochs axis
     share_epochs: bool
     share_epochs_why: str
+    # grid: trial indices trained by one training, one tower per configuration (an epoch group
+    # is one tower); the first index trains, the others are recorded from its training.
+    pack: bool = False
+    pack_why: str = "pack is false"
+    packs: list[list[int]] | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from .checks import parse_spec, validate_job
 from .errors import ErrorDetail, SpecError, humanize_all
 from .models import ACTIVATIONS
+from .memory import MB, estimate
 from .plan import DEFAULT_LIMITS, Limits
 from .shapes import DatasetInfo
 from .sweep import (
@@ -108,6 +110,7 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
     # The sweep's own fields, the base's fields and the parameters' values are independent:
     # their errors are reported together.
     errors: list[ErrorDetail] = []
+    plans: dict[int, Any] = {}  # id(validated JobSpec) -> its TrainingPlan
     try:
         sweep = parse_sweep(data)
     except SpecError as exc:
@@ -125,7 +128,9 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
             return None
         shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
         try:
-            return validate_job(spec_dict, limits, resolve_upload)[0]
+            parsed, job_plan = validate_job(spec_dict, limits, resolve_upload)
+            plans[id(parsed)] = job_plan
+            return parsed
         except SpecError as exc:
             for d in exc.details:
                 where = next((p for p in params if d.loc == p or d.loc.startswith(p + ".")
@@ -235,9 +240,12 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
         raise SpecError(errors)
 
     share, why, groups = _epoch_groups(sweep, configs, specs, total)
+    pack, pack_why, packs = _packs(sweep, specs, [plans.get(id(s)) for s in specs], total,
+                                   groups, limits)
     return sweep, SweepPlan(method=sweep.method, param_order=list(sweep.parameters),
-                            total=total, repeats=sweep.repeats, distributions=distributions, configs=configs, groups=groups,
-                            share_epochs=share, share_epochs_why=why)
+                            total=total, repeats=sweep.repeats, distributions=distributions,
+                            configs=configs, groups=groups, share_epochs=share,
+                            share_epochs_why=why, pack=pack, pack_why=pack_why, packs=packs)
 
 
 def _check_objective(sweep: SweepSpec, specs: list, errors: list[ErrorDetail]) -> None:
@@ -283,3 +291,68 @@ def _epoch_groups(sweep: SweepSpec, configs: list[dict] | None, specs: list, tot
     if all(len(g) == 1 for g in groups):
         return False, "every configuration has one epoch count", None
     return True, "each configuration trains once, to its largest fit.epochs", groups
+
+
+def pack_key(spec) -> str:
+    """What trials must share to train as one model: everything but the model, the optimizer,
+    the epochs and the name (the data, its split and order, the batch size, loss, metrics)."""
+    d = spec.model_dump(mode="json")
+    for k in ("name", "model", "tags"):
+        d.pop(k, None)
+    d.get("compile", {}).pop("optimizer", None)
+    d.get("fit", {}).pop("epochs", None)
+    return json.dumps(d, sort_keys=True)
+
+
+def _packs(sweep: SweepSpec, specs: list, plans: list, total: int,
+           groups: list[list[int]] | None, limits: Limits
+           ) -> tuple[bool, str, list[list[int]] | None]:
+    """Towers (a configuration, or an epoch group trained once) that can share one training,
+    in packs capped by the worker's tower count and by the memory estimate. The tower with the
+    most epochs leads each pack (its first index trains); the pack trains to its epochs."""
+    if not sweep.pack:
+        return False, "pack is false", None
+    if sweep.method != "grid" or not specs or len(specs) < total:
+        return False, "only a grid knows its trials in advance", None
+    specs = specs[:total]
+    if any(s is None or p is None for s, p in zip(specs, plans[:total])):
+        return False, "some configurations are invalid", None
+    if any(s.fit.early_stopping is not None for s in specs):
+        return False, "fit.early_stopping stops trainings at different epochs", None
+    gpu = (sweep.resources.queue if sweep.resources else None) == "gpu"
+    cap = limits.pack_max_towers_gpu if gpu else limits.pack_max_towers
+    if cap < 2:
+        return False, f"the {'GPU' if gpu else 'CPU'} worker packs at most {cap} tower", None
+    towers = groups or [[i] for i in range(total)]
+    by_key: dict[str, list[list[int]]] = {}
+    for tower in towers:
+        by_key.setdefault(pack_key(specs[tower[0]]), []).append(tower)
+    budget = limits.max_job_memory_mb * MB
+    packs: list[list[list[int]]] = []  # pack -> its towers -> trial indices
+    memory_capped = False
+    for same in by_key.values():
+        same = sorted(same, key=lambda t: -specs[t[0]].fit.epochs)
+        current: list[list[int]] = []
+        used = 0
+        for tower in same:
+            est = estimate(specs[tower[0]], plans[tower[0]])
+            need = est.total if not current else est.total - est.dataset
+            if current and (len(current) >= cap or used + need > budget):
+                memory_capped |= len(current) < cap
+                packs.append(current)
+                current, used, need = [], 0, est.total
+            current.append(tower)
+            used += need
+        packs.append(current)
+    if max(len(p) for p in packs) < 2:
+        why = "no two configurations share the data, its split and order and the batch size"
+        if memory_capped:
+            why = "the memory estimate leaves room for one tower per training"
+        return False, why, None
+    why = (f"{len(towers)} towers in {len(packs)} trainings: trials that share the data, its "
+           f"split and order and the batch size train as one model (one tower each, at most "
+           f"{cap} per {'GPU' if gpu else 'CPU'} worker"
+           + (", fewer where the memory estimate says so" if memory_capped else "") + ")")
+    if groups:
+        why += "; each tower trains once to its largest fit.epochs"
+    return True, why, [[i for t in p for i in t] for p in packs]

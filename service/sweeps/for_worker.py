@@ -48,6 +48,7 @@ class SharedTrial:
     epochs: int
     number: int
     params: dict
+    optuna_trial_id: int | None = None
 
     @property
     def trial_name(self) -> str:
@@ -96,7 +97,8 @@ def trial_context(settings: Settings, claim: Claim) -> TrialContext | None:
                "repeat": job.repeat or 0, "params": ordered(job.trial_params or {}, order),
                "optuna_trial_id": job.optuna_trial_id}
     shared = [SharedTrial(id=r.id, name=r.name, spec=r.spec, epochs=r.plan["epochs"],
-                          number=r.trial_number, params=ordered(r.trial_params or {}, order))
+                          number=r.trial_number, params=ordered(r.trial_params or {}, order),
+                          optuna_trial_id=r.optuna_trial_id)
               for r in lifecycle.start_recorded(settings, claim.fence)]
     return TrialContext(**ctx, shared=shared)
 
@@ -133,7 +135,8 @@ def parent_run(settings: Settings, sweep_id: str) -> ParentRun:
                   "sweep.max_parallel": spec["max_parallel"],
                   "sweep.trials": plan["total"], "sweep.repeats": spec["repeats"],
                   "sweep.early_stopping": (spec["early_stopping"] or {}).get("type", "none"),
-                  "sweep.share_epochs": plan["share_epochs"]}
+                  "sweep.share_epochs": plan["share_epochs"],
+                  "sweep.pack": plan.get("pack", False)}
         for path, space in spec["parameters"].items():
             params[f"sweep.parameters.{path}"] = space
         tags = {"kerasyard.sweep_id": sweep_id, "kerasyard.kind": "sweep",
@@ -161,17 +164,19 @@ def adopt_parent_run(settings: Settings, sweep_id: str, run_id: str, experiment_
 # --- pruning -----------------------------------------------------------------------------------
 
 
-def pruner(settings: Settings, ctx: TrialContext | None
+def pruner(settings: Settings, ctx: TrialContext | None, shared: SharedTrial | None = None
            ) -> Callable[[list[tuple[int, dict]]], bool] | None:
-    """A callable that reports each new epoch's objective to the trial's Optuna trial and
-    answers True once its pruner says stop. None when the sweep does not prune; with several
-    seeds per configuration the first seed's curve decides for all of them."""
+    """A callable that reports each new epoch's objective to the trial's Optuna trial (this
+    training's, or ``shared``'s: a tower of a pack) and answers True once its pruner says stop.
+    None when the sweep does not prune; with several seeds per configuration the first seed's
+    curve decides for all of them."""
     if ctx is None or not ctx.early_stopping or ctx.repeat > 0:
         return None
     import optuna
 
     study = studies.load_study(settings.database_url, ctx.study_name, ctx.sweep_spec)
-    trial = optuna.trial.Trial(study, ctx.optuna_trial_id)
+    trial = optuna.trial.Trial(study, shared.optuna_trial_id if shared else
+                               ctx.optuna_trial_id)
     metric = ctx.sweep_spec["objective"]["metric"]
 
     def report(epochs: list[tuple[int, dict]]) -> bool:

@@ -237,8 +237,8 @@ def _fail_idle_trials(study, optuna_trials, groups: dict[int, list[Job]]) -> Non
 
 
 def _next_trials(plan: dict, created: set[int]) -> list[int]:
-    """The next trial indices to create together (a group trained once for the epochs axis
-    is created as one)."""
+    """The next trial indices to create together (a pack, or a group trained once for the
+    epochs axis, is created as one: its first index trains)."""
     total = plan["total"]
     if plan["method"] != "grid":
         n = len(created)
@@ -246,7 +246,7 @@ def _next_trials(plan: dict, created: set[int]) -> list[int]:
     for i in range(total):
         if i in created:
             continue
-        for group in plan["groups"] or []:
+        for group in plan.get("packs") or plan["groups"] or []:
             if i in group:
                 return [g for g in group if g not in created and g < total]
         return [i]
@@ -257,7 +257,8 @@ def _create_trials(settings: Settings, sweep_id: str, study, spec: dict, plan: d
                    numbers: list[int]) -> list[tuple[str, str]]:
     """Ask Optuna for each trial, store its job rows (one per seed); returns what to queue.
 
-    In a group, the first index trains and the others are recorded from its training.
+    In a group or a pack, the first index trains and the others are recorded from its
+    training (one per seed: a pack of several seeds trains once per seed).
     """
     dists = studies.distributions(plan)
     repeats = plan["repeats"]

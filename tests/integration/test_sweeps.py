@@ -94,13 +94,16 @@ def test_invalid_sweeps_name_the_field_value_and_fix(client):
 
 def test_lecture_grid_expands_exactly_and_cancels(client, settings):
     """The lecture sweep: 4 batch sizes x 3 activations x 3 epoch counts = 36 trials, the
-    epochs axis trained once per configuration; cancel ends it."""
+    epochs axis trained once per configuration, the three activations of a batch size packed
+    into one training; cancel ends it."""
     lecture = json.loads((ROOT / "examples" / "sweep_lecture.json").read_text())
     resp = client.post("/api/v1/sweeps", json=lecture)
     assert resp.status_code == 202, resp.get_json()
     sw = resp.get_json()
     assert sw["progress"]["total"] == 36
     assert sw["share_epochs"]["on"] is True
+    assert sw["pack"]["on"] is True and sw["pack"]["trainings"] == 4
+    assert sw["pack"]["why"].startswith("12 towers in 4 trainings")
     trials = sw["trials"]
     assert [t["number"] for t in trials] == list(range(36))
     expected = [(bs, act, ep) for bs in (1, 5, 40, 160) for act in ("sigmoid", "relu", "tanh")
@@ -109,11 +112,17 @@ def test_lecture_grid_expands_exactly_and_cancels(client, settings):
             t["params"]["fit.epochs"]) for t in trials]
     assert got == expected
     assert trials[4]["name"] == "bs=1 act=relu ep=50"
-    # max_parallel 2 trainings: two configurations, each with its three epoch counts.
+    # max_parallel 2 trainings: two batch sizes, each a pack of three activations with their
+    # three epoch counts.
     created = [t for t in trials if t["state"] != "pending"]
-    assert len(created) == 6
+    assert len(created) == 18
     trainers = [t for t in created if t["trained_by"] is None]
     assert sorted(t["params"]["fit.epochs"] for t in trainers) == [200, 200]
+    for trainer in trainers:
+        carried = [t for t in created if t["trained_by"] == trainer["jobs"][0]["id"]]
+        assert len(carried) == 8
+        assert {t["params"]["fit.batch_size"] for t in carried} == \
+            {trainer["params"]["fit.batch_size"]}
     for t in created:
         job = client.get(f"/api/v1/jobs/{t['jobs'][0]['id']}").get_json()
         assert job["spec"]["fit"]["batch_size"] == t["params"]["fit.batch_size"]
@@ -123,7 +132,7 @@ def test_lecture_grid_expands_exactly_and_cancels(client, settings):
         assert job["sweep_id"] == sw["id"]
     study = optuna.load_study(study_name=f"kerasyard-sweep-{sw['id']}",
                               storage=settings.database_url)
-    assert len(study.trials) == 6
+    assert len(study.trials) == 18
     assert {tuple(sorted(t.params.items())) for t in study.trials} == {
         tuple(sorted(t["params"].items())) for t in created}
 
@@ -168,7 +177,7 @@ def test_cancel_stops_running_and_queued_trials(client, worker, mlflow_client):
 def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, mlflow_client,
                                                                settings):
     body = tiny_sweep("grid-share", {"model.hidden_activation": ["relu", "tanh"],
-                                     "fit.epochs": [2, 4]})
+                                     "fit.epochs": [2, 4]}, pack=False)
     sw = client.post("/api/v1/sweeps", json=body).get_json()
     sw = wait_sweep(client, sw["id"])
     assert sw["status"] == "succeeded", sw
@@ -276,7 +285,7 @@ def test_hopeless_trial_is_pruned(client, worker, mlflow_client, pruner):
     learn, falls behind at once, and its pruner stops it."""
     body = tiny_sweep(f"prune-{pruner['type']}",
                       {"compile.optimizer.learning_rate": [0.05, 1e-7]},
-                      max_parallel=1, early_stopping=pruner)
+                      max_parallel=1, early_stopping=pruner, pack=False)
     body["base"]["fit"]["epochs"] = 400
     sw = client.post("/api/v1/sweeps", json=body).get_json()
     sw = wait_sweep(client, sw["id"])
@@ -327,7 +336,7 @@ def test_restart_in_the_middle_loses_and_duplicates_nothing(settings, workdir):
     api = create_app(st).test_client()
     body = tiny_sweep("restart", {"model.hidden_activation": ["relu", "tanh", "sigmoid"],
                                   "compile.optimizer.learning_rate": [0.05, 0.01]},
-                      max_parallel=1)
+                      max_parallel=1, pack=False)
     body["base"]["fit"]["epochs"] = 150
     w1 = WorkerProcess(worker_env(st), workdir / "restart-worker1.log")
     w1.wait_ready()

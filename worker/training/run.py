@@ -30,6 +30,7 @@ from . import artifacts, shared_trials, tracking
 from .chance import TRAINING_DATA_NOTE, chance_levels
 from . import datasets as D
 from . import model as M
+from . import pack as P
 from .claim import claim
 from .dbretry import retry_db
 from .mlflow_retry import Deadline, MlflowUnavailable, retry
@@ -143,8 +144,20 @@ class JobRun:
         y_train = M.prepare_targets(data.y_train, spec, plan)
         y_val = M.prepare_targets(data.y_val, spec, plan)
         ckpt_dir = shared_trials.checkpoint_dir() if self.ctx and self.ctx.shared else None
-        callback = epoch_callback(self.reporter, self.signals, shared_trials.checkpoints(
-            self.ctx, Path(ckpt_dir.name)) if ckpt_dir else None)
+        towers = None
+        timings: dict = {}
+        if self.ctx and P.is_pack(raw, self.ctx.shared):
+            towers = self._pack_towers(raw, plan, model, spe, Path(ckpt_dir.name))
+            # Every tower reports to its pruner at the epoch's end, in tower order (the
+            # reporter's thread would report this job's own tower late and out of turn).
+            towers[0].pruner, self.reporter.on_epochs = self.reporter.on_epochs, None
+            callback = P.pack_callback(towers, self.reporter, self.signals,
+                                       prefixed=P.backend_packs(),
+                                       on_progress=lambda: self._tower_progress(towers),
+                                       progress_interval_s=max(st.report_interval_s, 1.0))
+        else:
+            callback = epoch_callback(self.reporter, self.signals, shared_trials.checkpoints(
+                self.ctx, Path(ckpt_dir.name)) if ckpt_dir else None)
         callbacks = [callback]
         if spec.fit.early_stopping is not None:
             es = spec.fit.early_stopping
@@ -158,13 +171,17 @@ class JobRun:
         self.reporter.fit_started()
         t0 = time.perf_counter()
         try:
-            model.fit(
-                D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
-                                spec.fit.shuffle),
-                steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
-                validation_data=validation, validation_steps=1 if validation else None,
-                callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
-            )
+            if towers is not None:
+                callback = self._fit_pack(towers, callback, data, y_train, y_val, spec, plan,
+                                          spe)
+            else:
+                model.fit(
+                    D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                                    spec.fit.shuffle),
+                    steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
+                    validation_data=validation, validation_steps=1 if validation else None,
+                    callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
+                )
             fit_time = time.perf_counter() - t0
             # Every epoch is in MLflow before the artifacts; an MLflow that does not answer
             # now delays the job (bounded), it does not lose the epochs.
@@ -178,7 +195,11 @@ class JobRun:
                 shared_trials.record(
                     st, self.fence, self.signals, self.mlflow, ctx=self.ctx,
                     parent_run_id=self.parent_run_id, trainer_run_id=self.run_id, data=data,
-                    history=history, saved=callback.saved)
+                    history=history, saved=callback.saved,
+                    trials=[tr for tr in towers[0].trials if tr.id not in towers[0].cancelled]
+                    if towers else None, timings=timings)
+            if towers is not None and not self.superseded:
+                self._record_towers(towers, data, timings)
         finally:
             if ckpt_dir is not None:
                 ckpt_dir.cleanup()
@@ -207,6 +228,10 @@ class JobRun:
         if callback.pruned:
             self.pruned_at = len(history)
             summary["pruned_at_epoch"] = len(history)
+        if towers is not None:
+            summary["pack"] = {"towers": len(towers), "trials": 1 + len(self.ctx.shared),
+                               "packed": P.backend_packs(),
+                               **{k: round(v, 3) for k, v in timings.items()}}
         if self.mlflow is not None and not self.superseded:
             self._mlflow_step(lambda: artifacts.write_artifacts(
                 self.mlflow, self.run_id, raw, spec, plan, model, data, history),
@@ -216,6 +241,114 @@ class JobRun:
                                   "logging the model", end_deadline)
         summary["mlflow_errors"] = self.reporter.mlflow_errors
         return Outcome(status, summary)
+
+    # --- packs: other trials trained as towers of this training ------------------------------
+
+    def _pack_towers(self, raw: dict, plan, model, spe: int, folder: Path) -> list[P.Tower]:
+        """Tower 0 is this job's model; each other configuration the pack carries is built
+        and compiled exactly as its own training would build it (same seed, same weights)."""
+        import keras
+
+        towers = P.towers_of(raw, plan.epochs, self.ctx.shared)
+        for t in towers:
+            t.checkpoints = {tr.epochs: folder / f"t{t.index}-epoch-{tr.epochs}.keras"
+                             for tr in t.trials}
+            if t.index == 0:
+                t.model = model
+                continue
+            t.spec, t.plan = validate(self.settings, t.raw)
+            keras.utils.set_random_seed(t.spec.fit.seed)
+            t.model = M.build_model(t.spec, t.plan)
+            M.compile_model(t.model, t.spec, t.plan, spe)
+            lead = max(t.trials, key=lambda tr: tr.epochs)
+            t.pruner = for_worker.pruner(self.settings, self.ctx, lead)
+        log.info("job %s trains a pack of %d towers (%d trials)", self.job_id, len(towers),
+                 1 + len(self.ctx.shared))
+        return towers
+
+    def _fit_pack(self, towers: list[P.Tower], callback, data, y_train, y_val, spec, plan,
+                  spe: int):
+        """One fit of the pack (TensorFlow), or each tower's own fit in turn (the backends
+        that do not pack); returns the callback that holds this job's own outcome."""
+
+        def batches():
+            return D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                                   spec.fit.shuffle)
+
+        def validation():
+            if data.x_val is None:
+                return None
+            return D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
+
+        kw = dict(steps_per_epoch=plan.steps_per_epoch, validation_steps=1
+                  if data.x_val is not None else None, verbose=0, shuffle=False)
+        if P.backend_packs():
+            first = (data.x_train[:plan.batch_size], y_train[:plan.batch_size])
+            pk = P.make_pack([t.model for t in towers], spe, first)
+            pk.fit(batches(), epochs=plan.epochs, validation_data=validation(),
+                   callbacks=[callback], **kw)
+            return callback
+        return P.fit_in_turn(towers, callback, self.reporter, self.signals,
+                             lambda t, cb: t.model.fit(batches(), epochs=t.epochs,
+                                                       validation_data=validation(),
+                                                       callbacks=[cb], **kw))
+
+    def _tower_progress(self, towers: list[P.Tower]) -> None:
+        """Live progress of the trials the pack carries; reads which were asked to cancel."""
+        progress = {}
+        for t in towers:
+            for tr in t.trials:
+                e = min(len(t.history), tr.epochs)
+                if e:
+                    progress[tr.id] = {"epoch": e, "epochs": tr.epochs,
+                                       "metrics": clean(t.history[e - 1])}
+        try:
+            cancelled = lifecycle.recorded_progress(self.settings, self.fence, progress)
+        except Exception:
+            log.warning("progress write of job %s's pack failed", self.job_id, exc_info=True)
+            return
+        for t in towers:
+            t.cancelled = {tr.id for tr in t.trials if tr.id in (cancelled or ())}
+
+    def _record_towers(self, towers: list[P.Tower], data, timings: dict) -> None:
+        """Each other tower's trials are recorded like shared trials; a tower that diverged
+        fails the trials it did not reach with the reason, a pruned one ends pruned; trials
+        asked to cancel end cancelled."""
+        st = self.settings
+        for t in towers:
+            if self.superseded:
+                return
+            if t.cancelled:
+                lifecycle.end_unrecorded(st, sorted(t.cancelled), JobStatus.cancelled,
+                                         {"type": "Cancelled", "message": "cancelled while "
+                                          f"its tower trained in job {self.job_id}'s pack"},
+                                         fence=self.fence)
+            if t.index == 0:
+                continue  # recorded with this job's own trial
+            keep = [tr for tr in t.trials if tr.id not in t.cancelled]
+            done = set(shared_trials.record(
+                st, self.fence, self.signals, self.mlflow, ctx=self.ctx,
+                parent_run_id=self.parent_run_id, trainer_run_id=self.run_id, data=data,
+                history=t.history, saved=t.saved, trials=keep,
+                pruned_model=t.model if t.ended == "pruned" else None, timings=timings))
+            left = [tr.id for tr in keep if tr.id not in done]
+            if not left:
+                continue
+            if t.ended == "diverged":
+                h = t.history[-1] if t.history else {}
+                error = {"type": "TrainingFailed", "message": (
+                    f"loss became {h.get('loss')} at epoch {t.ended_at}: training diverged. "
+                    f"The learning rate {t.spec.compile.optimizer.learning_rate:g} is probably "
+                    "too high; lower compile.optimizer.learning_rate (this trial trained as a "
+                    f"tower of job {self.job_id}'s pack; the other towers trained on)")}
+                status = JobStatus.failed
+            elif t.ended == "pruned":
+                error = {"type": "Pruned", "message": f"its tower was pruned at epoch "
+                         f"{t.ended_at}, before this trial's epochs"}
+                status = JobStatus.pruned
+            else:
+                continue  # the training's own end says why (end_unreached)
+            lifecycle.end_unrecorded(st, left, status, error, fence=self.fence)
 
     def _mlflow_step(self, fn, what: str, deadline: Deadline):
         """``fn()`` retried while MLflow does not answer, within ``deadline``

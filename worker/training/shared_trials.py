@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import time
 from pathlib import Path
 
 from service import lifecycle
 from service.config import Settings
-from service.lifecycle import Fence, Ownership
+from service.lifecycle import MLFLOW_RUN_STATUS, Fence, Ownership
 from service.models import JobStatus
 from service.sweeps.for_worker import SharedTrial, TrialContext, child_tags
 from service.validation import validate
@@ -39,20 +40,36 @@ def checkpoints(ctx: TrialContext | None, folder: Path) -> dict[int, Path]:
 
 def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: TrialContext,
            parent_run_id: str | None, trainer_run_id: str | None, data,
-           history: list[dict], saved: dict[int, Path]) -> list[str]:
-    """Record each shared trial this training reached; returns the ids recorded. One that
-    fails ends ``failed`` (the others go on); a superseded claim stops the lot."""
+           history: list[dict], saved: dict[int, Path],
+           trials: list[SharedTrial] | None = None, pruned_model=None,
+           timings: dict | None = None) -> list[str]:
+    """Record each shared trial this training reached (``trials``: those of one tower of a
+    pack; all of them by default); returns the ids recorded. One that fails ends ``failed``
+    (the others go on); a superseded claim stops the lot. ``timings`` gets ``record_s`` and
+    ``model_log_s`` added (seconds spent, the model logging included in the first).
+
+    With ``pruned_model`` (a pack's tower its pruner stopped, at ``len(history)`` epochs), the
+    trial with the most epochs is recorded ``pruned`` from that model and history."""
     done = []
-    for trial in ctx.shared:
+    trials = ctx.shared if trials is None else trials
+    pruned_id = max(trials, key=lambda t: t.epochs).id if pruned_model is not None and trials \
+        else None
+    for trial in trials:
         if signals.superseded.is_set():
             break
         e = trial.epochs
-        if len(history) < e or not math.isfinite(history[e - 1].get("loss", math.nan)) \
+        pruned = trial.id == pruned_id
+        if pruned and history and math.isfinite(history[-1].get("loss", math.nan)):
+            e = len(history)
+        elif len(history) < e or not math.isfinite(history[e - 1].get("loss", math.nan)) \
                 or e not in saved:
             continue  # not reached: ended with the training
+        t0 = time.perf_counter()
         try:
             answer = _record_one(settings, fence, cl, ctx, trial, parent_run_id,
-                                 trainer_run_id, data, history[:e], saved[e])
+                                 trainer_run_id, data, history[:e],
+                                 pruned_model if pruned else saved[e],
+                                 JobStatus.pruned if pruned else JobStatus.succeeded, timings)
         except Exception as exc:
             log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
             lifecycle.end_unrecorded(
@@ -60,6 +77,9 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
                 {"type": type(exc).__name__, "message": f"recording this trial from the "
                  f"training of job {fence.job_id} failed: {exc}"}, fence=fence)
             continue
+        finally:
+            if timings is not None:
+                timings["record_s"] = timings.get("record_s", 0.0) + time.perf_counter() - t0
         if answer is Ownership.OWNED:
             done.append(trial.id)
         elif not lifecycle.still_owned(settings, fence):
@@ -69,40 +89,56 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
 
 def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: SharedTrial,
                 parent_run_id: str | None, trainer_run_id: str | None, data,
-                history: list[dict], checkpoint: Path) -> Ownership:
+                history: list[dict], checkpoint, status: JobStatus = JobStatus.succeeded,
+                timings: dict | None = None) -> Ownership:
+    """``checkpoint``: where the model was saved at the trial's epochs, or the model."""
     import keras
 
     spec, plan = validate(settings, trial.spec)
     run_id = exp_id = None
     if cl is not None:
-        model = keras.models.load_model(checkpoint)
+        model = keras.models.load_model(checkpoint) if isinstance(checkpoint, Path) \
+            else checkpoint
         exp_id = tracking.experiment_id(cl, spec.experiment)
         tags = tracking.base_tags(trial.id, ctx.sweep_id, data.digest, keras.backend.backend())
         if parent_run_id:
             tags.update(child_tags(ctx, parent_run_id, trial))
         tags["kerasyard.trained_by"] = fence.job_id
         tags["mlflow.note.content"] = (f"Recorded from the training of job {fence.job_id} "
-                                       f"(run {trainer_run_id}) at epoch {plan.epochs}: the "
+                                       f"(run {trainer_run_id}) at epoch {len(history)}: the "
                                        "same seed, data order and updates as a separate "
                                        "training.")
+        if status == JobStatus.pruned:
+            tags["kerasyard.pruned"] = "true"
+            tags["kerasyard.pruned_at_epoch"] = str(len(history))
+        tags["kerasyard.trial_state"] = status.value
         params = tracking.run_params(trial.spec, plan, {"trained_by": fence.job_id})
         run_id = tracking.start_run(cl, exp_id, spec.name, tags, params)
         tracking.log_epochs(cl, run_id, list(enumerate(history, start=1)))
         artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data, history)
-        if settings.log_model:
+        if settings.log_model and status == JobStatus.succeeded:
+            t0 = time.perf_counter()
             artifacts.log_model(settings, model, data, run_id)
-    summary = {"epochs_completed": len(history), "stopped_early": False,
+            if timings is not None:
+                timings["model_log_s"] = timings.get("model_log_s", 0.0) + \
+                    time.perf_counter() - t0
+    summary = {"epochs_completed": len(history),
+               "stopped_early": status != JobStatus.succeeded,
                "final_metrics": clean(history[-1]),
                "best_loss": min(h["loss"] for h in history),
                "fit_time_s": round(sum(h["epoch_time_s"] for h in history), 3),
                "trained_by": fence.job_id}
+    if status == JobStatus.pruned:
+        summary["pruned_at_epoch"] = len(history)
     progress = {"epoch": len(history), "epochs": plan.epochs, "metrics": clean(history[-1])}
     answer = lifecycle.finish_recorded(settings, fence, trial.id,
                                        epochs=[clean(h) for h in history], summary=summary,
-                                       progress=progress, run_id=run_id, experiment_id=exp_id)
+                                       progress=progress, run_id=run_id, experiment_id=exp_id,
+                                       status=status)
     if run_id is not None:
         try:  # FINISHED only once the job row says so; otherwise nobody else will end it
-            cl.set_terminated(run_id, "FINISHED" if answer is Ownership.OWNED else "FAILED")
+            cl.set_terminated(run_id, MLFLOW_RUN_STATUS[status] if answer is Ownership.OWNED
+                              else "FAILED")
         except Exception:
             log.warning("could not end MLflow run %s of trial %s", run_id, trial.id,
                         exc_info=True)

@@ -1,0 +1,269 @@
+"""Packed trials: several sweep trials trained as one Keras model, one tower per trial.
+
+Each tower is the trial's own standalone model, built and compiled exactly as a separate
+training builds it (:func:`worker.training.model.build_model` after
+``keras.utils.set_random_seed(fit.seed)``, so the same initial weights, its own loss, metrics
+and optimizer). The pack's train step runs each tower's own ``train_step`` (its own tape,
+loss, optimizer update and metric trackers) on the one batch the pack's input pipeline hands
+it, inside one compiled function: the per-step dispatch is paid once for all towers, and the
+towers share no variable, so each tower's arithmetic is a separate training's.
+
+A tower whose loss becomes NaN, or that its sweep's pruner stops, is *frozen*: it leaves the
+pack's step (the train function is rebuilt without it at the epoch boundary) and keeps the
+weights it had; the other towers train on.
+
+Backends: TensorFlow packs towers that differ in anything inside the model and in the
+optimizer and its hyperparameters. On the other backends (JAX) the towers of a pack train one
+after another in the same job, each with its own ``fit`` (exact by construction, no speed-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+from service.sweeps.for_worker import SharedTrial
+
+# Where the pack's step runs the towers' own train_step in one compiled function; elsewhere
+# the towers of a pack train one after another (separate fits, the same job).
+PACKABLE_BACKENDS = ("tensorflow",)
+
+
+def tower_key(spec: dict) -> str:
+    """Trials with the same key are one tower (they differ in fit.epochs alone)."""
+    d = json.loads(json.dumps(spec))
+    d.pop("name", None)
+    d.get("fit", {}).pop("epochs", None)
+    return json.dumps(d, sort_keys=True)
+
+
+@dataclasses.dataclass
+class Tower:
+    """One tower of a pack: a configuration, the trials recorded from it, its training."""
+
+    index: int
+    raw: dict  # the spec it trains (its trial with the most epochs)
+    trials: list[SharedTrial]  # recorded from it (the training job's own trial is not here)
+    epochs: int  # the last epoch any of its trials needs
+    spec: object = None
+    plan: object = None
+    model: object = None
+    pruner: object = None
+    history: list[dict] = dataclasses.field(default_factory=list)
+    saved: dict[int, object] = dataclasses.field(default_factory=dict)  # epoch -> path or model
+    checkpoints: dict[int, Path] = dataclasses.field(default_factory=dict)
+    ended: str | None = None  # None (training), "done", "diverged", "pruned", "cancelled"
+    ended_at: int | None = None
+    cancelled: set[str] = dataclasses.field(default_factory=set)  # its trials asked to cancel
+
+
+def towers_of(trainer_spec: dict, trainer_epochs: int, shared: list[SharedTrial]
+              ) -> list[Tower]:
+    """Tower 0 is the training job's own configuration (with its epoch-shared trials); one
+    tower per other configuration the pack carries, in trial order."""
+    own = tower_key(trainer_spec)
+    groups: dict[str, list[SharedTrial]] = {own: []}
+    for t in shared:
+        groups.setdefault(tower_key(t.spec), []).append(t)
+    towers = []
+    for i, (key, trials) in enumerate(groups.items()):
+        if key == own:
+            towers.append(Tower(i, trainer_spec, trials, trainer_epochs))
+        else:
+            lead = max(trials, key=lambda t: t.epochs)
+            towers.append(Tower(i, lead.spec, trials, lead.epochs))
+    return towers
+
+
+def is_pack(trainer_spec: dict, shared: list[SharedTrial]) -> bool:
+    own = tower_key(trainer_spec)
+    return any(tower_key(t.spec) != own for t in shared)
+
+
+def backend_packs() -> bool:
+    import keras
+
+    return keras.backend.backend() in PACKABLE_BACKENDS
+
+
+def tower_logs(logs: dict, i: int) -> dict[str, float]:
+    """The pack's logs (``t3/loss``, ``val_t3/accuracy``) -> tower ``i``'s own names
+    (``loss``, ``val_accuracy``)."""
+    out = {}
+    mine, val_mine = f"t{i}/", f"val_t{i}/"
+    for k, v in (logs or {}).items():
+        if k.startswith(mine):
+            out[k[len(mine):]] = float(v)
+        elif k.startswith(val_mine):
+            out["val_" + k[len(val_mine):]] = float(v)
+    return out
+
+
+def make_pack(towers: list, steps_per_execution: int, data_batch):
+    """The pack of compiled, standalone ``towers``; ``data_batch`` (x, y) builds their state
+    (weights, metrics, optimizer variables) the way ``fit`` would before its first step."""
+    import keras
+
+    for t in towers:
+        t._symbolic_build(data_batch=data_batch)
+
+    class Pack(keras.Model):
+        def __init__(self):
+            super().__init__(name="pack")
+            self.towers = list(towers)
+            self.active = list(range(len(towers)))
+
+        def call(self, x, training=False):
+            return [t(x, training=training) for t in self.towers]
+
+        def train_step(self, data):
+            logs = {}
+            for i in self.active:
+                for k, v in self.towers[i].train_step(data).items():
+                    logs[f"t{i}/{k}"] = v
+            return logs
+
+        def test_step(self, data):
+            logs = {}
+            for i in self.active:
+                for k, v in self.towers[i].test_step(data).items():
+                    logs[f"t{i}/{k}"] = v
+            return logs
+
+        def reset_metrics(self):
+            for i in self.active:
+                self.towers[i].reset_metrics()
+
+        def freeze(self, leaving: list[int]) -> None:
+            """The towers ``leaving`` stop training (their weights stay as they are); the step
+            functions are rebuilt without them."""
+            self.active = [i for i in self.active if i not in leaving]
+            self.train_function = self.test_function = None
+            self.make_train_function()
+            self.make_test_function()
+
+    pack = Pack()
+    jit = towers[0].jit_compile
+    pack.compile(optimizer=None, steps_per_execution=steps_per_execution, jit_compile=jit)
+    pack.built = True
+    return pack
+
+
+def diverged(metrics: dict) -> bool:
+    return not math.isfinite(metrics.get("loss", 0.0))
+
+
+def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
+                  on_progress=None, progress_interval_s: float = 1.0):
+    """Per epoch and tower: its own metrics (under its trial's names) into its history, the
+    training job's tower (0) to the reporter; checkpoints; a tower that diverged, that its
+    pruner stopped, that reached its last epoch or whose trials were all cancelled leaves the
+    pack (the training job's cancel flag cancels tower 0); superseded stops the lot.
+    ``on_progress()`` (at most every ``progress_interval_s``) writes the other trials' live
+    progress and fills each tower's ``cancelled``. ``prefixed`` False: a lone tower's own fit
+    (the backends that do not pack).
+
+    The training job's own outcome reads like :func:`~.reporter.epoch_callback`'s:
+    ``history``, ``saved``, ``nan_epoch``, ``pruned``, ``cancelled``, ``superseded``."""
+    import keras
+
+    by_index = {t.index: t for t in towers}
+    own = by_index.get(0) or Tower(0, {}, [], 0)
+
+    class PackReporter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.active = [t.index for t in towers]
+            self.nan_epoch: int | None = None
+            self.superseded = self.cancelled = self.pruned = False
+            self._t = time.perf_counter()
+            self._progress_at = time.monotonic()
+
+        @property
+        def history(self) -> list[dict]:
+            return own.history
+
+        @property
+        def saved(self) -> dict[int, Path]:
+            return own.saved
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if signals.superseded.is_set():
+                self.superseded = True
+                self.model.stop_training = True
+                return
+            e, took, leaving = epoch + 1, time.perf_counter() - self._t, []
+            for i in list(self.active):
+                t = by_index[i]
+                metrics = tower_logs(logs, i) if prefixed else \
+                    {k: float(v) for k, v in (logs or {}).items()}
+                metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
+                    t.model.optimizer.learning_rate))
+                metrics["epoch_time_s"] = took
+                t.history.append(metrics)
+                if i == 0:
+                    reporter.epoch(e, metrics)
+                if e in t.checkpoints and i != 0 and e >= t.epochs:
+                    t.saved[e] = t.model  # it leaves the pack now: the model stays as it is
+                elif e in t.checkpoints:
+                    t.model.save(t.checkpoints[e])
+                    t.saved[e] = t.checkpoints[e]
+                if diverged(metrics):
+                    t.ended = "diverged"
+                elif t.pruner is not None and _pruned(t, e, metrics):
+                    t.ended = "pruned"
+                elif e >= t.epochs:
+                    t.ended = "done"
+                if t.ended:
+                    t.ended_at = e
+                    leaving.append(i)
+            if on_progress is not None and \
+                    time.monotonic() - self._progress_at >= progress_interval_s:
+                self._progress_at = time.monotonic()
+                on_progress()
+            for i in list(self.active):
+                t = by_index[i]
+                cancel = signals.cancel.is_set() if i == 0 else \
+                    bool(t.trials) and all(tr.id in t.cancelled for tr in t.trials)
+                if cancel and i not in leaving:
+                    t.ended, t.ended_at = "cancelled", e
+                    leaving.append(i)
+            if own.ended == "diverged" and self.nan_epoch is None:
+                self.nan_epoch = own.ended_at
+            self.pruned = own.ended == "pruned"
+            self.cancelled = own.ended == "cancelled"
+            for i in leaving:
+                self.active.remove(i)
+            if not self.active:
+                self.model.stop_training = True
+            elif leaving and prefixed:
+                self.model.freeze(leaving)
+
+    return PackReporter()
+
+
+def fit_in_turn(towers: list[Tower], own, reporter, signals, fit):
+    """The backends that do not pack: each tower's own ``fit(tower, callback)`` in turn (the
+    job's own tower first, with ``own``, the pack's callback); returns ``own``."""
+    own.active = [0]
+    for t in towers:
+        cb = own if t.index == 0 else pack_callback([t], reporter, signals, prefixed=False)
+        fit(t, cb)
+        if signals.cancel.is_set() or cb.superseded:
+            own.cancelled, own.superseded = own.cancelled or signals.cancel.is_set(), \
+                cb.superseded
+            break
+    return own
+
+
+def _pruned(t: Tower, epoch: int, metrics: dict) -> bool:
+    try:
+        return bool(t.pruner([(epoch, metrics)]))
+    except Exception:  # the pruner is advice: a failed report never stops a tower
+        return False
