@@ -181,13 +181,13 @@ def test_job_details_lists_the_lecture_arithmetic():
 
 
 def test_job_details_say_when_metrics_are_on_training_data_and_what_chance_is():
-    facts = dict(line.split(None, 1) for line in fmt.job_details(job(
+    facts = dict(line.split(None, 1) for line in plain(fmt.job_details(job(
         metrics_on="training", summary={"epochs_completed": 40,
                                         "chance": {"loss": 2.302585, "accuracy": 0.12}}
-    )).splitlines())
+    ))).splitlines())
     assert facts["note"].startswith("metrics are on the training data")
     assert facts["chance"] == "loss 2.303  accuracy 0.1200"
-    assert "note" not in fmt.job_details(job(metrics_on="validation"))
+    assert "note" not in plain(fmt.job_details(job(metrics_on="validation")))
 
 
 # --- watchers (plain lines off a terminal, redraw on one) -------------------------------------
