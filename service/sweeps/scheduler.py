@@ -122,25 +122,8 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
     if _end_orphaned_shared(settings, jobs):
         return _advance(settings, sweep_id, sender)
 
-    # 1. Tell Optuna what finished. Seeds of one configuration are one Optuna trial.
-    for group in groups.values():
-        tid = group[0].optuna_trial_id
-        ot = optuna_trials.get(tid)
-        if ot is None or ot.state != TrialState.RUNNING:
-            continue
-        pruned_seed = any(j.status == JobStatus.pruned for j in group)
-        if pruned_seed:
-            _stop_siblings(settings, group)
-        if not all(j.status.terminal for j in group):
-            continue
-        trial = optuna.trial.Trial(study, tid)
-        values = seed_values(group, metric)
-        if pruned_seed:
-            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-        elif values:
-            study.tell(trial, statistics.fmean(values), skip_if_finished=True)
-        else:
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    # 1. Tell Optuna what finished.
+    _tell_finished(settings, study, groups, metric)
 
     # 2. Cancel.
     if cancel:
@@ -150,7 +133,7 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
                                .with_for_update()).all():
                 lifecycle.cancel(s, j)
         _fail_idle_trials(study, optuna_trials, groups)
-        _maybe_finish(settings, sweep_id, sender)
+        _maybe_finish(settings, sweep_id, sender, study)
         return
 
     # 3. Trials Optuna holds that no job row knows (a scheduler died between ask and commit).
@@ -190,7 +173,34 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
     for job_id, queue in waiting[:max(0, max_parallel - active)]:
         if not lifecycle.dispatch(settings, sender, job_id, queue):
             break  # broker down: the background round sends them later
-    _maybe_finish(settings, sweep_id, sender)
+    _maybe_finish(settings, sweep_id, sender, study)
+
+
+def _tell_finished(settings: Settings, study, groups: dict[int, list[Job]], metric: str) -> None:
+    """Tell Optuna about each configuration whose seeds have all ended (seeds of one
+    configuration are one Optuna trial); one already told is left as it is."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna_trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
+    for group in groups.values():
+        tid = group[0].optuna_trial_id
+        ot = optuna_trials.get(tid)
+        if ot is None or ot.state != TrialState.RUNNING:
+            continue
+        pruned_seed = any(j.status == JobStatus.pruned for j in group)
+        if not all(j.status.terminal for j in group):
+            if pruned_seed:
+                _stop_siblings(settings, group)
+            continue
+        trial = optuna.trial.Trial(study, tid)
+        values = seed_values(group, metric)
+        if pruned_seed:
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+        elif values:
+            study.tell(trial, statistics.fmean(values), skip_if_finished=True)
+        else:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _end_orphaned_shared(settings: Settings, jobs: list[Job]) -> bool:
@@ -327,17 +337,33 @@ def _new_job_row(settings: Settings, sweep_id: str, spec: dict, params: dict, nu
     return job.id
 
 
-def _maybe_finish(settings: Settings, sweep_id: str, sender: Sender) -> None:
-    with session_scope(settings.database_url) as s:
+def _maybe_finish(settings: Settings, sweep_id: str, sender: Sender, study) -> None:
+    def due(s) -> tuple[Sweep, list[Job]] | None:
         sweep = s.get(Sweep, sweep_id)
         if sweep.status in SWEEP_TERMINAL:
-            return
+            return None
         jobs = s.scalars(select(Job).where(Job.sweep_id == sweep_id)).all()
         if not all(j.status.terminal for j in jobs):
-            return
+            return None
         numbers = {j.trial_number for j in jobs}
         if not sweep.cancel_requested and len(numbers) < sweep.plan["total"]:
+            return None
+        return sweep, jobs
+
+    with session_scope(settings.database_url) as s:
+        found = due(s)
+        if found is None:
             return
+        jobs, metric = found[1], found[0].spec["objective"]["metric"]
+    # Step 1 of _advance told Optuna from the rows as they were when it began; a trial that
+    # ended since is told now, before the sweep ends (outside the session: on SQLite, Optuna's
+    # write would wait for this session's read).
+    _tell_finished(settings, study, by_trial(jobs), metric)
+    with session_scope(settings.database_url) as s:
+        found = due(s)
+        if found is None:
+            return
+        sweep, jobs = found
         trials = trials_of(sweep, jobs)
         sweep.best = best_trial(sweep, trials)
         sweep.finished_at = utcnow()

@@ -386,3 +386,50 @@ def _kill_tree(pid: int) -> None:
     for child in children.split():
         os.kill(int(child), signal.SIGKILL)
     os.kill(pid, signal.SIGKILL)
+
+
+def test_a_trial_that_ends_after_the_scheduler_looked_is_told_to_optuna(idle_client,
+                                                                        idle_settings):
+    """The race seen in a CI run: _advance tells Optuna from the rows it read when it began;
+    the last trial ends after that read, and _maybe_finish (which reads the rows again) ended
+    the sweep with that trial still RUNNING in the study. Here the trial ends between the two,
+    and the sweep must not end before Optuna is told."""
+    from service.db import session_scope
+    from service.models import Job, JobStatus, Sweep
+    from service.sweeps import scheduler, studies
+
+    sweep = tiny_sweep("late trial", {"fit.batch_size": [4]}, pack=False)
+    resp = idle_client.post("/api/v1/sweeps", json=sweep)
+    assert resp.status_code == 202, resp.get_json()
+    sw = resp.get_json()
+    [job_id] = [j["id"] for j in sweep_jobs(idle_client, sw["id"])]
+    url = idle_settings.database_url
+    with session_scope(url) as s:  # the worker's end of the trial, as the rows show it
+        job = s.get(Job, job_id)
+        job.status = JobStatus.succeeded
+        job.summary = {"final_metrics": {"loss": 0.5, "val_loss": 0.75}}
+        row = s.get(Sweep, sw["id"])
+        spec, study_name = row.spec, row.study_name
+    study = studies.load_study(url, study_name, spec)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.RUNNING]
+
+    scheduler._maybe_finish(idle_settings, sw["id"], scheduler_sender(), study)
+
+    trials = studies.load_study(url, study_name, spec).get_trials()
+    assert [(t.state, t.value) for t in trials] == [(optuna.trial.TrialState.COMPLETE, 0.75)]
+    got = idle_client.get(f"/api/v1/sweeps/{sw['id']}").get_json()
+    assert got["status"] == "succeeded"
+    assert got["best"]["objective"] == 0.75
+
+
+def scheduler_sender():
+    """A Sender that sends nothing (the sweep's report is not what this test looks at)."""
+
+    class Quiet:
+        def train(self, job_id: str, queue: str) -> bool:
+            return True
+
+        def report(self, sweep_id: str) -> bool:
+            return True
+
+    return Quiet()
