@@ -307,15 +307,20 @@ def test_a_job_or_sweep_is_found_by_a_unique_id_prefix(idle_client, settings):
     ambiguous one is a 409 naming the candidates."""
     from service.models import JobStatus, Sweep, SweepStatus
     from service.spec import validate_job
+    from service.sweeps.commands import validate as validate_sweep
 
     spec, plan = validate_job(tiny_spec("prefix", epochs=1))
+    # A sweep row as POST /sweeps stores one (the listings of later tests read every row).
+    sweep_spec, sweep_plan = validate_sweep(settings, {
+        "name": "prefix-sweep", "base": tiny_spec("prefix", epochs=1),
+        "parameters": {"fit.batch_size": [8]}, "objective": {"metric": "loss"}})
     stem = "0fedcba98765"  # 12 characters that no random id of this session shares
     ids = [stem + c * 20 for c in "12"]
     sweep_id = stem + "f" * 20
     with session_scope(settings.database_url) as s:  # ended rows: no round picks them up
         s.add(Sweep(id=sweep_id, name="prefix-sweep", experiment="tests", method="grid",
-                    spec={}, plan={}, study_name=f"kerasyard-sweep-{sweep_id}",
-                    status=SweepStatus.cancelled))
+                    spec=sweep_spec.model_dump(mode="json"), plan=sweep_plan.as_dict(),
+                    study_name=f"kerasyard-sweep-{sweep_id}", status=SweepStatus.cancelled))
         for i, job_id in enumerate(ids):
             s.add(Job(id=job_id, name=f"prefix-{i}", experiment="tests", queue="cpu",
                       spec=spec.model_dump(mode="json"), plan=plan.as_dict(),
@@ -349,3 +354,6 @@ def test_a_job_or_sweep_is_found_by_a_unique_id_prefix(idle_client, settings):
     assert idle_client.get(f"/api/v1/sweeps/{sweep['id'][:8]}").get_json()["id"] == sweep["id"]
     resp = idle_client.post(f"/api/v1/sweeps/{sweep['id'][:8]}/cancel")
     assert resp.status_code == 202 and resp.get_json()["id"] == sweep["id"]
+    listed = idle_client.get("/api/v1/sweeps?limit=500")
+    assert listed.status_code == 200, listed.get_json()
+    assert {sweep_id, sweep["id"]} <= {sw["id"] for sw in listed.get_json()["sweeps"]}

@@ -42,7 +42,10 @@ def test_job_survives_a_broker_outage(settings, tmp_path):
 
         own.start()
         # The API's re-dispatcher sends it once the broker answers; the id is on the queue.
-        wait_for(lambda: redis.Redis(port=port).llen("cpu") == 1, 30,
+        # (Other tests' jobs that were never sent may go there too: the re-dispatcher sends
+        # every stored job that waits for a broker, so look for this one's id.)
+        wait_for(lambda: any(job_id.encode() in m
+                             for m in redis.Redis(port=port).lrange("cpu", 0, -1)), 30,
                  what="the job id to reach the restarted broker")
         with session_scope(cfg.database_url) as s:
             assert s.get(Job, job_id).dispatched_at is not None
