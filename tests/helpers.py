@@ -67,3 +67,19 @@ def ended_run(mlflow_client, run_id: str, timeout: float = 60):
         return run if run.info.status != "RUNNING" else None
 
     return wait_for(ended, timeout, 0.1, f"MLflow run {run_id} to end")
+
+
+def sqlite_api_client(folder: Path, api_token: str | None = None):
+    """A Flask test client of the API on a throwaway SQLite database in ``folder``, with an
+    in-memory broker: for the unit tests of what the API answers (nothing is trained)."""
+    import dataclasses
+
+    from service.api import create_app
+    from service.config import Settings
+    from service.migrate import upgrade
+
+    settings = dataclasses.replace(
+        Settings.from_env(), data_dir=folder, database_url=f"sqlite:///{folder / 'k.db'}",
+        broker_url="memory://", api_token=api_token)
+    upgrade(settings.database_url)
+    return create_app(settings).test_client()

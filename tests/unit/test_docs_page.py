@@ -9,19 +9,16 @@ real browser.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 
 import pytest
 
-from service.api import create_app
 from service.api.docs import swagger_ui_dist
 from service.api.openapi import DOCS_ASSETS, JOB_EXAMPLE, SWEEP_EXAMPLE, TAGS, document
-from service.config import Settings
 from service.spec import SpecError, validate_job
 from service.spec.sweep_checks import validate_sweep
-from tests.helpers import ROOT
+from tests.helpers import ROOT, sqlite_api_client
 
 
 def _example(doc: dict, path: str, media: str = "application/json") -> dict:
@@ -70,14 +67,7 @@ TOKEN = "docs-page-token-0123456789"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     """The API with a token set, on a throwaway SQLite database (nothing here is stored)."""
-    from service.migrate import upgrade
-
-    tmp = tmp_path_factory.mktemp("docs")
-    settings = dataclasses.replace(
-        Settings.from_env(), data_dir=tmp, database_url=f"sqlite:///{tmp / 'k.db'}",
-        broker_url="memory://", api_token=TOKEN)
-    upgrade(settings.database_url)
-    return create_app(settings).test_client()
+    return sqlite_api_client(tmp_path_factory.mktemp("docs"), api_token=TOKEN)
 
 
 def test_page_loads_only_files_the_api_serves(client):

@@ -14,7 +14,7 @@ import pytest
 from service.api import create_app
 from service.api.body import MAX_BODY_BYTES, MAX_DEPTH
 from service.config import Settings
-from tests.helpers import tiny_spec
+from tests.helpers import sqlite_api_client, tiny_spec
 
 
 def _strict_json(text: str):
@@ -27,14 +27,7 @@ def _strict_json(text: str):
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from service.migrate import upgrade
-
-    tmp = tmp_path_factory.mktemp("hostile")
-    settings = dataclasses.replace(
-        Settings.from_env(), data_dir=tmp, database_url=f"sqlite:///{tmp / 'k.db'}",
-        broker_url="memory://", api_token=None)
-    upgrade(settings.database_url)
-    return create_app(settings).test_client()
+    return sqlite_api_client(tmp_path_factory.mktemp("hostile"))
 
 
 def _post(client, body: bytes | str, ctype: str | None = "application/json",
