@@ -119,19 +119,16 @@ def make_pack(towers: list, steps_per_execution: int, data_batch):
         def call(self, x, training=False):
             return [t(x, training=training) for t in self.towers]
 
+        def _each_tower(self, step: str, data) -> dict:
+            """Each active tower's own ``step`` on the batch; its logs under ``t<i>/``."""
+            return {f"t{i}/{k}": v for i in self.active
+                    for k, v in getattr(self.towers[i], step)(data).items()}
+
         def train_step(self, data):
-            logs = {}
-            for i in self.active:
-                for k, v in self.towers[i].train_step(data).items():
-                    logs[f"t{i}/{k}"] = v
-            return logs
+            return self._each_tower("train_step", data)
 
         def test_step(self, data):
-            logs = {}
-            for i in self.active:
-                for k, v in self.towers[i].test_step(data).items():
-                    logs[f"t{i}/{k}"] = v
-            return logs
+            return self._each_tower("test_step", data)
 
         def reset_metrics(self):
             for i in self.active:

@@ -164,20 +164,26 @@ class JobRun:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
                 restore_best_weights=es.restore_best_weights))
-        validation = None
-        if data.x_val is not None:
-            validation = D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
+
+        def train_batches():  # a fresh pass over the data order each call (one per fit)
+            return D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
+                                   spec.fit.shuffle)
+
+        def val_batches():
+            if data.x_val is None:
+                return None
+            return D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
 
         self.reporter.fit_started()
         t0 = time.perf_counter()
         try:
             if towers is not None:
-                callback = self._fit_pack(towers, callback, data, y_train, y_val, spec, plan,
-                                          spe)
+                callback = self._fit_pack(towers, callback, data, y_train, plan, spe,
+                                          train_batches, val_batches)
             else:
+                validation = val_batches()
                 model.fit(
-                    D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
-                                    spec.fit.shuffle),
+                    train_batches(),
                     steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
                     validation_data=validation, validation_steps=1 if validation else None,
                     callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
@@ -266,20 +272,11 @@ class JobRun:
                  1 + len(self.ctx.shared))
         return towers
 
-    def _fit_pack(self, towers: list[P.Tower], callback, data, y_train, y_val, spec, plan,
-                  spe: int):
+    def _fit_pack(self, towers: list[P.Tower], callback, data, y_train, plan, spe: int,
+                  batches, validation):
         """One fit of the pack (TensorFlow), or each tower's own fit in turn (the backends
-        that do not pack); returns the callback that holds this job's own outcome."""
-
-        def batches():
-            return D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
-                                   spec.fit.shuffle)
-
-        def validation():
-            if data.x_val is None:
-                return None
-            return D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
-
+        that do not pack); returns the callback that holds this job's own outcome.
+        ``batches()`` and ``validation()`` give a fresh pass over the data each call."""
         kw = dict(steps_per_epoch=plan.steps_per_epoch, validation_steps=1
                   if data.x_val is not None else None, verbose=0, shuffle=False)
         if P.backend_packs():
