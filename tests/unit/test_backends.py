@@ -17,17 +17,17 @@ SCRIPT = """
 import json, sys
 import keras
 from service import spec as S
-from worker.training import datasets as D, model as M
+from worker.training import datasets as D, fitloop as F, model as M
 from tests.helpers import lecture_spec
 spec, plan = S.validate_job(lecture_spec(epochs=2))
 data = D.build_dataset(spec, plan)
 keras.utils.set_random_seed(0)
 model = M.build_model(spec, plan)
 M.compile_model(model, spec, plan, M.choose_steps_per_execution(plan.steps_per_epoch, 256))
-hist = model.fit(D.epoch_batches(data.x_train, data.y_train, plan.batch_size, 0),
-                 steps_per_epoch=plan.steps_per_epoch, epochs=2, verbose=0, shuffle=False)
-print(json.dumps({"backend": keras.backend.backend(), "loss": hist.history["loss"],
-                  "params": model.count_params()}))
+hist = F.fit(model, data.x_train, data.y_train, batch_size=plan.batch_size, epochs=2,
+             steps_per_execution=model.steps_per_execution, seed=0, shuffle=True)
+print(json.dumps({"backend": keras.backend.backend(), "loss": hist["loss"],
+                  "params": model.count_params(), "tf_loop": "worker.tf_loop" in sys.modules}))
 """
 
 
@@ -39,15 +39,19 @@ def test_training_code_runs_on_jax():
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["backend"] == backend and result["params"] == 5374
+    assert not result["tf_loop"]  # Model.fit on JAX; the TensorFlow loop is not imported
     assert result["loss"][1] < result["loss"][0]
 
 
 def test_no_tensorflow_import_in_training_code():
     """Backend neutrality by construction: keras and keras.ops only, no tf.*. (worker/gpu.py,
-    the device probe, asks each backend for its devices by name, in a subprocess.)"""
+    the device probe, asks each backend for its devices by name, in a subprocess;
+    worker/tf_loop.py is the TensorFlow backend's own training loop, imported by
+    fitloop.fit on that backend only.)"""
     for path in (ROOT / "worker" / "training").rglob("*.py"):
         text = path.read_text()
         assert "import tensorflow" not in text and "from tensorflow" not in text, path
+        assert "tf_loop" not in text or path.name == "fitloop.py", path
 
 
 def test_service_never_imports_keras_or_worker():

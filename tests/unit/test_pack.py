@@ -15,6 +15,7 @@ from service.spec.plan import Limits
 from service.spec.sweep_checks import validate_sweep
 from tests.helpers import ROOT, lecture_spec
 from worker.training import datasets as D
+from worker.training import fitloop as F
 from worker.training import model as M
 from worker.training import pack as P
 
@@ -49,11 +50,9 @@ def _model(spec, plan, spe):
 
 
 def _fit(model, spec, plan, data, yt, yv, callbacks=()):
-    return model.fit(
-        D.epoch_batches(data.x_train, yt, plan.batch_size, spec.fit.seed, spec.fit.shuffle),
-        steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
-        validation_data=D.epoch_batches(data.x_val, yv, len(data.x_val), 0, shuffle=False),
-        validation_steps=1, verbose=0, shuffle=False, callbacks=list(callbacks)).history
+    return F.fit(model, data.x_train, yt, batch_size=plan.batch_size, epochs=plan.epochs,
+                 steps_per_execution=model.steps_per_execution, seed=spec.fit.seed,
+                 shuffle=spec.fit.shuffle, validation=(data.x_val, yv), callbacks=callbacks)
 
 
 def _separate(spec_dict: dict, spe: int):

@@ -147,17 +147,23 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
                 x_val.astype("float32"), y_val, plan.task, class_names, digest(x, y))
 
 
+def epoch_orders(n: int, seed: int, shuffle: bool = True):
+    """Endless: each epoch's order of the ``n`` training rows, a fresh permutation each epoch
+    (``seed``), or the rows as they are."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield rng.permutation(n) if shuffle else np.arange(n)
+
+
 def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
-    """Endless batches, a fresh permutation each epoch.
+    """Endless batches in :func:`epoch_orders`'s order (``Model.fit``'s input on the backends
+    where the worker's own loop does not run, see :mod:`worker.training.fitloop`).
 
     Handing Keras one endless generator plus steps_per_epoch keeps one input iterator for the
     whole fit; with arrays, the TensorFlow backend builds a new tf.data iterator every epoch,
     which on the lecture example cost more than the 40 training steps themselves.
     """
-    rng = np.random.default_rng(seed)
-    n = len(x)
-    while True:
-        order = rng.permutation(n) if shuffle else np.arange(n)
-        for start in range(0, n, batch_size):
+    for order in epoch_orders(len(x), seed, shuffle):
+        for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
             yield x[idx], y[idx]

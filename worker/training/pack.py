@@ -9,7 +9,7 @@ it, inside one compiled function: the per-step dispatch is paid once for all tow
 towers share no variable, so each tower's arithmetic is a separate training's.
 
 A tower whose loss becomes NaN, or that its sweep's pruner stops, is *frozen*: it leaves the
-pack's step (the train function is rebuilt without it at the epoch boundary) and keeps the
+pack's step (:mod:`~.fitloop` rebuilds the step without it at the epoch boundary) and keeps the
 weights it had; the other towers train on.
 
 Backends: TensorFlow packs towers that differ in anything inside the model and in the
@@ -134,13 +134,14 @@ def make_pack(towers: list, steps_per_execution: int, data_batch):
             for i in self.active:
                 self.towers[i].reset_metrics()
 
+        def get_metrics_result(self):
+            return {f"t{i}/{k}": v for i in self.active
+                    for k, v in self.towers[i].get_metrics_result().items()}
+
         def freeze(self, leaving: list[int]) -> None:
-            """The towers ``leaving`` stop training (their weights stay as they are); the step
-            functions are rebuilt without them."""
+            """The towers ``leaving`` stop training (their weights stay as they are); the
+            training loop rebuilds its step without them at the next epoch."""
             self.active = [i for i in self.active if i not in leaving]
-            self.train_function = self.test_function = None
-            self.make_train_function()
-            self.make_test_function()
 
     pack = Pack()
     jit = towers[0].jit_compile

@@ -29,6 +29,7 @@ from .. import gpu
 from . import artifacts, shared_trials, tracking
 from .chance import TRAINING_DATA_NOTE, chance_levels
 from . import datasets as D
+from . import fitloop as F
 from . import model as M
 from . import pack as P
 from .claim import claim
@@ -165,29 +166,18 @@ class JobRun:
                 monitor=es.monitor, patience=es.patience, min_delta=es.min_delta,
                 restore_best_weights=es.restore_best_weights))
 
-        def train_batches():  # a fresh pass over the data order each call (one per fit)
-            return D.epoch_batches(data.x_train, y_train, plan.batch_size, spec.fit.seed,
-                                   spec.fit.shuffle)
-
-        def val_batches():
-            if data.x_val is None:
-                return None
-            return D.epoch_batches(data.x_val, y_val, len(data.x_val), 0, shuffle=False)
-
+        fit_kw = dict(batch_size=plan.batch_size, steps_per_execution=spe, seed=spec.fit.seed,
+                      shuffle=spec.fit.shuffle, validation=None if data.x_val is None else
+                      (data.x_val, y_val))
         self.reporter.fit_started()
         t0 = time.perf_counter()
         try:
             if towers is not None:
-                callback = self._fit_pack(towers, callback, data, y_train, plan, spe,
-                                          train_batches, val_batches)
+                callback = self._fit_pack(towers, callback, data.x_train, y_train, plan.epochs,
+                                          fit_kw)
             else:
-                validation = val_batches()
-                model.fit(
-                    train_batches(),
-                    steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
-                    validation_data=validation, validation_steps=1 if validation else None,
-                    callbacks=callbacks, verbose=0, shuffle=False,  # the generator shuffles
-                )
+                F.fit(model, data.x_train, y_train, epochs=plan.epochs, callbacks=callbacks,
+                      **fit_kw)
             fit_time = time.perf_counter() - t0
             # Every epoch is in MLflow before the artifacts; an MLflow that does not answer
             # now delays the job (bounded), it does not lose the epochs.
@@ -272,23 +262,19 @@ class JobRun:
                  1 + len(self.ctx.shared))
         return towers
 
-    def _fit_pack(self, towers: list[P.Tower], callback, data, y_train, plan, spe: int,
-                  batches, validation):
+    def _fit_pack(self, towers: list[P.Tower], callback, x, y, epochs: int, fit_kw: dict):
         """One fit of the pack (TensorFlow), or each tower's own fit in turn (the backends
-        that do not pack); returns the callback that holds this job's own outcome.
-        ``batches()`` and ``validation()`` give a fresh pass over the data each call."""
-        kw = dict(steps_per_epoch=plan.steps_per_epoch, validation_steps=1
-                  if data.x_val is not None else None, verbose=0, shuffle=False)
+        that do not pack); returns the callback that holds this job's own outcome."""
         if P.backend_packs():
-            first = (data.x_train[:plan.batch_size], y_train[:plan.batch_size])
-            pk = P.make_pack([t.model for t in towers], spe, first)
-            pk.fit(batches(), epochs=plan.epochs, validation_data=validation(),
-                   callbacks=[callback], **kw)
+            bs = fit_kw["batch_size"]
+            pk = P.make_pack([t.model for t in towers], fit_kw["steps_per_execution"],
+                             (x[:bs], y[:bs]))
+            F.fit(pk, x, y, epochs=epochs, callbacks=[callback],
+                  **fit_kw)
             return callback
         return P.fit_in_turn(towers, callback, self.reporter, self.signals,
-                             lambda t, cb: t.model.fit(batches(), epochs=t.epochs,
-                                                       validation_data=validation(),
-                                                       callbacks=[cb], **kw))
+                             lambda t, cb: F.fit(t.model, x, y, epochs=t.epochs,
+                                                 callbacks=[cb], **fit_kw))
 
     def _tower_progress(self, towers: list[P.Tower]) -> None:
         """Live progress of the trials the pack carries; reads which were asked to cancel."""

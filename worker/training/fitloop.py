@@ -1,0 +1,63 @@
+"""The worker's training loop: ``fit`` for one model or a pack of towers.
+
+On the TensorFlow backend the loop is the worker's own (:mod:`worker.tf_loop`, the one
+training module that imports TensorFlow, and only on that backend): the training data is one tensor, each
+epoch's order one index vector, and one compiled function runs ``steps_per_execution`` train
+steps, gathering each batch inside the graph. It runs the model's own ``train_step`` and
+``test_step`` (its loss, metrics and optimizer), so the arithmetic is Keras's; what it leaves
+out is ``Model.fit``'s per-step machinery (an input iterator, an optional per step, a nested
+function call per step), which on the lecture MLP cost about ten times the step itself
+(bs=1: 1.5 ms a step through ``Model.fit`` fed by a generator, 0.15 ms in this loop;
+``bench/README.md``). Same weights and training metrics as ``Model.fit`` over
+:func:`~.datasets.epoch_batches`, bit for bit (``tests/unit/test_fitloop.py``).
+
+Other backends (JAX) keep ``Model.fit`` over :func:`~.datasets.epoch_batches`: the same
+batches in the same order.
+
+Both call the callbacks' epoch and train hooks (``on_train_begin``, ``on_epoch_begin``,
+``on_epoch_end``, ``on_train_end``), honour ``model.stop_training``, and log what ``Model.fit``
+logs per epoch: the training metrics, then the validation metrics prefixed ``val_``. Batch
+hooks are not called by the TensorFlow loop; nothing in the worker uses them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worker.training import datasets as D
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
+        steps_per_execution: int, seed: int, shuffle: bool,
+        validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks=()
+        ) -> dict[str, list[float]]:
+    """Train ``model`` (compiled and, for a pack, built) for ``epochs`` epochs of
+    ``ceil(len(x) / batch_size)`` steps; the epoch order is
+    :func:`~.datasets.epoch_orders` (``seed``, ``shuffle``); ``validation`` (x, y) is
+    evaluated as one batch after each epoch. Returns the per-epoch logs (``Model.fit``'s
+    ``history.history``)."""
+    import keras
+
+    steps = -(-len(x) // batch_size)
+    if steps % steps_per_execution:
+        raise ValueError(f"steps_per_execution {steps_per_execution} does not divide the "
+                         f"{steps} steps of an epoch")
+    if keras.backend.backend() != "tensorflow":
+        return model.fit(
+            D.epoch_batches(x, y, batch_size, seed, shuffle), steps_per_epoch=steps,
+            epochs=epochs, validation_data=None if validation is None else D.epoch_batches(
+                *validation, len(validation[0]), 0, shuffle=False),
+            validation_steps=None if validation is None else 1, callbacks=list(callbacks),
+            verbose=0, shuffle=False).history
+    from worker.tf_loop import TFLoop
+
+    return TFLoop(model, x, y, batch_size, steps, steps_per_execution).fit(
+        epochs, seed, shuffle, validation, callbacks)
+
+
+def results(model) -> dict[str, float]:
+    """The model's metric results now (a pack's: every active tower's, prefixed)."""
+    import keras
+
+    return {k: float(keras.ops.convert_to_numpy(v))
+            for k, v in model.get_metrics_result().items()}
