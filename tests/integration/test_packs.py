@@ -4,11 +4,13 @@ end alone."""
 
 from __future__ import annotations
 
+import time
+
 import mlflow
 import numpy as np
 import pytest
 
-from tests.helpers import ended_run
+from tests.helpers import ended_run, wait_for
 
 from .test_sweeps import sweep_jobs, tiny_sweep, wait_sweep
 
@@ -103,6 +105,46 @@ def test_a_diverging_and_a_pruned_tower_end_alone(client, worker, mlflow_client)
     run = ended_run(mlflow_client, p["mlflow"]["run_id"])
     assert run.data.tags["kerasyard.pruned"] == "true"
     assert run.data.tags["kerasyard.trial_state"] == "pruned"
+
+
+def test_cancelling_one_carried_trial_takes_its_tower_out_and_the_others_train_on(client,
+                                                                                 worker):
+    """POST /jobs/{id}/cancel on a trial a pack carries: its tower leaves the pack at an
+    epoch's end (its live progress stops), the other towers train on; the trial ends
+    cancelled, saying so, when the pack ends (here: the sweep is cancelled after)."""
+    params = {"model.hidden_activation": ["relu", "tanh", "sigmoid"], "fit.epochs": [10_000]}
+    sw = client.post("/api/v1/sweeps", json=tiny_sweep("pack-cancel", params)).get_json()
+
+    def trials():
+        got = client.get(f"/api/v1/sweeps/{sw['id']}").get_json()["trials"]
+        return {t["params"]["model.hidden_activation"]: t for t in got}
+
+    def epoch(job_id: str) -> int:
+        job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+        return (job["progress"] or {}).get("epoch", 0)
+
+    ids = wait_for(lambda: (t := trials()) and all(x["jobs"] for x in t.values()) and
+                   {a: x["jobs"][0]["id"] for a, x in t.items()}, 60, what="the trials' jobs")
+    wait_for(lambda: epoch(ids["tanh"]) >= 2, 120, what="the tanh tower's live progress")
+    assert client.post(f"/api/v1/jobs/{ids['tanh']}/cancel").status_code == 202
+
+    def tanh_left():  # its progress stands still while sigmoid's goes on
+        before = epoch(ids["tanh"]), epoch(ids["sigmoid"])
+        time.sleep(2.5)
+        after = epoch(ids["tanh"]), epoch(ids["sigmoid"])
+        return after if after[0] == before[0] and after[1] > before[1] else None
+
+    stopped_at, sigmoid_at = wait_for(tanh_left, 60, 0, "the tanh tower to leave the pack")
+    assert stopped_at < sigmoid_at < 10_000
+    assert client.post(f"/api/v1/sweeps/{sw['id']}/cancel").status_code == 202
+    ended = wait_sweep(client, sw["id"])
+    t = trials()
+    assert ended["status"] == "cancelled"
+    assert {a: x["state"] for a, x in t.items()} == dict.fromkeys(t, "cancelled")
+    tanh = client.get(f"/api/v1/jobs/{ids['tanh']}").get_json()
+    assert tanh["trained_by"] == ids["relu"]
+    assert "cancelled while its tower trained" in tanh["error"]["message"], tanh["error"]
+    assert epoch(ids["tanh"]) == stopped_at
 
 
 def test_a_pack_whose_worker_dies_is_retried_as_a_pack(settings, workdir):

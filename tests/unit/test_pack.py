@@ -28,10 +28,13 @@ def _base() -> dict:
     return spec
 
 
-def _variant(act: str, units: int = 64, lr: float = 0.01, opt: str = "sgd") -> dict:
+def _variant(act: str, units: int = 64, lr: float = 0.01, opt: str = "sgd",
+             dropout: float = 0.0) -> dict:
     spec = _base()
     spec["model"]["layers"][0].update(activation=act, units=units)
     spec["compile"]["optimizer"].update(name=opt, learning_rate=lr)
+    if dropout:
+        spec["model"]["layers"].insert(1, {"type": "dropout", "rate": dropout})
     return spec
 
 
@@ -94,9 +97,12 @@ def test_three_activations_pack_equals_separate_trainings(spe):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TF packs")
-def test_pack_mixing_units_learning_rates_and_optimizers_equals_separate_trainings():
+def test_pack_mixing_units_learning_rates_optimizers_and_dropout_equals_separate_trainings():
+    """Dropout too: each tower's Dropout layer draws from its own seed generator, seeded when
+    the tower is built, so its masks are a separate training's."""
     specs = [_variant("relu", 64, 0.01), _variant("tanh", 16, 0.1),
-             _variant("sigmoid", 32, 0.003, "adam"), _variant("relu", 8, 0.05, "rmsprop")]
+             _variant("sigmoid", 32, 0.003, "adam"), _variant("relu", 8, 0.05, "rmsprop"),
+             _variant("relu", 32, 0.05, dropout=0.3), _variant("tanh", 32, 0.05, dropout=0.5)]
     for spec, packed in zip(specs, _packed(specs, 1), strict=True):
         _assert_same(_separate(spec, 1), packed)
 
