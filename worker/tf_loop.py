@@ -2,7 +2,8 @@
 
 The worker's training code is backend-neutral; this module is where the TensorFlow backend
 gets a loop of its own (why, and what it keeps of ``Model.fit``: :mod:`~.training.fitloop`).
-It is imported only when Keras runs on TensorFlow.
+It is imported only when Keras runs on TensorFlow, and imports nothing of the worker's (the
+epoch orders come in from fitloop).
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from worker.training import datasets as D
-from worker.training.fitloop import results
+
+def results(model) -> dict[str, float]:
+    """The model's metric results now (a pack's: every active tower's, prefixed)."""
+    return {k: float(keras.ops.convert_to_numpy(v))
+            for k, v in model.get_metrics_result().items()}
 
 
 class TFLoop:
@@ -58,14 +62,13 @@ class TFLoop:
 
         return evaluate
 
-    def fit(self, epochs: int, seed: int, shuffle: bool, validation, callbacks
-            ) -> dict[str, list[float]]:
+    def fit(self, epochs: int, orders, validation, callbacks) -> dict[str, list[float]]:
+        """``orders`` gives each epoch's order of the training rows."""
         model = self.model
         cbs = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
                                            steps=self.steps, verbose=0)
         val = None if validation is None else tuple(tf.convert_to_tensor(v) for v in validation)
         history: dict[str, list[float]] = {}
-        orders = D.epoch_orders(self.n, seed, shuffle)
         model.stop_training = False
         cbs.on_train_begin()
         for epoch in range(epochs):

@@ -5,7 +5,9 @@ float32) that would take the worker's host down, once per retry. The estimate ad
 one training process holds at its peak, per part, in bytes:
 
 - ``dataset``: the generated or loaded table (scikit-learn makes float64), its float32 copy
-  and the shuffled train/validation split;
+  and the shuffled train/validation split; on TensorFlow, when that split is at most
+  :data:`IN_GRAPH_DATA_MAX` bytes, the worker's own training loop also holds it as tensors
+  (TensorFlow's conversion from NumPy peaks at two copies);
 - ``parameters``: weights, their gradients and the optimizer's slots (Adam keeps two per
   weight, SGD with momentum one, ...);
 - ``activations``: each layer's output for one batch, kept for the backward pass, and its
@@ -26,6 +28,10 @@ FLOAT64 = 8
 # Optimizer slot variables per weight.
 SLOTS = {"sgd": 0, "adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}
 MB = 1024 * 1024
+# The worker's TensorFlow loop (worker/tf_loop.py) takes the training and validation sets in
+# as tensors when their float32 table is at most this; a larger set trains through Model.fit
+# fed batch by batch (at that size the step, not the loop around it, is what costs).
+IN_GRAPH_DATA_MAX = 64 * MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +69,8 @@ def estimate(spec, plan) -> MemoryEstimate:
     targets = plan.output_units if plan.task == "regression" else 1
     table = n * (f + targets)
     dataset = table * FLOAT64 + 2 * table * FLOAT32
+    if table * FLOAT32 <= IN_GRAPH_DATA_MAX:
+        dataset += 2 * table * FLOAT32  # as tensors, in the TensorFlow loop
     opt = spec.compile.optimizer
     slots = SLOTS[opt.name] + (1 if opt.momentum else 0)
     parameters = plan.total_params * FLOAT32 * (2 + slots)

@@ -135,3 +135,27 @@ def test_epoch_batches_follow_epoch_orders():
         order = next(orders)
         got = np.concatenate([next(gen)[1] for _ in range(3)])
         assert np.array_equal(got, order)
+
+
+def test_a_large_training_set_trains_through_model_fit(monkeypatch):
+    """Above IN_GRAPH_DATA_MAX the data is not copied into tensors: Model.fit, batch by batch,
+    the same order; the memory estimate counts the copy only below it."""
+    from service.spec import memory
+
+    spec, plan, data, yt, yv, model = _setup(5)
+    seen = []
+    monkeypatch.setattr(F, "IN_GRAPH_DATA_MAX", 1000)  # bytes: the 48-row set is above it
+    a, b = model(), model()
+    orig = type(b).fit
+    monkeypatch.setattr(type(b), "fit", lambda self, *a, **kw: seen.append(1) or
+                        orig(self, *a, **kw))
+    h_loop = _loop_fit(b, spec, plan, data, yt, yv)
+    assert seen == [1]
+    monkeypatch.undo()
+    h_keras = _keras_fit(a, spec, plan, data, yt, yv)
+    assert h_keras == h_loop
+    assert all(np.array_equal(p, q) for p, q in zip(a.get_weights(), b.get_weights(),
+                                                    strict=True))
+    small = memory.estimate(spec, plan).dataset
+    table = plan.n_samples * (plan.input_dim + 1)
+    assert small == table * (8 + 4 * 4)  # float64, float32 copy, split, and the tensors

@@ -11,8 +11,10 @@ function call per step), which on the lecture MLP cost about ten times the step 
 ``bench/README.md``). Same weights and training metrics as ``Model.fit`` over
 :func:`~.datasets.epoch_batches`, bit for bit (``tests/unit/test_fitloop.py``).
 
-Other backends (JAX) keep ``Model.fit`` over :func:`~.datasets.epoch_batches`: the same
-batches in the same order.
+Other backends (JAX), and a training set larger than
+:data:`service.spec.memory.IN_GRAPH_DATA_MAX` (the loop holds the data as tensors; at that
+size the step is what costs, not the loop around it), keep ``Model.fit`` over
+:func:`~.datasets.epoch_batches`: the same batches in the same order.
 
 Both call the callbacks' epoch and train hooks (``on_train_begin``, ``on_epoch_begin``,
 ``on_epoch_end``, ``on_train_end``), honour ``model.stop_training``, and log what ``Model.fit``
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.spec.memory import IN_GRAPH_DATA_MAX
 from worker.training import datasets as D
 
 
@@ -42,7 +45,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
     if steps % steps_per_execution:
         raise ValueError(f"steps_per_execution {steps_per_execution} does not divide the "
                          f"{steps} steps of an epoch")
-    if keras.backend.backend() != "tensorflow":
+    held = x.nbytes + y.nbytes + (0 if validation is None else
+                                  validation[0].nbytes + validation[1].nbytes)
+    if keras.backend.backend() != "tensorflow" or held > IN_GRAPH_DATA_MAX:
         return model.fit(
             D.epoch_batches(x, y, batch_size, seed, shuffle), steps_per_epoch=steps,
             epochs=epochs, validation_data=None if validation is None else D.epoch_batches(
@@ -52,12 +57,5 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
     from worker.tf_loop import TFLoop
 
     return TFLoop(model, x, y, batch_size, steps, steps_per_execution).fit(
-        epochs, seed, shuffle, validation, callbacks)
+        epochs, D.epoch_orders(len(x), seed, shuffle), validation, callbacks)
 
-
-def results(model) -> dict[str, float]:
-    """The model's metric results now (a pack's: every active tower's, prefixed)."""
-    import keras
-
-    return {k: float(keras.ops.convert_to_numpy(v))
-            for k, v in model.get_metrics_result().items()}
