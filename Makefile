@@ -13,7 +13,9 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	# --no-compile: Python compiles what is imported when it is first imported; compiling
+	# every module of every package (TensorFlow's thousands) here took about a minute.
+	$(PY) -m pip install -q --no-compile -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -23,7 +23,9 @@ class TFLoop:
 
     def __init__(self, model, x, y, batch_size: int, steps: int, spe: int):
         self.model = model
-        self.x, self.y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+        # tf.identity places the data where the ops run (a GPU when there is one) once,
+        # rather than copying it from host memory at every execution.
+        self.x, self.y = (tf.identity(tf.convert_to_tensor(a)) for a in (x, y))
         self.n, self.batch_size, self.steps, self.spe = len(x), batch_size, steps, spe
         self._execution = self._evaluate = None
         self._built_for: object = None
@@ -67,7 +69,8 @@ class TFLoop:
         model = self.model
         cbs = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
                                            steps=self.steps, verbose=0)
-        val = None if validation is None else tuple(tf.convert_to_tensor(v) for v in validation)
+        val = None if validation is None else \
+            tuple(tf.identity(tf.convert_to_tensor(v)) for v in validation)
         history: dict[str, list[float]] = {}
         model.stop_training = False
         cbs.on_train_begin()

@@ -35,7 +35,7 @@ seed = 20240611
 max-failures = 100
 
 [generation]
-max-examples = 50
+max-examples = 20
 deterministic = true
 # Every mode (positive and negative), NUL characters included (allow-x00 defaults to true).
 
@@ -177,7 +177,7 @@ TOKEN = "fuzz-token-0123456789abcdef"
 # schema, not by max-examples: ~4,000 of them); every check still on. Over HTTP on loopback:
 # schemathesis 4.32's ignored_auth probe passes requests' max_redirects to werkzeug's test
 # client, which refuses it (TypeError), so the WSGI transport cannot run that check.
-AUTH_CONFIG = CONFIG.replace("max-examples = 50", "max-examples = 10") + f"""
+AUTH_CONFIG = CONFIG.replace("max-examples = 20", "max-examples = 10") + f"""
 [phases.coverage]
 enabled = false
 
