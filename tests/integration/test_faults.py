@@ -196,7 +196,10 @@ def test_database_outage_before_the_claim_and_across_the_end_of_a_training(
         # Case 2: cut after a few epochs; fit, the artifacts and the model reach MLflow while
         # the database is away; the epochs left and the final write wait for it.
         t0 = time.monotonic()
-        epochs = 300
+        # Enough epochs that fit is still going when the cut lands: the worker's own loop
+        # trains the tiny spec's 300 epochs in well under a second (a CI run saw the job end
+        # before the cut).
+        epochs = 3000
         job_id = submit(fclient, tiny_spec("db-outage-end", epochs=epochs))
 
         def training():
