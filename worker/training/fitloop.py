@@ -1,14 +1,13 @@
 """The worker's training loop: ``fit`` for one model or a pack of towers.
 
-On the TensorFlow backend the loop is the worker's own (:mod:`worker.tf_loop`, the one
-training module that imports TensorFlow, and only on that backend): the training data is one tensor, each
-epoch's order one index vector, and one compiled function runs ``steps_per_execution`` train
-steps, gathering each batch inside the graph. It runs the model's own ``train_step`` and
-``test_step`` (its loss, metrics and optimizer), so the arithmetic is Keras's; what it leaves
-out is ``Model.fit``'s per-step machinery (an input iterator, an optional per step, a nested
-function call per step), which on the lecture MLP cost about ten times the step itself
-(bs=1: 1.5 ms a step through ``Model.fit`` fed by a generator, 0.15 ms in this loop;
-``bench/README.md``). Same weights and training metrics as ``Model.fit`` over
+On the TensorFlow backend the loop is the worker's own (:mod:`worker.tf_loop`, imported only
+on that backend): the training data is one tensor, each epoch's order one index vector, and
+one compiled function runs ``steps_per_execution`` train steps, gathering each batch inside
+the graph. It runs the model's own ``train_step`` and ``test_step`` (its loss, metrics and
+optimizer), so the arithmetic is Keras's; what it leaves out is ``Model.fit``'s per-step
+machinery (an input iterator, an optional per step, a nested function call per step), most of
+a step's time on the lecture MLP (bs=1: 1.8 ms a step through ``Model.fit`` fed by a
+generator, 0.30 ms in this loop; ``python -m bench.fitloop_bench``, ``bench/README.md``). Same weights and training metrics as ``Model.fit`` over
 :func:`~.datasets.epoch_batches`, bit for bit (``tests/unit/test_fitloop.py``).
 
 Other backends (JAX), and a training set larger than
@@ -58,4 +57,3 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
 
     return TFLoop(model, x, y, batch_size, steps, steps_per_execution).fit(
         epochs, D.epoch_orders(len(x), seed, shuffle), validation, callbacks)
-

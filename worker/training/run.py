@@ -269,8 +269,7 @@ class JobRun:
             bs = fit_kw["batch_size"]
             pk = P.make_pack([t.model for t in towers], fit_kw["steps_per_execution"],
                              (x[:bs], y[:bs]))
-            F.fit(pk, x, y, epochs=epochs, callbacks=[callback],
-                  **fit_kw)
+            F.fit(pk, x, y, epochs=epochs, callbacks=[callback], **fit_kw)
             return callback
         return P.fit_in_turn(towers, callback, self.reporter, self.signals,
                              lambda t, cb: F.fit(t.model, x, y, epochs=t.epochs,
