@@ -69,6 +69,12 @@ def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
     mlflow.set_tracking_uri(mlflow_client.tracking_uri)
     model = mlflow.keras.load_model(f"runs:/{run_id}/model")
     assert model.count_params() == 5374
+    # An MLflow 3 logged model of the run, in its experiment, with its params.
+    [logged] = mlflow_client.search_logged_models(
+        experiment_ids=[job["mlflow"]["experiment_id"]],
+        filter_string=f"source_run_id = '{run_id}'")
+    assert (logged.name, logged.status.value) == ("model", "READY")
+    assert logged.params["fit.batch_size"] == "5"
 
     hist = client.get(f"/api/v1/jobs/{job_id}/history").get_json()
     assert [e["epoch"] for e in hist["epochs"]] == list(range(1, epochs + 1))
@@ -189,3 +195,40 @@ def test_killed_worker_child_is_retried_not_lost(client, worker):
     hist = client.get(f"/api/v1/jobs/{job_id}/history").get_json()["epochs"]
     assert [e["epoch"] for e in hist] == list(range(1, 401))
     worker.wait_ready()  # the pool replaced the child
+
+
+def test_logging_the_model_leaves_the_run_running(settings, mlflow_client):
+    """artifacts.log_model against the real server: the run stays RUNNING throughout (its end
+    status waits for the job's final write), never ended and set back; the model loads from
+    ``runs:/<run>/model`` and predicts what the model in memory does."""
+    import dataclasses as dc
+
+    import keras
+    import mlflow
+    import numpy as np
+
+    from worker.training import artifacts
+
+    experiment_id = mlflow_client.create_experiment(f"log-model-{os.getpid()}-{id(settings)}")
+    run = mlflow_client.create_run(experiment_id)
+    run_id = run.info.run_id
+    mlflow_client.log_param(run_id, "fit.batch_size", "5")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+
+    @dc.dataclass
+    class Data:
+        x_train: np.ndarray
+
+    artifacts.log_model(settings, model, Data(x), run_id)
+
+    after = mlflow_client.get_run(run_id)
+    assert after.info.status == "RUNNING" and after.info.end_time is None, after.info
+    [logged] = mlflow_client.search_logged_models(experiment_ids=[experiment_id])
+    assert (logged.name, logged.source_run_id, logged.status.value) == \
+        ("model", run_id, "READY")
+    assert logged.params == {"fit.batch_size": "5"}
+    assert [o.model_id for o in after.outputs.model_outputs] == [logged.model_id]
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    loaded = mlflow.keras.load_model(f"runs:/{run_id}/model")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

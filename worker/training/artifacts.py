@@ -68,23 +68,29 @@ def write_history(history: list[dict], path: Path) -> None:
 
 
 def log_model(settings: Settings, model, data, run_id: str) -> None:
+    """The model as an MLflow 3 logged model of the run (``runs:/<run_id>/model`` loads it),
+    logged without making the run the active fluent run: leaving ``with mlflow.start_run()``
+    would end it FINISHED, and the run's end status is set only after the job's final write went
+    through (run.py; a final write that fails must not leave a FINISHED run behind)."""
     import keras
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, infer_signature
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # finalize_logged_model reads it
+    client = mlflow.tracking.MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(run_id)
     sample = data.x_train[:5]
     signature = infer_signature(sample, keras.ops.convert_to_numpy(model(sample)))
+    # What the fluent call would create: the model in the run's experiment, its source the
+    # run, the run's params on it. Model.log then links it to the run (log_outputs), uploads it
+    # and marks it READY (FAILED on an error).
+    logged = client.create_logged_model(
+        experiment_id=run.info.experiment_id, name="model", source_run_id=run_id,
+        params={k: str(v) for k, v in run.data.params.items()})
     # Explicit requirements skip MLflow's import-capturing subprocess (seconds per run).
     reqs = [f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
-    with mlflow.start_run(run_id=run_id):
-        mlflow.keras.log_model(model, name="model", signature=signature,
-                               pip_requirements=reqs)
-    # Leaving the fluent run ended it FINISHED; the run's end status is set only after the
-    # job's final write went through (run.py), so until then it is running again. Otherwise a
-    # final write that fails would leave a FINISHED run that the next attempt relabels FAILED.
-    mlflow.tracking.MlflowClient(settings.mlflow_tracking_uri).update_run(run_id,
-                                                                         status="RUNNING")
+    Model.log(artifact_path=None, name="model", flavor=mlflow.keras, model=model, run_id=run_id,
+              model_id=logged.model_id, signature=signature, pip_requirements=reqs)
 
 
 def record_failure(cl, run_id: str, error: dict, exc: BaseException) -> None:
