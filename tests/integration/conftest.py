@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mlflow_server(workdir):
     try:
-        server = MlflowServer(workdir, log_path=workdir / "mlflow.log", cwd=workdir)
+        server = MlflowServer(workdir, log_path=workdir / "mlflow.log", cwd=workdir,
+                              parent_death_signal=signal.SIGTERM)
     except StackError as exc:
         pytest.fail(f"mlflow server did not start: {exc}", pytrace=False)
     yield server.url
@@ -106,7 +108,7 @@ def settings(pg_database, redis_url, mlflow_server, workdir) -> Settings:
 @pytest.fixture(scope="session")
 def worker(settings, workdir):
     w = WorkerProcess(worker_env(settings), workdir / "worker.log",
-                      name=f"test-{uuid.uuid4().hex[:6]}@%h")
+                      name=f"test-{uuid.uuid4().hex[:6]}@%h", parent_death_signal=signal.SIGTERM)
     try:
         w.wait_ready()
     except StackError:

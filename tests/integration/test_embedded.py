@@ -158,6 +158,7 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
     port, mlflow_port = free_port(), free_port()
     proc, text = start_run_command(tmp_path, port, mlflow_port)
     base = f"http://127.0.0.1:{port}/api/v1"
+    tree: dict[int, str] = {}
     try:
         assert f"kerasyard API:  {base}" in text()
         assert f"MLflow UI:      http://127.0.0.1:{mlflow_port}" in text()
@@ -193,8 +194,22 @@ def test_run_command_serves_trains_and_tracks(tmp_path):
         assert ended_run(client, sw["mlflow"]["run_id"]).info.status == "FINISHED"
         assert (tmp_path / "data" / "broker" / "control").is_dir()
         assert not (ROOT / "control").exists()  # kombu's default folder stays out of the repo
+
+        # kill -9: the run command stops nothing, its children (sessions of their own) hear of
+        # it from the kernel (parent_death_signal) and stop themselves, freeing their ports.
+        tree = descendants(proc.pid)
+        commands = " | ".join(tree.values())
+        assert "celery" in commands and "mlflow" in commands, commands
+        proc.kill()
+        proc.wait(timeout=30)
+        wait_for(lambda: not any(alive(p) for p in tree), 90, 0.2,
+                 "the children of the killed run command to exit")
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{mlflow_port}/health", timeout=2)
     finally:
-        stop_run_command(proc)
+        if proc.poll() is None:
+            stop_run_command(proc)
+        kill_leftovers([p for p in tree if alive(p)])
 
 
 ACCESS_LINE = re.compile(r'"(GET|POST) /api/v1/\S* HTTP/1\.[01]" \d{3}')
