@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from .errors import ApiError
 
 MIN_PREFIX = 4  # shorter prefixes name a row by accident too easily (`cancel a`)
 SHOWN = 5  # candidates named in an ambiguous prefix's error
 _PREFIX = re.compile(r"^[0-9a-fA-F]{1,31}$")  # ids are 32 lowercase hex digits
+
+
+def prefix_match(column, prefix: str):
+    """``column`` begins with ``prefix`` (lowercase hex digits), as the range
+    [prefix, prefix + "g"): "g" sorts after every hex digit, in byte order and in the
+    locales' collations alike. A btree index (the primary key) serves a range under any
+    collation; ``LIKE 'prefix%'`` only under the C collation, and the official PostgreSQL
+    image initialises its databases with en_US.utf8."""
+    return and_(column >= prefix, column < prefix + "g")
 
 
 def full_id(s, model, ident: str, what: str, loc: str) -> str:
@@ -24,7 +33,7 @@ def full_id(s, model, ident: str, what: str, loc: str) -> str:
     if not _PREFIX.match(ident):
         return ident
     prefix = ident.lower()
-    match = model.id.startswith(prefix, autoescape=True)
+    match = prefix_match(model.id, prefix)
     rows = s.execute(select(model.id, model.name, model.status).where(match)
                      .order_by(model.created_at.desc(), model.id).limit(SHOWN + 1)).all()
     if not rows:

