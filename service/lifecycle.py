@@ -281,6 +281,15 @@ def finish(settings: Settings, fence: Fence, status: JobStatus, *, summary: dict
         return OWNED
 
 
+def finished_by(settings: Settings, fence: Fence, status: JobStatus) -> bool:
+    """Whether this attempt's final write went through: the job is at this attempt and ended
+    ``status``. Asked when :func:`finish` answered SUPERSEDED on a retry after a failed try,
+    whose commit may have landed with its answer lost to the connection."""
+    with session_scope(settings.database_url) as s:
+        job = s.get(Job, fence.job_id)
+        return job is not None and job.attempts == fence.attempt and job.status == status
+
+
 def still_owned(settings: Settings, fence: Fence) -> bool:
     with session_scope(settings.database_url) as s:
         return s.scalar(select(Job.id).where(_holding(fence))) is not None

@@ -155,3 +155,22 @@ def test_api_resends_a_running_job_whose_worker_went_silent(cfg, idle_broker):
     assert any(orphan in a for a in sent) and not any(alive in a for a in sent)
     r.flushdb()
     assert claim(orphan, cfg).fence.attempt == 2  # what the worker receiving it does
+
+
+def test_a_final_write_whose_answer_was_lost_is_known_by_its_attempt(cfg):
+    """lifecycle.finished_by: the worker asks it when finish() answered SUPERSEDED on a retry
+    after a try that failed (its commit may have landed with the answer lost): true only for
+    this attempt and the status it wrote."""
+    from service import lifecycle
+    from service.models import JobStatus
+
+    job_id = make_job(cfg)
+    fence = claim(job_id, cfg).fence
+    assert not lifecycle.finished_by(cfg, fence, JobStatus.succeeded)  # still running
+    assert lifecycle.finish(cfg, fence, JobStatus.succeeded) is lifecycle.Ownership.OWNED
+    # The retry of that write: the fence no longer holds, as after any other owner's write.
+    assert lifecycle.finish(cfg, fence, JobStatus.succeeded) is lifecycle.Ownership.SUPERSEDED
+    assert lifecycle.finished_by(cfg, fence, JobStatus.succeeded)
+    assert not lifecycle.finished_by(cfg, fence, JobStatus.failed)
+    other = dataclasses.replace(fence, attempt=fence.attempt + 1)
+    assert not lifecycle.finished_by(cfg, other, JobStatus.succeeded)

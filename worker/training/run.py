@@ -21,7 +21,7 @@ from service import spec as S
 from service.config import Settings
 from service.db import session_scope
 from service.lifecycle import MLFLOW_RUN_STATUS, Claim, Ownership
-from service.models import Dataset, Job, JobStatus
+from service.models import Dataset, JobStatus
 from service.sweeps import for_worker
 from service.validation import validate
 
@@ -465,16 +465,12 @@ class JobRun:
             log.error("job %s: the final write failed; leaving MLflow run %s as it is",
                       self.job_id, self.run_id)
             raise
-        if answer is Ownership.SUPERSEDED and failed and self._finished_already(outcome.status):
+        if answer is Ownership.SUPERSEDED and failed and retry_db(
+                st, f"final write of job {self.job_id} (did a failed try land?)",
+                lambda: lifecycle.finished_by(st, self.fence, outcome.status)):
             # An earlier try committed but its answer was lost with the connection.
             return Ownership.OWNED
         return answer
-
-    def _finished_already(self, status: JobStatus) -> bool:
-        with session_scope(self.settings.database_url) as s:
-            job = s.get(Job, self.job_id)
-            return job is not None and job.attempts == self.fence.attempt and \
-                job.status == status
 
     def _end_mlflow_run(self, outcome: Outcome) -> None:
         if self.mlflow is None or not self.run_id:
