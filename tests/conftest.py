@@ -13,13 +13,18 @@ import pytest
 
 from tests import services
 
-MODE_NEEDED = (
-    f"pytest -n runs each worker as a session with its own PostgreSQL and Redis: set "
-    f"{services.MODE_VAR}=own (./scripts/as-fresh-machine.sh make test PYTEST_ARGS='-n 2' "
-    f"does it)")
 
-if os.environ.get("PYTEST_XDIST_WORKER") and services.mode() != "own":
-    raise pytest.UsageError(f"{MODE_NEEDED}, not {services.MODE_VAR}={services.mode()}")
+def _require_own_mode() -> None:
+    """Under pytest -n (the controller and each worker): the suite's own servers only."""
+    if services.mode() != "own":
+        raise pytest.UsageError(
+            f"pytest -n runs each worker as a session with its own PostgreSQL and Redis: set "
+            f"{services.MODE_VAR}=own (./scripts/as-fresh-machine.sh make test "
+            f"PYTEST_ARGS='-n 2' does it), not {services.MODE_VAR}={services.mode()}")
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _require_own_mode()
 services.activate()
 
 
@@ -31,8 +36,7 @@ def _controller(config) -> bool:
 
 def pytest_configure(config):
     if _controller(config):
-        if services.mode() != "own":
-            raise pytest.UsageError(f"{MODE_NEEDED}, not {services.MODE_VAR}={services.mode()}")
+        _require_own_mode()
         services.stop()
 
 

@@ -7,8 +7,9 @@ the graph. It runs the model's own ``train_step`` and ``test_step`` (its loss, m
 optimizer), so the arithmetic is Keras's; what it leaves out is ``Model.fit``'s per-step
 machinery (an input iterator, an optional per step, a nested function call per step), most of
 a step's time on the lecture MLP (bs=1: 1.8 ms a step through ``Model.fit`` fed by a
-generator, 0.30 ms in this loop; ``python -m bench.fitloop_bench``, ``bench/README.md``). Same weights and training metrics as ``Model.fit`` over
-:func:`~.datasets.epoch_batches`, bit for bit (``tests/unit/test_fitloop.py``).
+generator, 0.30 ms in this loop; ``python -m bench.fitloop_bench``, ``bench/README.md``).
+Same weights and training metrics as ``Model.fit`` over :func:`~.datasets.epoch_batches`, bit
+for bit (``tests/unit/test_fitloop.py``).
 
 Other backends (JAX), and a training set larger than
 :data:`service.spec.memory.IN_GRAPH_DATA_MAX` (the loop holds the data as tensors; at that
