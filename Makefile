@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# make run ARGS=-v: also one log line per HTTP request (python -m service.run --help: the rest).
+# make run ARGS=-v: also one log line per HTTP request (python -m devstack.run --help: the rest).
 run: $(STAMP)
-	$(PY) -m service.run $(ARGS)
+	$(PY) -m devstack.run $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports

@@ -10,8 +10,8 @@ epoch, two ways on the same model, batches and order:
 
 - ``model.fit``: Keras's ``Model.fit`` over the worker's endless batch generator
   (``datasets.epoch_batches``), with ``steps_per_execution`` = the steps of an epoch: the
-  worker's loop before ``worker/tf_loop.py``;
-- ``loop``: ``worker.training.fitloop.fit``, the worker's loop now.
+  worker's loop before ``worker/training/backends/tensorflow.py``;
+- ``loop``: ``worker.training.trainer.fit``, the worker's loop now.
 
 Both fits include tracing. Printed per configuration: the median fit time of each, the time
 per train step, the ratio loop / model.fit, and whether the final weights are identical.
@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from bench.lecture_bench import ROOT
-    from service import spec as S
+    from service import jobspec as S
+    from worker.sweeps import pack as P
     from worker.training import datasets as D
-    from worker.training import fitloop as F
     from worker.training import model as M
-    from worker.training import pack as P
+    from worker.training import trainer as F
 
     base = json.loads((ROOT / "examples" / "sweep_lecture.json").read_text())["base"]
     print(f"fitloop bench: Keras {keras.__version__} on {keras.backend.backend()}, "

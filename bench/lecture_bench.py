@@ -58,7 +58,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.devstack import MlflowServer, Process, StackError, WorkerProcess
+from devstack import MlflowServer, Process, StackError, WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAIN = ROOT / "bench" / "plain_lecture.py"
@@ -76,7 +76,7 @@ class BenchError(Exception):
     """Something went wrong that makes the numbers meaningless (a failed job, a dead worker)."""
 
 
-# --- processes (service/devstack.py starts and stops them) ------------------------------------
+# --- processes (devstack/ starts and stops them) ------------------------------------
 
 
 def start_mlflow(tmp: Path, env: dict, children: list) -> MlflowServer:

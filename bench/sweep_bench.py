@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from bench.lecture_bench import ROOT, BenchError, start_mlflow
-from service.devstack import Process, StackError, WorkerProcess
+from devstack import Process, StackError, WorkerProcess
 
 EXAMPLE = ROOT / "examples" / "sweep_lecture.json"
 

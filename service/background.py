@@ -61,7 +61,7 @@ def dispatch_pending(settings: Settings) -> int:
 
 
 def send_reconcile(settings: Settings) -> bool:
-    """Ask a worker to end the MLflow runs of ended jobs (:mod:`worker.training.reconcile`)."""
+    """Ask a worker to end the MLflow runs of ended jobs (:mod:`worker.jobs.reconcile`)."""
     if not settings.mlflow_logging:
         return False
     return CelerySender(settings).reconcile_runs()

@@ -11,7 +11,7 @@ import io
 import math
 from typing import Any
 
-from .spec import DatasetInfo, ErrorDetail, SpecError
+from .jobspec import DatasetInfo, ErrorDetail, SpecError
 
 MAX_CLASSES = 50
 

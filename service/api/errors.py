@@ -13,7 +13,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError
-from ..spec import SpecError
+from ..jobspec import SpecError
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .. import __version__
 from ..jobs import STATUSES
-from ..spec import OPTIMIZERS, JobSpec
-from ..spec.sweep import SweepSpec
+from ..jobspec import OPTIMIZERS, JobSpec
+from ..jobspec.sweep import SweepSpec
 from ..sweeps.commands import SWEEP_STATUSES
 from .body import MAX_INT_DIGITS
 

@@ -12,11 +12,11 @@ from ..db import session_scope
 from ..errors import ApiError
 from ..ids import full_id
 from ..jobs import mlflow_ref
+from ..jobspec.sweep import SweepPlan, SweepSpec
+from ..jobspec.sweep_checks import validate_sweep
 from ..models import Job, JobStatus, Sweep, SweepStatus, new_id
 from ..paging import check_status, iso, keyset_page, next_cursor
 from ..queue import CelerySender
-from ..spec.sweep import SweepPlan, SweepSpec
-from ..spec.sweep_checks import validate_sweep
 from ..validation import limits, resolver
 from . import scheduler
 from .trials import best_trial, pending_grid_trials, trials_of

@@ -30,9 +30,9 @@ from sqlalchemy import select, update
 from .. import lifecycle
 from ..config import Settings
 from ..db import session_scope
+from ..jobspec.sweep import ordered, trial_name
 from ..lifecycle import Claim, Sender
 from ..models import Job, JobEpoch, Sweep
-from ..spec.sweep import ordered, trial_name
 from . import scheduler, studies
 from .trials import Trial, best_trial, job_objective, trials_of  # noqa: F401 (for the report)
 

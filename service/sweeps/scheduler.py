@@ -23,10 +23,10 @@ from sqlalchemy import select, update
 from .. import lifecycle
 from ..config import Settings
 from ..db import session_scope
+from ..jobspec import SpecError
+from ..jobspec.sweep import apply_params, ordered, trial_name
 from ..lifecycle import Sender
 from ..models import SWEEP_TERMINAL, Job, JobStatus, Sweep, SweepStatus, as_utc, new_id, utcnow
-from ..spec import SpecError
-from ..spec.sweep import apply_params, ordered, trial_name
 from ..validation import validate
 from . import studies
 from .trials import best_trial, by_trial, seed_values, trials_of

@@ -1,5 +1,5 @@
 """Real services on loopback: a fresh PostgreSQL database, a Redis db, an `mlflow server`
-process and a Celery worker process (started with service.devstack). Session-scoped: started
+process and a Celery worker process (started with devstack). Session-scoped: started
 once, shared by the tests."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import psycopg
 import pytest
 import redis
 
+from devstack import MlflowServer, RedisServer, StackError, WorkerProcess, worker_env
 from service.config import Settings
-from service.devstack import MlflowServer, RedisServer, StackError, WorkerProcess, worker_env
 from tests.helpers import wait_for
 
 # Set by tests/conftest.py (tests/services.py): the machine's servers or the suite's own.
@@ -185,8 +185,8 @@ def store_job(settings: Settings, spec: dict, queue: str) -> str:
     """A job row on a queue of the test's own (only that test's workers listen there),
     stored as POST /jobs would store it, but not sent."""
     from service.db import session_scope
+    from service.jobspec import validate_job
     from service.models import Job
-    from service.spec import validate_job
 
     parsed, plan = validate_job(spec)
     with session_scope(settings.database_url) as s:

@@ -192,8 +192,8 @@ def test_health_reports_each_component(client):
 def test_health_is_503_when_mlflow_is_down(settings):
     import dataclasses
 
+    from devstack import free_port
     from service.api import create_app
-    from service.devstack import free_port
 
     app = create_app(dataclasses.replace(settings,
                                          mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"))
@@ -270,7 +270,7 @@ def test_token_auth_when_configured(settings):
 
 
 def test_spec_is_stored_as_validated(idle_client, settings):
-    from service.spec import parse_spec
+    from service.jobspec import parse_spec
 
     spec = tiny_spec("stored", epochs=1)
     job = idle_client.post("/api/v1/jobs", json=spec).get_json()
@@ -347,8 +347,8 @@ def test_an_id_prefix_is_found_through_the_primary_key_under_a_locale_collation(
 def test_a_job_or_sweep_is_found_by_a_unique_id_prefix(idle_client, settings):
     """GET, history, cancel and the sweep_id filter take a unique prefix of an id; an
     ambiguous one is a 409 naming the candidates."""
+    from service.jobspec import validate_job
     from service.models import JobStatus, Sweep, SweepStatus
-    from service.spec import validate_job
     from service.sweeps.commands import validate as validate_sweep
 
     spec, plan = validate_job(tiny_spec("prefix", epochs=1))

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import redis
 
+from devstack import RedisServer
 from service.db import session_scope
-from service.devstack import RedisServer
 from service.models import Job
 from tests.helpers import tiny_spec, wait_for
 

@@ -13,10 +13,10 @@ import json
 import pytest
 
 from service.db import session_scope
+from service.jobspec import validate_job
 from service.models import Job, JobEpoch, utcnow
-from service.spec import validate_job
 from tests.helpers import tiny_spec
-from worker.training.claim import claim
+from worker.jobs.claim import claim
 
 pytestmark = pytest.mark.integration
 

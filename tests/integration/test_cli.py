@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devstack import ApiServer, free_port
 from kerasyard import ApiError, Client
-from service.devstack import ApiServer, free_port
 from tests.helpers import ROOT, diverging_spec, ended_run, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from service.devstack import Process, free_port
+from devstack import Process, free_port
 from tests.compose_support import TEST_SECRETS, compose_config
 from tests.helpers import ROOT, ended_run, tiny_spec, wait_for
 

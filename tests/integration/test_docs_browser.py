@@ -12,8 +12,8 @@ import json
 
 import pytest
 
+from devstack import ApiServer
 from service.api.openapi import JOB_EXAMPLE
-from service.devstack import ApiServer
 from tests.browser import chromium, screenshot
 
 pytestmark = pytest.mark.integration

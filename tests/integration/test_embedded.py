@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.devstack import Process, WorkerProcess, free_port
+from devstack import Process, WorkerProcess, free_port
 from tests.helpers import ROOT, ended_run, lecture_spec, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def start_run_command(tmp_path, port, mlflow_port, **extra_env):
     env.update(KERASYARD_DATA_DIR=str(tmp_path / "data"), PYTHONUNBUFFERED="1", **extra_env)
     # Its own session: stop_run_command signals the run command alone, then looks for
     # children it left behind in that session.
-    run = Process("the run command", [sys.executable, "-m", "service.run", "--port", str(port),
+    run = Process("the run command", [sys.executable, "-m", "devstack.run", "--port", str(port),
                                       "--mlflow-port", str(mlflow_port)],
                   env=env, log_path=tmp_path / "run.log", cwd=ROOT, new_session=True)
     proc, text = run.proc, run.text
@@ -231,7 +231,7 @@ def test_run_command_is_quiet_reprints_its_urls_and_stops_on_ctrl_c(tmp_path):
         # The script leads its own process group: the "terminal" that the test's Ctrl-C hits.
         script = subprocess.Popen(
             ["bash", "-c", '("$@" 2>&1 & echo $! > "$PIDFILE"; wait) | cat', "script",
-             sys.executable, "-m", "service.run", "--port", str(port), "--mlflow-port",
+             sys.executable, "-m", "devstack.run", "--port", str(port), "--mlflow-port",
              str(mlflow_port)],
             env={**env, "PIDFILE": str(pid_file)}, cwd=ROOT, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
@@ -292,7 +292,7 @@ def test_run_command_logs_requests_with_verbose(tmp_path, mlflow_server):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
     env.update(MLFLOW_TRACKING_URI=mlflow_server, KERASYARD_DATA_DIR=str(tmp_path),
                PYTHONUNBUFFERED="1")
-    run = Process("the run command", [sys.executable, "-m", "service.run", "--port",
+    run = Process("the run command", [sys.executable, "-m", "devstack.run", "--port",
                                       str(port), "--no-worker", "-v"],
                   env=env, log_path=tmp_path / "run.log", cwd=ROOT, new_session=True)
     try:

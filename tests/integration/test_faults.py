@@ -31,10 +31,10 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from devstack import ApiServer, RedisServer, WorkerProcess, worker_env
 from service import lifecycle
 from service.background import dispatch_pending
 from service.db import session_scope
-from service.devstack import ApiServer, RedisServer, WorkerProcess, worker_env
 from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
 from tests.helpers import ended_run, tiny_spec, wait_for

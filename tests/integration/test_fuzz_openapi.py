@@ -60,7 +60,7 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
                                                      "422", "429", "5xx"]
 
 # The same for a sweep, whose parameters must also be paths into its base spec with values
-# that make a valid job there (service/spec/sweep_checks.py).
+# that make a valid job there (service/jobspec/sweep_checks.py).
 [[operations]]
 include-operation-id = "createSweep"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409",

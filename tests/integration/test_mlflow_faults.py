@@ -17,10 +17,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from devstack import MlflowServer, WorkerProcess, worker_env
 from service import lifecycle
 from service.config import Settings
 from service.db import session_scope
-from service.devstack import MlflowServer, WorkerProcess, worker_env
 from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
 from tests.helpers import tiny_spec, wait_for
@@ -219,7 +219,7 @@ def test_e_the_reconciler_never_relabels_finished_runs(fsettings, mlflow, worker
     cl = mlflow.client()
     exp = cl.get_experiment_by_name("tests")
     before = {r.info.run_id: r.info.status for r in cl.search_runs([exp.experiment_id])}
-    from worker.training.reconcile import reconcile
+    from worker.jobs.reconcile import reconcile
 
     counts = reconcile(fsettings)
     after = {r.info.run_id: r.info.status for r in cl.search_runs([exp.experiment_id])}

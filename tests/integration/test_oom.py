@@ -88,7 +88,7 @@ def big_spec() -> dict:
 
 
 def test_an_oom_killed_training_fails_the_job_without_retry(fsettings, workdir, oom_cgroup):
-    from service.devstack import WorkerProcess, worker_env
+    from devstack import WorkerProcess, worker_env
 
     queue = f"oom-{uuid.uuid4().hex[:6]}"
     w = WorkerProcess(worker_env(fsettings, KERASYARD_MLFLOW_LOGGING="false"),

@@ -155,8 +155,8 @@ def test_a_pack_whose_worker_dies_is_retried_as_a_pack(settings, workdir):
 
     import optuna
 
+    from devstack import RedisServer, WorkerProcess, worker_env
     from service.api import create_app
-    from service.devstack import RedisServer, WorkerProcess, worker_env
     from tests.helpers import wait_for
 
     from .test_sweeps import _kill_tree

@@ -13,8 +13,8 @@ import optuna
 import pytest
 import redis
 
+from devstack import WorkerProcess, worker_env
 from service.config import Settings
-from service.devstack import WorkerProcess, worker_env
 from tests.helpers import ROOT, ended_run, tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration

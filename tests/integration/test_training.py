@@ -207,7 +207,7 @@ def test_logging_the_model_leaves_the_run_running(settings, mlflow_client):
     import mlflow
     import numpy as np
 
-    from worker.training import artifacts
+    from worker.recording import artifacts
 
     experiment_id = mlflow_client.create_experiment(f"log-model-{os.getpid()}-{id(settings)}")
     run = mlflow_client.create_run(experiment_id)

@@ -11,7 +11,6 @@ import json
 import sys
 
 import pytest
-
 from rich.console import Console
 
 from kerasyard import ApiError, Client, cli

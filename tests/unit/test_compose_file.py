@@ -15,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from service.devstack import mlflow_server_env
+from devstack import mlflow_server_env
 from tests.compose_support import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -200,7 +200,7 @@ def test_mlflow_server_on_postgresql_with_proxied_artifacts_and_allowed_hosts(re
     for host in ("mlflow", "mlflow:*", "localhost", "localhost:*"):
         assert host in hosts, host
     assert any(str(p.get("target", p)).endswith("5000") for p in mlflow["ports"])
-    # The same MLflow environment as the dev stack (service/devstack.py, used by `make run`).
+    # The same MLflow environment as the dev stack (devstack/, used by `make run`).
     for key, value in mlflow_server_env({}).items():
         assert env.get(key) == value, key
 
@@ -512,7 +512,7 @@ def test_point4_migrate_waits_for_the_database_to_take_tcp_connections(tmp_path)
     name = f"kerasyard_migwait_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    from service.devstack import free_port
+    from devstack import free_port
 
     port, stop = free_port(), threading.Event()
     upstream = admin.split("@", 1)[1].split("/", 1)[0]
@@ -608,7 +608,7 @@ def test_point6_redis_healthcheck_fails_on_a_wrong_password(doc, tmp_path):
     import shutil
     import time
 
-    from service.devstack import free_port
+    from devstack import free_port
 
     if not shutil.which("redis-server") or not shutil.which("redis-cli"):
         pytest.skip("redis-server / redis-cli are not installed")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service import datasets as U
-from service import spec as S
+from service import jobspec as S
 from tests.helpers import lecture_spec, tiny_spec
 from worker.training import datasets as D
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from service.config import Settings
-from worker.training import claim as claim_mod
-from worker.training.dbretry import is_transient, retry_db
+from worker.jobs import claim as claim_mod
+from worker.recording.dbretry import is_transient, retry_db
 
 
 def _settings(**kw) -> Settings:
@@ -71,7 +71,7 @@ def test_the_train_task_retries_instead_of_acking(monkeypatch):
     from celery.exceptions import Retry
 
     from worker import tasks
-    from worker.training import run
+    from worker.jobs import run
 
     def run_job(job_id, settings):
         raise claim_mod.ClaimUnavailable("no database")

@@ -16,8 +16,8 @@ import pytest
 
 from service.api.docs import swagger_ui_dist
 from service.api.openapi import DOCS_ASSETS, JOB_EXAMPLE, SWEEP_EXAMPLE, TAGS, document
-from service.spec import SpecError, validate_job
-from service.spec.sweep_checks import validate_sweep
+from service.jobspec import SpecError, validate_job
+from service.jobspec.sweep_checks import validate_sweep
 from tests.helpers import ROOT, sqlite_api_client
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from service.spec import validate_job
-from service.spec.sweep_checks import validate_sweep
+from service.jobspec import validate_job
+from service.jobspec.sweep_checks import validate_sweep
 from tests.helpers import ROOT
 
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".json", ".yaml"))

@@ -1,4 +1,4 @@
-"""The worker's training loop (worker/training/fitloop.py, worker/tf_loop.py on TensorFlow)
+"""The worker's training loop (worker/training/trainer.py, worker/training/backends/tensorflow.py on TensorFlow)
 trains exactly as Model.fit over the same batches: same weights and training metrics bit for
 bit, the callbacks' epoch hooks and stop_training honoured."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import spec as S
+from service import jobspec as S
 from tests.helpers import lecture_spec
 from worker.training import datasets as D
-from worker.training import fitloop as F
 from worker.training import model as M
+from worker.training import trainer as F
 
 keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -140,7 +140,7 @@ def test_epoch_batches_follow_epoch_orders():
 def test_a_large_training_set_trains_through_model_fit(monkeypatch):
     """Above IN_GRAPH_DATA_MAX the data is not copied into tensors: Model.fit, batch by batch,
     the same order; the memory estimate counts the copy only below it."""
-    from service.spec import memory
+    from service.jobspec import memory
 
     spec, plan, data, yt, yv, model = _setup(5)
     seen = []

@@ -15,7 +15,7 @@ import pytest
 from service import lifecycle
 from service.config import Settings
 from service.lifecycle import CANCEL, OWNED, SUPERSEDED, Fence
-from worker.training import reporter as R
+from worker.recording import reporter as R
 
 FENCE = Fence("job", 1)
 

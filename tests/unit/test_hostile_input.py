@@ -173,7 +173,7 @@ def _locs(exc) -> set[str]:
     (("fit", "seed"), -1), (("fit", "seed"), 2**32), (("dataset", "seed"), 2**40),
 ])
 def test_seeds_outside_32_bits_are_refused(path, value):
-    from service.spec import SpecError, validate_job
+    from service.jobspec import SpecError, validate_job
 
     spec = tiny_spec()
     spec[path[0]][path[1]] = value
@@ -188,7 +188,7 @@ def test_seeds_outside_32_bits_are_refused(path, value):
     ({"team/project name": "lecture", "run-1.a_b": "ok"}, True),
 ])
 def test_tag_keys_must_be_ones_mlflow_accepts(tags, ok):
-    from service.spec import SpecError, validate_job
+    from service.jobspec import SpecError, validate_job
 
     spec = tiny_spec(tags=tags)
     if ok:
@@ -200,7 +200,7 @@ def test_tag_keys_must_be_ones_mlflow_accepts(tags, ok):
 
 
 def test_layer_lists_are_capped():
-    from service.spec import SpecError, validate_job
+    from service.jobspec import SpecError, validate_job
 
     spec = tiny_spec()
     spec["model"]["layers"] = [{"type": "activation", "activation": "relu"}] * 100_000 + \
@@ -224,7 +224,7 @@ def test_a_dataset_too_big_for_a_worker_is_refused_with_the_estimate(client, n_s
 
 
 def test_the_lecture_job_fits_the_budget_and_shows_its_estimate():
-    from service.spec import validate_job
+    from service.jobspec import validate_job
     from tests.helpers import lecture_spec
 
     _, plan = validate_job(lecture_spec())
@@ -249,8 +249,8 @@ def _sweep(**overrides) -> dict:
     ({"resources": {"queue": "cpu", "extra": {"deep": [1]}}}, "resources.extra"),
 ])
 def test_every_sweep_field_is_validated_at_the_door(overrides, loc):
-    from service.spec import SpecError
-    from service.spec.sweep_checks import validate_sweep
+    from service.jobspec import SpecError
+    from service.jobspec.sweep_checks import validate_sweep
 
     with pytest.raises(SpecError) as exc:
         validate_sweep(_sweep(**overrides))
@@ -259,7 +259,7 @@ def test_every_sweep_field_is_validated_at_the_door(overrides, loc):
 
 @pytest.mark.parametrize("seed", [0, 4295, 2**32 - 1])
 def test_any_valid_sweep_seed_seeds_the_samplers(seed):
-    from service.spec.sweep_checks import validate_sweep
+    from service.jobspec.sweep_checks import validate_sweep
     from service.sweeps.studies import sampler
 
     sweep, _ = validate_sweep(_sweep(seed=seed))

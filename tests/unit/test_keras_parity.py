@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from service import spec as S
+from service import jobspec as S
 from tests.helpers import lecture_spec, tiny_spec
 from worker.training import model as M
 

@@ -12,8 +12,8 @@ from billiard.exceptions import WorkerLostError
 from service.lifecycle import JobEnd
 from service.models import JobStatus
 from worker import oom
-from worker.training.mlflow_retry import Deadline, MlflowUnavailable, retry
-from worker.training.reconcile import decide
+from worker.jobs.reconcile import decide
+from worker.recording.mlflow_retry import Deadline, MlflowUnavailable, retry
 
 
 class Clock:

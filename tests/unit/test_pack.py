@@ -10,14 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from service import spec as S
-from service.spec.plan import Limits
-from service.spec.sweep_checks import validate_sweep
+from service import jobspec as S
+from service.jobspec.plan import Limits
+from service.jobspec.sweep_checks import validate_sweep
 from tests.helpers import ROOT, lecture_spec
+from worker.sweeps import pack as P
 from worker.training import datasets as D
-from worker.training import fitloop as F
 from worker.training import model as M
-from worker.training import pack as P
+from worker.training import trainer as F
 
 keras = pytest.importorskip("keras")
 
@@ -203,7 +203,7 @@ def test_the_pack_callback_maps_logs_and_takes_diverged_and_cancelled_towers_out
     kept; tower 2's trial is cancelled after the first epoch and leaves; tower 0 trains on to
     the end, exactly as alone, and only its epochs go to the job's reporter."""
     from service.sweeps.for_worker import SharedTrial
-    from worker.training.reporter import Signals
+    from worker.recording.reporter import Signals
 
     specs = [_variant("relu"), _variant("tanh", lr=1e12), _variant("sigmoid")]
     spec, plan, data, yt, yv = _prepared(specs[0])
@@ -243,11 +243,11 @@ def test_the_pack_callback_maps_logs_and_takes_diverged_and_cancelled_towers_out
 JAX_CHECK = """
 import numpy as np
 import keras
-from service import spec as S
+from service import jobspec as S
 from service.sweeps.for_worker import SharedTrial
 from tests.unit.test_pack import _fit, _model, _prepared, _separate, _variant
-from worker.training import pack as P
-from worker.training.reporter import Signals
+from worker.sweeps import pack as P
+from worker.recording.reporter import Signals
 
 assert keras.backend.backend() == "jax" and not P.backend_packs()
 specs = [_variant("relu"), _variant("tanh", 16, 0.1), _variant("sigmoid", 32, 0.003, "adam")]

@@ -1,4 +1,4 @@
-"""service.devstack's parent_death_signal: a child started with it goes when the process that
+"""devstack's parent_death_signal: a child started with it goes when the process that
 started it is killed outright (SIGKILL, no chance to stop its children); without it the child
 is left behind, an orphan."""
 
@@ -17,7 +17,7 @@ from tests.helpers import ROOT, wait_for
 
 PARENT = r"""
 import signal, sys, time
-from service.devstack import Process
+from devstack import Process
 sig = None if sys.argv[1] == "none" else int(sys.argv[1])
 child = Process("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"],
                 new_session=True, parent_death_signal=sig)

@@ -7,7 +7,7 @@ import time
 
 from service.config import Settings
 from service.lifecycle import Fence
-from worker.training.reporter import Reporter, Signals
+from worker.recording.reporter import Reporter, Signals
 
 
 def reporter(**overrides) -> Reporter:

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from service.spec import Limits, SpecError, check_job, parse_spec, validate_job
+from service.jobspec import Limits, SpecError, check_job, parse_spec, validate_job
 from tests.helpers import lecture_spec, tiny_spec
 
 
@@ -179,7 +179,7 @@ def test_playground_sets_are_two_dimensional():
 
 
 def test_every_activation_loss_optimizer_and_metric_of_the_contract_parses():
-    from service.spec import ACTIVATIONS, LOSSES, METRICS, OPTIMIZERS
+    from service.jobspec import ACTIVATIONS, LOSSES, METRICS, OPTIMIZERS
 
     assert {"relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "silu",
             "swish", "leaky_relu", "softplus"} <= set(ACTIVATIONS)

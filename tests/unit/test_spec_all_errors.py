@@ -1,15 +1,15 @@
 """A spec with several mistakes reports them all at once: the fields pydantic refuses, and the
-cross-field rules run on the fields that did validate (service/spec/stand_in.py)."""
+cross-field rules run on the fields that did validate (service/jobspec/stand_in.py)."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from service.spec import RULES, JobSpec, SpecError, humanize_all, validate_job
-from service.spec.checks import OUTPUT
-from service.spec.stand_in import data_path, stand_in
-from service.spec.sweep_checks import validate_sweep
+from service.jobspec import RULES, JobSpec, SpecError, humanize_all, validate_job
+from service.jobspec.checks import OUTPUT
+from service.jobspec.stand_in import data_path, stand_in
+from service.jobspec.sweep_checks import validate_sweep
 from tests.helpers import tiny_spec
 
 
@@ -169,7 +169,7 @@ def test_any_leaf_set_to_anything_gives_a_spec_error_and_no_made_up_one():
     field: the rules run on the rest, which is valid, and skip what read the stand-in."""
     import copy
 
-    from service.spec.stand_in import touches
+    from service.jobspec.stand_in import touches
 
     base = tiny_spec()
     refused = 0

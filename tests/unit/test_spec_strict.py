@@ -16,8 +16,8 @@ import yaml
 
 from service.api.body import load_yaml
 from service.api.openapi import JOB_EXAMPLE, SWEEP_EXAMPLE
-from service.spec import RULES, SpecError, validate_job
-from service.spec.sweep_checks import parse_sweep, validate_sweep
+from service.jobspec import RULES, SpecError, validate_job
+from service.jobspec.sweep_checks import parse_sweep, validate_sweep
 from tests.helpers import ROOT, diverging_spec, lecture_spec, tiny_spec
 
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".json", ".yaml"))

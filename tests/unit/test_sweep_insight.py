@@ -13,8 +13,9 @@ import pytest
 from service.models import Job, JobStatus
 from service.sweeps.for_worker import Trial
 from service.sweeps.trials import TrialJob
-from worker.training import report_html, sweep_figures
-from worker.training import sweep_insight as I
+from worker.sweeps.report import figures as sweep_figures
+from worker.sweeps.report import html as report_html
+from worker.sweeps.report import insight as I
 
 BATCHES = [1, 5, 40, 160]
 ACTS = ["sigmoid", "relu", "tanh"]
@@ -149,7 +150,7 @@ def _settings(tmp_path):
 
 def _report_of(tmp_path, trials, jobs, curves, params, metric="val_loss", goal="minimize"):
     from service.models import Sweep, SweepStatus
-    from worker.training import sweep_report
+    from worker.sweeps.report import write as sweep_report
 
     sweep = Sweep(id="s1", name="edge", experiment="e", status=SweepStatus.succeeded,
                   method="grid", spec={"objective": {"metric": metric, "goal": goal}},

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from service.spec import SpecError
-from service.spec.sweep import apply_params, trial_name
-from service.spec.sweep_checks import validate_sweep
+from service.jobspec import SpecError
+from service.jobspec.sweep import apply_params, trial_name
+from service.jobspec.sweep_checks import validate_sweep
 from tests.helpers import ROOT, tiny_spec
 
 LECTURE = json.loads((ROOT / "examples" / "sweep_lecture.json").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from service.devstack import PostgresServer, bundled_bin_dirs
+from devstack import PostgresServer, bundled_bin_dirs
 
 ROOT = Path(__file__).resolve().parents[2]
 INIT_SCRIPT = ROOT / "deploy" / "postgres" / "initdb" / "10-create-mlflow-database.sh"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from service import spec as S
+from service import jobspec as S
 
 
 @dataclasses.dataclass
@@ -157,7 +157,7 @@ def epoch_orders(n: int, seed: int, shuffle: bool = True):
 
 def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
     """Endless batches in :func:`epoch_orders`'s order (``Model.fit``'s input on the backends
-    where the worker's own loop does not run, see :mod:`worker.training.fitloop`).
+    where the worker's own loop does not run, see :mod:`worker.training.trainer`).
 
     Handing Keras one endless generator plus steps_per_epoch keeps one input iterator for the
     whole fit; with arrays, the TensorFlow backend builds a new tf.data iterator every epoch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service import spec as S
+from service import jobspec as S
 
 
 def build_model(spec: S.JobSpec, plan: S.TrainingPlan):

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.spec.sweep import fmt_value, short_name
-
-from .plots import _pyplot
-from .sweep_insight import CLOCKS, MAX_LEVELS, CurvePanel, FactorEffect, PairGrid
+from service.jobspec.sweep import fmt_value, short_name
+from worker.sweeps.report.insight import CLOCKS, MAX_LEVELS, CurvePanel, FactorEffect, PairGrid
+from worker.training.plots import _pyplot
 
 DPI = 90
 

@@ -1,4 +1,4 @@
-"""The TensorFlow backend's training loop behind :func:`worker.training.fitloop.fit`.
+"""The TensorFlow backend's training loop behind :func:`worker.training.trainer.fit`.
 
 The worker's training code is backend-neutral; this module is where the TensorFlow backend
 gets a loop of its own (why, and what it keeps of ``Model.fit``: :mod:`~.training.fitloop`).
@@ -19,7 +19,7 @@ def results(model) -> dict[str, float]:
 
 
 class TFLoop:
-    """One fit on the TensorFlow backend (see :mod:`worker.training.fitloop`)."""
+    """One fit on the TensorFlow backend (see :mod:`worker.training.trainer`)."""
 
     def __init__(self, model, x, y, batch_size: int, steps: int, spe: int):
         self.model = model

@@ -27,8 +27,7 @@ from service import lifecycle
 from service.config import Settings
 from service.lifecycle import MLFLOW_RUN_STATUS, JobEnd
 from service.models import JobStatus
-
-from . import tracking
+from worker.recording import tracking
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,8 @@ from service.lifecycle import MLFLOW_RUN_STATUS, Fence, Ownership
 from service.models import JobStatus
 from service.sweeps.for_worker import SharedTrial, TrialContext, child_tags
 from service.validation import validate
-
-from . import artifacts, tracking
-from .reporter import Signals, clean
+from worker.recording import artifacts, tracking
+from worker.recording.reporter import Signals, clean
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ import traceback
 from pathlib import Path
 
 from service.config import Settings
-
-from . import model as M
-from . import plots
-from .chance import chance_levels
+from worker.training import model as M
+from worker.training import plots
+from worker.training.chance import chance_levels
 
 
 def write_artifacts(cl, run_id: str, raw: dict, spec, plan, model, data,

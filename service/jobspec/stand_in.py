@@ -5,7 +5,7 @@ Each field pydantic refused is set, in a copy, to a value its JSON Schema allows
 its first allowed name, the low end of its range); an unknown field is dropped. The copy is
 validated again (a replaced value can uncover an error one level up, such as an optimizer
 option that belongs to another optimizer), and the paths replaced are returned with it: a rule
-that reads one of them is not run (:func:`service.spec.checks.rule_errors`), so every error
+that reads one of them is not run (:func:`service.jobspec.checks.rule_errors`), so every error
 reported is one the user's own values cause.
 """
 

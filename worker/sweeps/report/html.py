@@ -13,7 +13,7 @@ import html
 import json
 from pathlib import Path
 
-from service.spec.sweep import fmt_value, short_name
+from service.jobspec.sweep import fmt_value, short_name
 
 SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach(function (th, col) {

@@ -1,7 +1,7 @@
 """The embedded default in one command: MLflow server, migrations, one worker, the API.
 
-    python -m service.run            (what `make run` calls)
-    python -m service.run -v         (also one log line per HTTP request: `make run ARGS=-v`)
+    python -m devstack.run            (what `make run` calls)
+    python -m devstack.run -v         (also one log line per HTTP request: `make run ARGS=-v`)
 
 With nothing set it runs on SQLite, kombu's filesystem broker and a local `mlflow server`, all
 on loopback. With DATABASE_URL, BROKER_URL and MLFLOW_TRACKING_URI set it uses those instead
@@ -21,8 +21,10 @@ import subprocess
 import threading
 from pathlib import Path
 
-from .config import Settings
-from .devstack import ApiServer, MlflowServer, Process, StackError, WorkerProcess
+from service.config import Settings
+
+from .processes import Process, StackError
+from .servers import ApiServer, MlflowServer, WorkerProcess
 
 # How often the run command looks for jobs and sweeps that ended.
 WATCH_INTERVAL_S = 2.0
@@ -71,14 +73,14 @@ class EndedWatcher(threading.Thread):
         self.marks = {kind: self._latest(kind) for kind in ("job", "sweep")}
 
     def _model(self, kind: str):
-        from .models import Job, Sweep
+        from service.models import Job, Sweep
 
         return Job if kind == "job" else Sweep
 
     def _latest(self, kind: str):
         from sqlalchemy import func, select
 
-        from .db import session_scope
+        from service.db import session_scope
 
         model = self._model(kind)
         with session_scope(self.settings.database_url) as s:
@@ -88,8 +90,8 @@ class EndedWatcher(threading.Thread):
         """Lines for what ended since the last call."""
         from sqlalchemy import select
 
-        from .db import session_scope
-        from .jobs import mlflow_ref
+        from service.db import session_scope
+        from service.jobs import mlflow_ref
 
         lines = []
         for kind in ("job", "sweep"):
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0)
 
     # SIGINT explicitly, not only Python's default: a command started in the background from
-    # a script (`python -m service.run &`) inherits SIGINT *ignored* from the non-interactive
+    # a script (`python -m devstack.run &`) inherits SIGINT *ignored* from the non-interactive
     # shell, and Python then installs no KeyboardInterrupt handler, so Ctrl-C in that
     # terminal stopped the script and left the API up.
     signal.signal(signal.SIGTERM, on_signal)
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(env)
         settings = Settings.from_env()
 
-        from .migrate import upgrade
+        from service.migrate import upgrade
 
         upgrade(settings.database_url)
         if not args.no_worker:  # its log goes to this terminal
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                                           cwd=os.getcwd(), new_session=True,
                                           parent_death_signal=signal.SIGTERM))
 
-        from .api import create_app
+        from service.api import create_app
 
         app = create_app(settings, redispatch_interval=settings.redispatch_interval_s)
         server = ApiServer(app, args.host, args.port, quiet=not args.verbose)

@@ -1,5 +1,5 @@
 """The sweep at the door: :func:`validate_sweep` checks a sweep the way
-:func:`service.spec.validate_job` checks a job. Every grid configuration is applied to the
+:func:`service.jobspec.validate_job` checks a job. Every grid configuration is applied to the
 base and validated as a job, so a batch size larger than the training set is refused before
 any trial runs, with the parameter's path in the error. It returns the :class:`SweepPlan`.
 """
@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from .checks import parse_spec, validate_job
 from .errors import ErrorDetail, SpecError, humanize_all
-from .models import ACTIVATIONS
 from .memory import MB, estimate
+from .models import ACTIVATIONS
 from .plan import DEFAULT_LIMITS, Limits
 from .shapes import DatasetInfo
 from .sweep import (

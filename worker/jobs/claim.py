@@ -8,9 +8,8 @@ import logging
 from service import lifecycle
 from service.config import Settings
 from service.lifecycle import Claim, Skip, StaleRun
-
-from . import tracking
-from .dbretry import is_transient, retry_db
+from worker.recording import tracking
+from worker.recording.dbretry import is_transient, retry_db
 
 log = logging.getLogger(__name__)
 

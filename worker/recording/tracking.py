@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from service import __version__
-from service import spec as S
+from service import jobspec as S
 
 PARAM_BATCH = 100  # MLflow's log_batch limit for params
 METRIC_BATCH = 1000

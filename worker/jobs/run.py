@@ -16,27 +16,27 @@ import logging
 import time
 from pathlib import Path
 
+from service import jobspec as S
 from service import lifecycle
-from service import spec as S
 from service.config import Settings
 from service.db import session_scope
 from service.lifecycle import MLFLOW_RUN_STATUS, Claim, Ownership
 from service.models import Dataset, JobStatus
 from service.sweeps import for_worker
 from service.validation import validate
-
-from .. import gpu
-from . import artifacts, shared_trials, tracking
-from .chance import TRAINING_DATA_NOTE, chance_levels
-from . import datasets as D
-from . import fitloop as F
-from . import model as M
-from . import pack as P
-from .claim import claim
-from .dbretry import retry_db
-from .mlflow_retry import Deadline, MlflowUnavailable, retry
-from .reporter import Heartbeat, Reporter, Signals, clean, epoch_callback
-from .sender import WorkerSender
+from worker import gpu
+from worker.jobs.claim import claim
+from worker.recording import artifacts, tracking
+from worker.recording.dbretry import retry_db
+from worker.recording.mlflow_retry import Deadline, MlflowUnavailable, retry
+from worker.recording.reporter import Heartbeat, Reporter, Signals, clean, epoch_callback
+from worker.recording.sender import WorkerSender
+from worker.sweeps import pack as P
+from worker.sweeps import shared_trials
+from worker.training import datasets as D
+from worker.training import model as M
+from worker.training import trainer as F
+from worker.training.chance import TRAINING_DATA_NOTE, chance_levels
 
 log = logging.getLogger(__name__)
 

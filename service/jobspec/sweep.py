@@ -1,7 +1,7 @@
 """The sweep spec: a base job spec, the parameters to vary, and how to search them.
 
 The models, the paths into the base spec, trial names and the :class:`SweepPlan` the
-scheduler works from. The checks at the door are in :mod:`service.spec.sweep_checks`.
+scheduler works from. The checks at the door are in :mod:`service.jobspec.sweep_checks`.
 
 Nothing here imports Optuna: distributions are described as plain dicts and turned into
 Optuna's objects in :mod:`service.sweeps.studies`.

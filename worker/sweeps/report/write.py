@@ -23,13 +23,14 @@ import tempfile
 from pathlib import Path
 
 from service.config import Settings, mlflow_artifact_url, mlflow_run_url
+from service.jobspec.sweep import fmt_value, short_name
 from service.models import Job, JobStatus, Sweep, SweepStatus, utcnow
-from service.spec.sweep import fmt_value, short_name
 from service.sweeps import for_worker
 from service.sweeps.for_worker import Trial, job_objective
-
-from . import report_html, sweep_figures, tracking
-from . import sweep_insight as I
+from worker.recording import tracking
+from worker.sweeps.report import figures as sweep_figures
+from worker.sweeps.report import html as report_html
+from worker.sweeps.report import insight as I
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ class Limits:
     max_params: int = 5_000_000
     max_epochs: int = 10_000
     max_samples: int = 200_000
-    # What one job may add to a training process's memory (see service.spec.memory).
+    # What one job may add to a training process's memory (see service.jobspec.memory).
     max_job_memory_mb: int = 2048
-    # Sweep trials packed into one training (service.spec.sweep_checks), CPU / GPU queue.
+    # Sweep trials packed into one training (service.jobspec.sweep_checks), CPU / GPU queue.
     pack_max_towers: int = 16
     pack_max_towers_gpu: int = 128
 
@@ -41,7 +41,7 @@ class TrainingPlan:
     gradient_descent: str
     output_units: int
     output_activation: str
-    memory_mb: float = 0.0  # the estimated peak (service.spec.memory)
+    memory_mb: float = 0.0  # the estimated peak (service.jobspec.memory)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

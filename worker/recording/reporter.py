@@ -26,8 +26,7 @@ from pathlib import Path
 from service import lifecycle
 from service.config import Settings
 from service.lifecycle import Fence, Ownership
-
-from . import tracking
+from worker.recording import tracking
 
 log = logging.getLogger(__name__)
 

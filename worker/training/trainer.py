@@ -1,6 +1,6 @@
 """The worker's training loop: ``fit`` for one model or a pack of towers.
 
-On the TensorFlow backend the loop is the worker's own (:mod:`worker.tf_loop`, imported only
+On the TensorFlow backend the loop is the worker's own (:mod:`worker.training.backends.tensorflow`, imported only
 on that backend): the training data is one tensor, each epoch's order one index vector, and
 one compiled function runs ``steps_per_execution`` train steps, gathering each batch inside
 the graph. It runs the model's own ``train_step`` and ``test_step`` (its loss, metrics and
@@ -12,7 +12,7 @@ Same weights and training metrics as ``Model.fit`` over :func:`~.datasets.epoch_
 for bit (``tests/unit/test_fitloop.py``).
 
 Other backends (JAX), and a training set larger than
-:data:`service.spec.memory.IN_GRAPH_DATA_MAX` (the loop holds the data as tensors; at that
+:data:`service.jobspec.memory.IN_GRAPH_DATA_MAX` (the loop holds the data as tensors; at that
 size the step is what costs, not the loop around it), keep ``Model.fit`` over
 :func:`~.datasets.epoch_batches`: the same batches in the same order.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.spec.memory import IN_GRAPH_DATA_MAX
+from service.jobspec.memory import IN_GRAPH_DATA_MAX
 from worker.training import datasets as D
 
 
@@ -54,7 +54,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
                 *validation, len(validation[0]), 0, shuffle=False),
             validation_steps=None if validation is None else 1, callbacks=list(callbacks),
             verbose=0, shuffle=False).history
-    from worker.tf_loop import TFLoop
+    from worker.training.backends.tensorflow import TFLoop
 
     return TFLoop(model, x, y, batch_size, steps, steps_per_execution).fit(
         epochs, D.epoch_orders(len(x), seed, shuffle), validation, callbacks)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from service.jobspec.sweep import fmt_value, short_name
 from service.models import Job
-from service.spec.sweep import fmt_value, short_name
 from service.sweeps.for_worker import Trial
 
 EPOCHS = "fit.epochs"
