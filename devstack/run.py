@@ -73,14 +73,14 @@ class EndedWatcher(threading.Thread):
         self.marks = {kind: self._latest(kind) for kind in ("job", "sweep")}
 
     def _model(self, kind: str):
-        from service.models import Job, Sweep
+        from service.store.models import Job, Sweep
 
         return Job if kind == "job" else Sweep
 
     def _latest(self, kind: str):
         from sqlalchemy import func, select
 
-        from service.db import session_scope
+        from service.store.db import session_scope
 
         model = self._model(kind)
         with session_scope(self.settings.database_url) as s:
@@ -90,8 +90,8 @@ class EndedWatcher(threading.Thread):
         """Lines for what ended since the last call."""
         from sqlalchemy import select
 
-        from service.db import session_scope
         from service.jobs import mlflow_ref
+        from service.store.db import session_scope
 
         lines = []
         for kind in ("job", "sweep"):

@@ -11,9 +11,9 @@ from alembic import context
 from sqlalchemy import inspect, text
 
 from service.config import get_settings
-from service.db import make_engine
 from service.migrate import VERSION_TABLE, include_name
-from service.models import Base
+from service.store.db import make_engine
+from service.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

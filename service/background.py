@@ -21,12 +21,12 @@ import threading
 
 from sqlalchemy import select
 
-from . import lifecycle
-from .config import Settings
-from .db import session_scope
-from .models import Job, JobStatus, utcnow
-from .queue import CelerySender
-from .sweeps import scheduler
+from service import lifecycle
+from service.config import Settings
+from service.queue import CelerySender
+from service.store.db import session_scope
+from service.store.models import Job, JobStatus, utcnow
+from service.sweeps import scheduler
 
 log = logging.getLogger(__name__)
 

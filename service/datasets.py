@@ -11,7 +11,7 @@ import io
 import math
 from typing import Any
 
-from .jobspec import DatasetInfo, ErrorDetail, SpecError
+from service.jobspec import DatasetInfo, ErrorDetail, SpecError
 
 MAX_CLASSES = 50
 
@@ -163,9 +163,9 @@ def serialize_dataset(row, with_columns: bool = True) -> dict:
 
 
 def store_upload(settings, content: bytes, name: str | None, filename: str | None) -> dict:
-    from .db import session_scope
-    from .errors import ApiError
-    from .models import Dataset
+    from service.errors import ApiError
+    from service.store.db import session_scope
+    from service.store.models import Dataset
 
     if len(content) > settings.max_upload_bytes:
         raise ApiError(413, "payload_too_large", f"the CSV is {len(content)} bytes; the limit "
@@ -185,9 +185,9 @@ def store_upload(settings, content: bytes, name: str | None, filename: str | Non
 
 
 def get_dataset(settings, dataset_id: str) -> dict:
-    from .db import session_scope
-    from .errors import ApiError
-    from .models import Dataset
+    from service.errors import ApiError
+    from service.store.db import session_scope
+    from service.store.models import Dataset
 
     with session_scope(settings.database_url) as s:
         row = s.get(Dataset, dataset_id)
@@ -200,8 +200,8 @@ def list_datasets(settings, limit: int) -> dict:
     from sqlalchemy import select
     from sqlalchemy.orm import defer
 
-    from .db import session_scope
-    from .models import Dataset
+    from service.store.db import session_scope
+    from service.store.models import Dataset
 
     with session_scope(settings.database_url) as s:
         rows = s.scalars(select(Dataset).options(defer(Dataset.content))

@@ -6,15 +6,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import lifecycle
-from .config import Settings, mlflow_run_url
-from .db import session_scope
-from .errors import ApiError
-from .ids import full_id
-from .models import Job, JobEpoch, JobStatus, Sweep
-from .paging import check_status, iso, keyset_page, next_cursor
-from .queue import CelerySender
-from .validation import validate
+from service import lifecycle
+from service.config import Settings, mlflow_run_url
+from service.errors import ApiError
+from service.queue import CelerySender
+from service.store.db import session_scope
+from service.store.ids import full_id
+from service.store.models import Job, JobEpoch, JobStatus, Sweep
+from service.store.paging import check_status, iso, keyset_page, next_cursor
+from service.validation import validate
 
 STATUSES = [s.value for s in JobStatus]
 
@@ -34,7 +34,7 @@ def submit_job(settings: Settings, data: Any) -> dict:
 
 
 def _load(s, job_id: str, lock: bool = False) -> Job:
-    """The job by id or unique id prefix (service.ids); 404 when there is none."""
+    """The job by id or unique id prefix (service.store.ids); 404 when there is none."""
     job = s.get(Job, full_id(s, Job, job_id, "job", "job_id"), with_for_update=lock)
     if job is None:
         raise ApiError(404, "not_found", f"no job with id {job_id!r}")

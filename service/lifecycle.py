@@ -32,9 +32,9 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from .config import Settings
-from .db import session_scope
-from .models import TERMINAL, Job, JobEpoch, JobStatus, as_utc, utcnow
+from service.config import Settings
+from service.store.db import session_scope
+from service.store.models import TERMINAL, Job, JobEpoch, JobStatus, as_utc, utcnow
 
 # How each end of a job shows in MLflow. A pruned trial did what it was asked until its
 # pruner stopped it: FINISHED, and tagged so (MLflow has no PRUNED status).

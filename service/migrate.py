@@ -17,7 +17,7 @@ VERSION_TABLE = "kerasyard_alembic_version"
 def include_name(name, type_, parent_names) -> bool:
     """Only kerasyard's tables: Optuna's share the database, and autogenerate must not offer
     to drop them."""
-    from .models import Base
+    from service.store.models import Base
 
     return type_ != "table" or name in Base.metadata.tables or name == VERSION_TABLE
 
@@ -33,7 +33,7 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     """kerasyard's tables to ``revision``, then Optuna's (sweep state) to its head."""
     command.upgrade(alembic_config(database_url), revision)
     if revision == "head":
-        from .sweeps.studies import init_storage
+        from service.sweeps.studies import init_storage
 
         init_storage(database_url)
 
@@ -52,7 +52,7 @@ def wait_for_database(database_url: str, wait_s: float, interval_s: float = 1.0,
     """
     from sqlalchemy import create_engine, text
 
-    from .config import redact_url
+    from service.config import redact_url
 
     deadline = time.monotonic() + wait_s
     attempt = 0
@@ -78,7 +78,7 @@ def wait_for_database(database_url: str, wait_s: float, interval_s: float = 1.0,
 
 
 if __name__ == "__main__":
-    from .config import get_settings
+    from service.config import get_settings
 
     url = sys.argv[1] if len(sys.argv) > 1 else get_settings().database_url
     if not url.startswith("sqlite"):

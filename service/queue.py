@@ -12,7 +12,7 @@ import threading
 
 from celery import Celery
 
-from .config import Settings, celery_config
+from service.config import Settings, celery_config
 
 log = logging.getLogger(__name__)
 

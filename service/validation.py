@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import Settings
-from .datasets import upload_info
-from .db import session_scope
-from .jobspec import JobSpec, Limits, TrainingPlan, validate_job
-from .models import Dataset
+from service.config import Settings
+from service.datasets import upload_info
+from service.jobspec import JobSpec, Limits, TrainingPlan, validate_job
+from service.store.db import session_scope
+from service.store.models import Dataset
 
 
 def limits(settings: Settings) -> Limits:

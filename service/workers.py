@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .config import Settings
-from .db import session_scope
-from .models import WorkerNode, as_utc, utcnow
+from service.config import Settings
+from service.store.db import session_scope
+from service.store.models import WorkerNode, as_utc, utcnow
 
 HEARTBEAT_S = 30.0
 # A row older than this belongs to a worker that stopped without deleting it (killed, host gone).

@@ -6,8 +6,8 @@ worker's claim drops a delivery for a job that is running or has ended.
 
 from __future__ import annotations
 
-from .api import create_app
-from .config import get_settings
+from service.api import create_app
+from service.config import get_settings
 
 settings = get_settings()
 app = create_app(settings, redispatch_interval=settings.redispatch_interval_s)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 @worker_process_init.connect
 def _init_child(**_kwargs) -> None:
-    from service.db import dispose_engines
+    from service.store.db import dispose_engines
     from service.sweeps.for_worker import dispose_connections
 
     # Connections inherited from the parent must not be shared across fork.

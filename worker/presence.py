@@ -9,8 +9,8 @@ import os
 import threading
 
 from service.config import Settings
-from service.db import session_scope
-from service.models import WorkerNode, utcnow
+from service.store.db import session_scope
+from service.store.models import WorkerNode, utcnow
 from service.workers import HEARTBEAT_S
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ import logging
 
 from flask import Flask, request
 
-from ..config import Settings, check_api_token, get_settings, redact_url
-from .context import SETTINGS_KEY
-from .errors import error_response, register_error_handlers
+from service.api.context import SETTINGS_KEY
+from service.api.errors import error_response, register_error_handlers
+from service.config import Settings, check_api_token, get_settings, redact_url
 
 PUBLIC_PATHS = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/docs",
                 "/openapi.json"}
@@ -29,11 +29,11 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     app.json.sort_keys = False
     register_error_handlers(app)
 
-    from .datasets import bp as datasets_bp
-    from .docs import bp as docs_bp
-    from .health import bp as health_bp
-    from .jobs import bp as jobs_bp
-    from .sweeps import bp as sweeps_bp
+    from service.api.datasets import bp as datasets_bp
+    from service.api.docs import bp as docs_bp
+    from service.api.health import bp as health_bp
+    from service.api.jobs import bp as jobs_bp
+    from service.api.sweeps import bp as sweeps_bp
 
     for bp in (jobs_bp, sweeps_bp, datasets_bp, health_bp, docs_bp):
         app.register_blueprint(bp)
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
         return None
 
     if redispatch_interval:
-        from ..background import BackgroundRounds
+        from service.background import BackgroundRounds
 
         thread = BackgroundRounds(settings, redispatch_interval)
         thread.start()

@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import request
 
-from ..errors import ApiError
+from service.errors import ApiError
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from ..config import Settings
+from service.config import Settings
 
 SETTINGS_KEY = "kerasyard.settings"
 

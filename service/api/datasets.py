@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from .. import datasets
-from ..errors import ApiError
-from .body import int_arg
-from .context import settings_of
+from service import datasets
+from service.api.body import int_arg
+from service.api.context import settings_of
+from service.errors import ApiError
 
 bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 

@@ -13,9 +13,9 @@ from importlib import resources
 
 from flask import Blueprint, Response, redirect, send_from_directory
 
-from ..errors import ApiError
-from .context import settings_of
-from .openapi import DOCS_ASSETS, document
+from service.api.context import settings_of
+from service.api.openapi import DOCS_ASSETS, document
+from service.errors import ApiError
 
 bp = Blueprint("docs", __name__)
 

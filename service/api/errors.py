@@ -12,8 +12,8 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ApiError
-from ..jobspec import SpecError
+from service.errors import ApiError
+from service.jobspec import SpecError
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import urllib.request
 from flask import Blueprint
 from sqlalchemy import text
 
-from ..config import Settings
-from ..db import get_engine
-from ..models import as_utc
-from ..queue import broker_ok
-from ..workers import live_workers
-from .context import settings_of
+from service.api.context import settings_of
+from service.config import Settings
+from service.queue import broker_ok
+from service.store.db import get_engine
+from service.store.models import as_utc
+from service.workers import live_workers
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, request, url_for
 
-from .. import jobs
-from .body import int_arg, json_body
-from .context import settings_of
+from service import jobs
+from service.api.body import int_arg, json_body
+from service.api.context import settings_of
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .. import __version__
-from ..jobs import STATUSES
-from ..jobspec import OPTIMIZERS, JobSpec
-from ..jobspec.sweep import SweepSpec
-from ..sweeps.commands import SWEEP_STATUSES
-from .body import MAX_INT_DIGITS
+from service import __version__
+from service.api.body import MAX_INT_DIGITS
+from service.jobs import STATUSES
+from service.jobspec import OPTIMIZERS, JobSpec
+from service.jobspec.sweep import SweepSpec
+from service.sweeps.commands import SWEEP_STATUSES
 
 # The docs page's files (service/api/docs.py serves them) and the content type of each.
 DOCS_ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javascript",
@@ -233,7 +233,7 @@ ERRORS = {"400": _resp("malformed request", "Error"), "401": _resp("no or bad to
 BODY_ERRORS = {"413": _resp("body too large (1 MiB)", "Error"),
                "415": _resp("not JSON or YAML by its Content-Type", "Error")}
 REDIRECT = {"description": "see the Location header"}
-# A job or sweep is named by its id or a unique prefix of it (service/ids.py).
+# A job or sweep is named by its id or a unique prefix of it (service/store/ids.py).
 _BY_PREFIX = ("the id, or a unique prefix of it of at least 4 characters (409 ambiguous_id "
               "names the candidates otherwise)")
 SWEEP_ID = [{"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string"},

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, request, url_for
 
-from ..sweeps import commands as sweeps
-from .body import int_arg, json_body
-from .context import settings_of
+from service.api.body import int_arg, json_body
+from service.api.context import settings_of
+from service.sweeps import commands as sweeps
 
 bp = Blueprint("sweeps", __name__, url_prefix="/api/v1/sweeps")
 

@@ -15,9 +15,9 @@ Nothing here imports TensorFlow or Keras: parameters are counted by arithmetic, 
 holds that arithmetic against Keras's own ``count_params``.
 """
 
-from .checks import RULES, Facts, check_job, parse_spec, validate_job
-from .errors import ErrorDetail, SpecError, _humanize, humanize_all
-from .models import (
+from service.jobspec.checks import RULES, Facts, check_job, parse_spec, validate_job
+from service.jobspec.errors import ErrorDetail, SpecError, _humanize, humanize_all
+from service.jobspec.models import (
     ACTIVATIONS,
     CLASSIFICATION_LOSSES,
     GRADIENT_DESCENT,
@@ -43,8 +43,15 @@ from .models import (
     SyntheticDataset,
     UploadDataset,
 )
-from .plan import DEFAULT_LIMITS, Limits, TrainingPlan, count_params, output_of, split_sizes
-from .shapes import (
+from service.jobspec.plan import (
+    DEFAULT_LIMITS,
+    Limits,
+    TrainingPlan,
+    count_params,
+    output_of,
+    split_sizes,
+)
+from service.jobspec.shapes import (
     PLAYGROUND_SETS,
     SKLEARN_SHAPES,
     DatasetInfo,

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import ErrorDetail, SpecError, humanize_all
-from .memory import MB, estimate
-from .models import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, JobSpec
-from .plan import (
+from service.jobspec.errors import ErrorDetail, SpecError, humanize_all
+from service.jobspec.memory import MB, estimate
+from service.jobspec.models import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, JobSpec
+from service.jobspec.plan import (
     DEFAULT_LIMITS,
     Limits,
     TrainingPlan,
@@ -29,8 +29,8 @@ from .plan import (
     output_of,
     split_sizes,
 )
-from .shapes import DatasetInfo, UploadResolver, dataset_info_for
-from .stand_in import stand_in, touches
+from service.jobspec.shapes import DatasetInfo, UploadResolver, dataset_info_for
+from service.jobspec.stand_in import stand_in, touches
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from .models import ActivationLayer, BatchNormalizationLayer, DenseLayer
+from service.jobspec.models import ActivationLayer, BatchNormalizationLayer, DenseLayer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
-from .errors import ErrorDetail, SpecError
-from .models import JobSpec, SklearnDataset, SyntheticDataset
+from service.jobspec.errors import ErrorDetail, SpecError
+from service.jobspec.models import JobSpec, SklearnDataset, SyntheticDataset
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import _MEMBER, _TAGGED_PARENTS, _UNION_TAGS
+from service.jobspec.errors import _MEMBER, _TAGGED_PARENTS, _UNION_TAGS
 
 MAX_ROUNDS = 4
 _SCHEMAS: dict[type, dict] = {}

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from .models import SEED_MAX, ResourcesSpec, StrictModel
+from service.jobspec.models import SEED_MAX, ResourcesSpec, StrictModel
 
 METHODS = ("grid", "random", "tpe")
 HIDDEN_ACTIVATION = "model.hidden_activation"

@@ -15,13 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .checks import parse_spec, validate_job
-from .errors import ErrorDetail, SpecError, humanize_all
-from .memory import MB, estimate
-from .models import ACTIVATIONS
-from .plan import DEFAULT_LIMITS, Limits
-from .shapes import DatasetInfo
-from .sweep import (
+from service.jobspec.checks import parse_spec, validate_job
+from service.jobspec.errors import ErrorDetail, SpecError, humanize_all
+from service.jobspec.memory import MB, estimate
+from service.jobspec.models import ACTIVATIONS
+from service.jobspec.plan import DEFAULT_LIMITS, Limits
+from service.jobspec.shapes import DatasetInfo
+from service.jobspec.sweep import (
     HIDDEN_ACTIVATION,
     MAX_SWEEP_JOBS,
     SweepPlan,

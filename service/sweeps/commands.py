@@ -7,19 +7,19 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..config import Settings
-from ..db import session_scope
-from ..errors import ApiError
-from ..ids import full_id
-from ..jobs import mlflow_ref
-from ..jobspec.sweep import SweepPlan, SweepSpec
-from ..jobspec.sweep_checks import validate_sweep
-from ..models import Job, JobStatus, Sweep, SweepStatus, new_id
-from ..paging import check_status, iso, keyset_page, next_cursor
-from ..queue import CelerySender
-from ..validation import limits, resolver
-from . import scheduler
-from .trials import best_trial, pending_grid_trials, trials_of
+from service.config import Settings
+from service.errors import ApiError
+from service.jobs import mlflow_ref
+from service.jobspec.sweep import SweepPlan, SweepSpec
+from service.jobspec.sweep_checks import validate_sweep
+from service.queue import CelerySender
+from service.store.db import session_scope
+from service.store.ids import full_id
+from service.store.models import Job, JobStatus, Sweep, SweepStatus, new_id
+from service.store.paging import check_status, iso, keyset_page, next_cursor
+from service.sweeps import scheduler
+from service.sweeps.trials import best_trial, pending_grid_trials, trials_of
+from service.validation import limits, resolver
 
 SWEEP_STATUSES = [s.value for s in SweepStatus]
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def submit_sweep(settings: Settings, data: Any) -> dict:
 
 
 def _load(s, sweep_id: str, lock: bool = False) -> Sweep:
-    """The sweep by id or unique id prefix (service.ids); 404 when there is none."""
+    """The sweep by id or unique id prefix (service.store.ids); 404 when there is none."""
     sweep = s.get(Sweep, full_id(s, Sweep, sweep_id, "sweep", "sweep_id"), with_for_update=lock)
     if sweep is None:
         raise ApiError(404, "not_found", f"no sweep with id {sweep_id!r}")

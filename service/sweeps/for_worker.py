@@ -27,14 +27,14 @@ from collections.abc import Callable
 
 from sqlalchemy import select, update
 
-from .. import lifecycle
-from ..config import Settings
-from ..db import session_scope
-from ..jobspec.sweep import ordered, trial_name
-from ..lifecycle import Claim, Sender
-from ..models import Job, JobEpoch, Sweep
-from . import scheduler, studies
-from .trials import Trial, best_trial, job_objective, trials_of  # noqa: F401 (for the report)
+from service import lifecycle
+from service.config import Settings
+from service.jobspec.sweep import ordered, trial_name
+from service.lifecycle import Claim, Sender
+from service.store.db import session_scope
+from service.store.models import Job, JobEpoch, Sweep
+from service.sweeps import scheduler, studies
+from service.sweeps.trials import Trial, best_trial, job_objective, trials_of  # noqa: F401 (for the report)
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,25 @@ import time
 
 from sqlalchemy import select, update
 
-from .. import lifecycle
-from ..config import Settings
-from ..db import session_scope
-from ..jobspec import SpecError
-from ..jobspec.sweep import apply_params, ordered, trial_name
-from ..lifecycle import Sender
-from ..models import SWEEP_TERMINAL, Job, JobStatus, Sweep, SweepStatus, as_utc, new_id, utcnow
-from ..validation import validate
-from . import studies
-from .trials import best_trial, by_trial, seed_values, trials_of
+from service import lifecycle
+from service.config import Settings
+from service.jobspec import SpecError
+from service.jobspec.sweep import apply_params, ordered, trial_name
+from service.lifecycle import Sender
+from service.store.db import session_scope
+from service.store.models import (
+    SWEEP_TERMINAL,
+    Job,
+    JobStatus,
+    Sweep,
+    SweepStatus,
+    as_utc,
+    new_id,
+    utcnow,
+)
+from service.sweeps import studies
+from service.sweeps.trials import best_trial, by_trial, seed_values, trials_of
+from service.validation import validate
 
 log = logging.getLogger(__name__)
 

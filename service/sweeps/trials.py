@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from ..jobspec.sweep import ordered, trial_name
-from ..models import Job, JobStatus, Sweep
+from service.jobspec.sweep import ordered, trial_name
+from service.store.models import Job, JobStatus, Sweep
 
 ENDED_WITH_OBJECTIVE = (JobStatus.succeeded, JobStatus.pruned)
 

@@ -48,8 +48,8 @@ def _drop_database(name: str) -> None:
 @contextlib.contextmanager
 def migrated_database(prefix: str = "kerasyard_test"):
     """A fresh PostgreSQL database migrated to head; dropped afterwards."""
-    from service.db import dispose_engines
     from service.migrate import upgrade
+    from service.store.db import dispose_engines
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     url = _create_database(name)
@@ -184,9 +184,9 @@ def queue_length(redis_url: str, queue: str = "cpu") -> int:
 def store_job(settings: Settings, spec: dict, queue: str) -> str:
     """A job row on a queue of the test's own (only that test's workers listen there),
     stored as POST /jobs would store it, but not sent."""
-    from service.db import session_scope
     from service.jobspec import validate_job
-    from service.models import Job
+    from service.store.db import session_scope
+    from service.store.models import Job
 
     parsed, plan = validate_job(spec)
     with session_scope(settings.database_url) as s:

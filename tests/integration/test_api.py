@@ -12,8 +12,8 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from service.db import session_scope
-from service.models import Job
+from service.store.db import session_scope
+from service.store.models import Job
 from tests.helpers import lecture_spec, tiny_spec
 
 from .conftest import queue_length
@@ -303,7 +303,7 @@ def test_every_independent_mistake_is_in_one_422(idle_client, settings):
 
 
 def test_an_id_prefix_is_found_through_the_primary_key_under_a_locale_collation(settings):
-    """service.ids.prefix_match on ids under an ICU en-US collation (the official PostgreSQL
+    """service.store.ids.prefix_match on ids under an ICU en-US collation (the official PostgreSQL
     image's databases are en_US.utf8): the same rows as LIKE 'prefix%', and the plan an index
     scan of the primary key, where LIKE is a sequential scan. Needs a server with ICU (the
     machine's; .ci/run's smoke runs this file against it); the embedded wheel's has none."""
@@ -312,7 +312,7 @@ def test_an_id_prefix_is_found_through_the_primary_key_under_a_locale_collation(
     from sqlalchemy import Column, MetaData, String, Table, text
     from sqlalchemy.dialects import postgresql
 
-    from service.ids import prefix_match
+    from service.store.ids import prefix_match
 
     if not settings.database_url.startswith("postgresql"):
         pytest.skip("a PostgreSQL question")
@@ -348,7 +348,7 @@ def test_a_job_or_sweep_is_found_by_a_unique_id_prefix(idle_client, settings):
     """GET, history, cancel and the sweep_id filter take a unique prefix of an id; an
     ambiguous one is a 409 naming the candidates."""
     from service.jobspec import validate_job
-    from service.models import JobStatus, Sweep, SweepStatus
+    from service.store.models import JobStatus, Sweep, SweepStatus
     from service.sweeps.commands import validate as validate_sweep
 
     spec, plan = validate_job(tiny_spec("prefix", epochs=1))

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from devstack import RedisServer
-from service.db import session_scope
-from service.models import Job
+from service.store.db import session_scope
+from service.store.models import Job
 from tests.helpers import tiny_spec, wait_for
 
 pytestmark = pytest.mark.integration

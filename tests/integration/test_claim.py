@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from service.db import session_scope
 from service.jobspec import validate_job
-from service.models import Job, JobEpoch, utcnow
+from service.store.db import session_scope
+from service.store.models import Job, JobEpoch, utcnow
 from tests.helpers import tiny_spec
 from worker.jobs.claim import claim
 
@@ -162,7 +162,7 @@ def test_a_final_write_whose_answer_was_lost_is_known_by_its_attempt(cfg):
     after a try that failed (its commit may have landed with the answer lost): true only for
     this attempt and the status it wrote."""
     from service import lifecycle
-    from service.models import JobStatus
+    from service.store.models import JobStatus
 
     job_id = make_job(cfg)
     fence = claim(job_id, cfg).fence

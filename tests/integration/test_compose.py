@@ -324,7 +324,7 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         for svc in reversed(services):
             svc.stop()
         broker.flushdb()
-        from service.db import dispose_engines
+        from service.store.db import dispose_engines
 
         dispose_engines()
         _drop_database(jobs_db)

@@ -147,7 +147,7 @@ def test_run_command_uses_postgresql_redis_and_external_mlflow_when_set(tmp_path
                                 (done["id"],)).fetchone() == ("succeeded",)
     finally:
         stop_run_command(proc)
-        from service.db import dispose_engines
+        from service.store.db import dispose_engines
 
         dispose_engines()
         _drop_database(name)

@@ -34,9 +34,9 @@ from sqlalchemy import func, select
 from devstack import ApiServer, RedisServer, WorkerProcess, worker_env
 from service import lifecycle
 from service.background import dispatch_pending
-from service.db import session_scope
-from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
+from service.store.db import session_scope
+from service.store.models import Job, JobEpoch, JobStatus
 from tests.helpers import ended_run, tiny_spec, wait_for
 from tests.tcp_proxy import TcpProxy
 

@@ -149,7 +149,7 @@ def test_gpu_queue_workers_without_a_gpu_refuse_gpu_jobs_and_keep_serving_cpu(tm
         for w in workers:
             w.stop()
         broker.flushdb()
-        from service.db import dispose_engines
+        from service.store.db import dispose_engines
 
         dispose_engines()
         _drop_database(name)

@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from service.migrate import alembic_config
-from service.models import Base
+from service.store.models import Base
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_downgrade_and_upgrade_round_trip():
         command.downgrade(cfg, "base")
         command.upgrade(cfg, "head")
     finally:
-        from service.db import dispose_engines
+        from service.store.db import dispose_engines
 
         dispose_engines()
         _drop_database(name)
@@ -108,7 +108,7 @@ def test_a_database_from_before_sweeps_is_adopted():
             assert ours == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
         engine.dispose()
     finally:
-        from service.db import dispose_engines
+        from service.store.db import dispose_engines
 
         dispose_engines()
         _drop_database(name)

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from devstack import MlflowServer, WorkerProcess, worker_env
 from service import lifecycle
 from service.config import Settings
-from service.db import session_scope
-from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
+from service.store.db import session_scope
+from service.store.models import Job, JobEpoch, JobStatus
 from tests.helpers import tiny_spec, wait_for
 
 from .conftest import store_job

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from service.config import Settings
-from service.db import session_scope
-from service.models import Job, JobStatus
+from service.store.db import session_scope
+from service.store.models import Job, JobStatus
 from tests.helpers import wait_for
 
 from .test_mlflow_faults import submit

@@ -394,8 +394,8 @@ def test_a_trial_that_ends_after_the_scheduler_looked_is_told_to_optuna(idle_cli
     the last trial ends after that read, and _maybe_finish (which reads the rows again) ended
     the sweep with that trial still RUNNING in the study. Here the trial ends between the two,
     and the sweep must not end before Optuna is told."""
-    from service.db import session_scope
-    from service.models import Job, JobStatus, Sweep
+    from service.store.db import session_scope
+    from service.store.models import Job, JobStatus, Sweep
     from service.sweeps import scheduler, studies
 
     sweep = tiny_sweep("late trial", {"fit.batch_size": [4]}, pack=False)

@@ -20,9 +20,9 @@ from sqlalchemy import select, text
 
 from service import lifecycle
 from service.background import dispatch_pending
-from service.db import get_engine, session_scope
-from service.models import Job, JobEpoch, JobStatus
 from service.queue import CelerySender
+from service.store.db import get_engine, session_scope
+from service.store.models import Job, JobEpoch, JobStatus
 from tests.helpers import ended_run, tiny_spec, wait_for
 
 from .conftest import WorkerProcess, store_job, worker_env

@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from service.db import session_scope
-from service.models import Dataset
+from service.store.db import session_scope
+from service.store.models import Dataset
 from tests.helpers import diverging_spec, ended_run, lecture_spec, tiny_spec, wait_for
 
 from .conftest import wait_terminal

@@ -560,7 +560,7 @@ def test_point4_migrate_waits_for_the_database_to_take_tcp_connections(tmp_path)
     finally:
         stop.set()
         thread.join(5)
-        from service.db import dispose_engines
+        from service.store.db import dispose_engines
 
         dispose_engines()
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -1,18 +1,18 @@
-"""Jobs by full id or unique id prefix (service/ids.py), on an SQLite database in a file."""
+"""Jobs by full id or unique id prefix (service/store/ids.py), on an SQLite database in a file."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.db import session_scope
 from service.errors import ApiError
-from service.ids import full_id
-from service.models import Base, Job
+from service.store.db import session_scope
+from service.store.ids import full_id
+from service.store.models import Base, Job
 
 
 @pytest.fixture()
 def db(tmp_path):
-    from service.db import get_engine
+    from service.store.db import get_engine
 
     url = f"sqlite:///{tmp_path / 'ids.db'}"
     Base.metadata.create_all(get_engine(url))

@@ -10,7 +10,7 @@ from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 
 from service.lifecycle import JobEnd
-from service.models import JobStatus
+from service.store.models import JobStatus
 from worker import oom
 from worker.jobs.reconcile import decide
 from worker.recording.mlflow_retry import Deadline, MlflowUnavailable, retry

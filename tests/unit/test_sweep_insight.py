@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from service.models import Job, JobStatus
+from service.store.models import Job, JobStatus
 from service.sweeps.for_worker import Trial
 from service.sweeps.trials import TrialJob
 from worker.sweeps.report import figures as sweep_figures
@@ -149,7 +149,7 @@ def _settings(tmp_path):
 
 
 def _report_of(tmp_path, trials, jobs, curves, params, metric="val_loss", goal="minimize"):
-    from service.models import Sweep, SweepStatus
+    from service.store.models import Sweep, SweepStatus
     from worker.sweeps.report import write as sweep_report
 
     sweep = Sweep(id="s1", name="edge", experiment="e", status=SweepStatus.succeeded,

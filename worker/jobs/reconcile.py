@@ -26,7 +26,7 @@ import logging
 from service import lifecycle
 from service.config import Settings
 from service.lifecycle import MLFLOW_RUN_STATUS, JobEnd
-from service.models import JobStatus
+from service.store.models import JobStatus
 from worker.recording import tracking
 
 log = logging.getLogger(__name__)

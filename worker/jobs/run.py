@@ -19,9 +19,9 @@ from pathlib import Path
 from service import jobspec as S
 from service import lifecycle
 from service.config import Settings
-from service.db import session_scope
 from service.lifecycle import MLFLOW_RUN_STATUS, Claim, Ownership
-from service.models import Dataset, JobStatus
+from service.store.db import session_scope
+from service.store.models import Dataset, JobStatus
 from service.sweeps import for_worker
 from service.validation import validate
 from worker import gpu

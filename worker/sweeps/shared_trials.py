@@ -19,7 +19,7 @@ from pathlib import Path
 from service import lifecycle
 from service.config import Settings
 from service.lifecycle import MLFLOW_RUN_STATUS, Fence, Ownership
-from service.models import JobStatus
+from service.store.models import JobStatus
 from service.sweeps.for_worker import SharedTrial, TrialContext, child_tags
 from service.validation import validate
 from worker.recording import artifacts, tracking

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from service.jobspec.sweep import fmt_value, short_name
-from service.models import Job
+from service.store.models import Job
 from service.sweeps.for_worker import Trial
 
 EPOCHS = "fit.epochs"

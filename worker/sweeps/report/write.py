@@ -24,7 +24,7 @@ from pathlib import Path
 
 from service.config import Settings, mlflow_artifact_url, mlflow_run_url
 from service.jobspec.sweep import fmt_value, short_name
-from service.models import Job, JobStatus, Sweep, SweepStatus, utcnow
+from service.store.models import Job, JobStatus, Sweep, SweepStatus, utcnow
 from service.sweeps import for_worker
 from service.sweeps.for_worker import Trial, job_objective
 from worker.recording import tracking

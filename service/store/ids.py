@@ -7,7 +7,7 @@ import re
 
 from sqlalchemy import and_, func, select
 
-from .errors import ApiError
+from service.errors import ApiError
 
 MIN_PREFIX = 4  # shorter prefixes name a row by accident too easily (`cancel a`)
 SHOWN = 5  # candidates named in an ambiguous prefix's error

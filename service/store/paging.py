@@ -8,8 +8,8 @@ import json
 
 from sqlalchemy import tuple_
 
-from .errors import ApiError
-from .models import as_utc
+from service.errors import ApiError
+from service.store.models import as_utc
 
 
 def encode_cursor(created_at: dt.datetime, row_id: str) -> str:
