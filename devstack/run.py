@@ -122,7 +122,7 @@ class EndedWatcher(threading.Thread):
                 say("\n".join([*lines, self.footer]))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default=os.environ.get("KERASYARD_HOST", "127.0.0.1"))
@@ -132,16 +132,69 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-worker", action="store_true", help="run the API only")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every HTTP request the API serves")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def start_mlflow(env: dict, port: int) -> MlflowServer:
+    """The local MLflow server (SQLite and artifacts under the data dir)."""
+    data_dir = Path(env.get("KERASYARD_DATA_DIR", ".kerasyard")).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "mlflow-server.log"
+    print(f"starting MLflow server on http://127.0.0.1:{port} (log: {log_path})", flush=True)
+    # Each child in a session of its own: a Ctrl-C in the terminal reaches this process only,
+    # which stops the worker first (its training can still report), then MLflow; and
+    # Process.stop can take each child's own children (pool, server workers) down. Killed
+    # outright (kill -9), this process cannot stop them: the kernel sends each child SIGTERM
+    # instead (parent_death_signal), the worker's warm shutdown and the MLflow server's own, so
+    # none is left holding its port.
+    return MlflowServer(data_dir, port=port, env=env, log_path=log_path, append=True,
+                        new_session=True, parent_death_signal=signal.SIGTERM)
+
+
+def serve(args: argparse.Namespace, env: dict, children: list[Process],
+          watchers: list[EndedWatcher]) -> None:
+    """Migrations, the worker, then the API in the foreground until a signal stops it. What
+    it starts is appended to ``children`` and ``watchers``, for the caller to stop."""
+    if "MLFLOW_TRACKING_URI" not in env:
+        mlflow = start_mlflow(env, args.mlflow_port)
+        children.append(mlflow)
+        env["MLFLOW_TRACKING_URI"] = mlflow.url
+    os.environ.update(env)
+    settings = Settings.from_env()
+
+    from service.migrate import upgrade
+
+    upgrade(settings.database_url)
+    if not args.no_worker:  # its log goes to this terminal
+        children.append(WorkerProcess(env, log_path=None, name="embedded@%h", cwd=os.getcwd(),
+                                      new_session=True, parent_death_signal=signal.SIGTERM))
+
+    from service.api import create_app
+
+    app = create_app(settings, redispatch_interval=settings.redispatch_interval_s)
+    server = ApiServer(app, args.host, args.port, quiet=not args.verbose)
+    base = server.url
+    footer = urls(base, settings.mlflow_ui_url)
+    print(footer, flush=True)
+    print(f"submit a job:   curl -X POST {base}/api/v1/jobs -H 'Content-Type: "
+          "application/json' -d @examples/lecture_mlp.json", flush=True)
+    print("Ctrl-C stops everything" + ("" if args.verbose else "; -v logs every request"),
+          flush=True)
+    watchers.append(EndedWatcher(settings, footer))
+    watchers[-1].start()
+    server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     env = os.environ.copy()
     # The worker's MLflow client writes "View run ... / View experiment ..." to stdout at the
     # end of each run, which Celery logs as two WARNING lines; the run command prints the
     # job's link itself (EndedWatcher).
     env.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     children: list[Process] = []
+    watchers: list[EndedWatcher] = []
     stopping = threading.Event()
-    watcher: EndedWatcher | None = None
 
     def on_signal(signum, _frame):
         if stopping.is_set():  # a second Ctrl-C while the children stop: let them finish
@@ -151,59 +204,17 @@ def main(argv: list[str] | None = None) -> None:
 
     # SIGINT explicitly, not only Python's default: a command started in the background from
     # a script (`python -m devstack.run &`) inherits SIGINT *ignored* from the non-interactive
-    # shell, and Python then installs no KeyboardInterrupt handler, so Ctrl-C in that
-    # terminal stopped the script and left the API up.
+    # shell, and Python would then install no KeyboardInterrupt handler.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        if "MLFLOW_TRACKING_URI" not in env:
-            data_dir = Path(env.get("KERASYARD_DATA_DIR", ".kerasyard")).resolve()
-            data_dir.mkdir(parents=True, exist_ok=True)
-            log_path = data_dir / "mlflow-server.log"
-            print(f"starting MLflow server on http://127.0.0.1:{args.mlflow_port} "
-                  f"(log: {log_path})", flush=True)
-            # Each child in a session of its own: a Ctrl-C in the terminal reaches this process
-            # only, which stops the worker first (its training can still report), then MLflow;
-            # and Process.stop can take each child's own children (pool, server workers) down.
-            # Killed outright (kill -9), this process cannot stop them: the kernel sends each
-            # child SIGTERM instead (parent_death_signal), the worker's warm shutdown and the
-            # MLflow server's own, so none is left holding its port.
-            mlflow = MlflowServer(data_dir, port=args.mlflow_port, env=env, log_path=log_path,
-                                  append=True, new_session=True,
-                                  parent_death_signal=signal.SIGTERM)
-            children.append(mlflow)
-            env["MLFLOW_TRACKING_URI"] = mlflow.url
-        os.environ.update(env)
-        settings = Settings.from_env()
-
-        from service.migrate import upgrade
-
-        upgrade(settings.database_url)
-        if not args.no_worker:  # its log goes to this terminal
-            children.append(WorkerProcess(env, log_path=None, name="embedded@%h",
-                                          cwd=os.getcwd(), new_session=True,
-                                          parent_death_signal=signal.SIGTERM))
-
-        from service.api import create_app
-
-        app = create_app(settings, redispatch_interval=settings.redispatch_interval_s)
-        server = ApiServer(app, args.host, args.port, quiet=not args.verbose)
-        base = server.url
-        footer = urls(base, settings.mlflow_ui_url)
-        print(footer, flush=True)
-        print(f"submit a job:   curl -X POST {base}/api/v1/jobs -H 'Content-Type: "
-              "application/json' -d @examples/lecture_mlp.json", flush=True)
-        print("Ctrl-C stops everything" + ("" if args.verbose else
-                                           "; -v logs every request"), flush=True)
-        watcher = EndedWatcher(settings, footer)
-        watcher.start()
-        server.serve_forever()
+        serve(args, env, children, watchers)
     except StackError as exc:
         print(f"error: {exc}", flush=True)
         raise SystemExit(1) from None
     finally:
         stopping.set()
-        if watcher is not None:
+        for watcher in watchers:
             watcher.halt.set()
         if children:
             say("stopping the worker and the MLflow server ...")
