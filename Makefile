@@ -3,12 +3,13 @@
 #   make test   the test suite (the machine's PostgreSQL and Redis where they answer, else its
 #               own from the dev extra's wheels; KERASYARD_TEST_SERVICES=auto|own|machine)
 #   make lint   the import rules of pyproject.toml's [tool.importlinter] (lint-imports)
+#   make docs   the documentation site (MkDocs), served on http://127.0.0.1:8001
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench install
+.PHONY: run test lint bench install docs docs-build
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,3 +34,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.lecture_bench
+
+# The docs site (mkdocs.yml, docs/): served with live reload, or built strictly into site/ as CI
+# does (a broken link, anchor or nav entry, or a reference out of step with the code, fails).
+# NO_MKDOCS_2_WARNING: Material's banner about its successor, printed on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -1,6 +1,6 @@
 """Loaded before every other conftest and test module: PostgreSQL and Redis for the suite are
 resolved (and started, when the suite brings its own) before anything reads
-KERASYARD_TEST_PG / KERASYARD_TEST_REDIS. See tests/services.py and the README's Tests.
+KERASYARD_TEST_PG / KERASYARD_TEST_REDIS. See tests/services.py and docs/tests.md.
 
 With pytest-xdist (``-n 2``) every worker process is a session of its own and brings its own
 PostgreSQL, Redis and MLflow server. That needs ``KERASYARD_TEST_SERVICES=own``: on shared

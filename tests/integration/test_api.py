@@ -77,7 +77,7 @@ def test_bad_spec_is_422_naming_the_field_and_nothing_is_queued(idle_client, set
     assert queue_length(idle_broker.url) == before_queue
 
 
-# README ("Errors"): 400 for a malformed body or query, 422 for an invalid spec. A body that
+# docs/api.md ("Errors"): 400 for a malformed body or query, 422 for an invalid spec. A body that
 # is not JSON at all, or is empty, is malformed; a well-formed JSON array is an invalid spec
 # (the spec must be an object), answered like every other spec error.
 @pytest.mark.parametrize("body,ctype,status,code,words", [

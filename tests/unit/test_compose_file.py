@@ -221,9 +221,9 @@ def test_flower_watches_the_broker_behind_a_login(resolved):
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == TEST_SECRETS["FLOWER_BASIC_AUTH"]
 
 
-def test_readme_extra_gpu_service_snippet_fits_the_compose_file(tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Scaling out", 1)[1]
+def test_docs_extra_gpu_service_snippet_fits_the_compose_file(tmp_path):
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    section = deployment.split("### More GPUs on one host", 1)[1]
     snippet = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     text = COMPOSE_FILE.read_text()
     assert text.count("\nvolumes:\n") == 1
@@ -581,8 +581,8 @@ def test_point4_migrate_gives_up_with_the_url_but_not_the_password(tmp_path):
 
 def test_point5_quick_start_names_what_a_remote_browser_needs():
     assert quickstart_problems(OLD_QUICKSTART)  # the old README line
-    readme = (ROOT / "README.md").read_text()
-    deploy = readme.split("## Deploy with docker-compose", 1)[1].split("```sh\n", 1)[1]
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    deploy = deployment.split("## Deploy with docker-compose", 1)[1].split("```sh\n", 1)[1]
     quickstart = deploy.split("```", 1)[0]
     assert quickstart_problems(quickstart) == [], quickstart
     header = "\n".join(COMPOSE_FILE.read_text().splitlines()[:3])
