@@ -673,7 +673,6 @@ def test_compare_shows_spec_differences_the_lecture_quantities_and_final_metrics
 
 
 def test_compare_plot_writes_one_png_of_every_curve(tmp_path):
-    pytest.importorskip("matplotlib")
     from kerasyard.cli.plot import curves_png, metrics_to_plot
 
     other = [{**row, "loss": row["loss"] * 2, "val_loss": None} for row in HISTORY["epochs"]]
