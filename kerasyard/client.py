@@ -8,187 +8,306 @@
 
 Every API error raises :class:`ApiError` with the API's ``status``, ``code``, ``message`` and
 ``details`` (a list of ``{"loc", "msg"}``). A service that cannot be reached at all raises
-:class:`ServiceUnreachable`.
+:class:`ServiceUnreachable`. Both live in :mod:`kerasyard.errors`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+from .errors import ApiError
+from .polling import pages, wait_until_ended
+from .transport import Transport, quote
+
 JOB_TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 SWEEP_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
-class ApiError(Exception):
-    """The API answered with an error: ``{"error": {"code", "message", "details"}}``.
-
-    Attributes:
-        status: the HTTP status (400, 401, 404, 409, 413, 422, 5xx).
-        code: the API's error code, e.g. ``invalid_spec``.
-        message: the API's message.
-        details: a list of ``{"loc": "model.layers.2.units", "msg": "...", ...}``.
-        body: the decoded response body, when it was JSON.
-    """
-
-    def __init__(self, status: int, code: str, message: str, details: list[dict] | None = None,
-                 body: Any = None):
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code, self.message = status, code, message
-        self.details = list(details or [])
-        self.body = body
-
-
-class ServiceUnreachable(Exception):
-    """No HTTP answer at all: connection refused, DNS failure, timeout."""
-
-    def __init__(self, url: str, reason: str):
-        super().__init__(f"cannot reach the kerasyard service at {url}: {reason}")
-        self.url, self.reason = url, reason
-
-
-class Client:
+class Client(Transport):
     """The kerasyard REST API (``/api/v1``) as Python methods returning the API's JSON.
+
+    Every method makes one or more HTTP calls and raises :class:`ApiError` when the API answers
+    with an error (401 without the right token, 404 for an unknown id, 409 for an id prefix that
+    names several rows, ...) and :class:`ServiceUnreachable` when nothing answers.
 
     Args:
         base_url: where the service listens; default ``$KERASYARD_URL`` or
-            ``http://127.0.0.1:8000``. A trailing ``/api/v1`` is accepted.
+            ``http://127.0.0.1:8000``. A trailing ``/api/v1`` is accepted, and ``http://`` is
+            assumed when no scheme is given.
         token: bearer token when the server sets ``KERASYARD_API_TOKEN``; default
             ``$KERASYARD_API_TOKEN``.
         timeout: seconds per HTTP request.
+
+    Example:
+        >>> api = Client("http://gpu-box:8000", token="...")
+        >>> api.health()["status"]
+        'ok'
     """
-
-    def __init__(self, base_url: str | None = None, token: str | None = None,
-                 timeout: float = 30.0):
-        base = (base_url or os.environ.get("KERASYARD_URL") or DEFAULT_URL).rstrip("/")
-        base = base.removesuffix("/api/v1")
-        if "://" not in base:
-            base = "http://" + base
-        self.base_url = base
-        self.token = token if token is not None else os.environ.get("KERASYARD_API_TOKEN") or None
-        self.timeout = timeout
-
-    # --- transport ----------------------------------------------------------------------------
-
-    def request(self, method: str, path: str, *, params: dict | None = None,
-                json_body: Any = None, data: bytes | None = None,
-                content_type: str | None = None) -> Any:
-        """One HTTP call to ``/api/v1{path}``; returns the decoded JSON body."""
-        url = f"{self.base_url}/api/v1{path}"
-        query = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
-        if query:
-            url += "?" + urllib.parse.urlencode(query)
-        headers = {"Accept": "application/json", "User-Agent": "kerasyard-client"}
-        if json_body is not None:
-            data = json.dumps(json_body).encode()
-            content_type = "application/json"
-        if content_type:
-            headers["Content-Type"] = content_type
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise _api_error(exc.code, exc.read(), exc.reason) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ServiceUnreachable(self.base_url, str(reason)) from None
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise ApiError(502, "bad_response", f"{method} {url} answered with something that "
-                           f"is not JSON: {raw[:200]!r}") from None
 
     # --- jobs ---------------------------------------------------------------------------------
 
     def submit_job(self, spec: dict) -> dict:
-        """Validate, store and queue a job; returns the job (status ``queued``)."""
+        """Validate, store and queue a job.
+
+        Args:
+            spec: the job spec (the same fields as a ``kerasyard submit`` file).
+
+        Returns:
+            dict: the job, status ``queued``, with its ``id`` and ``plan`` (samples, batch size,
+            steps per epoch, total updates, parameters).
+
+        Raises:
+            ApiError: 422 ``invalid_spec`` with one detail per wrong field, 400 for a body
+                that is not a JSON object.
+            ServiceUnreachable: no answer from the service.
+
+        Example:
+            >>> job = api.submit_job(json.load(open("examples/lecture_mlp.json")))
+            >>> job["plan"]["total_updates"]
+            400
+        """
         return self.request("POST", "/jobs", json_body=spec)
 
     def get_job(self, job_id: str) -> dict:
-        return self.request("GET", f"/jobs/{_q(job_id)}")
+        """One job, its status, progress and (once ended) summary or error.
+
+        Args:
+            job_id: the full id or a unique prefix of at least 4 characters.
+
+        Returns:
+            dict: the job as ``GET /api/v1/jobs/{id}`` returns it.
+
+        Raises:
+            ApiError: 404 ``not_found``; 409 ``ambiguous_id`` when the prefix names several jobs.
+            ServiceUnreachable: no answer from the service.
+        """
+        return self.request("GET", f"/jobs/{quote(job_id)}")
 
     def list_jobs(self, status: str | None = None, sweep_id: str | None = None,
                   experiment: str | None = None, limit: int | None = None,
                   cursor: str | None = None) -> dict:
-        """One page, newest first: ``{"jobs": [...], "next_cursor": str | None}``."""
+        """One page of jobs, newest first.
+
+        Args:
+            status: only jobs in this status (``queued``, ``running``, ``succeeded``, ...).
+            sweep_id: only the trials of this sweep.
+            experiment: only jobs of this MLflow experiment.
+            limit: the page size (the server's default 50, at most 500).
+            cursor: ``next_cursor`` of the previous page.
+
+        Returns:
+            dict: ``{"jobs": [...], "next_cursor": str | None}``; no ``next_cursor`` on the
+            last page.
+
+        Raises:
+            ApiError: 400 for an unknown status, a limit out of range or a cursor that is not
+                one the server gave.
+            ServiceUnreachable: no answer from the service.
+        """
         return self.request("GET", "/jobs", params={
             "status": status, "sweep_id": sweep_id, "experiment": experiment, "limit": limit,
             "cursor": cursor})
 
     def iter_jobs(self, status: str | None = None, sweep_id: str | None = None,
                   experiment: str | None = None, page_size: int = 200) -> Iterator[dict]:
-        """Every matching job, newest first, following ``next_cursor`` page by page."""
-        return self._pages(self.list_jobs, "jobs", page_size, status=status,
-                           sweep_id=sweep_id, experiment=experiment)
+        """Every matching job, newest first, following ``next_cursor`` page by page.
+
+        Args:
+            status, sweep_id, experiment: the filters of :meth:`list_jobs`.
+            page_size: jobs per request.
+
+        Returns:
+            Iterator[dict]: the jobs; each page is fetched when the previous one is used up.
+
+        Raises:
+            ApiError: as :meth:`list_jobs`, while iterating.
+            ServiceUnreachable: no answer from the service, while iterating.
+        """
+        return pages(self.list_jobs, "jobs", page_size, status=status, sweep_id=sweep_id,
+                     experiment=experiment)
 
     def job_history(self, job_id: str) -> dict:
-        """``{"job_id", "status", "epochs": [{"epoch": 1, "loss": ..., ...}, ...]}``."""
-        return self.request("GET", f"/jobs/{_q(job_id)}/history")
+        """A job's per-epoch metrics, as far as it has got.
+
+        Args:
+            job_id: the full id or a unique prefix.
+
+        Returns:
+            dict: ``{"job_id", "status", "epochs": [{"epoch": 1, "loss": ..., ...}, ...]}``.
+
+        Raises:
+            ApiError: 404 ``not_found``; 409 ``ambiguous_id``.
+            ServiceUnreachable: no answer from the service.
+        """
+        return self.request("GET", f"/jobs/{quote(job_id)}/history")
 
     def cancel_job(self, job_id: str) -> dict:
-        """Cooperative cancel; the job ends at its next epoch boundary (409 once ended)."""
-        return self.request("POST", f"/jobs/{_q(job_id)}/cancel")
+        """Ask a job to stop. A queued job is cancelled at once; a running one stops at its next
+        epoch boundary (cooperative), so the answer may still say ``running``.
+
+        Args:
+            job_id: the full id or a unique prefix.
+
+        Returns:
+            dict: the job after the request.
+
+        Raises:
+            ApiError: 409 ``illegal_state`` once the job has ended; 404 ``not_found``.
+            ServiceUnreachable: no answer from the service.
+        """
+        return self.request("POST", f"/jobs/{quote(job_id)}/cancel")
 
     def wait_job(self, job_id: str, poll: float = 0.5, timeout: float | None = None,
                  on_update: Callable[[dict], None] | None = None,
                  unreachable_grace: float = 30.0) -> dict:
-        """Poll until the job has ended; returns its final state.
+        """Poll until the job has ended (succeeded, failed, cancelled or pruned).
 
         Args:
+            job_id: the full id or a unique prefix.
             poll: seconds between polls.
-            timeout: give up after this many seconds (``TimeoutError``); None waits forever.
+            timeout: give up after this many seconds; None waits forever.
             on_update: called with the job after every poll, the final one included.
             unreachable_grace: keep polling through an unreachable service for this long
-                (an API restart) before raising ``ServiceUnreachable``.
+                (an API restart) before giving up.
+
+        Returns:
+            dict: the job in its final state.
+
+        Raises:
+            TimeoutError: the job had not ended after ``timeout`` seconds.
+            ServiceUnreachable: the service stayed unreachable for ``unreachable_grace`` s.
+            ApiError: any error answer (a 404 is not retried).
+
+        Example:
+            >>> job = api.wait_job(job["id"], on_update=lambda j: print(j["progress"]))
+            >>> job["status"], job["summary"]["final_metrics"]["val_loss"]
         """
-        return self._wait(lambda: self.get_job(job_id), JOB_TERMINAL, f"job {job_id}", poll,
-                          timeout, on_update, unreachable_grace)
+        return wait_until_ended(lambda: self.get_job(job_id), JOB_TERMINAL, f"job {job_id}",
+                                poll, timeout, on_update, unreachable_grace)
 
     # --- sweeps -------------------------------------------------------------------------------
 
     def submit_sweep(self, spec: dict) -> dict:
+        """Validate and store a sweep; its scheduler queues the first trials.
+
+        Args:
+            spec: the sweep spec (a base job spec, the parameters to search, the objective).
+
+        Returns:
+            dict: the sweep, with its ``id``, ``progress`` and ``max_parallel``.
+
+        Raises:
+            ApiError: 422 ``invalid_spec`` with one detail per wrong field.
+            ServiceUnreachable: no answer from the service.
+        """
         return self.request("POST", "/sweeps", json_body=spec)
 
     def get_sweep(self, sweep_id: str) -> dict:
-        return self.request("GET", f"/sweeps/{_q(sweep_id)}")
+        """One sweep with its trials, their jobs and the best trial so far.
+
+        Args:
+            sweep_id: the full id or a unique prefix.
+
+        Returns:
+            dict: the sweep as ``GET /api/v1/sweeps/{id}`` returns it.
+
+        Raises:
+            ApiError: 404 ``not_found``; 409 ``ambiguous_id``.
+            ServiceUnreachable: no answer from the service.
+        """
+        return self.request("GET", f"/sweeps/{quote(sweep_id)}")
 
     def list_sweeps(self, status: str | None = None, limit: int | None = None,
                     cursor: str | None = None) -> dict:
-        """One page, newest first: ``{"sweeps": [...], "next_cursor": str | None}``."""
+        """One page of sweeps, newest first.
+
+        Args:
+            status: only sweeps in this status.
+            limit: the page size.
+            cursor: ``next_cursor`` of the previous page.
+
+        Returns:
+            dict: ``{"sweeps": [...], "next_cursor": str | None}``.
+
+        Raises:
+            ApiError: 400 for an unknown status, a limit out of range or a foreign cursor.
+            ServiceUnreachable: no answer from the service.
+        """
         return self.request("GET", "/sweeps", params={"status": status, "limit": limit,
                                                       "cursor": cursor})
 
     def iter_sweeps(self, status: str | None = None, page_size: int = 100) -> Iterator[dict]:
-        return self._pages(self.list_sweeps, "sweeps", page_size, status=status)
+        """Every matching sweep, newest first, page by page.
+
+        Args:
+            status: only sweeps in this status.
+            page_size: sweeps per request.
+
+        Returns:
+            Iterator[dict]: the sweeps.
+
+        Raises:
+            ApiError: as :meth:`list_sweeps`, while iterating.
+            ServiceUnreachable: no answer from the service, while iterating.
+        """
+        return pages(self.list_sweeps, "sweeps", page_size, status=status)
 
     def cancel_sweep(self, sweep_id: str) -> dict:
-        return self.request("POST", f"/sweeps/{_q(sweep_id)}/cancel")
+        """Cancel a sweep: no new trials, and its running trials stop at an epoch boundary.
+
+        Args:
+            sweep_id: the full id or a unique prefix.
+
+        Returns:
+            dict: the sweep after the request.
+
+        Raises:
+            ApiError: 409 ``illegal_state`` once the sweep has ended; 404 ``not_found``.
+            ServiceUnreachable: no answer from the service.
+        """
+        return self.request("POST", f"/sweeps/{quote(sweep_id)}/cancel")
 
     def wait_sweep(self, sweep_id: str, poll: float = 1.0, timeout: float | None = None,
                    on_update: Callable[[dict], None] | None = None,
                    unreachable_grace: float = 30.0) -> dict:
-        """Poll until the sweep has ended; same arguments as :meth:`wait_job`."""
-        return self._wait(lambda: self.get_sweep(sweep_id), SWEEP_TERMINAL, f"sweep {sweep_id}",
-                          poll, timeout, on_update, unreachable_grace)
+        """Poll until the sweep has ended (succeeded, failed or cancelled).
+
+        Args:
+            sweep_id: the full id or a unique prefix.
+            poll, timeout, on_update, unreachable_grace: as :meth:`wait_job`.
+
+        Returns:
+            dict: the sweep in its final state, its ``best`` trial included.
+
+        Raises:
+            TimeoutError: the sweep had not ended after ``timeout`` seconds.
+            ServiceUnreachable: the service stayed unreachable for ``unreachable_grace`` s.
+            ApiError: any error answer.
+        """
+        return wait_until_ended(lambda: self.get_sweep(sweep_id), SWEEP_TERMINAL,
+                                f"sweep {sweep_id}", poll, timeout, on_update, unreachable_grace)
 
     # --- datasets and health ------------------------------------------------------------------
 
     def upload_dataset(self, path: str | os.PathLike, name: str | None = None) -> dict:
-        """Upload a CSV file (multipart field ``file``); returns its id and column profile."""
+        """Upload a CSV file (multipart field ``file``) for jobs to train on.
+
+        Args:
+            path: the CSV file: a header row, then at least 2 data rows.
+            name: the dataset's name; default the server's choice.
+
+        Returns:
+            dict: the dataset: its ``id`` (for ``dataset: {"kind": "upload", "id": ...}``),
+            ``n_rows`` and a profile of each column.
+
+        Raises:
+            OSError: ``path`` cannot be read.
+            ApiError: 400 or 422 for a file that is not a usable CSV, 413 when it is too big.
+            ServiceUnreachable: no answer from the service.
+        """
         path = Path(path)
         boundary = uuid.uuid4().hex
         filename = path.name.replace('"', "_")
@@ -203,79 +322,49 @@ class Client:
                             content_type=f"multipart/form-data; boundary={boundary}")
 
     def list_datasets(self, limit: int | None = None) -> dict:
+        """The uploaded datasets, newest first.
+
+        Args:
+            limit: how many (the server's default 100, at most 1000).
+
+        Returns:
+            dict: ``{"datasets": [...]}``.
+
+        Raises:
+            ApiError: 400 for a limit out of range.
+            ServiceUnreachable: no answer from the service.
+        """
         return self.request("GET", "/datasets", params={"limit": limit})
 
     def get_dataset(self, dataset_id: str) -> dict:
-        return self.request("GET", f"/datasets/{_q(dataset_id)}")
+        """One uploaded dataset and its column profile.
+
+        Args:
+            dataset_id: the dataset's id.
+
+        Returns:
+            dict: the dataset as :meth:`upload_dataset` returned it.
+
+        Raises:
+            ApiError: 404 ``not_found``.
+            ServiceUnreachable: no answer from the service.
+        """
+        return self.request("GET", f"/datasets/{quote(dataset_id)}")
 
     def health(self) -> dict:
-        """Database, broker and MLflow reachability. A degraded service (503) still returns the
-        body, with ``status`` ``degraded``, rather than raising."""
+        """Database, broker and MLflow reachability.
+
+        Returns:
+            dict: ``{"status": "ok" | "degraded", "components": {name: {"ok", "detail"}}}``.
+            A degraded service answers 503; its body is returned, not raised.
+
+        Raises:
+            ApiError: any other error answer (401 without the right token).
+            ServiceUnreachable: no answer from the service.
+        """
         try:
             return self.request("GET", "/health")
         except ApiError as exc:
             if exc.status == 503 and isinstance(exc.body, dict) and "components" in exc.body:
                 return exc.body
             raise
-
-    # --- helpers ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _pages(fetch: Callable[..., dict], key: str, page_size: int, **filters) -> Iterator[dict]:
-        cursor = None
-        while True:
-            page = fetch(limit=page_size, cursor=cursor, **filters)
-            yield from page[key]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
-
-    @staticmethod
-    def _wait(fetch: Callable[[], dict], terminal: frozenset, what: str, poll: float,
-              timeout: float | None, on_update: Callable[[dict], None] | None,
-              unreachable_grace: float) -> dict:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        down_since = None
-        while True:
-            try:
-                item = fetch()
-                down_since = None
-            except ServiceUnreachable:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since >= unreachable_grace:
-                    raise
-                item = None
-            if item is not None:
-                if on_update is not None:
-                    on_update(item)
-                if item.get("status") in terminal:
-                    return item
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{what} had not ended after {timeout:g} s")
-            time.sleep(poll)
-
-
-def _q(value: str) -> str:
-    return urllib.parse.quote(str(value), safe="")
-
-
-def _api_error(status: int, raw: bytes, reason: str) -> ApiError:
-    """The API's error JSON as an ApiError; anything else (a proxy's HTML page) as best we can."""
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        err = body["error"]
-        details = err.get("details") if isinstance(err.get("details"), list) else []
-        return ApiError(status, str(err.get("code") or "http_error"),
-                        str(err.get("message") or reason), details, body)
-    if isinstance(body, dict) and body.get("status") == "degraded":
-        down = [f"{name}: {c.get('detail')}" for name, c in (body.get("components") or {}).items()
-                if isinstance(c, dict) and not c.get("ok")]
-        return ApiError(status, "degraded", "the service is degraded: " + "; ".join(down),
-                        body=body)
-    text = raw.decode("utf-8", "replace").strip()
-    return ApiError(status, "http_error",
-                    f"HTTP {status} {reason}" + (f": {text[:300]}" if text else ""), body=body)

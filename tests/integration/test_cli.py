@@ -303,13 +303,7 @@ def test_python_client_errors_pages_uploads_health(api_url, watched, tmp_path):
     assert result.returncode == 0 and result.stdout.startswith("ok")
 
 
-# --- sweeps (issue 3): run once the API has POST /api/v1/sweeps -------------------------------
-
-
-@pytest.fixture(scope="module")
-def sweeps_api(app):
-    if not any(rule.rule == "/api/v1/sweeps" for rule in app.url_map.iter_rules()):
-        pytest.skip("the sweeps API (POST /api/v1/sweeps, issue 3) is not in service/api yet")
+# --- sweeps ----------------------------------------------------------------------------------
 
 
 def sweep_spec(name: str, epochs: int, batch_sizes=(8, 16)) -> dict:
@@ -321,7 +315,7 @@ def sweep_spec(name: str, epochs: int, batch_sizes=(8, 16)) -> dict:
             "max_trials": len(batch_sizes), "max_parallel": 1}
 
 
-def test_sweep_watch_table_show_jobs_open(sweeps_api, api_url, worker, tmp_path):
+def test_sweep_watch_table_show_jobs_open(api_url, worker, tmp_path):
     path = write_spec(tmp_path, sweep_spec("cli-sweep", epochs=3), "sweep.yaml")
     result = cli(api_url, "sweep", path, "--watch", "--interval", "0.5")
     assert result.returncode == 0, (result.stdout, result.stderr)
@@ -353,7 +347,7 @@ def test_sweep_watch_table_show_jobs_open(sweeps_api, api_url, worker, tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == sweep["mlflow"]["url"]
 
 
-def test_cancelled_sweep_watch_exits_3(sweeps_api, api_url, worker, tmp_path):
+def test_cancelled_sweep_watch_exits_3(api_url, worker, tmp_path):
     result = cli(api_url, "sweep", write_spec(tmp_path, sweep_spec("cli-sweep-cancel",
                                                                     epochs=5000), "s.json"))
     assert result.returncode == 0, result.stderr

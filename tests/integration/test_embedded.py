@@ -217,11 +217,11 @@ ACCESS_LINE = re.compile(r'"(GET|POST) /api/v1/\S* HTTP/1\.[01]" \d{3}')
 
 def test_run_command_is_quiet_reprints_its_urls_and_stops_on_ctrl_c(tmp_path):
     """Started in the background from a script, as `cmd &` in a shell script does: such a
-    command inherits SIGINT ignored, so Ctrl-C in that terminal used to stop the script and
-    leave the API up. Its output through a pipe (`| cat`, as `| tee` would be) that the same
-    Ctrl-C ends, so its last lines hit a broken pipe. No access log lines; the URLs again once
-    a job ended; Ctrl-C (SIGINT to the terminal's process group) stops every process it
-    started."""
+    command inherits SIGINT ignored; unless it takes SIGINT back, Ctrl-C in that terminal stops
+    the script and leaves the API up. Its output through a pipe (`| cat`, as `| tee` would be)
+    that the same Ctrl-C ends, so its last lines hit a broken pipe. No access log lines; the
+    URLs again once a job ended; Ctrl-C (SIGINT to the terminal's process group) stops every
+    process it started."""
     port, mlflow_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "BROKER_URL", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL")}

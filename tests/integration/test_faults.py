@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import signal
 import time
 import urllib.error
@@ -43,11 +42,7 @@ from tests.tcp_proxy import TcpProxy
 from .conftest import store_job
 from .test_takeover import process_tree, signal_all
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("redis-server") is None,
-                       reason="needs the redis-server binary"),
-]
+pytestmark = pytest.mark.integration
 
 OUTAGE_S = 25
 TIMINGS: dict[str, float] = {}

@@ -14,9 +14,10 @@ import pytest
 from rich.console import Console
 
 from kerasyard import ApiError, Client, cli
-from kerasyard import format as fmt
-from kerasyard.client import _api_error
-from kerasyard.watch import JobWatcher, SweepWatcher
+from kerasyard.cli import format as fmt
+from kerasyard.cli import group, inputs
+from kerasyard.cli.watch import JobWatcher, SweepWatcher
+from kerasyard.errors import api_error_from_response
 
 plain = fmt.plain
 
@@ -427,15 +428,15 @@ def test_api_error_is_rendered_field_by_field_each_message_once():
 def test_error_json_from_the_api_and_from_a_proxy():
     body = json.dumps({"error": {"code": "illegal_state", "message": "already ended",
                                  "details": []}}).encode()
-    exc = _api_error(409, body, "CONFLICT")
+    exc = api_error_from_response(409, body, "CONFLICT")
     assert (exc.status, exc.code, exc.message, exc.details) == (409, "illegal_state",
                                                                 "already ended", [])
-    exc = _api_error(502, b"<html>Bad Gateway</html>", "Bad Gateway")
+    exc = api_error_from_response(502, b"<html>Bad Gateway</html>", "Bad Gateway")
     assert exc.code == "http_error"
     assert exc.message == "HTTP 502 Bad Gateway: <html>Bad Gateway</html>"
     degraded = {"status": "degraded", "components": {
         "database": {"ok": True, "detail": "ok"}, "broker": {"ok": False, "detail": "refused"}}}
-    exc = _api_error(503, json.dumps(degraded).encode(), "Service Unavailable")
+    exc = api_error_from_response(503, json.dumps(degraded).encode(), "Service Unavailable")
     assert exc.code == "degraded" and exc.message == "the service is degraded: broker: refused"
     assert exc.body == degraded
 
@@ -519,7 +520,7 @@ def test_shell_completion_of_ids_asks_the_service(monkeypatch, capsys):
         def list_sweeps(self, limit):
             return {"sweeps": [{"id": "ab99" + "0" * 28, "name": "grid", "status": "running"}]}
 
-    monkeypatch.setattr(cli, "_client", lambda ctx, timeout=30.0: Listing())
+    monkeypatch.setattr(group, "_client", lambda ctx, timeout=30.0: Listing())
     monkeypatch.setenv("_KERASYARD_COMPLETE", "bash_complete")
     monkeypatch.setenv("COMP_WORDS", "kerasyard show ab")
     monkeypatch.setenv("COMP_CWORD", "2")
@@ -538,15 +539,15 @@ def test_shell_completion_script(monkeypatch, capsys):
 
 def test_load_spec_yaml_json_and_errors(tmp_path):
     (tmp_path / "a.yaml").write_text("name: x\nfit:\n  epochs: 3\n")
-    assert cli.load_spec(str(tmp_path / "a.yaml")) == {"name": "x", "fit": {"epochs": 3}}
+    assert inputs.load_spec(str(tmp_path / "a.yaml")) == {"name": "x", "fit": {"epochs": 3}}
     (tmp_path / "b.json").write_text('{"name": "x",\n "fit": {]}')
-    with pytest.raises(cli.UsageError, match=r"b.json is not valid JSON: .* line 2 column"):
-        cli.load_spec(str(tmp_path / "b.json"))
+    with pytest.raises(inputs.UsageError, match=r"b.json is not valid JSON: .* line 2 column"):
+        inputs.load_spec(str(tmp_path / "b.json"))
     (tmp_path / "c.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(cli.UsageError, match="must hold one object"):
-        cli.load_spec(str(tmp_path / "c.yaml"))
-    with pytest.raises(cli.UsageError, match="cannot read"):
-        cli.load_spec(str(tmp_path / "missing.yaml"))
+    with pytest.raises(inputs.UsageError, match="must hold one object"):
+        inputs.load_spec(str(tmp_path / "c.yaml"))
+    with pytest.raises(inputs.UsageError, match="cannot read"):
+        inputs.load_spec(str(tmp_path / "missing.yaml"))
 
 
 def test_client_url_and_token_defaults(monkeypatch):
@@ -559,6 +560,23 @@ def test_client_url_and_token_defaults(monkeypatch):
     monkeypatch.delenv("KERASYARD_URL")
     monkeypatch.delenv("KERASYARD_API_TOKEN")
     assert (Client().base_url, Client().token) == ("http://127.0.0.1:8000", None)
+
+
+def test_every_public_client_method_documents_its_arguments_result_and_errors():
+    """The Python client's reference is its docstrings: each public method says what it takes
+    (Args, when it takes anything), what it returns and what it raises."""
+    import inspect
+
+    missing = []
+    for name, method in inspect.getmembers(Client, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        doc = inspect.getdoc(method) or ""
+        takes = [p for p in inspect.signature(method).parameters if p != "self"]
+        for section in (["Args:"] if takes else []) + ["Returns:", "Raises:"]:
+            if section not in doc:
+                missing.append(f"Client.{name}: no {section}")
+    assert not missing, missing
 
 
 def test_the_client_imports_no_server_or_training_library():
@@ -606,22 +624,22 @@ def test_resolve_jobs_first_then_sweeps_and_no_id_is_the_newest_job():
     a, b = {"id": "abc1" + "0" * 28}, {"id": "abc2" + "0" * 28}
     s = {"id": "fed9" + "0" * 28}
     client = StubClient([b, a], [s])
-    assert cli.resolve(client, a["id"]) == ("job", a)
-    assert cli.resolve(client, s["id"]) == ("sweep", s)
-    assert cli.resolve(client, "abc2") == ("job", b)
-    assert cli.resolve(client, "fed9") == ("sweep", s)
-    assert cli.resolve(client, None) == ("job", b)  # the listing is newest first
+    assert inputs.resolve(client, a["id"]) == ("job", a)
+    assert inputs.resolve(client, s["id"]) == ("sweep", s)
+    assert inputs.resolve(client, "abc2") == ("job", b)
+    assert inputs.resolve(client, "fed9") == ("sweep", s)
+    assert inputs.resolve(client, None) == ("job", b)  # the listing is newest first
     with pytest.raises(ApiError) as info:
-        cli.resolve(client, "abc")
+        inputs.resolve(client, "abc")
     assert info.value.status == 409
     with pytest.raises(ApiError) as info:
-        cli.resolve(client, "0123")
+        inputs.resolve(client, "0123")
     assert info.value.status == 404
     assert info.value.message == "no job or sweep with id '0123'"
-    with pytest.raises(cli.UsageError, match="no jobs yet"):
-        cli.resolve(StubClient([], []), None)
-    with pytest.raises(cli.UsageError, match="is a sweep; history is per job"):
-        cli.resolve_job(client, "fed9", "history")
+    with pytest.raises(inputs.UsageError, match="no jobs yet"):
+        inputs.resolve(StubClient([], []), None)
+    with pytest.raises(inputs.UsageError, match="is a sweep; history is per job"):
+        inputs.resolve_job(client, "fed9", "history")
 
 
 # --- compare ----------------------------------------------------------------------------------
@@ -655,8 +673,7 @@ def test_compare_shows_spec_differences_the_lecture_quantities_and_final_metrics
 
 
 def test_compare_plot_writes_one_png_of_every_curve(tmp_path):
-    pytest.importorskip("matplotlib")
-    from kerasyard.plot import curves_png, metrics_to_plot
+    from kerasyard.cli.plot import curves_png, metrics_to_plot
 
     other = [{**row, "loss": row["loss"] * 2, "val_loss": None} for row in HISTORY["epochs"]]
     histories = [HISTORY["epochs"], other]
@@ -667,7 +684,7 @@ def test_compare_plot_writes_one_png_of_every_curve(tmp_path):
 
 
 def test_compare_plot_without_matplotlib_says_how_to_get_it(monkeypatch, tmp_path):
-    from kerasyard.plot import PlotUnavailable, curves_png
+    from kerasyard.cli.plot import PlotUnavailable, curves_png
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
     with pytest.raises(PlotUnavailable, match=r"--plot needs matplotlib: pip install "):

@@ -4,6 +4,7 @@ bit, the callbacks' epoch hooks and stop_training honoured."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -13,7 +14,6 @@ from worker.training import datasets as D
 from worker.training import model as M
 from worker.training import trainer as F
 
-keras = pytest.importorskip("keras")
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                 reason="the worker's own loop runs on TensorFlow")
 

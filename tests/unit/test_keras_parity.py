@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
+import keras
 import numpy as np
 import pytest
 
 from service import jobspec as S
 from tests.helpers import lecture_spec, tiny_spec
 from worker.training import model as M
-
-keras = pytest.importorskip("keras")
 
 
 def _build(spec_dict):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -18,8 +19,6 @@ from worker.sweeps import pack as P
 from worker.training import datasets as D
 from worker.training import model as M
 from worker.training import trainer as F
-
-keras = pytest.importorskip("keras")
 
 
 def _base() -> dict:

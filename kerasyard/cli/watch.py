@@ -9,8 +9,8 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.live import Live
 
+from ..client import JOB_TERMINAL, SWEEP_TERMINAL
 from . import format as fmt
-from .client import JOB_TERMINAL, SWEEP_TERMINAL
 
 
 def _live(console: Console, transient: bool) -> Live:
