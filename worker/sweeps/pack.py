@@ -199,51 +199,76 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
             e, took, leaving = epoch + 1, time.perf_counter() - self._t, []
             for i in list(self.active):
                 t = by_index[i]
-                metrics = tower_logs(logs, i) if prefixed else \
-                    {k: float(v) for k, v in (logs or {}).items()}
-                metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
-                    t.model.optimizer.learning_rate))
-                metrics["epoch_time_s"] = took
-                t.history.append(metrics)
-                if i == 0:
-                    reporter.epoch(e, metrics)
-                if e in t.checkpoints and i != 0 and e >= t.epochs:
-                    t.saved[e] = t.model  # it leaves the pack now: the model stays as it is
-                elif e in t.checkpoints:
-                    t.model.save(t.checkpoints[e])
-                    t.saved[e] = t.checkpoints[e]
-                if diverged(metrics):
-                    t.ended = "diverged"
-                elif t.pruner is not None and _pruned(t, e, metrics):
-                    t.ended = "pruned"
-                elif e >= t.epochs:
-                    t.ended = "done"
-                if t.ended:
-                    t.ended_at = e
+                if _tower_epoch(t, e, _tower_metrics(t, logs, prefixed, took), reporter):
                     leaving.append(i)
             if on_progress is not None and \
                     time.monotonic() - self._progress_at >= progress_interval_s:
                 self._progress_at = time.monotonic()
                 on_progress()
             for i in list(self.active):
-                t = by_index[i]
-                cancel = signals.cancel.is_set() if i == 0 else \
-                    bool(t.trials) and all(tr.id in t.cancelled for tr in t.trials)
-                if cancel and i not in leaving:
-                    t.ended, t.ended_at = "cancelled", e
+                if _cancelled(by_index[i], signals) and i not in leaving:
+                    by_index[i].ended, by_index[i].ended_at = "cancelled", e
                     leaving.append(i)
-            if own.ended == "diverged" and self.nan_epoch is None:
-                self.nan_epoch = own.ended_at
-            self.pruned = own.ended == "pruned"
-            self.cancelled = own.ended == "cancelled"
-            for i in leaving:
-                self.active.remove(i)
-            if not self.active:
-                self.model.stop_training = True
-            elif leaving and prefixed:
-                self.model.freeze(leaving)
+            _leave(self, own, leaving, prefixed)
 
     return PackReporter()
+
+
+def _tower_metrics(t: Tower, logs: dict | None, prefixed: bool, took: float) -> dict:
+    """Tower ``t``'s metrics of the epoch (under its trial's own names), its learning rate and
+    the epoch's time."""
+    import keras
+
+    metrics = tower_logs(logs, t.index) if prefixed else \
+        {k: float(v) for k, v in (logs or {}).items()}
+    metrics["learning_rate"] = float(keras.ops.convert_to_numpy(
+        t.model.optimizer.learning_rate))
+    metrics["epoch_time_s"] = took
+    return metrics
+
+
+def _tower_epoch(t: Tower, e: int, metrics: dict, reporter) -> bool:
+    """Tower ``t``'s epoch ``e``: into its history (the job's own tower to the reporter too),
+    its checkpoint; True when it leaves the pack (diverged, pruned or at its last epoch)."""
+    t.history.append(metrics)
+    if t.index == 0:
+        reporter.epoch(e, metrics)
+    if e in t.checkpoints and t.index != 0 and e >= t.epochs:
+        t.saved[e] = t.model  # it leaves the pack now: the model stays as it is
+    elif e in t.checkpoints:
+        t.model.save(t.checkpoints[e])
+        t.saved[e] = t.checkpoints[e]
+    if diverged(metrics):
+        t.ended = "diverged"
+    elif t.pruner is not None and _pruned(t, e, metrics):
+        t.ended = "pruned"
+    elif e >= t.epochs:
+        t.ended = "done"
+    if t.ended:
+        t.ended_at = e
+    return bool(t.ended)
+
+
+def _leave(cb, own: Tower, leaving: list[int], prefixed: bool) -> None:
+    """The job's own outcome on the callback ``cb``, read from its tower; the towers
+    ``leaving`` out of the pack (fit stops once none is left)."""
+    if own.ended == "diverged" and cb.nan_epoch is None:
+        cb.nan_epoch = own.ended_at
+    cb.pruned = own.ended == "pruned"
+    cb.cancelled = own.ended == "cancelled"
+    for i in leaving:
+        cb.active.remove(i)
+    if not cb.active:
+        cb.model.stop_training = True
+    elif leaving and prefixed:
+        cb.model.freeze(leaving)
+
+
+def _cancelled(t: Tower, signals) -> bool:
+    """The job's own tower: its cancel flag; another: all of its trials asked to cancel."""
+    if t.index == 0:
+        return signals.cancel.is_set()
+    return bool(t.trials) and all(tr.id in t.cancelled for tr in t.trials)
 
 
 def fit_in_turn(towers: list[Tower], own, reporter, signals, fit):

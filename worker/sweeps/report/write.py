@@ -144,39 +144,9 @@ def _report(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[Tria
     grids = I.pair_grids(trials, params)
     effects = I.factor_effects(trials, params)
     line_by, panels = I.curve_panels(trials, jobs, params, curves, metric)
-    figures: dict[str, Path] = {}
-    if grids:
-        figures["overview"] = sweep_figures.overview(grids, metric, goal, chance,
-                                                     out / "overview.png")
-    if ranked:
-        figures["importance"] = sweep_figures.importance(ranked, method, metric,
-                                                         out / "importance.png")
-    if effects:
-        figures["factors"] = sweep_figures.factor_effects(effects, metric, goal, chance,
-                                                          out / "objective_by_factor.png")
-    if panels:
-        figures["curves"] = sweep_figures.clocks(panels, line_by, metric, goal, chance,
-                                                 out / "curves.png")
-    by_id = {j.id: j for j in jobs}
-    rows = []
-    for t in trials:
-        tjobs = [by_id[tj.id] for tj in t.jobs if tj.id in by_id]
-        plan = tjobs[0].plan if tjobs else {}
-        fit = [(j.summary or {}).get("fit_time_s") for j in tjobs if not j.trained_by]
-        fit = [f for f in fit if isinstance(f, (int, float))]
-        epochs = t.params.get(I.EPOCHS) or (plan or {}).get("epochs")
-        rows.append({
-            "number": t.number, "name": t.name, "params": t.params, "state": t.state,
-            "objective": t.objective, "sd": t.objective_std,
-            "seeds": len(t.objective_values), "epochs": epochs,
-            "updates": (epochs * plan["steps_per_epoch"]) if epochs and plan
-            and plan.get("steps_per_epoch") else None,
-            "fit_s": sum(fit) / len(fit) if fit else None,
-            "best": bool(best and t.number == best["number"]),
-            "links": [(f"seed {j.repeat}" if len(tjobs) > 1 else "run",
-                       mlflow_run_url(settings.mlflow_ui_url, j.mlflow_experiment_id,
-                                      j.mlflow_run_id))
-                      for j in tjobs if j.mlflow_run_id and j.mlflow_experiment_id]})
+    figures = _figures(out, metric, goal, chance, grids, ranked, method, effects, line_by,
+                       panels)
+    rows = _trial_rows(settings, jobs, trials, best)
     data = {
         "sweep_id": sweep.id, "name": sweep.name, "metric": metric, "goal": goal,
         "chance": chance, "params": params,
@@ -205,6 +175,52 @@ def _report(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[Tria
                               figures=figures, trials_rows=rows, params=params, metric=metric,
                               goal=goal, notes=notes)
     (out / "report.html").write_text(page, encoding="utf-8")
+
+
+def _figures(out: Path, metric: str, goal: str, chance: float | None, grids, ranked: dict,
+             method: str, effects, line_by, panels) -> dict[str, Path]:
+    """The report's figures as PNG files in ``out``, by name: those with something to show."""
+    figures: dict[str, Path] = {}
+    if grids:
+        figures["overview"] = sweep_figures.overview(grids, metric, goal, chance,
+                                                     out / "overview.png")
+    if ranked:
+        figures["importance"] = sweep_figures.importance(ranked, method, metric,
+                                                         out / "importance.png")
+    if effects:
+        figures["factors"] = sweep_figures.factor_effects(effects, metric, goal, chance,
+                                                          out / "objective_by_factor.png")
+    if panels:
+        figures["curves"] = sweep_figures.clocks(panels, line_by, metric, goal, chance,
+                                                 out / "curves.png")
+    return figures
+
+
+def _trial_rows(settings: Settings, jobs: list[Job], trials: list[Trial],
+                best: dict | None) -> list[dict]:
+    """One row per trial for the report's table: its state and objective over seeds, epochs,
+    updates, mean fit time (the trainings, not the trials recorded from them), run links."""
+    by_id = {j.id: j for j in jobs}
+    rows = []
+    for t in trials:
+        tjobs = [by_id[tj.id] for tj in t.jobs if tj.id in by_id]
+        plan = tjobs[0].plan if tjobs else {}
+        fit = [(j.summary or {}).get("fit_time_s") for j in tjobs if not j.trained_by]
+        fit = [f for f in fit if isinstance(f, (int, float))]
+        epochs = t.params.get(I.EPOCHS) or (plan or {}).get("epochs")
+        rows.append({
+            "number": t.number, "name": t.name, "params": t.params, "state": t.state,
+            "objective": t.objective, "sd": t.objective_std,
+            "seeds": len(t.objective_values), "epochs": epochs,
+            "updates": (epochs * plan["steps_per_epoch"]) if epochs and plan
+            and plan.get("steps_per_epoch") else None,
+            "fit_s": sum(fit) / len(fit) if fit else None,
+            "best": bool(best and t.number == best["number"]),
+            "links": [(f"seed {j.repeat}" if len(tjobs) > 1 else "run",
+                       mlflow_run_url(settings.mlflow_ui_url, j.mlflow_experiment_id,
+                                      j.mlflow_run_id))
+                      for j in tjobs if j.mlflow_run_id and j.mlflow_experiment_id]})
+    return rows
 
 
 def _trials_csv(trials: list[Trial], params: list[str], path: Path) -> None:

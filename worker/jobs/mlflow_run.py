@@ -1,0 +1,153 @@
+"""The job's MLflow run: started before fit (under the sweep's parent run for a trial), its
+metrics flushed and its artifacts logged after, its final status set last.
+
+Every call is retried while MLflow does not answer, within a bound (:mod:`worker.recording.
+mlflow_retry`), and stops retrying once the claim is superseded. The run is recorded on the
+job's row (:func:`service.lifecycle.set_run`) before anything else is logged to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from service import lifecycle
+from service.config import Settings
+from service.lifecycle import MLFLOW_RUN_STATUS, Fence, Ownership
+from service.store.models import JobStatus
+from service.sweeps import for_worker
+from worker import gpu
+from worker.recording import artifacts, tracking
+from worker.recording.mlflow_retry import Deadline, retry
+from worker.recording.reporter import Reporter, Signals
+from worker.training.chance import TRAINING_DATA_NOTE
+
+log = logging.getLogger(__name__)
+
+
+class MlflowRun:
+    """``client`` and ``run_id`` are None while the job has no run: MLflow logging is off, the
+    run is not started yet, or the attempt was superseded before its run was recorded."""
+
+    def __init__(self, settings: Settings, fence: Fence, reporter: Reporter, signals: Signals):
+        self.settings = settings
+        self.fence = fence
+        self.job_id = fence.job_id
+        self.reporter = reporter
+        self.signals = signals
+        self.client = None
+        self.run_id: str | None = None
+        self.parent_run_id: str | None = None
+
+    def step(self, fn, what: str, deadline: Deadline):
+        """``fn()`` retried while MLflow does not answer, within ``deadline``
+        (:mod:`.mlflow_retry`); MlflowUnavailable after it."""
+        return retry(fn, what, self.settings.mlflow_tracking_uri, deadline,
+                     stop=lambda: self.signals.superseded.is_set())
+
+    def start(self, job, sweep_id: str | None, ctx: for_worker.TrialContext | None) -> None:
+        """The run, its tags and params (``job``: the :class:`~.trainers.JobInputs`), recorded
+        on the job's row; then the reading aids. Superseded at the row: the run ends KILLED."""
+        st = self.settings
+        spec = job.spec
+        self.client = cl = tracking.client(st.mlflow_tracking_uri)
+        deadline = Deadline(st.mlflow_retry_s)  # one budget for the whole start
+        exp_id = self.step(lambda: tracking.experiment_id(cl, spec.experiment),
+                           f"looking up experiment {spec.experiment!r}", deadline)
+        tags = tracking.base_tags(self.job_id, sweep_id, job.data.digest, job.backend)
+        # With the job id, what finds this attempt's run again when a retry follows a lost
+        # answer (tracking.start_job_run), and what the reconciler reads.
+        tags["kerasyard.attempt"] = str(self.fence.attempt)
+        tags.update({f"user.{k}": v for k, v in spec.tags.items()})
+        tags.update(gpu.device_tags())
+        if ctx is not None:
+            self.parent_run_id, _ = self.step(
+                lambda: tracking.sweep_parent_run(st, cl, ctx.sweep_id),
+                "creating the sweep's parent run", deadline)
+            tags.update(for_worker.child_tags(ctx, self.parent_run_id))
+        params = tracking.run_params(job.raw, job.plan, {"steps_per_execution": job.spe,
+                                                         "keras_backend": job.backend})
+        self.run_id = self.step(
+            lambda: tracking.start_job_run(cl, exp_id, spec.name, tags, params),
+            "creating the job's run and logging its params", deadline)
+        answer = lifecycle.set_run(st, self.fence, self.run_id, exp_id)
+        if answer is Ownership.SUPERSEDED:
+            # The job row never held this run, so no new owner will end it: end it here.
+            self._end_unrecorded("this attempt was superseded before its run was recorded")
+            self.signals.answer(answer, self.job_id)
+            self.client = self.run_id = None
+            return
+        self.reporter.mlflow, self.reporter.run_id = cl, self.run_id
+        self.step(lambda: self._log_reading_aids(job.plan, job.chance),
+                  "logging the chance levels", deadline)
+
+    def _log_reading_aids(self, plan, chance: dict[str, float] | None) -> None:
+        """The chance-level loss and accuracy beside the run's metrics and, without held-out
+        data, a description saying its metrics are on the training data."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"chance_{k}", v, now, 0) for k, v in (chance or {}).items()]
+        tags = [] if plan.n_val else [RunTag("mlflow.note.content", TRAINING_DATA_NOTE),
+                                      RunTag("kerasyard.metrics_on", "training")]
+        if metrics or tags:
+            self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+
+    def _end_unrecorded(self, reason: str) -> None:
+        try:
+            self.client.set_tag(self.run_id, "kerasyard.error", reason)
+            self.client.set_terminated(self.run_id, "KILLED")
+        except Exception:
+            log.warning("could not end MLflow run %s", self.run_id, exc_info=True)
+
+    def flush_metrics(self) -> None:
+        """The epochs the reporter has not logged yet; ConnectionError while some are left."""
+        self.reporter.flush_mlflow()
+        if self.reporter.mlflow_pending():
+            raise ConnectionError(f"log_batch of {self.reporter.mlflow_pending()} epochs failed "
+                                  f"({self.reporter.mlflow_last_error})")
+
+    def log_artifacts(self, job, model, history: list[dict], status: JobStatus,
+                      deadline: Deadline) -> None:
+        """The run's artifacts and, for a job that succeeded, its model (``log_model``)."""
+        st = self.settings
+        superseded = self.signals.superseded.is_set
+        if self.client is None or superseded():
+            return
+        self.step(lambda: artifacts.write_artifacts(
+            self.client, self.run_id, job.raw, job.spec, job.plan, model, job.data, history),
+            "logging the run's artifacts", deadline)
+        if status == JobStatus.succeeded and st.log_model and not superseded():
+            self.step(lambda: artifacts.log_model(st, model, job.data, self.run_id),
+                      "logging the model", deadline)
+
+    def end(self, status: JobStatus, error: dict | None, pruned_at: int | None,
+            ctx: for_worker.TrialContext | None) -> None:
+        """The run's final status, once the job's row has its end."""
+        if self.client is None or not self.run_id:
+            return
+        gave_up = (error or {}).get("type") == "MlflowUnavailable"
+        # The job row has its end already; MLflow gets it within the bound (one try when the
+        # bound was spent already), or from the reconciler (worker.reconcile_runs) once it
+        # answers again.
+        deadline = Deadline(0 if gave_up else self.settings.mlflow_retry_s)
+        try:
+            self.step(lambda: self._end_tags_and_status(status, pruned_at, ctx),
+                      "ending the run", deadline)
+        except Exception:
+            log.warning("could not end MLflow run %s; the reconciler will", self.run_id,
+                        exc_info=True)
+
+    def _end_tags_and_status(self, status: JobStatus, pruned_at: int | None,
+                             ctx: for_worker.TrialContext | None) -> None:
+        cl, run_id = self.client, self.run_id
+        if status == JobStatus.pruned:
+            cl.set_tag(run_id, "kerasyard.pruned", "true")
+            cl.set_tag(run_id, "kerasyard.pruned_at_epoch", str(pruned_at))
+            cl.set_tag(run_id, "mlflow.note.content",
+                       f"**Pruned** at epoch {pruned_at} by the sweep's "
+                       f"{ctx.early_stopping if ctx else ''} pruner: its "
+                       "objective was worse than the other trials' at the same epoch.")
+        if ctx is not None:
+            cl.set_tag(run_id, "kerasyard.trial_state", status.value)
+        cl.set_terminated(run_id, MLFLOW_RUN_STATUS[status])

@@ -1,0 +1,152 @@
+"""A job trained as a pack (:mod:`worker.sweeps.pack`): this job's model is tower 0; each other
+configuration the sweep packed into this job is a tower built and compiled exactly as its own
+training would build it. TensorFlow fits the towers as one model; the other backends fit them
+one after another. Each other tower's trials are recorded like shared trials.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from service import lifecycle
+from service.store.models import JobStatus
+from service.sweeps import for_worker
+from service.validation import validate
+from worker.jobs.trainers import JobTrainer
+from worker.recording.reporter import clean
+from worker.sweeps import pack as P
+from worker.sweeps import shared_trials
+from worker.training import model as M
+from worker.training import trainer as F
+
+log = logging.getLogger(__name__)
+
+
+class PackTrainer(JobTrainer):
+    """This job's model and the pack's other towers, fit together; ``towers[0]`` is this
+    job's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.towers: list[P.Tower] = []
+
+    def _callbacks(self) -> list:
+        self.towers = towers = self._towers(self.checkpoint_folder())
+        # Every tower reports to its pruner at the epoch's end, in tower order (the
+        # reporter's thread would report this job's own tower late and out of turn).
+        towers[0].pruner, self.reporter.on_epochs = self.reporter.on_epochs, None
+        self.callback = P.pack_callback(
+            towers, self.reporter, self.signals, prefixed=P.backend_packs(),
+            on_progress=self._progress,
+            progress_interval_s=max(self.settings.report_interval_s, 1.0))
+        return [self.callback]
+
+    def _towers(self, folder: Path) -> list[P.Tower]:
+        """Tower 0 is this job's model; each other configuration the pack carries is built
+        and compiled exactly as its own training would build it (same seed, same weights)."""
+        import keras
+
+        towers = P.towers_of(self.job.raw, self.job.plan.epochs, self.ctx.shared)
+        for t in towers:
+            t.checkpoints = {tr.epochs: folder / f"t{t.index}-epoch-{tr.epochs}.keras"
+                             for tr in t.trials}
+            if t.index == 0:
+                t.model = self.model
+                continue
+            t.spec, t.plan = validate(self.settings, t.raw)
+            keras.utils.set_random_seed(t.spec.fit.seed)
+            t.model = M.build_model(t.spec, t.plan)
+            M.compile_model(t.model, t.spec, t.plan, self.job.spe)
+            lead = max(t.trials, key=lambda tr: tr.epochs)
+            t.pruner = for_worker.pruner(self.settings, self.ctx, lead)
+        log.info("job %s trains a pack of %d towers (%d trials)", self.job_id, len(towers),
+                 1 + len(self.ctx.shared))
+        return towers
+
+    def fit(self) -> None:
+        """One fit of the pack (TensorFlow), or each tower's own fit in turn (the backends
+        that do not pack); ``callback`` holds this job's own outcome either way."""
+        x, y, fit_kw = self.job.data.x_train, self.y_train, self.fit_kw()
+        if P.backend_packs():
+            bs = fit_kw["batch_size"]
+            pk = P.make_pack([t.model for t in self.towers], fit_kw["steps_per_execution"],
+                             (x[:bs], y[:bs]))
+            F.fit(pk, x, y, epochs=self.job.plan.epochs, callbacks=[self.callback], **fit_kw)
+            return
+        self.callback = P.fit_in_turn(
+            self.towers, self.callback, self.reporter, self.signals,
+            lambda t, cb: F.fit(t.model, x, y, epochs=t.epochs, callbacks=[cb], **fit_kw))
+
+    def _progress(self) -> None:
+        """Live progress of the trials the pack carries; reads which were asked to cancel."""
+        progress = {}
+        for t in self.towers:
+            for tr in t.trials:
+                e = min(len(t.history), tr.epochs)
+                if e:
+                    progress[tr.id] = {"epoch": e, "epochs": tr.epochs,
+                                       "metrics": clean(t.history[e - 1])}
+        try:
+            cancelled = lifecycle.recorded_progress(self.settings, self.fence, progress)
+        except Exception:
+            log.warning("progress write of job %s's pack failed", self.job_id, exc_info=True)
+            return
+        for t in self.towers:
+            t.cancelled = {tr.id for tr in t.trials if tr.id in (cancelled or ())}
+
+    def _own_trials(self) -> list[for_worker.SharedTrial]:
+        own = self.towers[0]
+        return [tr for tr in own.trials if tr.id not in own.cancelled]
+
+    def record(self, run) -> None:
+        super().record(run)
+        if not self.superseded:
+            self._record_towers(run)
+
+    def _record_towers(self, run) -> None:
+        """Each other tower's trials are recorded like shared trials; a tower that diverged
+        fails the trials it did not reach with the reason, a pruned one ends pruned; trials
+        asked to cancel end cancelled."""
+        st = self.settings
+        for t in self.towers:
+            if self.superseded:
+                return
+            if t.cancelled:
+                lifecycle.end_unrecorded(st, sorted(t.cancelled), JobStatus.cancelled,
+                                         {"type": "Cancelled", "message": "cancelled while "
+                                          f"its tower trained in job {self.job_id}'s pack"},
+                                         fence=self.fence)
+            if t.index == 0:
+                continue  # recorded with this job's own trial
+            keep = [tr for tr in t.trials if tr.id not in t.cancelled]
+            done = set(shared_trials.record(
+                st, self.fence, self.signals, run.client, ctx=self.ctx,
+                parent_run_id=run.parent_run_id, trainer_run_id=run.run_id, data=self.job.data,
+                history=t.history, saved=t.saved, trials=keep,
+                pruned_model=t.model if t.ended == "pruned" else None, timings=self.timings))
+            left = [tr.id for tr in keep if tr.id not in done]
+            end = self._unreached_end(t) if left else None
+            if end is not None:
+                status, error = end
+                lifecycle.end_unrecorded(st, left, status, error, fence=self.fence)
+
+    def _unreached_end(self, t: P.Tower) -> tuple[JobStatus, dict] | None:
+        """How the trials a tower did not reach end: failed when it diverged, pruned when its
+        pruner stopped it; None when the training's own end says why (end_unreached)."""
+        if t.ended == "diverged":
+            h = t.history[-1] if t.history else {}
+            return JobStatus.failed, {"type": "TrainingFailed", "message": (
+                f"loss became {h.get('loss')} at epoch {t.ended_at}: training diverged. "
+                f"The learning rate {t.spec.compile.optimizer.learning_rate:g} is probably "
+                "too high; lower compile.optimizer.learning_rate (this trial trained as a "
+                f"tower of job {self.job_id}'s pack; the other towers trained on)")}
+        if t.ended == "pruned":
+            return JobStatus.pruned, {"type": "Pruned", "message": f"its tower was pruned at "
+                                      f"epoch {t.ended_at}, before this trial's epochs"}
+        return None
+
+    def summary(self) -> dict:
+        return {"pack": {"towers": len(self.towers), "trials": 1 + len(self.ctx.shared),
+                         "packed": P.backend_packs(),
+                         **{k: round(v, 3) for k, v in self.timings.items()}}}
