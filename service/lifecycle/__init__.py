@@ -17,6 +17,8 @@
   superseded (its job requeued or taken over after a stale heartbeat) writes nothing: its
   calls answer :data:`SUPERSEDED` and it stops at the next epoch boundary. Per-epoch rows are
   written idempotently (a row that is there already is kept).
+- :mod:`.lost`: a job whose training child the kernel killed for memory fails saying so
+  (:func:`fail_out_of_memory`); :func:`job_ends` is what the worker's MLflow reconciler reads.
 
 The worker reaches these through :mod:`service.worker_api` only. Nothing here talks to
 MLflow or Celery, and nothing here knows MLflow's terms: a claim that takes over a dead
@@ -34,21 +36,19 @@ from service.lifecycle.claims import (
     requeue_stale,
 )
 from service.lifecycle.fenced import (
-    JobEnd,
     end_unrecorded,
-    fail_out_of_memory,
     finish,
     finish_recorded,
     finished_by,
     heartbeat,
     insert_epochs,
-    job_ends,
     record_epochs,
     recorded_progress,
     set_run,
     start_recorded,
     still_owned,
 )
+from service.lifecycle.lost import JobEnd, fail_out_of_memory, job_ends
 from service.lifecycle.rows import (
     CANCEL,
     OWNED,
