@@ -128,7 +128,23 @@ def upload_info(columns: list[dict], n_rows: int, target: str, task: str | None)
 
 
 def load_arrays(content: bytes, target: str, task: str):
-    """(X float32 [n, d], y) for training; classes are mapped to 0..k-1 in sorted order."""
+    """An uploaded CSV as arrays for training.
+
+    Args:
+        content (bytes): The CSV (checked at upload: a header, numeric features).
+        target (str): The target column's name.
+        task (str): ``classification`` or ``regression``.
+
+    Returns:
+        tuple: ``(x, y, classes)``: x float32 ``[n, d]`` (every column but the target, in
+        order); y float32 for regression, else int32 class indices, the classes mapped to
+        0..k-1 in sorted order (numerically when they are all numbers); classes None for
+        regression.
+
+    Raises:
+        ValueError: ``target`` is not a column, or a feature is not a number (the spec's
+            validation rules both out before training).
+    """
     import numpy as np
 
     header, rows = read_rows(content)
@@ -194,6 +210,28 @@ def get_dataset(settings, dataset_id: str) -> dict:
         if row is None:
             raise ApiError(404, "not_found", f"no dataset with id {dataset_id!r}")
         return serialize_dataset(row)
+
+
+def upload_content(settings, dataset_id: str) -> tuple[bytes, list[dict]] | None:
+    """An uploaded dataset's CSV, for the worker that trains on it.
+
+    Args:
+        settings (Settings): The database.
+        dataset_id (str): The dataset (``dataset.id`` of an upload spec).
+
+    Returns:
+        tuple[bytes, list[dict]] | None: The CSV's bytes and its column profiles; None when
+        the dataset no longer exists.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
+    from service.store.db import session_scope
+    from service.store.models import Dataset
+
+    with session_scope(settings.database_url) as s:
+        row = s.get(Dataset, dataset_id)
+        return None if row is None else (row.content, row.columns)
 
 
 def list_datasets(settings, limit: int) -> dict:

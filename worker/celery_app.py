@@ -41,12 +41,10 @@ log = logging.getLogger(__name__)
 
 @worker_process_init.connect
 def _init_child(**_kwargs) -> None:
-    from service.store.db import dispose_engines
-    from service.sweeps.for_worker import dispose_connections
+    from service import worker_api
 
     # Connections inherited from the parent must not be shared across fork.
-    dispose_engines()
-    dispose_connections()
+    worker_api.dispose_connections()
     if settings.worker_preload_keras:
         # Import Keras (and its backend) once per child, before the first task arrives, so a
         # job's wall time is training, not imports.

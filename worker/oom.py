@@ -5,7 +5,7 @@ the next claim takes the job over and it dies the same way, up to ``KERASYARD_MA
 times, ending as "its worker died". :class:`TrainRequest` (the train task's ``Request``) runs
 in the worker's main process: when the child starts a task it reads the cgroup's count of OOM
 kills; when the child is lost it reads it again, and if it went up (and the child died of
-SIGKILL) it fails the job through :func:`service.lifecycle.fail_out_of_memory`, fenced on the
+SIGKILL) it fails the job through :func:`service.worker_api.fail_out_of_memory`, fenced on the
 dead child's ``host:pid`` and the job still running. The re-delivered message is then dropped
 by the claim (the job has ended).
 
@@ -126,13 +126,13 @@ class TrainRequest(Request):
 
 
 def fail_job(job_id: str | None, pid: int | None, message: str) -> bool:
-    from service import lifecycle
+    from service import worker_api as api
     from service.config import get_settings
 
     if not job_id or not pid:
         return False
     worker = f"{socket.gethostname()}:{pid}"
-    done = lifecycle.fail_out_of_memory(get_settings(), job_id, worker, message)
+    done = api.fail_out_of_memory(get_settings(), job_id, worker, message)
     if done:
         log.error("job %s failed: %s", job_id, message)
     return done

@@ -1,5 +1,6 @@
 """A worker's row in the ``workers`` table: its queues, the queues it refused (and why) and its
-device, written by the Celery parent at start and every HEARTBEAT_S, deleted at a clean stop.
+device, written by the Celery parent at start and every WORKER_HEARTBEAT_S, deleted at a
+clean stop (:func:`service.worker_api.publish_worker`, ``withdraw_worker``).
 The API's /health lists the rows seen within LIVE_S (service/api/health.py)."""
 
 from __future__ import annotations
@@ -8,10 +9,8 @@ import logging
 import os
 import threading
 
+from service import worker_api as api
 from service.config import Settings
-from service.store.db import session_scope
-from service.store.models import WorkerNode, utcnow
-from service.workers import HEARTBEAT_S
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +26,9 @@ class Presence:
 
     def write(self) -> None:
         try:
-            with session_scope(self.settings.database_url) as s:
-                row = s.get(WorkerNode, self.hostname)
-                if row is None:
-                    row = WorkerNode(hostname=self.hostname, started_at=utcnow())
-                    s.add(row)
-                row.queues, row.refused = list(self.queues), dict(self.refused)
-                row.device, row.keras_backend = self.device, self.backend
-                row.pid, row.last_seen = os.getpid(), utcnow()
+            api.publish_worker(self.settings, self.hostname, queues=self.queues,
+                               refused=self.refused, device=self.device,
+                               keras_backend=self.backend, pid=os.getpid())
             self._warned = False
         except Exception as exc:  # a database not migrated yet, or down: say so once
             if not self._warned:
@@ -49,16 +43,13 @@ class Presence:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(api.WORKER_HEARTBEAT_S):
             self.write()
 
     def stop(self) -> None:
         self._stop.set()
         try:
-            with session_scope(self.settings.database_url) as s:
-                row = s.get(WorkerNode, self.hostname)
-                if row is not None and row.pid == os.getpid():
-                    s.delete(row)
+            api.withdraw_worker(self.settings, self.hostname, os.getpid())
         except Exception as exc:
             log.warning("could not remove worker %s from the workers table: %s", self.hostname,
                         type(exc).__name__)

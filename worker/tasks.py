@@ -24,6 +24,19 @@ def train(self, job_id: str) -> str:
         raise self.retry(exc=exc, countdown=CLAIM_RETRY_COUNTDOWN_S) from exc
 
 
+@app.task(name="worker.advance_sweep")
+def advance_sweep(sweep_id: str) -> bool:
+    """Tell Optuna about the trials that ended, send the next ones, end the sweep when it is
+    done (sent by a training when its trial ends, worker/recording/sender.py); False when
+    another caller held the sweep's lease or advancing failed (the API's background round
+    advances it then)."""
+    from service import worker_api
+    from worker.recording.sender import WorkerSender
+
+    settings = get_settings()
+    return worker_api.advance_sweep(settings, sweep_id, WorkerSender(settings))
+
+
 @app.task(name="worker.sweep_report")
 def sweep_report(sweep_id: str) -> str:
     from worker.sweeps.report.write import write_report

@@ -5,5 +5,6 @@
 - :mod:`.scheduler`: the lease, :func:`~.scheduler.advance`, the background
   :func:`~.scheduler.tick`, trial creation; sends through a :class:`service.lifecycle.Sender`.
 - :mod:`.studies`: Optuna in the service's own database (samplers, pruners, ask).
-- :mod:`.for_worker`: the one entry point for the worker.
+- :mod:`.hooks`: what a training needs from the sweep layer, reached by the worker through
+  :mod:`service.worker_api` only.
 """

@@ -6,9 +6,10 @@ database, holds what its sampler and pruner need. :func:`advance` looks at those
 does what is due: tells Optuna about finished trials, cancels, asks for new trials up to
 ``max_parallel`` running trainings and ``max_trials`` in all, sends them with the caller's
 :class:`~service.lifecycle.Sender`, and ends the sweep. It is idempotent, and one caller at a
-time holds the sweep's lease; the API calls it on submit and on cancel, a worker after each
-trial (with its own sender), and :mod:`service.background` every round, so a sweep carries
-on after any of them restarts. Job rows change state only through :mod:`service.lifecycle`.
+time holds the sweep's lease; the API calls it on submit and on cancel, a worker's
+``worker.advance_sweep`` task after each trial (with the worker's own sender), and
+:mod:`service.background` every round, so a sweep carries on after any of them restarts.
+Job rows change state only through :mod:`service.lifecycle`.
 """
 
 from __future__ import annotations

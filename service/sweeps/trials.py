@@ -47,6 +47,16 @@ class Trial:
 
 
 def job_objective(job: Job, metric: str) -> float | None:
+    """A job's value of the sweep's objective.
+
+    Args:
+        job (Job): One seed of a trial (a row, possibly detached).
+        metric (str): The objective's metric (``val_loss``, ...).
+
+    Returns:
+        float | None: Its final value; None unless the job succeeded or was pruned with that
+        metric in its summary.
+    """
     if job.status not in ENDED_WITH_OBJECTIVE:
         return None
     value = ((job.summary or {}).get("final_metrics") or {}).get(metric)

@@ -62,7 +62,7 @@ def test_a_claim_without_database_asks_for_a_later_delivery(monkeypatch):
     def claim(settings, job_id, worker=None):
         raise _down()
 
-    monkeypatch.setattr(claim_mod.lifecycle, "claim", claim)
+    monkeypatch.setattr(claim_mod.api, "claim", claim)
     with pytest.raises(claim_mod.ClaimUnavailable):
         claim_mod.claim("j1", _settings(db_retry_s=0.0))
 

@@ -1,7 +1,8 @@
 """The worker's two threads: the heartbeat goes through whatever MLflow does, and a fenced
 write that answers SUPERSEDED or CANCEL stops the run the way it should.
 
-The lifecycle's database functions are replaced by fakes; these tests need no services.
+The door's database functions (service.worker_api) are replaced by fakes; these tests need
+no services.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import time
 
 import pytest
 
-from service import lifecycle
+from service import worker_api
 from service.config import Settings
-from service.lifecycle import CANCEL, OWNED, SUPERSEDED, Fence
+from service.worker_api import CANCEL, OWNED, SUPERSEDED, Fence
 from worker.recording import reporter as R
 
 FENCE = Fence("job", 1)
@@ -27,15 +28,15 @@ def settings() -> Settings:
 
 
 class FakeDb:
-    """Stands in for lifecycle.heartbeat / record_epochs; answers what ``answer`` says."""
+    """Stands in for worker_api.heartbeat / record_epochs; answers what ``answer`` says."""
 
     def __init__(self, monkeypatch, answer=OWNED):
         self.answer = answer
         self.beats = 0
         self.records: list[list[int]] = []
         self.lock = threading.Lock()
-        monkeypatch.setattr(lifecycle, "heartbeat", self.heartbeat)
-        monkeypatch.setattr(lifecycle, "record_epochs", self.record_epochs)
+        monkeypatch.setattr(worker_api, "heartbeat", self.heartbeat)
+        monkeypatch.setattr(worker_api, "record_epochs", self.record_epochs)
 
     def heartbeat(self, settings, fence):
         assert fence == FENCE
@@ -144,7 +145,7 @@ def test_failed_db_write_keeps_the_epochs_for_the_next_flush(settings, monkeypat
             raise ConnectionError("database down")
         return FakeDb.record_epochs(db, settings, fence, epochs, progress)
 
-    monkeypatch.setattr(lifecycle, "record_epochs", flaky)
+    monkeypatch.setattr(worker_api, "record_epochs", flaky)
     rep = R.Reporter(settings, FENCE, 10, R.Signals())
     rep.epoch(1, metrics())
     rep.flush()

@@ -9,8 +9,7 @@ import pytest
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 
-from service.lifecycle import JobEnd
-from service.store.models import JobStatus
+from service.worker_api import JobEnd, JobStatus
 from worker import oom
 from worker.jobs.reconcile import decide
 from worker.recording.mlflow_retry import Deadline, MlflowUnavailable, retry

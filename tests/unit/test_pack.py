@@ -133,7 +133,7 @@ def test_tower_logs_map_back_to_the_trials_own_names():
 
 
 def test_towers_group_the_trials_that_differ_only_in_epochs():
-    from service.sweeps.for_worker import SharedTrial
+    from service.worker_api import SharedTrial
 
     def trial(i, act, epochs):
         spec = _variant(act)
@@ -201,7 +201,7 @@ def test_the_pack_callback_maps_logs_and_takes_diverged_and_cancelled_towers_out
     """Through the worker's callback: tower 1 diverges (1e12) and leaves with its weights
     kept; tower 2's trial is cancelled after the first epoch and leaves; tower 0 trains on to
     the end, exactly as alone, and only its epochs go to the job's reporter."""
-    from service.sweeps.for_worker import SharedTrial
+    from service.worker_api import SharedTrial
     from worker.recording.reporter import Signals
 
     specs = [_variant("relu"), _variant("tanh", lr=1e12), _variant("sigmoid")]
@@ -243,7 +243,7 @@ JAX_CHECK = """
 import numpy as np
 import keras
 from service import jobspec as S
-from service.sweeps.for_worker import SharedTrial
+from service.worker_api import SharedTrial
 from tests.unit.test_pack import _fit, _model, _prepared, _separate, _variant
 from worker.sweeps import pack as P
 from worker.recording.reporter import Signals

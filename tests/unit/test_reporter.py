@@ -6,7 +6,7 @@ import dataclasses
 import time
 
 from service.config import Settings
-from service.lifecycle import Fence
+from service.worker_api import Fence
 from worker.recording.reporter import Reporter, Signals
 
 

@@ -11,8 +11,7 @@ import re
 import pytest
 
 from service.store.models import Job, JobStatus
-from service.sweeps.for_worker import Trial
-from service.sweeps.trials import TrialJob
+from service.worker_api import Trial, TrialJob
 from worker.sweeps.report import figures as sweep_figures
 from worker.sweeps.report import html as report_html
 from worker.sweeps.report import insight as I

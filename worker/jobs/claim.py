@@ -1,13 +1,13 @@
-"""The worker's claim on a job: :func:`service.lifecycle.claim`, then the MLflow side of a
+"""The worker's claim on a job: :func:`service.worker_api.claim`, then the MLflow side of a
 takeover outside the claim's transaction."""
 
 from __future__ import annotations
 
 import logging
 
-from service import lifecycle
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import Claim, Skip, StaleRun
+from service.worker_api import Claim, Skip, StaleRun
 from worker.recording import tracking
 from worker.recording.dbretry import is_transient, retry_db
 
@@ -27,7 +27,7 @@ def claim(job_id: str, settings: Settings) -> Claim | None:
     then :class:`ClaimUnavailable` (the task asks Celery to deliver it again later)."""
     try:
         got = retry_db(settings, f"claim of job {job_id}",
-                       lambda: lifecycle.claim(settings, job_id))
+                       lambda: api.claim(settings, job_id))
     except Exception as exc:
         if is_transient(exc):
             raise ClaimUnavailable(f"the database did not answer the claim of job {job_id} "
@@ -44,9 +44,11 @@ def claim(job_id: str, settings: Settings) -> Claim | None:
 
 def end_stale_run(settings: Settings, stale: StaleRun) -> None:
     """Best effort: the job goes on whether or not MLflow answers. A run that already
-    ended FINISHED is left as it is: a run that succeeded is never relabelled."""
+    ended FINISHED is left as it is: a run that succeeded is never relabelled. It ends KILLED
+    when the job had been asked to cancel, FAILED otherwise."""
     if not settings.mlflow_logging:
         return
+    status = "KILLED" if stale.cancelled else "FAILED"
     try:
         cl = tracking.client(settings.mlflow_tracking_uri)
         if cl.get_run(stale.run_id).info.status == "FINISHED":
@@ -54,7 +56,7 @@ def end_stale_run(settings: Settings, stale: StaleRun) -> None:
                         stale.run_id)
             return
         cl.set_tag(stale.run_id, "kerasyard.error", stale.reason[:5000])
-        cl.set_terminated(stale.run_id, stale.status)
+        cl.set_terminated(stale.run_id, status)
     except Exception:
-        log.warning("could not end the stale MLflow run %s %s", stale.run_id, stale.status,
+        log.warning("could not end the stale MLflow run %s %s", stale.run_id, status,
                     exc_info=True)

@@ -4,10 +4,11 @@ A run stays RUNNING when its job ended but MLflow did not hear of it: MLflow was
 end of the run (past the retry bound), the training child was killed (out of memory), or an
 attempt was superseded and its run never handed to the new owner. The API's background round
 sends this task every ``KERASYARD_RECONCILE_S``; it reads the jobs through
-:func:`service.lifecycle.job_ends` and, for every RUNNING run tagged ``kerasyard.job_id``:
+:func:`service.worker_api.job_ends` and, for every RUNNING run tagged ``kerasyard.job_id``:
 
-- the job's run of record, job ended: the job's end (:data:`service.lifecycle.MLFLOW_RUN_STATUS`),
-  with ``kerasyard.error`` for a failure or cancel;
+- the job's run of record, job ended: the job's end
+  (:data:`worker.recording.tracking.MLFLOW_RUN_STATUS`), with ``kerasyard.error`` for a
+  failure or cancel;
 - a run of an earlier attempt (``kerasyard.attempt`` below the job's attempts), or any run
   of an ended job that is not its run of record: FAILED (KILLED when the job was cancelled),
   saying why;
@@ -23,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from service import lifecycle
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import MLFLOW_RUN_STATUS, JobEnd
-from service.store.models import JobStatus
+from service.worker_api import JobEnd, JobStatus
 from worker.recording import tracking
+from worker.recording.tracking import MLFLOW_RUN_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def reconcile(settings: Settings) -> dict[str, int]:
         return {}
     cl = tracking.client(settings.mlflow_tracking_uri)
     runs = running_runs(cl)
-    jobs = lifecycle.job_ends(settings, [r.data.tags["kerasyard.job_id"] for r in runs])
+    jobs = api.job_ends(settings, [r.data.tags["kerasyard.job_id"] for r in runs])
     counts: dict[str, int] = {}
     for run in runs:
         run_id, tags = run.info.run_id, run.data.tags

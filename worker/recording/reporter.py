@@ -1,10 +1,10 @@
 """What a training tells the world while it runs, from two background threads.
 
-- :class:`Heartbeat` only calls :func:`service.lifecycle.heartbeat` every
+- :class:`Heartbeat` only calls :func:`service.worker_api.heartbeat` every
   ``report_interval_s``: one row update, so nothing else the worker waits on (an MLflow call
   that hangs, a slow flush) can make a live job look dead.
 - :class:`Reporter` batches the epochs fit hands it to the database
-  (:func:`service.lifecycle.record_epochs`, fenced and idempotent) and to MLflow.
+  (:func:`service.worker_api.record_epochs`, fenced and idempotent) and to MLflow.
 - :func:`epoch_callback`: the Keras callback that feeds the reporter and stops training at
   an epoch boundary on NaN, cancel, a sweep's pruner or a superseded claim.
 
@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from service import lifecycle
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import Fence, Ownership
+from service.worker_api import Fence, Ownership
 from worker.recording import tracking
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Heartbeat:
             if self.signals.superseded.is_set():
                 return
             try:
-                answer = lifecycle.heartbeat(self.settings, self.fence)
+                answer = api.heartbeat(self.settings, self.fence)
             except Exception as exc:
                 # Never dies: a database outage costs beats, not the claim (until the beat is
                 # older than stale_heartbeat_s). One traceback per outage.
@@ -209,7 +209,7 @@ class Reporter:
     def _write_db(self, batch: list[tuple[int, dict]], raise_errors: bool = False) -> bool:
         progress = self.progress(batch[-1]) if batch else None
         try:
-            answer = lifecycle.record_epochs(self.settings, self.fence,
+            answer = api.record_epochs(self.settings, self.fence,
                                              [(e, clean(m)) for e, m in batch], progress)
         except Exception as exc:
             with self._lock:

@@ -1,4 +1,10 @@
-"""MLflow through MlflowClient: the run, its params and tags, batched metrics, artifacts."""
+"""MLflow through MlflowClient: the run, its params and tags, batched metrics, artifacts.
+
+MLflow's terms are the worker's: how each end of a job shows (:data:`MLFLOW_RUN_STATUS`),
+a sweep's parent run (:func:`sweep_parent_run`, its params and tags built here from the
+sweep's spec and plan) and its trials' child runs (:func:`child_tags`). The service hands
+over plain data through :mod:`service.worker_api`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,19 @@ from typing import Any
 
 from service import __version__
 from service import jobspec as S
+from service import worker_api as api
 
 PARAM_BATCH = 100  # MLflow's log_batch limit for params
 METRIC_BATCH = 1000
+
+# How each end of a job shows in MLflow. A pruned trial did what it was asked until its
+# pruner stopped it: FINISHED, and tagged so (MLflow has no PRUNED status).
+MLFLOW_RUN_STATUS = {
+    api.JobStatus.succeeded: "FINISHED",
+    api.JobStatus.pruned: "FINISHED",
+    api.JobStatus.cancelled: "KILLED",
+    api.JobStatus.failed: "FAILED",
+}
 
 
 def client(tracking_uri: str):
@@ -121,17 +137,45 @@ def base_tags(job_id: str, sweep_id: str | None, digest: str, backend: str) -> d
     return tags
 
 
+def child_tags(ctx: api.TrialContext, parent_run_id: str,
+               shared: api.SharedTrial | None = None) -> dict[str, str]:
+    """The MLflow tags of a trial's child run (this training's, or a shared trial's)."""
+    number, name = (shared.number, shared.trial_name) if shared else (ctx.number, ctx.name)
+    return {"mlflow.parentRunId": parent_run_id,
+            "kerasyard.trial_number": str(number),
+            "kerasyard.trial": name,
+            "kerasyard.repeat": str(ctx.repeat)}
+
+
+def parent_params(spec: dict, plan: dict) -> dict[str, str]:
+    """The sweep's parent run's params: how it searches, and each parameter's space."""
+    params = {"sweep.method": spec["method"],
+              "sweep.objective": f"{spec['objective']['goal']} {spec['objective']['metric']}",
+              "sweep.max_parallel": spec["max_parallel"],
+              "sweep.trials": plan["total"], "sweep.repeats": spec["repeats"],
+              "sweep.early_stopping": (spec["early_stopping"] or {}).get("type", "none"),
+              "sweep.share_epochs": plan["share_epochs"],
+              "sweep.pack": plan.get("pack", False)}
+    for path, space in spec["parameters"].items():
+        params[f"sweep.parameters.{path}"] = space
+    return {k: str(v)[:6000] for k, v in params.items()}
+
+
+def parent_tags(sweep_id: str, name: str) -> dict[str, str]:
+    return {"kerasyard.sweep_id": sweep_id, "kerasyard.kind": "sweep",
+            "mlflow.note.content": f"Sweep **{name}**: one child run per trial."}
+
+
 def sweep_parent_run(settings, cl, sweep_id: str) -> tuple[str, str]:
     """The sweep's MLflow parent run, created by whichever trial (or report) gets there
     first; a run that lost the race is deleted."""
-    from service.sweeps import for_worker
-
-    parent = for_worker.parent_run(settings, sweep_id)
+    parent = api.parent_run(settings, sweep_id)
     if parent.run_id:
         return parent.run_id, parent.experiment_id
     exp_id = experiment_id(cl, parent.experiment)
-    mine = start_run(cl, exp_id, parent.run_name, parent.tags, parent.params)
-    run_id, exp_id, won = for_worker.adopt_parent_run(settings, sweep_id, mine, exp_id)
+    mine = start_run(cl, exp_id, f"sweep: {parent.name}", parent_tags(sweep_id, parent.name),
+                     parent_params(parent.spec, parent.plan))
+    run_id, exp_id, won = api.adopt_parent_run(settings, sweep_id, mine, exp_id)
     if not won:
         cl.delete_run(mine)
     return run_id, exp_id

@@ -4,7 +4,7 @@ from that training (``trained_by`` it in the database, ``kerasyard.trained_by`` 
 
 Each shared trial becomes a finished job with its own MLflow child run: the metrics cut at its
 epochs and the model as it was then (a checkpoint saved at that epoch). Its rows are written
-through :func:`service.lifecycle.finish_recorded`, fenced on the training's claim; its MLflow
+through :func:`service.worker_api.finish_recorded`, fenced on the training's claim; its MLflow
 run is marked FINISHED only once that write went through.
 """
 
@@ -16,14 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from service import lifecycle
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import MLFLOW_RUN_STATUS, Fence, Ownership
-from service.store.models import JobStatus
-from service.sweeps.for_worker import SharedTrial, TrialContext, child_tags
-from service.validation import validate
+from service.worker_api import Fence, JobStatus, Ownership, SharedTrial, TrialContext
 from worker.recording import artifacts, tracking
 from worker.recording.reporter import Signals, clean
+from worker.recording.tracking import MLFLOW_RUN_STATUS, child_tags
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +69,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
                                  JobStatus.pruned if pruned else JobStatus.succeeded, timings)
         except Exception as exc:
             log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
-            lifecycle.end_unrecorded(
+            api.end_unrecorded(
                 settings, [trial.id], JobStatus.failed,
                 {"type": type(exc).__name__, "message": f"recording this trial from the "
                  f"training of job {fence.job_id} failed: {exc}"}, fence=fence)
@@ -81,7 +79,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
                 timings["record_s"] = timings.get("record_s", 0.0) + time.perf_counter() - t0
         if answer is Ownership.OWNED:
             done.append(trial.id)
-        elif not lifecycle.still_owned(settings, fence):
+        elif not api.still_owned(settings, fence):
             signals.answer(Ownership.SUPERSEDED, fence.job_id)
     return done
 
@@ -93,7 +91,7 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
     """``checkpoint``: where the model was saved at the trial's epochs, or the model."""
     import keras
 
-    spec, plan = validate(settings, trial.spec)
+    spec, plan = api.validate(settings, trial.spec)
     run_id = exp_id = None
     if cl is not None:
         model = keras.models.load_model(checkpoint) if isinstance(checkpoint, Path) \
@@ -133,7 +131,7 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
     if status == JobStatus.pruned:
         summary["pruned_at_epoch"] = len(history)
     progress = {"epoch": len(history), "epochs": plan.epochs, "metrics": clean(history[-1])}
-    answer = lifecycle.finish_recorded(settings, fence, trial.id,
+    answer = api.finish_recorded(settings, fence, trial.id,
                                        epochs=[clean(h) for h in history], summary=summary,
                                        progress=progress, run_id=run_id, experiment_id=exp_id,
                                        status=status)
@@ -158,4 +156,4 @@ def end_unreached(settings: Settings, fence: Fence, ctx: TrialContext | None,
               "before reaching this trial's epochs"
               + (f": {error['message']}" if error else "")}
     ended = status if status in (JobStatus.cancelled, JobStatus.pruned) else JobStatus.failed
-    lifecycle.end_unrecorded(settings, [t.id for t in ctx.shared], ended, reason, fence=fence)
+    api.end_unrecorded(settings, [t.id for t in ctx.shared], ended, reason, fence=fence)

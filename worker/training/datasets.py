@@ -122,7 +122,7 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
         x, y, class_names = sklearn_set(ds.name)
         standardize, seed = ds.standardize, spec.fit.seed
     else:
-        from service.datasets import load_arrays
+        from service.worker_api import load_arrays
 
         if load_upload is None:
             raise RuntimeError("uploaded datasets need a loader")

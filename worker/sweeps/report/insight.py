@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from service.jobspec.sweep import fmt_value, short_name
-from service.store.models import Job
-from service.sweeps.for_worker import Trial
+from service.worker_api import Job, Trial
 
 EPOCHS = "fit.epochs"
 # A factor with more distinct values than this (a sampled range) is not a grid axis: no

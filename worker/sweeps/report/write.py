@@ -16,17 +16,17 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import logging
 import statistics
 import tempfile
 from pathlib import Path
 
+from service import worker_api as api
 from service.config import Settings, mlflow_artifact_url, mlflow_run_url
 from service.jobspec.sweep import fmt_value, short_name
-from service.store.models import Job, JobStatus, Sweep, SweepStatus, utcnow
-from service.sweeps import for_worker
-from service.sweeps.for_worker import Trial, job_objective
+from service.worker_api import Job, JobStatus, Sweep, SweepStatus, Trial, job_objective
 from worker.recording import tracking
 from worker.sweeps.report import figures as sweep_figures
 from worker.sweeps.report import html as report_html
@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 SWEEP_RUN_STATUS = {SweepStatus.succeeded: "FINISHED", SweepStatus.cancelled: "KILLED"}
 
 
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
 def write_report(sweep_id: str, settings: Settings) -> str:
-    data = for_worker.report_data(settings, sweep_id)
+    data = api.report_data(settings, sweep_id)
     if data is None:
         return "done"  # written already, or the sweep is gone
     try:
@@ -48,7 +52,7 @@ def write_report(sweep_id: str, settings: Settings) -> str:
         log.exception("report of sweep %s failed", sweep_id)
         report = {"state": "failed", "error": f"{type(exc).__name__}: {exc}",
                   "finished_at": utcnow().isoformat()}
-    for_worker.save_report(settings, sweep_id, report)
+    api.save_report(settings, sweep_id, report)
     return report["state"]
 
 

@@ -1,7 +1,6 @@
-"""The sweep layer's one entry point for the worker.
+"""The sweep layer's hooks for a training, reached only through :mod:`service.worker_api`.
 
-A training process that runs a sweep trial needs five things from the sweep layer, and gets
-them here and nowhere else (an import-linter contract holds the worker to it):
+A training process that runs a sweep trial needs these from the sweep layer:
 
 - :func:`trial_context`: after its claim, what the trial is (sweep, number, seed, swept
   values, Optuna trial) and the trials recorded from this training: with ``share_epochs``
@@ -9,13 +8,14 @@ them here and nowhere else (an import-linter contract holds the worker to it):
   only in ``fit.epochs`` (:class:`SharedTrial`) are recorded from that training, each with
   ``trained_by`` set to its job. They start running with it here.
 - :func:`parent_run` / :func:`adopt_parent_run`: the sweep's MLflow parent run, created by
-  whichever trial gets there first.
+  whichever trial gets there first (the worker builds its tags and params from the sweep's
+  spec and plan: MLflow's terms are the worker's).
 - :func:`pruner`: reports each epoch's objective to Optuna and says when to stop.
-- :func:`trial_ended`: advances the scheduler with the worker's own sender.
+- :func:`advance`: the scheduler's :func:`~service.sweeps.scheduler.advance` with the
+  worker's own sender (the ``worker.advance_sweep`` task, sent when a trial ends).
 - :func:`report_data` / :func:`save_report`: what the sweep's report is written from.
 
-The worker never imports the service's Celery sender, the routes' commands or the
-scheduler's internals; state changes of job rows go through :mod:`service.lifecycle`.
+State changes of job rows go through :mod:`service.lifecycle`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ from service.lifecycle import Claim, Sender
 from service.store.db import session_scope
 from service.store.models import Job, JobEpoch, Sweep
 from service.sweeps import scheduler, studies
-from service.sweeps.trials import Trial, best_trial, job_objective, trials_of  # noqa: F401 (for the report)
+from service.sweeps.trials import Trial, best_trial, trials_of
 
 log = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class SharedTrial:
@@ -57,6 +58,8 @@ class SharedTrial:
 
 @dataclasses.dataclass(frozen=True)
 class TrialContext:
+    """The sweep trial a training runs (plain data, read at its claim)."""
+
     sweep_id: str
     sweep_name: str
     study_name: str
@@ -76,14 +79,21 @@ class TrialContext:
         return (self.sweep_spec["early_stopping"] or {}).get("type")
 
 
-def dispose_connections() -> None:
-    """A forked worker child must not reuse its parent's Optuna storage connections."""
-    studies.dispose_storages()
-
-
 def trial_context(settings: Settings, claim: Claim) -> TrialContext | None:
-    """The claimed job's trial, or None for a plain job. Marks the trials recorded from this
-    training running (fenced on the claim)."""
+    """The claimed job's trial; the trials recorded from this training start running with it
+    (fenced on the claim).
+
+    Args:
+        settings (Settings): The database.
+        claim (Claim): The training's claim.
+
+    Returns:
+        TrialContext | None: The trial, with its shared trials; None for a job outside a
+        sweep (or a sweep or job deleted meanwhile).
+
+    Raises:
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
     if not claim.sweep_id:
         return None
     with session_scope(settings.database_url) as s:
@@ -103,53 +113,63 @@ def trial_context(settings: Settings, claim: Claim) -> TrialContext | None:
     return TrialContext(**ctx, shared=shared)
 
 
-def child_tags(ctx: TrialContext, parent_run_id: str, shared: SharedTrial | None = None
-               ) -> dict[str, str]:
-    """The MLflow tags of a trial's child run (this training's, or a shared trial's)."""
-    number, params = (shared.number, shared.params) if shared else (ctx.number, ctx.params)
-    return {"mlflow.parentRunId": parent_run_id,
-            "kerasyard.trial_number": str(number),
-            "kerasyard.trial": trial_name(params),
-            "kerasyard.repeat": str(ctx.repeat)}
-
-
 # --- the MLflow parent run ---------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
-class ParentRun:
+class SweepParent:
+    """What the worker builds the sweep's MLflow parent run from (plain data: the worker
+    decides what MLflow sees)."""
+
+    sweep_id: str
     run_id: str | None  # None until a trial has created it
     experiment_id: str | None
-    run_name: str
-    experiment: str
-    params: dict[str, str]
-    tags: dict[str, str]
+    name: str  # the sweep's name
+    experiment: str  # the MLflow experiment's name
+    spec: dict  # the sweep's spec, as stored
+    plan: dict  # its plan (``total``, ``share_epochs``, ``pack``, ``param_order``, ...)
 
 
-def parent_run(settings: Settings, sweep_id: str) -> ParentRun:
+def parent_run(settings: Settings, sweep_id: str) -> SweepParent:
+    """The sweep's parent run as stored, and what a new one is built from.
+
+    Args:
+        settings (Settings): The database.
+        sweep_id (str): The sweep.
+
+    Returns:
+        SweepParent: The stored run (``run_id`` None until a trial created it), the sweep's
+        name, experiment, spec and plan.
+
+    Raises:
+        AttributeError: The sweep does not exist (a caller holds one of its jobs, so it
+            does).
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
     with session_scope(settings.database_url) as s:
         sweep = s.get(Sweep, sweep_id)
-        spec, plan = sweep.spec, sweep.plan
-        params = {"sweep.method": spec["method"],
-                  "sweep.objective": f"{spec['objective']['goal']} {spec['objective']['metric']}",
-                  "sweep.max_parallel": spec["max_parallel"],
-                  "sweep.trials": plan["total"], "sweep.repeats": spec["repeats"],
-                  "sweep.early_stopping": (spec["early_stopping"] or {}).get("type", "none"),
-                  "sweep.share_epochs": plan["share_epochs"],
-                  "sweep.pack": plan.get("pack", False)}
-        for path, space in spec["parameters"].items():
-            params[f"sweep.parameters.{path}"] = space
-        tags = {"kerasyard.sweep_id": sweep_id, "kerasyard.kind": "sweep",
-                "mlflow.note.content": f"Sweep **{sweep.name}**: one child run per trial."}
-        return ParentRun(sweep.mlflow_run_id, sweep.mlflow_experiment_id, f"sweep: {sweep.name}",
-                         sweep.experiment, {k: str(v)[:6000] for k, v in params.items()}, tags)
+        return SweepParent(sweep.id, sweep.mlflow_run_id, sweep.mlflow_experiment_id,
+                           sweep.name, sweep.experiment, sweep.spec, sweep.plan)
 
 
 def adopt_parent_run(settings: Settings, sweep_id: str, run_id: str, experiment_id: str
                      ) -> tuple[str, str, bool]:
     """Store the run a trial created as the sweep's parent unless another trial's got there
-    first; returns the parent's (run id, experiment id) and whether this one won (the loser
-    deletes its run)."""
+    first.
+
+    Args:
+        settings (Settings): The database.
+        sweep_id (str): The sweep.
+        run_id (str): The parent run this caller created.
+        experiment_id (str): Its experiment.
+
+    Returns:
+        tuple[str, str, bool]: The parent's run id and experiment id, and whether this
+        caller's run won (the loser deletes its run).
+
+    Raises:
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
     with session_scope(settings.database_url) as s:
         won = s.execute(update(Sweep).where(Sweep.id == sweep_id)
                         .where(Sweep.mlflow_run_id.is_(None))
@@ -166,10 +186,25 @@ def adopt_parent_run(settings: Settings, sweep_id: str, run_id: str, experiment_
 
 def pruner(settings: Settings, ctx: TrialContext | None, shared: SharedTrial | None = None
            ) -> Callable[[list[tuple[int, dict]]], bool] | None:
-    """A callable that reports each new epoch's objective to the trial's Optuna trial (this
-    training's, or ``shared``'s: a tower of a pack) and answers True once its pruner says stop.
-    None when the sweep does not prune; with several seeds per configuration the first seed's
-    curve decides for all of them."""
+    """A callable that reports each new epoch's objective to the trial's Optuna trial and
+    answers True once its pruner says stop.
+
+    With several seeds per configuration the first seed's curve decides for all of them.
+
+    Args:
+        settings (Settings): The database (Optuna's study lives there).
+        ctx (TrialContext | None): The trial this training runs.
+        shared (SharedTrial): A tower of a pack: report to its trial instead of the
+            training's own.
+
+    Returns:
+        Callable | None: ``report(epochs) -> bool`` taking ``(epoch, metrics)`` pairs; None
+        when the sweep does not prune, for a seed after the first, or outside a sweep.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: The database did not answer (loading the study, or
+            later from ``report``).
+    """
     if ctx is None or not ctx.early_stopping or ctx.repeat > 0:
         return None
     import optuna
@@ -192,13 +227,25 @@ def pruner(settings: Settings, ctx: TrialContext | None, shared: SharedTrial | N
     return report
 
 
-def trial_ended(settings: Settings, sweep_id: str, sender: Sender) -> None:
-    """Tell Optuna, start the next trials, end the sweep when it is done."""
+def advance(settings: Settings, sweep_id: str, sender: Sender) -> bool:
+    """Tell Optuna about finished trials, start the next ones, end the sweep when it is done.
+
+    Args:
+        settings (Settings): The database.
+        sweep_id (str): The sweep.
+        sender (Sender): What sends the new trials and the report (the worker's own).
+
+    Returns:
+        bool: True when this call advanced the sweep; False when another caller held its
+        lease throughout, or advancing failed (logged; the API's background round advances
+        it later).
+    """
     try:
-        scheduler.advance(settings, sweep_id, sender)
+        return scheduler.advance(settings, sweep_id, sender)
     except Exception:
         log.warning("advancing sweep %s failed; the background round will", sweep_id,
                     exc_info=True)
+        return False
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -206,6 +253,8 @@ def trial_ended(settings: Settings, sweep_id: str, sender: Sender) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ReportData:
+    """What a sweep's report is written from (read-only: the rows are detached)."""
+
     sweep: Sweep  # detached
     jobs: list[Job]  # detached, by trial then seed
     trials: list[Trial]
@@ -214,7 +263,18 @@ class ReportData:
 
 
 def report_data(settings: Settings, sweep_id: str) -> ReportData | None:
-    """None when the sweep is gone or its report is written already."""
+    """The sweep, its jobs, trials, best trial and learning curves.
+
+    Args:
+        settings (Settings): The database.
+        sweep_id (str): The sweep.
+
+    Returns:
+        ReportData | None: None when the sweep is gone or its report is written already.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
     with session_scope(settings.database_url) as s:
         sweep = s.get(Sweep, sweep_id)
         if sweep is None or (sweep.report or {}).get("state") == "done":
@@ -232,5 +292,17 @@ def report_data(settings: Settings, sweep_id: str) -> ReportData | None:
 
 
 def save_report(settings: Settings, sweep_id: str, report: dict) -> None:
+    """Store the report's outcome on the sweep (what GET /sweeps/{id} shows as ``report``).
+
+    Args:
+        settings (Settings): The database.
+        sweep_id (str): The sweep.
+        report (dict): ``state`` (``done`` or ``failed``), ``artifacts`` or ``error``,
+            ``finished_at``.
+
+    Raises:
+        AttributeError: The sweep no longer exists.
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
     with session_scope(settings.database_url) as s:
         s.get(Sweep, sweep_id).report = report

@@ -1,0 +1,144 @@
+"""The worker's one door into the service: everything a worker process may call.
+
+A worker (``worker/``) imports from the service only this module, ``service`` (for
+``__version__``), :mod:`service.config` and :mod:`service.jobspec` (the job spec is the
+data both sides share); an import-linter contract in pyproject.toml holds it to that, and
+``tests/unit/test_worker_door.py`` keeps the contract's list whole. The worker opens no
+database session of its own: every read and write of the service's tables is a function
+here, and every change of a job's state goes through :mod:`service.lifecycle`.
+
+Groups:
+
+- **Names**: the states the worker reads and writes (:class:`JobStatus`,
+  :class:`SweepStatus`), what a fenced write answers (:class:`Ownership`: :data:`OWNED`,
+  :data:`CANCEL`, :data:`SUPERSEDED`), the claim's types (:class:`Claim`, :class:`Skip`,
+  :class:`Fence`, :class:`StaleRun`), :class:`JobEnd`, the :class:`Sender` protocol the
+  worker's own sender meets, and the row types a sweep's report reads (:class:`Job`,
+  :class:`Sweep`, detached and read-only).
+- **The claim**: :func:`claim`.
+- **Fenced writes** of the worker that holds a claim (each answers SUPERSEDED and writes
+  nothing once another attempt owns the job): :func:`heartbeat`, :func:`record_epochs`,
+  :func:`set_run`, :func:`finish`, :func:`finished_by`, :func:`still_owned`; the trials
+  recorded from a training: :func:`start_recorded`, :func:`finish_recorded`,
+  :func:`recorded_progress`, :func:`end_unrecorded`.
+- **Ends the worker records for a process it lost**: :func:`fail_out_of_memory` (the
+  kernel killed a training child), :func:`job_ends` (what the MLflow reconciler reads).
+- **Sweeps**: :func:`trial_context` (:class:`TrialContext`, :class:`SharedTrial`),
+  :func:`parent_run` (:class:`SweepParent`: plain data the worker builds the MLflow parent
+  run from) and :func:`adopt_parent_run`, :func:`pruner`, :func:`advance_sweep` (the
+  ``worker.advance_sweep`` task's work), :func:`report_data` (:class:`ReportData`,
+  :class:`Trial`, :func:`job_objective`) and :func:`save_report`.
+- **Data**: :func:`validate` (a job spec, the same checks as at submission),
+  :func:`uploaded_dataset` and :func:`load_arrays` (an uploaded CSV as arrays).
+- **The worker's presence** in the ``workers`` table (/health): :func:`publish_worker`,
+  :func:`withdraw_worker`, every :data:`WORKER_HEARTBEAT_S`.
+- **Processes**: :func:`dispose_connections` in a forked child.
+
+MLflow's terms (run statuses, tag names) are the worker's, not here. Functions that touch
+the database raise its error (``sqlalchemy.exc.OperationalError`` and the like) when it does
+not answer; the worker retries what must not be lost (``worker/recording/dbretry.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service import validation as _validation
+from service.config import Settings
+from service.datasets import load_arrays
+from service.datasets import upload_content as uploaded_dataset
+from service.jobspec import JobSpec, TrainingPlan
+from service.lifecycle import (
+    CANCEL,
+    OWNED,
+    SUPERSEDED,
+    Claim,
+    Fence,
+    JobEnd,
+    Ownership,
+    Sender,
+    Skip,
+    StaleRun,
+    claim,
+    end_unrecorded,
+    fail_out_of_memory,
+    finish,
+    finish_recorded,
+    finished_by,
+    heartbeat,
+    job_ends,
+    record_epochs,
+    recorded_progress,
+    set_run,
+    start_recorded,
+    still_owned,
+)
+from service.store.db import dispose_engines
+from service.store.models import Job, JobStatus, Sweep, SweepStatus
+from service.sweeps.hooks import (
+    ReportData,
+    SharedTrial,
+    SweepParent,
+    TrialContext,
+    adopt_parent_run,
+    parent_run,
+    pruner,
+    report_data,
+    save_report,
+    trial_context,
+)
+from service.sweeps.hooks import advance as advance_sweep
+from service.sweeps.studies import dispose_storages
+from service.sweeps.trials import Trial, TrialJob, job_objective
+from service.workers import HEARTBEAT_S as WORKER_HEARTBEAT_S
+from service.workers import publish as publish_worker
+from service.workers import withdraw as withdraw_worker
+
+__all__ = [
+    # names
+    "JobStatus", "SweepStatus", "Ownership", "OWNED", "CANCEL", "SUPERSEDED", "Claim", "Skip",
+    "Fence", "StaleRun", "JobEnd", "Sender", "Job", "Sweep",
+    # the claim and the fenced writes
+    "claim", "heartbeat", "record_epochs", "set_run", "finish", "finished_by", "still_owned",
+    "start_recorded", "finish_recorded", "recorded_progress", "end_unrecorded",
+    "fail_out_of_memory", "job_ends",
+    # sweeps
+    "TrialContext", "SharedTrial", "SweepParent", "ReportData", "Trial", "TrialJob",
+    "trial_context", "parent_run", "adopt_parent_run", "pruner", "advance_sweep",
+    "report_data", "save_report", "job_objective",
+    # data
+    "validate", "uploaded_dataset", "load_arrays",
+    # presence and processes
+    "WORKER_HEARTBEAT_S", "publish_worker", "withdraw_worker", "dispose_connections",
+]
+
+
+def validate(settings: Settings, data: Any) -> tuple[JobSpec, TrainingPlan]:
+    """Check a job spec as at submission, the settings' caps included, and plan it.
+
+    A worker validates again what it is about to train: the caps may have changed since
+    submission, and an uploaded dataset may be gone.
+
+    Args:
+        settings (Settings): The caps, and the database an uploaded dataset is looked up in.
+        data (Any): The spec as stored (a dict).
+
+    Returns:
+        tuple[JobSpec, TrainingPlan]: The parsed spec and its plan.
+
+    Raises:
+        service.jobspec.SpecError: The spec is invalid; its details name each field, the
+            value and the fix.
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
+    return _validation.validate(settings, data)
+
+
+def dispose_connections() -> None:
+    """Drop the database connections (the service's engines and Optuna's storages) a forked
+    worker child inherited from its parent: they must not be shared across fork.
+
+    Called from Celery's ``worker_process_init``; the child opens its own on first use.
+    """
+    dispose_engines()
+    dispose_storages()
