@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import inspect
 import re
-import tomllib
 from pathlib import Path
 
 import grimp
+import tomllib
 
 from service import worker_api
 

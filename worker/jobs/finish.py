@@ -9,10 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from service import lifecycle
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import Fence, Ownership
-from service.store.models import JobStatus
+from service.worker_api import Fence, JobStatus, Ownership
 from worker.recording.dbretry import retry_db
 from worker.recording.reporter import Reporter, Signals
 
@@ -39,7 +38,7 @@ def final_write(settings: Settings, fence: Fence, reporter: Reporter, signals: S
 
     def write() -> Ownership:
         try:
-            return lifecycle.finish(st, fence, outcome.status,
+            return api.finish(st, fence, outcome.status,
                                     summary=outcome.summary, error=outcome.error)
         except Exception:
             failed.append(True)
@@ -55,7 +54,7 @@ def final_write(settings: Settings, fence: Fence, reporter: Reporter, signals: S
         raise
     if answer is Ownership.SUPERSEDED and failed and retry_db(
             st, f"final write of job {job_id} (did a failed try land?)",
-            lambda: lifecycle.finished_by(st, fence, outcome.status)):
+            lambda: api.finished_by(st, fence, outcome.status)):
         # An earlier try committed but its answer was lost with the connection.
         return Ownership.OWNED
     return answer

@@ -3,7 +3,7 @@ metrics flushed and its artifacts logged after, its final status set last.
 
 Every call is retried while MLflow does not answer, within a bound (:mod:`worker.recording.
 mlflow_retry`), and stops retrying once the claim is superseded. The run is recorded on the
-job's row (:func:`service.lifecycle.set_run`) before anything else is logged to it.
+job's row (:func:`service.worker_api.set_run`) before anything else is logged to it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 import time
 
-from service import lifecycle
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import MLFLOW_RUN_STATUS, Fence, Ownership
-from service.store.models import JobStatus
-from service.sweeps import for_worker
+from service.worker_api import Fence, JobStatus, Ownership
 from worker import gpu
 from worker.recording import artifacts, tracking
 from worker.recording.mlflow_retry import Deadline, retry
@@ -45,7 +43,7 @@ class MlflowRun:
         return retry(fn, what, self.settings.mlflow_tracking_uri, deadline,
                      stop=lambda: self.signals.superseded.is_set())
 
-    def start(self, job, sweep_id: str | None, ctx: for_worker.TrialContext | None) -> None:
+    def start(self, job, sweep_id: str | None, ctx: api.TrialContext | None) -> None:
         """The run, its tags and params (``job``: the :class:`~.trainers.JobInputs`), recorded
         on the job's row; then the reading aids. Superseded at the row: the run ends KILLED."""
         st = self.settings
@@ -64,13 +62,13 @@ class MlflowRun:
             self.parent_run_id, _ = self.step(
                 lambda: tracking.sweep_parent_run(st, cl, ctx.sweep_id),
                 "creating the sweep's parent run", deadline)
-            tags.update(for_worker.child_tags(ctx, self.parent_run_id))
+            tags.update(tracking.child_tags(ctx, self.parent_run_id))
         params = tracking.run_params(job.raw, job.plan, {"steps_per_execution": job.spe,
                                                          "keras_backend": job.backend})
         self.run_id = self.step(
             lambda: tracking.start_job_run(cl, exp_id, spec.name, tags, params),
             "creating the job's run and logging its params", deadline)
-        answer = lifecycle.set_run(st, self.fence, self.run_id, exp_id)
+        answer = api.set_run(st, self.fence, self.run_id, exp_id)
         if answer is Ownership.SUPERSEDED:
             # The job row never held this run, so no new owner will end it: end it here.
             self._end_unrecorded("this attempt was superseded before its run was recorded")
@@ -122,7 +120,7 @@ class MlflowRun:
                       "logging the model", deadline)
 
     def end(self, status: JobStatus, error: dict | None, pruned_at: int | None,
-            ctx: for_worker.TrialContext | None) -> None:
+            ctx: api.TrialContext | None) -> None:
         """The run's final status, once the job's row has its end."""
         if self.client is None or not self.run_id:
             return
@@ -139,7 +137,7 @@ class MlflowRun:
                         exc_info=True)
 
     def _end_tags_and_status(self, status: JobStatus, pruned_at: int | None,
-                             ctx: for_worker.TrialContext | None) -> None:
+                             ctx: api.TrialContext | None) -> None:
         cl, run_id = self.client, self.run_id
         if status == JobStatus.pruned:
             cl.set_tag(run_id, "kerasyard.pruned", "true")
@@ -150,4 +148,4 @@ class MlflowRun:
                        "objective was worse than the other trials' at the same epoch.")
         if ctx is not None:
             cl.set_tag(run_id, "kerasyard.trial_state", status.value)
-        cl.set_terminated(run_id, MLFLOW_RUN_STATUS[status])
+        cl.set_terminated(run_id, tracking.MLFLOW_RUN_STATUS[status])

@@ -9,10 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from service import lifecycle
-from service.store.models import JobStatus
-from service.sweeps import for_worker
-from service.validation import validate
+from service import worker_api as api
+from service.worker_api import JobStatus
 from worker.jobs.trainers import JobTrainer
 from worker.recording.reporter import clean
 from worker.sweeps import pack as P
@@ -54,12 +52,12 @@ class PackTrainer(JobTrainer):
             if t.index == 0:
                 t.model = self.model
                 continue
-            t.spec, t.plan = validate(self.settings, t.raw)
+            t.spec, t.plan = api.validate(self.settings, t.raw)
             keras.utils.set_random_seed(t.spec.fit.seed)
             t.model = M.build_model(t.spec, t.plan)
             M.compile_model(t.model, t.spec, t.plan, self.job.spe)
             lead = max(t.trials, key=lambda tr: tr.epochs)
-            t.pruner = for_worker.pruner(self.settings, self.ctx, lead)
+            t.pruner = api.pruner(self.settings, self.ctx, lead)
         log.info("job %s trains a pack of %d towers (%d trials)", self.job_id, len(towers),
                  1 + len(self.ctx.shared))
         return towers
@@ -88,14 +86,14 @@ class PackTrainer(JobTrainer):
                     progress[tr.id] = {"epoch": e, "epochs": tr.epochs,
                                        "metrics": clean(t.history[e - 1])}
         try:
-            cancelled = lifecycle.recorded_progress(self.settings, self.fence, progress)
+            cancelled = api.recorded_progress(self.settings, self.fence, progress)
         except Exception:
             log.warning("progress write of job %s's pack failed", self.job_id, exc_info=True)
             return
         for t in self.towers:
             t.cancelled = {tr.id for tr in t.trials if tr.id in (cancelled or ())}
 
-    def _own_trials(self) -> list[for_worker.SharedTrial]:
+    def _own_trials(self) -> list[api.SharedTrial]:
         own = self.towers[0]
         return [tr for tr in own.trials if tr.id not in own.cancelled]
 
@@ -113,7 +111,7 @@ class PackTrainer(JobTrainer):
             if self.superseded:
                 return
             if t.cancelled:
-                lifecycle.end_unrecorded(st, sorted(t.cancelled), JobStatus.cancelled,
+                api.end_unrecorded(st, sorted(t.cancelled), JobStatus.cancelled,
                                          {"type": "Cancelled", "message": "cancelled while "
                                           f"its tower trained in job {self.job_id}'s pack"},
                                          fence=self.fence)
@@ -129,7 +127,7 @@ class PackTrainer(JobTrainer):
             end = self._unreached_end(t) if left else None
             if end is not None:
                 status, error = end
-                lifecycle.end_unrecorded(st, left, status, error, fence=self.fence)
+                api.end_unrecorded(st, left, status, error, fence=self.fence)
 
     def _unreached_end(self, t: P.Tower) -> tuple[JobStatus, dict] | None:
         """How the trials a tower did not reach end: failed when it diverged, pruned when its

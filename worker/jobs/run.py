@@ -1,11 +1,11 @@
 """One job's run, top to bottom: claim -> trial context -> dataset -> a trainer (one model, or
 a pack of towers) -> MLflow run -> the models -> fit -> shared trials -> artifacts -> finish.
 
-Every write to the job's row goes through a fenced function of :mod:`service.lifecycle`.
+Every write to the job's row goes through a fenced function of :mod:`service.worker_api`.
 When one of them (or the heartbeat) answers SUPERSEDED, another attempt owns the job: this
 run stops at the next epoch boundary, writes nothing more to the database, logs no artifacts
 or model, and leaves its MLflow run's status to the new owner (who ends it as a stale run).
-The MLflow run gets its final status only after :func:`service.lifecycle.finish` went
+The MLflow run gets its final status only after :func:`service.worker_api.finish` went
 through, so a failed last write never relabels it.
 
 :class:`JobRun` orchestrates; it picks the trainer once (:mod:`.single`: one model;
@@ -19,10 +19,9 @@ import logging
 import time
 
 from service import jobspec as S
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import Claim, Ownership
-from service.store.models import JobStatus
-from service.sweeps import for_worker
+from service.worker_api import Claim, JobStatus, Ownership
 from worker import gpu
 from worker.jobs.claim import claim
 from worker.jobs.finish import Outcome, final_write
@@ -61,7 +60,7 @@ class JobRun:
         self.heartbeat = Heartbeat(settings, self.fence, self.signals)
         self.reporter = Reporter(settings, self.fence, 0, self.signals)
         self.mlflow = MlflowRun(settings, self.fence, self.reporter, self.signals)
-        self.ctx: for_worker.TrialContext | None = None
+        self.ctx: api.TrialContext | None = None
         self.pruned_at: int | None = None
 
     @property
@@ -76,7 +75,7 @@ class JobRun:
         outcome = Outcome(JobStatus.failed)
         try:
             try:
-                self.ctx = for_worker.trial_context(self.settings, self.claim)
+                self.ctx = api.trial_context(self.settings, self.claim)
                 outcome = self._train()
             except BaseException as exc:  # SoftTimeLimitExceeded derives from Exception too
                 outcome = self._failed(exc)
@@ -88,8 +87,7 @@ class JobRun:
             result = self._end(outcome)
             if result != SUPERSEDED and self.ctx is not None:
                 # Tell Optuna, start the next trials (the superseded leave it to the owner).
-                for_worker.trial_ended(self.settings, self.ctx.sweep_id,
-                                       WorkerSender(self.settings))
+                WorkerSender(self.settings).advance_sweep(self.ctx.sweep_id, self.claim.queue)
         return result
 
     # --- training --------------------------------------------------------------------------
@@ -101,7 +99,7 @@ class JobRun:
         trainer = self._trainer(job)
         if st.mlflow_logging and not self.superseded:
             self.mlflow.start(job, self.claim.sweep_id, self.ctx)
-        self.reporter.on_epochs = for_worker.pruner(st, self.ctx)
+        self.reporter.on_epochs = api.pruner(st, self.ctx)
         trainer.build()
         try:
             fit_time = self._fit(trainer)

@@ -15,12 +15,9 @@ import abc
 import dataclasses
 from pathlib import Path
 
+from service import worker_api as api
 from service.config import Settings
-from service.lifecycle import Fence
-from service.store.db import session_scope
-from service.store.models import Dataset
-from service.sweeps import for_worker
-from service.validation import validate
+from service.worker_api import Fence
 from worker.recording.reporter import Reporter, Signals
 from worker.sweeps import shared_trials
 from worker.training import datasets as D
@@ -48,11 +45,10 @@ class JobInputs:
 
 def upload_loader(settings: Settings):
     def load(dataset_id: str):
-        with session_scope(settings.database_url) as s:
-            row = s.get(Dataset, dataset_id)
-            if row is None:
-                raise TrainingFailed(f"uploaded dataset {dataset_id!r} no longer exists")
-            return row.content, row.columns
+        got = api.uploaded_dataset(settings, dataset_id)
+        if got is None:
+            raise TrainingFailed(f"uploaded dataset {dataset_id!r} no longer exists")
+        return got
 
     return load
 
@@ -60,7 +56,7 @@ def upload_loader(settings: Settings):
 def prepare(settings: Settings, raw: dict) -> JobInputs:
     """The job's spec checked again (the same checks as at submission, caps included), its
     dataset loaded, and the chance levels computed on the data the metrics describe."""
-    spec, plan = validate(settings, raw)
+    spec, plan = api.validate(settings, raw)
     import keras
 
     data = D.build_dataset(spec, plan, upload_loader(settings))
@@ -76,7 +72,7 @@ class JobTrainer(abc.ABC):
     outcome (``history``, ``saved``, ``nan_epoch``, ``pruned``, ``cancelled``) and ``model``
     its model; ``timings`` collects the seconds spent recording the trials it carries."""
 
-    def __init__(self, settings: Settings, fence: Fence, ctx: for_worker.TrialContext | None,
+    def __init__(self, settings: Settings, fence: Fence, ctx: api.TrialContext | None,
                  reporter: Reporter, signals: Signals, job: JobInputs):
         self.settings = settings
         self.fence = fence
@@ -136,7 +132,7 @@ class JobTrainer(abc.ABC):
                 history=self.callback.history, saved=self.callback.saved,
                 trials=self._own_trials(), timings=self.timings)
 
-    def _own_trials(self) -> list[for_worker.SharedTrial] | None:
+    def _own_trials(self) -> list[api.SharedTrial] | None:
         """The shared trials recorded from this job's own model; None: all of them."""
         return None
 

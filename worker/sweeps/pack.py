@@ -25,7 +25,7 @@ import math
 import time
 from pathlib import Path
 
-from service.sweeps.for_worker import SharedTrial
+from service.worker_api import SharedTrial
 
 # Where the pack's step runs the towers' own train_step in one compiled function; elsewhere
 # the towers of a pack train one after another (separate fits, the same job).
