@@ -1,8 +1,9 @@
-"""docker-compose.yml run for real, without Docker: migrate, mlflow (behind MLflow's basic-auth app),
-mlflow-init, api and worker-cpu started as local processes from the `command` and `environment` Compose resolves for them, against this
-machine's PostgreSQL and Redis. Only host names, ports and paths are rewritten (postgres, redis
-and mlflow become loopback; the artifacts volume and scratch dir become temporary folders), so a
-compose file that drifts from the code (a wrong module, flag or variable) fails here."""
+"""docker-compose.yml run for real, without Docker: migrate, mlflow (behind MLflow's basic-auth
+app), mlflow-init, api and worker-cpu started as local processes from the `command` and
+`environment` Compose resolves for them, against this machine's PostgreSQL and Redis. Only host
+names, ports and paths are rewritten (postgres, redis and mlflow become loopback; the artifacts
+volume and scratch dir become temporary folders), so a compose file that drifts from the code (a
+wrong module, flag or variable) fails here."""
 
 from __future__ import annotations
 

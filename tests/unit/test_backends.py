@@ -29,7 +29,8 @@ M.compile_model(model, spec, plan, M.choose_steps_per_execution(plan.steps_per_e
 hist = F.fit(model, data.x_train, data.y_train, batch_size=plan.batch_size, epochs=2,
              steps_per_execution=model.steps_per_execution, seed=0, shuffle=True)
 print(json.dumps({"backend": keras.backend.backend(), "loss": hist["loss"],
-                  "params": model.count_params(), "tf_loop": "worker.training.backends.tensorflow" in sys.modules}))
+                  "params": model.count_params(), "tf_loop": "worker.training.backends.tensorflow"
+                  in sys.modules}))
 """
 
 

@@ -9,8 +9,8 @@ it, inside one compiled function: the per-step dispatch is paid once for all tow
 towers share no variable, so each tower's arithmetic is a separate training's.
 
 A tower whose loss becomes NaN, or that its sweep's pruner stops, is *frozen*: it leaves the
-pack's step (:mod:`~.fitloop` rebuilds the step without it at the epoch boundary) and keeps the
-weights it had; the other towers train on.
+pack's step (:mod:`worker.training.trainer` rebuilds the step without it at the epoch
+boundary) and keeps the weights it had; the other towers train on.
 
 Backends: TensorFlow packs towers that differ in anything inside the model and in the
 optimizer and its hyperparameters. On the other backends (JAX) the towers of a pack train one

@@ -1,9 +1,9 @@
 """The TensorFlow backend's training loop behind :func:`worker.training.trainer.fit`.
 
 The worker's training code is backend-neutral; this module is where the TensorFlow backend
-gets a loop of its own (why, and what it keeps of ``Model.fit``: :mod:`~.training.fitloop`).
+gets a loop of its own (why, and what it keeps of ``Model.fit``: :mod:`worker.training.trainer`).
 It is imported only when Keras runs on TensorFlow, and imports nothing of the worker's (the
-epoch orders come in from fitloop).
+epoch orders come in from the trainer).
 """
 
 from __future__ import annotations
