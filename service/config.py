@@ -84,6 +84,28 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+# The metadata key of a field's environment variable (``_env``).
+ENV = "env"
+
+
+def _env(name: str, default):
+    """A field read from the environment variable ``name`` (:meth:`Settings.from_env`)."""
+    return dataclasses.field(default=default, metadata={ENV: name})
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)  # set but empty is the empty string
+
+
+def _env_optional(name: str, default: str | None) -> str | None:
+    return os.environ.get(name) or default  # set but empty is unset
+
+
+# How :meth:`Settings.from_env` parses a field's variable, by the field's annotation.
+_PARSERS = {"str": _env_str, "str | None": _env_optional, "int": _env_int,
+            "float": _env_float, "bool": _env_bool}
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -92,120 +114,98 @@ class Settings:
     mlflow_tracking_uri: str
     # Base URL people open in a browser; differs from the tracking URI behind compose.
     mlflow_ui_url: str
-    default_queue: str = "cpu"
-    max_params: int = 5_000_000
-    max_epochs: int = 10_000
-    max_samples: int = 200_000
+    default_queue: str = _env("KERASYARD_DEFAULT_QUEUE", "cpu")
+    max_params: int = _env("KERASYARD_MAX_PARAMS", 5_000_000)
+    max_epochs: int = _env("KERASYARD_MAX_EPOCHS", 10_000)
+    max_samples: int = _env("KERASYARD_MAX_SAMPLES", 200_000)
     # Estimated peak memory one job may add to its training process (dataset, weights with
     # optimizer slots, activations, validation pass); specs above it are refused at the door.
     # Sized for the compose worker's memory limit less TensorFlow's own footprint.
-    max_job_memory_mb: int = 2048
-    max_upload_bytes: int = 10 * 1024 * 1024
-    api_token: str | None = None
-    keras_backend: str = "tensorflow"
+    max_job_memory_mb: int = _env("KERASYARD_MAX_JOB_MEMORY_MB", 2048)
+    max_upload_bytes: int = _env("KERASYARD_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+    api_token: str | None = _env("KERASYARD_API_TOKEN", None)
+    keras_backend: str = _env("KERAS_BACKEND", "tensorflow")
     # Largest number of train steps fused into one compiled call; Keras runs callbacks once per
     # execution, so we pick a divisor of steps_per_epoch and per-epoch logging stays exact.
-    max_steps_per_execution: int = 256
+    max_steps_per_execution: int = _env("KERASYARD_MAX_STEPS_PER_EXECUTION", 256)
     # Sweep trials trained together as one model (one tower each) by a CPU worker / a GPU
     # worker (the sweep's resources.queue "gpu"); the memory estimate caps them too.
-    pack_max_towers: int = 16
-    pack_max_towers_gpu: int = 128
+    pack_max_towers: int = _env("KERASYARD_PACK_MAX_TOWERS", 16)
+    pack_max_towers_gpu: int = _env("KERASYARD_PACK_MAX_TOWERS_GPU", 128)
     # How often the worker's reporter thread flushes epochs to MLflow / the database and reads
     # the cancel flag. Fit never waits for either.
-    report_interval_s: float = 0.25
+    report_interval_s: float = _env("KERASYARD_REPORT_INTERVAL_S", 0.25)
     # MLflow gets fewer, larger log_batch calls: each call costs the training process GIL time
     # and the tracking server a transaction, and the UI refreshes no faster than this anyway.
-    mlflow_flush_interval_s: float = 1.0
+    mlflow_flush_interval_s: float = _env("KERASYARD_MLFLOW_FLUSH_INTERVAL_S", 1.0)
     # ...each holding only as many waiting epochs as keep MLflow calls within this share of the
     # run's wall clock; the rest follow after fit (on a small machine the server's ingest
     # competes with training for the same cores).
-    mlflow_max_duty: float = 0.01
-    mlflow_logging: bool = True
-    log_model: bool = True
-    task_soft_time_limit_s: int = 6 * 3600
-    task_time_limit_s: int = 6 * 3600 + 300
-    max_attempts: int = 3
+    mlflow_max_duty: float = _env("KERASYARD_MLFLOW_MAX_DUTY", 0.01)
+    mlflow_logging: bool = _env("KERASYARD_MLFLOW_LOGGING", True)
+    log_model: bool = _env("KERASYARD_LOG_MODEL", True)
+    task_soft_time_limit_s: int = _env("KERASYARD_TASK_SOFT_TIME_LIMIT_S", 6 * 3600)
+    task_time_limit_s: int = _env("KERASYARD_TASK_TIME_LIMIT_S", 6 * 3600 + 300)
+    max_attempts: int = _env("KERASYARD_MAX_ATTEMPTS", 3)
     # A running job whose heartbeat (written 4x a second by the worker's reporter thread, from
     # claim to the end) is older than this belongs to a dead worker: the API re-sends its id
     # and the next worker to claim it takes over.
-    stale_heartbeat_s: int = 120
+    stale_heartbeat_s: int = _env("KERASYARD_STALE_HEARTBEAT_S", 120)
     # Seconds between the API re-dispatcher's rounds (jobs never sent, jobs gone silent).
-    redispatch_after_s: int = 30
+    redispatch_after_s: int = _env("KERASYARD_REDISPATCH_AFTER_S", 30)
     # A queued job the broker has had this long without any worker claiming it is sent again
     # (a message lost with a broker's last second of AOF, or acked away by a worker that
     # could not reach the database); the claim drops the duplicate if there is one.
-    resend_unclaimed_s: int = 600
+    resend_unclaimed_s: int = _env("KERASYARD_RESEND_UNCLAIMED_S", 600)
     # A worker retries a database call that failed on the connection (the database restarting,
     # a network cut) this long, with backoff, before it gives up: the claim then hands the
     # task back to Celery to be retried later (never acked away), and the final status write
     # of a finished training keeps trying for this long before the result is given up.
-    db_retry_s: float = 300.0
-    worker_preload_keras: bool = True
+    db_retry_s: float = _env("KERASYARD_DB_RETRY_S", 300.0)
+    worker_preload_keras: bool = _env("KERASYARD_WORKER_PRELOAD_KERAS", True)
     # Threads TensorFlow may use per training process (intra- and inter-op); 0 = TF's default
     # (every core). The lecture-sized MLPs this service is for ran an epoch in 13 ms with 1
     # thread against 26 ms with TF's default on 2 cores: the thread pools cost more than the
     # matrix work. Raise it for wide models on many-core hosts.
-    tf_threads: int = 1
+    tf_threads: int = _env("KERASYARD_TF_THREADS", 1)
     # A worker that consumes the gpu queue checks at start that its Keras backend sees a GPU
     # (worker/gpu.py); with none it stops consuming gpu and says so (log, /api/v1/health)
     # instead of training "GPU" jobs on the CPU. False: development machines only.
-    require_gpu: bool = True
+    require_gpu: bool = _env("KERASYARD_REQUIRE_GPU", True)
     # The check imports the backend in a subprocess (TensorFlow takes seconds, more on a busy
     # host); past this it counts as "no GPU".
-    gpu_probe_timeout_s: float = 180.0
+    gpu_probe_timeout_s: float = _env("KERASYARD_GPU_PROBE_TIMEOUT_S", 180.0)
     # `python -m service.migrate` retries this long while the database refuses connections
     # (PostgreSQL still initialising its volume, or not listening on TCP yet).
-    migrate_wait_s: float = 120.0
+    migrate_wait_s: float = _env("KERASYARD_MIGRATE_WAIT_S", 120.0)
     # How long a worker keeps retrying MLflow (with backoff) when it does not answer at the
     # start of a run (experiment, run, params) or at its end (last metrics, artifacts, model,
     # end status) before the job fails, naming MLflow's URL and what it was doing. Outages
     # during training never fail a job: the epochs wait for the next flush.
-    mlflow_retry_s: float = 120.0
+    mlflow_retry_s: float = _env("KERASYARD_MLFLOW_RETRY_S", 120.0)
     # Seconds between the API's requests to a worker to end the MLflow runs left RUNNING by
     # jobs that have ended (a worker killed by the OOM killer, MLflow down at a run's end).
-    reconcile_s: float = 300.0
+    reconcile_s: float = _env("KERASYARD_RECONCILE_S", 300.0)
 
     @classmethod
     def from_env(cls) -> Settings:
+        """The settings the environment gives: each field's variable (``_env``), parsed as
+        its type, its default where unset; the five without a default of their own follow
+        from KERASYARD_DATA_DIR and MLFLOW_TRACKING_URI.
+
+        Raises:
+            ValueError: naming the variable, when a number does not parse.
+        """
         data_dir = Path(os.environ.get("KERASYARD_DATA_DIR", ".kerasyard")).resolve()
         tracking = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5050")
-        token = os.environ.get("KERASYARD_API_TOKEN") or None
         return cls(
             data_dir=data_dir,
             database_url=os.environ.get("DATABASE_URL", f"sqlite:///{data_dir / 'kerasyard.db'}"),
             broker_url=os.environ.get("BROKER_URL", "filesystem://"),
             mlflow_tracking_uri=tracking,
             mlflow_ui_url=os.environ.get("MLFLOW_UI_URL", tracking).rstrip("/"),
-            default_queue=os.environ.get("KERASYARD_DEFAULT_QUEUE", "cpu"),
-            max_params=_env_int("KERASYARD_MAX_PARAMS", 5_000_000),
-            max_epochs=_env_int("KERASYARD_MAX_EPOCHS", 10_000),
-            max_samples=_env_int("KERASYARD_MAX_SAMPLES", 200_000),
-            max_job_memory_mb=_env_int("KERASYARD_MAX_JOB_MEMORY_MB", 2048),
-            max_upload_bytes=_env_int("KERASYARD_MAX_UPLOAD_BYTES", 10 * 1024 * 1024),
-            api_token=token,
-            keras_backend=os.environ.get("KERAS_BACKEND", "tensorflow"),
-            max_steps_per_execution=_env_int("KERASYARD_MAX_STEPS_PER_EXECUTION", 256),
-            pack_max_towers=_env_int("KERASYARD_PACK_MAX_TOWERS", 16),
-            pack_max_towers_gpu=_env_int("KERASYARD_PACK_MAX_TOWERS_GPU", 128),
-            report_interval_s=_env_float("KERASYARD_REPORT_INTERVAL_S", 0.25),
-            mlflow_flush_interval_s=_env_float("KERASYARD_MLFLOW_FLUSH_INTERVAL_S", 1.0),
-            mlflow_max_duty=_env_float("KERASYARD_MLFLOW_MAX_DUTY", 0.01),
-            mlflow_logging=_env_bool("KERASYARD_MLFLOW_LOGGING", True),
-            log_model=_env_bool("KERASYARD_LOG_MODEL", True),
-            task_soft_time_limit_s=_env_int("KERASYARD_TASK_SOFT_TIME_LIMIT_S", 6 * 3600),
-            task_time_limit_s=_env_int("KERASYARD_TASK_TIME_LIMIT_S", 6 * 3600 + 300),
-            max_attempts=_env_int("KERASYARD_MAX_ATTEMPTS", 3),
-            stale_heartbeat_s=_env_int("KERASYARD_STALE_HEARTBEAT_S", 120),
-            redispatch_after_s=_env_int("KERASYARD_REDISPATCH_AFTER_S", 30),
-            resend_unclaimed_s=_env_int("KERASYARD_RESEND_UNCLAIMED_S", 600),
-            db_retry_s=_env_float("KERASYARD_DB_RETRY_S", 300.0),
-            worker_preload_keras=_env_bool("KERASYARD_WORKER_PRELOAD_KERAS", True),
-            tf_threads=_env_int("KERASYARD_TF_THREADS", 1),
-            require_gpu=_env_bool("KERASYARD_REQUIRE_GPU", True),
-            gpu_probe_timeout_s=_env_float("KERASYARD_GPU_PROBE_TIMEOUT_S", 180.0),
-            migrate_wait_s=_env_float("KERASYARD_MIGRATE_WAIT_S", 120.0),
-            mlflow_retry_s=_env_float("KERASYARD_MLFLOW_RETRY_S", 120.0),
-            reconcile_s=_env_float("KERASYARD_RECONCILE_S", 300.0),
+            **{f.name: _PARSERS[f.type](f.metadata[ENV], f.default)
+               for f in dataclasses.fields(cls) if ENV in f.metadata},
         )
 
     @property

@@ -3,23 +3,46 @@ from the settings, and uploaded datasets looked up in the database."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
 from service.datasets import upload_info
-from service.jobspec import JobSpec, Limits, TrainingPlan, validate_job
+from service.jobspec import DatasetInfo, JobSpec, Limits, TrainingPlan, validate_job
 from service.store.db import session_scope
 from service.store.models import Dataset
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(settings.max_params, settings.max_epochs, settings.max_samples,
-                  settings.max_job_memory_mb, settings.pack_max_towers,
-                  settings.pack_max_towers_gpu)
+    """The caps a spec is checked against, as this deployment sets them.
+
+    Args:
+        settings: the deployment's settings (their ``max_*`` and ``pack_max_towers*``).
+
+    Returns:
+        The :class:`~service.jobspec.Limits` that :func:`validate` and the sweep checks apply.
+    """
+    return Limits(max_params=settings.max_params, max_epochs=settings.max_epochs,
+                  max_samples=settings.max_samples,
+                  max_job_memory_mb=settings.max_job_memory_mb,
+                  pack_max_towers=settings.pack_max_towers,
+                  pack_max_towers_gpu=settings.pack_max_towers_gpu)
 
 
-def resolver(settings: Settings, data: Any):
-    """Looks an uploaded dataset's columns up by id (for the spec's ``dataset.target``)."""
+def resolver(settings: Settings, data: Any) -> Callable[[str], DatasetInfo | None]:
+    """Looks an uploaded dataset's columns up by id (for the spec's ``dataset.target``).
+
+    Args:
+        settings: where the database is (``database_url``).
+        data: the raw spec, before validation; its ``dataset.target`` and ``dataset.task``
+            (when it has them) choose the target column and the task.
+
+    Returns:
+        A function of a dataset id that opens a session when called and returns the
+        dataset's :class:`~service.jobspec.DatasetInfo`, or None when no upload has that id.
+        It raises :class:`~service.jobspec.SpecError` naming ``dataset.target`` or
+        ``dataset.task`` when the upload's columns do not fit them.
+    """
     ds = data.get("dataset") if isinstance(data, dict) else None
     ds = ds if isinstance(ds, dict) else {}
 
@@ -35,4 +58,18 @@ def resolver(settings: Settings, data: Any):
 
 
 def validate(settings: Settings, data: Any) -> tuple[JobSpec, TrainingPlan]:
+    """Field validation and the cross-field rules of a job spec, under this deployment's caps.
+
+    Args:
+        settings: the caps (:func:`limits`) and the database uploads are looked up in.
+        data: the spec as the request gave it (any JSON value).
+
+    Returns:
+        The validated spec, every default filled in, and its
+        :class:`~service.jobspec.TrainingPlan` (the lecture's quantities, the memory estimate).
+
+    Raises:
+        SpecError: naming every offending field (the API answers 422 invalid_spec), also
+            when the spec names an upload that does not exist.
+    """
     return validate_job(data, limits(settings), resolver(settings, data))

@@ -7,7 +7,7 @@ import logging
 
 from flask import Flask, request
 
-from service.api.context import SETTINGS_KEY
+from service.api.context import SETTINGS_KEY, settings_of
 from service.api.errors import error_response, register_error_handlers
 from service.config import Settings, check_api_token, get_settings, redact_url
 
@@ -38,36 +38,9 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     for bp in (jobs_bp, sweeps_bp, datasets_bp, health_bp, docs_bp):
         app.register_blueprint(bp)
 
-    @app.before_request
-    def _auth():
-        token = settings.api_token
-        if (not token or request.path in PUBLIC_PATHS or not request.path.startswith("/api/")
-                or request.path.startswith(PUBLIC_PREFIXES)):
-            return None
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else ""
-        if not given or not hmac.compare_digest(given.encode(), token.encode()):
-            return error_response(401, "unauthorized", "missing or wrong API token; send "
-                                  "'Authorization: Bearer <KERASYARD_API_TOKEN>'")
-        return None
-
-    @app.before_request
-    def _no_nul():
-        # PostgreSQL's text cannot hold a NUL character: a query with one in an id or a filter
-        # fails in the driver (a 500) rather than matching nothing. No id has one (bodies with
-        # one are refused, body.py), so such a path names nothing; a query parameter with one
-        # is malformed (the document's string parameters say so with a pattern).
-        if "\x00" in request.path:
-            return error_response(404, "not_found", "no resource has a NUL character "
-                                  "(%00) in its path")
-        for name, value in request.args.items(multi=True):
-            if "\x00" in name or "\x00" in value:
-                return error_response(400, "bad_request", f"query parameter {name!r} contains "
-                                      "a NUL character (%00); remove it",
-                                      [{"loc": name, "msg": "contains a NUL character",
-                                        "value": value}])
-        return None
-
+    # Auth first: a request without the token learns nothing else about itself.
+    app.before_request(_require_token)
+    app.before_request(_refuse_nul)
     if redispatch_interval:
         from service.background import BackgroundRounds
 
@@ -77,3 +50,35 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     logging.getLogger(__name__).info("kerasyard API ready (db=%s)",
                                      redact_url(settings.database_url))
     return app
+
+
+def _require_token():
+    """401 for an /api/ request without ``Authorization: Bearer <KERASYARD_API_TOKEN>``, when
+    the token is set (the public paths never ask for it)."""
+    token = settings_of().api_token
+    if (not token or request.path in PUBLIC_PATHS or not request.path.startswith("/api/")
+            or request.path.startswith(PUBLIC_PREFIXES)):
+        return None
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        return error_response(401, "unauthorized", "missing or wrong API token; send "
+                              "'Authorization: Bearer <KERASYARD_API_TOKEN>'")
+    return None
+
+
+def _refuse_nul():
+    """PostgreSQL's text cannot hold a NUL character: a query with one in an id or a filter
+    fails in the driver (a 500) rather than matching nothing. No id has one (bodies with one
+    are refused, body.py), so such a path names nothing (404); a query parameter with one is
+    malformed (400; the document's string parameters say so with a pattern)."""
+    if "\x00" in request.path:
+        return error_response(404, "not_found", "no resource has a NUL character "
+                              "(%00) in its path")
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            return error_response(400, "bad_request", f"query parameter {name!r} contains "
+                                  "a NUL character (%00); remove it",
+                                  [{"loc": name, "msg": "contains a NUL character",
+                                    "value": value}])
+    return None

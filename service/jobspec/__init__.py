@@ -1,21 +1,22 @@
 """The job spec: pydantic v2 models, validated at the door and again in the worker.
 
 Field-level rules live on the strict models (:mod:`.models`); rules that need the dataset's
-shape or the configured caps are the small functions of :mod:`.checks`, which
+shape or the configured caps are the small functions of :mod:`.rules`, which
 :func:`check_job` runs to return the lecture's quantities as a :class:`TrainingPlan`.
 
 - :mod:`.models`: the models and the names they allow (activations, losses, ...)
 - :mod:`.errors`: :class:`SpecError` and pydantic's errors rewritten to name path, value, fix
 - :mod:`.shapes`: each dataset's samples, features, task and classes, without generating it
 - :mod:`.plan`: :class:`Limits`, :class:`TrainingPlan`, parameter counting, the split
-- :mod:`.checks`: :func:`parse_spec`, the cross-field rules, :func:`check_job`,
+- :mod:`.rules`: the cross-field rules (:data:`RULES`) over a spec's :class:`Facts`
+- :mod:`.checks`: :func:`parse_spec`, :func:`check_job` (the rules, then the plan),
   :func:`validate_job`
 
 Nothing here imports TensorFlow or Keras: parameters are counted by arithmetic, and a unit test
 holds that arithmetic against Keras's own ``count_params``.
 """
 
-from service.jobspec.checks import RULES, Facts, check_job, parse_spec, validate_job
+from service.jobspec.checks import check_job, parse_spec, validate_job
 from service.jobspec.errors import ErrorDetail, SpecError, _humanize, humanize_all
 from service.jobspec.models import (
     ACTIVATIONS,
@@ -51,6 +52,7 @@ from service.jobspec.plan import (
     output_of,
     split_sizes,
 )
+from service.jobspec.rules import RULES, Facts
 from service.jobspec.shapes import (
     PLAYGROUND_SETS,
     SKLEARN_SHAPES,

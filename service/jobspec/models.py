@@ -48,6 +48,14 @@ MAX_TAGS = 50
 # MLflow's rules for tag keys (kerasyard logs them as "user.<key>"): word characters,
 # dashes, dots, spaces and slashes, as a relative path with no "." or ".." parts.
 TAG_KEY = re.compile(r"^[\w\-. /]+$")
+# The same rule (with _mlflow_tag_keys's checks of the parts) as one pattern, for the OpenAPI
+# document; a unit test holds the two equal. Parts joined by '/', none empty, '.' or '..';
+# like TAG_KEY's '$', one final newline may follow (it then belongs to the last part).
+_TAG_PART = r"(?!\.\.?(?:/|(?![\s\S])))[\w\-. ]+"
+TAG_KEY_PATTERN = (rf"^(?:(?:{_TAG_PART}/)*{_TAG_PART}"
+                   rf"|(?:(?:{_TAG_PART}/)*[\w\-. ]+|(?:{_TAG_PART}/)+)\n)(?![\s\S])")
+MAX_TAG_KEY = 200
+MAX_TAG_VALUE = 5000
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -191,7 +199,9 @@ class JobSpec(StrictModel):
     compile: CompileSpec
     fit: FitSpec
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS, json_schema_extra={
+        "propertyNames": {"minLength": 1, "maxLength": MAX_TAG_KEY, "pattern": TAG_KEY_PATTERN},
+        "additionalProperties": {"type": "string", "maxLength": MAX_TAG_VALUE}})
 
     @field_validator("tags")
     @classmethod
@@ -199,12 +209,12 @@ class JobSpec(StrictModel):
         for key, value in tags.items():
             shown = key if len(key) <= 40 else key[:40] + "…"
             parts = key.split("/")
-            if len(key) > 200 or not TAG_KEY.match(key) or key.startswith("/") or \
+            if len(key) > MAX_TAG_KEY or not TAG_KEY.match(key) or key.startswith("/") or \
                     any(p in ("", ".", "..") for p in parts):
                 raise ValueError(f"tag key {shown!r} is not one MLflow accepts: use at most 200 "
                                  "letters, digits, '_', '-', '.', ' ' and '/' (no leading '/', "
                                  "no empty, '.' or '..' parts)")
-            if len(value) > 5000:
+            if len(value) > MAX_TAG_VALUE:
                 raise ValueError(f"the value of tag {shown!r} is {len(value)} characters; MLflow "
-                                 "takes at most 5000")
+                                 f"takes at most {MAX_TAG_VALUE}")
         return tags

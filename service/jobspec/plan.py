@@ -5,19 +5,28 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from service.config import Settings
 from service.jobspec.models import ActivationLayer, BatchNormalizationLayer, DenseLayer
+
+
+def _setting(name: str):
+    """The default of the setting ``name`` (:class:`service.config.Settings`)."""
+    return next(f.default for f in dataclasses.fields(Settings) if f.name == name)
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    max_params: int = 5_000_000
-    max_epochs: int = 10_000
-    max_samples: int = 200_000
+    """The deployment's caps a spec is checked against (:func:`service.validation.limits`
+    builds them from the settings); by default those of a deployment that sets none."""
+
+    max_params: int = _setting("max_params")
+    max_epochs: int = _setting("max_epochs")
+    max_samples: int = _setting("max_samples")
     # What one job may add to a training process's memory (see service.jobspec.memory).
-    max_job_memory_mb: int = 2048
+    max_job_memory_mb: int = _setting("max_job_memory_mb")
     # Sweep trials packed into one training (service.jobspec.sweep_checks), CPU / GPU queue.
-    pack_max_towers: int = 16
-    pack_max_towers_gpu: int = 128
+    pack_max_towers: int = _setting("pack_max_towers")
+    pack_max_towers_gpu: int = _setting("pack_max_towers_gpu")
 
 
 DEFAULT_LIMITS = Limits()

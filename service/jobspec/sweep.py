@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from service.jobspec.models import SEED_MAX, ResourcesSpec, StrictModel
+from service.jobspec.models import SEED_MAX, JobSpec, ResourcesSpec, StrictModel
 
 METHODS = ("grid", "random", "tpe")
 HIDDEN_ACTIVATION = "model.hidden_activation"
@@ -23,6 +23,11 @@ MAX_SWEEP_JOBS = 2000  # trials x repeats; a bigger sweep is a typo more often t
 Scalar = bool | int | float | str
 MAX_VALUES = 1000  # values of one swept parameter
 MAX_PARAMETERS = 20
+# A parameter's path into the base spec: a field of the job spec, then dot-separated names or
+# list indices, none empty (any other path never names a field: validate_sweep answers 422).
+# No NUL (body.py).
+PARAMETER_PATH_PATTERN = (f"^(?:{'|'.join(JobSpec.model_fields)})"
+                          "(?:\\.[^.\\u0000]+)*$")
 # A grid axis: at least one value (an empty list would make a sweep of no trials).
 Values = Annotated[list[Scalar], Field(min_length=1, max_length=MAX_VALUES)]
 
@@ -88,7 +93,9 @@ class SweepSpec(_Strict):
                                    description="MLflow experiment; the base's when left out.")
     base: dict[str, Any]
     method: Literal[METHODS] = "grid"  # type: ignore[valid-type]
-    parameters: dict[str, Values | Range] = Field(min_length=1, max_length=MAX_PARAMETERS)
+    parameters: dict[str, Values | Range] = Field(
+        min_length=1, max_length=MAX_PARAMETERS,
+        json_schema_extra={"propertyNames": {"minLength": 1, "pattern": PARAMETER_PATH_PATTERN}})
     objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
     max_trials: int | None = Field(default=None, ge=1)
     max_parallel: int = Field(default=2, ge=1, le=256)
@@ -205,3 +212,21 @@ def distribution_of(space: Any) -> dict:
     if isinstance(space, list):
         return {"type": "categorical", "values": space}
     return space.model_dump(exclude_none=True)
+
+
+def next_trials(plan: dict, created: set[int]) -> list[int]:
+    """The next trial indices to create after ``created``, from a :class:`SweepPlan`'s dict:
+    a pack, or a group trained once for the epochs axis, is created as one (its first index
+    trains)."""
+    total = plan["total"]
+    if plan["method"] != "grid":
+        n = len(created)
+        return [n] if n < total else []
+    for i in range(total):
+        if i in created:
+            continue
+        for group in plan.get("packs") or plan["groups"] or []:
+            if i in group:
+                return [g for g in group if g not in created and g < total]
+        return [i]
+    return []

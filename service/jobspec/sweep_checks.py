@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from service.jobspec.checks import parse_spec, validate_job
 from service.jobspec.errors import ErrorDetail, SpecError, humanize_all
 from service.jobspec.memory import MB, estimate
-from service.jobspec.models import ACTIVATIONS
-from service.jobspec.plan import DEFAULT_LIMITS, Limits
+from service.jobspec.models import ACTIVATIONS, JobSpec
+from service.jobspec.plan import DEFAULT_LIMITS, Limits, TrainingPlan
 from service.jobspec.shapes import DatasetInfo
 from service.jobspec.sweep import (
     HIDDEN_ACTIVATION,
@@ -106,132 +106,36 @@ def _dedupe(details: list[ErrorDetail]) -> list[ErrorDetail]:
 def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
                    resolve_upload: Callable[[str], DatasetInfo | None] | None = None
                    ) -> tuple[SweepSpec, SweepPlan]:
-    """Field and cross-field checks of a sweep; raises SpecError naming each field."""
-    # The sweep's own fields, the base's fields and the parameters' values are independent:
-    # their errors are reported together.
-    errors: list[ErrorDetail] = []
-    plans: dict[int, Any] = {}  # id(validated JobSpec) -> its TrainingPlan
+    """Field and cross-field checks of a sweep, then its plan.
+
+    The sweep's own fields, the base's fields and the parameters' spaces are independent:
+    their errors are reported together. The parameters' values are checked against the base
+    (each applied to it and validated as a job) only once the base is valid.
+
+    Raises:
+        SpecError: naming each offending field.
+    """
     try:
         sweep = parse_sweep(data)
     except SpecError as exc:
         raise SpecError(exc.details + _base_errors(data)) from None
-    errors.extend(_base_errors(data))
-
-    def check(params: dict, loc: str) -> Any:
-        """Validate the base with ``params`` applied; errors land on ``loc``."""
-        try:
-            spec_dict = apply_params(sweep.base, params)
-        except KeyError as exc:
-            path, why = exc.args
-            errors.append(ErrorDetail(f"parameters.{path}", f"{path!r} is not a field of the "
-                                      f"job spec: {why}", path))
-            return None
-        shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
-        try:
-            parsed, job_plan = validate_job(spec_dict, limits, resolve_upload)
-            plans[id(parsed)] = job_plan
-            return parsed
-        except SpecError as exc:
-            for d in exc.details:
-                where = next((p for p in params if d.loc == p or d.loc.startswith(p + ".")
-                              or (p == HIDDEN_ACTIVATION and d.loc.endswith(".activation"))),
-                             None)
-                if where is None and len(params) == 1:
-                    where = next(iter(params))
-                prefix = f"parameters.{where}" if where else loc
-                msg = d.msg
-                if "unknown field" in d.msg:
-                    msg = f"{d.loc!r} is not a field of the job spec; check its spelling"
-                errors.append(ErrorDetail(prefix, f"with {shown}: {d.loc}: {msg}", d.value))
-            return None
-
-    for path in sweep.parameters:
-        if path == HIDDEN_ACTIVATION:
-            space = sweep.parameters[path]
-            values = space if isinstance(space, list) else getattr(space, "values", None)
-            if values is None:
-                errors.append(ErrorDetail(f"parameters.{path}", "activations are names: give "
-                                          "a list or a categorical"))
-            else:
-                for v in values:
-                    if v not in ACTIVATIONS:
-                        errors.append(ErrorDetail(f"parameters.{path}", f"{v!r} is not an "
-                                                  f"activation; expected one of: "
-                                                  f"{', '.join(ACTIVATIONS)}", v))
+    errors = _base_errors(data) + _activation_errors(sweep)
     if "fit.seed" in sweep.parameters and sweep.repeats > 1:
         errors.append(ErrorDetail("repeats", "repeats sets fit.seed per run, and fit.seed is "
                                   "also swept; use one or the other", sweep.repeats))
-
     distributions = {path: distribution_of(space) for path, space in sweep.parameters.items()}
-    for path, dist in distributions.items():
-        if dist["type"] in ("float", "int"):
-            if dist["low"] > dist["high"]:
-                errors.append(ErrorDetail(f"parameters.{path}", f"low {dist['low']} is above "
-                                          f"high {dist['high']}; swap them"))
-            if dist.get("log") and dist["low"] <= 0:
-                errors.append(ErrorDetail(f"parameters.{path}", f"a log range needs low > 0, "
-                                          f"got {dist['low']}", dist["low"]))
-            if dist.get("log") and dist.get("step") not in (None, 1):
-                errors.append(ErrorDetail(f"parameters.{path}", "log and step cannot be "
-                                          "combined; drop one"))
-    # The values are checked against the base, so only once the base is valid; a parameter
-    # whose space is wrong already is not checked again value by value.
+    errors += _range_errors(distributions)
+    # A parameter whose space is wrong already is not checked again value by value.
     if any(d.loc.startswith("base.") for d in errors):
         raise SpecError(_dedupe(errors))
     base_spec = parse_spec(sweep.base)
 
+    trials = _TrialCheck(sweep, limits, resolve_upload, errors)
     configs: list[dict] | None = None
     if sweep.method == "grid":
-        ranges = [p for p, d in distributions.items() if d["type"] != "categorical"]
-        for path in ranges:
-            errors.append(ErrorDetail(f"parameters.{path}", "a grid needs explicit values; give "
-                                      "a list, or use method 'random' or 'tpe' for a range"))
-        if ranges:
-            raise SpecError(_dedupe(errors))
-        paths = list(distributions)
-        n = math.prod(len(distributions[p]["values"]) for p in paths)
-        if n * sweep.repeats > MAX_SWEEP_JOBS:
-            raise SpecError(_dedupe(errors) + [ErrorDetail(
-                "parameters", f"the grid has {n} configurations x {sweep.repeats} repeats = "
-                f"{n * sweep.repeats} jobs, above the cap of {MAX_SWEEP_JOBS}; use fewer values "
-                "or method 'random' with max_trials")])
-        # Each value on its own first (short errors that name the value), then every
-        # configuration (values that only clash together), reported for the first few.
-        bad = {d.loc.removeprefix("parameters.") for d in errors}
-        for path in paths:
-            if path in bad:
-                continue
-            for v in distributions[path]["values"]:
-                check({path: v}, f"parameters.{path}")
-        if errors:
-            raise SpecError(_dedupe(errors))
-        configs = [dict(zip(paths, combo)) for combo in
-                   itertools.product(*(distributions[p]["values"] for p in paths))]
-        specs = [check(c, "parameters") for c in configs]
-        if len(errors) > 5:
-            more = len(errors) - 5
-            errors[5:] = [ErrorDetail("parameters", f"... and {more} more configurations are "
-                                      "invalid in the same way")]
-        total = min(n, sweep.max_trials or n)
+        configs, specs, total = _check_grid(trials, distributions)
     else:
-        if sweep.max_trials is None:
-            errors.append(ErrorDetail("max_trials", f"method {sweep.method!r} samples until "
-                                      "max_trials; set it (e.g. 20)"))
-        elif sweep.max_trials * sweep.repeats > MAX_SWEEP_JOBS:
-            errors.append(ErrorDetail("max_trials", f"{sweep.max_trials} trials x "
-                                      f"{sweep.repeats} repeats is above the cap of "
-                                      f"{MAX_SWEEP_JOBS} jobs", sweep.max_trials))
-        # Every value a sampler could pick is checked at its extremes, one parameter at a time.
-        specs = []
-        bad = {d.loc.removeprefix("parameters.") for d in errors}
-        for path, dist in distributions.items():
-            if path in bad:
-                continue
-            values = dist["values"] if dist["type"] == "categorical" else [dist["low"],
-                                                                           dist["high"]]
-            for v in values:
-                specs.append(check({path: v}, f"parameters.{path}"))
-        total = sweep.max_trials or 0
+        specs, total = _check_sampled(trials, distributions)
     if errors:
         raise SpecError(_dedupe(errors))
 
@@ -240,12 +144,147 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
         raise SpecError(errors)
 
     share, why, groups = _epoch_groups(sweep, configs, specs, total)
-    pack, pack_why, packs = _packs(sweep, specs, [plans.get(id(s)) for s in specs], total,
-                                   groups, limits)
+    pack, pack_why, packs = _packs(sweep, specs, [trials.plans.get(id(s)) for s in specs],
+                                   total, groups, limits)
     return sweep, SweepPlan(method=sweep.method, param_order=list(sweep.parameters),
                             total=total, repeats=sweep.repeats, distributions=distributions,
                             configs=configs, groups=groups, share_epochs=share,
                             share_epochs_why=why, pack=pack, pack_why=pack_why, packs=packs)
+
+
+def _activation_errors(sweep: SweepSpec) -> list[ErrorDetail]:
+    """``model.hidden_activation`` takes names: a list or a categorical of known ones."""
+    space = sweep.parameters.get(HIDDEN_ACTIVATION)
+    if space is None:
+        return []
+    loc = f"parameters.{HIDDEN_ACTIVATION}"
+    values = space if isinstance(space, list) else getattr(space, "values", None)
+    if values is None:
+        return [ErrorDetail(loc, "activations are names: give a list or a categorical")]
+    return [ErrorDetail(loc, f"{v!r} is not an activation; expected one of: "
+                        f"{', '.join(ACTIVATIONS)}", v) for v in values if v not in ACTIVATIONS]
+
+
+def _range_errors(distributions: dict[str, dict]) -> list[ErrorDetail]:
+    """A float or int range's bounds, log scale and step."""
+    errors = []
+    for path, dist in distributions.items():
+        if dist["type"] not in ("float", "int"):
+            continue
+        if dist["low"] > dist["high"]:
+            errors.append(ErrorDetail(f"parameters.{path}", f"low {dist['low']} is above "
+                                      f"high {dist['high']}; swap them"))
+        if dist.get("log") and dist["low"] <= 0:
+            errors.append(ErrorDetail(f"parameters.{path}", f"a log range needs low > 0, "
+                                      f"got {dist['low']}", dist["low"]))
+        if dist.get("log") and dist.get("step") not in (None, 1):
+            errors.append(ErrorDetail(f"parameters.{path}", "log and step cannot be "
+                                      "combined; drop one"))
+    return errors
+
+
+@dataclasses.dataclass
+class _TrialCheck:
+    """The base validated as a job with parameter values applied: errors are appended to
+    ``errors`` (on the parameter that caused them), plans kept by ``id`` of the spec."""
+
+    sweep: SweepSpec
+    limits: Limits
+    resolve_upload: Callable[[str], DatasetInfo | None] | None
+    errors: list[ErrorDetail]
+    plans: dict[int, TrainingPlan] = dataclasses.field(default_factory=dict)
+
+    def __call__(self, params: dict, loc: str) -> JobSpec | None:
+        """The validated spec, or None with its errors on ``loc`` (or the parameter's path)."""
+        try:
+            spec_dict = apply_params(self.sweep.base, params)
+        except KeyError as exc:
+            path, why = exc.args
+            self.errors.append(ErrorDetail(f"parameters.{path}", f"{path!r} is not a field of "
+                                           f"the job spec: {why}", path))
+            return None
+        try:
+            parsed, job_plan = validate_job(spec_dict, self.limits, self.resolve_upload)
+        except SpecError as exc:
+            shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
+            self.errors.extend(_blamed(d, params, loc, shown) for d in exc.details)
+            return None
+        self.plans[id(parsed)] = job_plan
+        return parsed
+
+
+def _blamed(d: ErrorDetail, params: dict, loc: str, shown: str) -> ErrorDetail:
+    """A job's error, told on the swept parameter that caused it (``loc`` when none did)."""
+    where = next((p for p in params if d.loc == p or d.loc.startswith(p + ".")
+                  or (p == HIDDEN_ACTIVATION and d.loc.endswith(".activation"))), None)
+    if where is None and len(params) == 1:
+        where = next(iter(params))
+    prefix = f"parameters.{where}" if where else loc
+    msg = d.msg
+    if "unknown field" in d.msg:
+        msg = f"{d.loc!r} is not a field of the job spec; check its spelling"
+    return ErrorDetail(prefix, f"with {shown}: {d.loc}: {msg}", d.value)
+
+
+def _check_grid(trials: _TrialCheck, distributions: dict[str, dict]
+                ) -> tuple[list[dict], list[JobSpec | None], int]:
+    """A grid's values: each on its own first (short errors that name the value), then every
+    configuration (values that only clash together), reported for the first few. Returns the
+    configurations, their specs (None where invalid) and the trial count."""
+    sweep, errors = trials.sweep, trials.errors
+    ranges = [p for p, d in distributions.items() if d["type"] != "categorical"]
+    for path in ranges:
+        errors.append(ErrorDetail(f"parameters.{path}", "a grid needs explicit values; give "
+                                  "a list, or use method 'random' or 'tpe' for a range"))
+    if ranges:
+        raise SpecError(_dedupe(errors))
+    paths = list(distributions)
+    n = math.prod(len(distributions[p]["values"]) for p in paths)
+    if n * sweep.repeats > MAX_SWEEP_JOBS:
+        raise SpecError(_dedupe(errors) + [ErrorDetail(
+            "parameters", f"the grid has {n} configurations x {sweep.repeats} repeats = "
+            f"{n * sweep.repeats} jobs, above the cap of {MAX_SWEEP_JOBS}; use fewer values "
+            "or method 'random' with max_trials")])
+    bad = {d.loc.removeprefix("parameters.") for d in errors}
+    for path in paths:
+        if path in bad:
+            continue
+        for v in distributions[path]["values"]:
+            trials({path: v}, f"parameters.{path}")
+    if errors:
+        raise SpecError(_dedupe(errors))
+    configs = [dict(zip(paths, combo)) for combo in
+               itertools.product(*(distributions[p]["values"] for p in paths))]
+    specs = [trials(c, "parameters") for c in configs]
+    if len(errors) > 5:
+        more = len(errors) - 5
+        errors[5:] = [ErrorDetail("parameters", f"... and {more} more configurations are "
+                                  "invalid in the same way")]
+    return configs, specs, min(n, sweep.max_trials or n)
+
+
+def _check_sampled(trials: _TrialCheck, distributions: dict[str, dict]
+                   ) -> tuple[list[JobSpec | None], int]:
+    """A random or TPE sweep: max_trials, and every value a sampler could pick, checked at
+    its extremes one parameter at a time. Returns the specs checked and the trial count."""
+    sweep, errors = trials.sweep, trials.errors
+    if sweep.max_trials is None:
+        errors.append(ErrorDetail("max_trials", f"method {sweep.method!r} samples until "
+                                  "max_trials; set it (e.g. 20)"))
+    elif sweep.max_trials * sweep.repeats > MAX_SWEEP_JOBS:
+        errors.append(ErrorDetail("max_trials", f"{sweep.max_trials} trials x "
+                                  f"{sweep.repeats} repeats is above the cap of "
+                                  f"{MAX_SWEEP_JOBS} jobs", sweep.max_trials))
+    specs = []
+    bad = {d.loc.removeprefix("parameters.") for d in errors}
+    for path, dist in distributions.items():
+        if path in bad:
+            continue
+        values = dist["values"] if dist["type"] == "categorical" else [dist["low"],
+                                                                       dist["high"]]
+        for v in values:
+            specs.append(trials({path: v}, f"parameters.{path}"))
+    return specs, sweep.max_trials or 0
 
 
 def _check_objective(sweep: SweepSpec, specs: list, errors: list[ErrorDetail]) -> None:

@@ -14,17 +14,19 @@ Job rows change state only through :mod:`service.lifecycle`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import statistics
 import time
+from typing import Any
 
 from sqlalchemy import select, update
 
 from service import lifecycle
 from service.config import Settings
 from service.jobspec import SpecError
-from service.jobspec.sweep import apply_params, ordered, trial_name
+from service.jobspec.sweep import apply_params, next_trials, ordered, trial_name
 from service.lifecycle import Sender
 from service.store.db import session_scope
 from service.store.models import (
@@ -113,42 +115,69 @@ def _send_report(settings: Settings, sweep_id: str, sender: Sender) -> None:
 
 
 def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
-    import optuna
-    from optuna.trial import TrialState
+    """One pass over the sweep: what finished, cancels, lost trials, new trainings, the end."""
+    loaded = _load(settings, sweep_id)
+    # Trials recorded from a training that ended without them end first; once they have, the
+    # rows are read again (those trials count as finished below).
+    while loaded is not None and _end_orphaned_shared(settings, loaded.jobs):
+        loaded = _load(settings, sweep_id)
+    if loaded is None:
+        return
+    groups = by_trial(loaded.jobs)
+    # 1. Tell Optuna what finished.
+    _tell_finished(settings, loaded.study, groups, loaded.spec["objective"]["metric"])
+    # 2. Cancel: queued and running jobs cancel, idle trials end FAIL.
+    if loaded.cancel:
+        with session_scope(settings.database_url) as s:
+            for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id)
+                               .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+                               .with_for_update()).all():
+                lifecycle.cancel(s, j)
+        _fail_idle_trials(loaded.study, loaded.optuna_trials, groups)
+    else:
+        # 3. Trials Optuna holds that no job row knows (a scheduler died between ask and
+        # commit), then 4. the trainings that are due.
+        _fail_unknown_trials(loaded)
+        _start_trainings(settings, sweep_id, sender, loaded, groups)
+    _maybe_finish(settings, sweep_id, sender, loaded.study)
 
+
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    """A live sweep as :func:`_advance` reads it: its row's fields, its jobs, its study."""
+
+    spec: dict
+    plan: dict
+    cancel: bool
+    jobs: list[Job]
+    study: Any
+    optuna_trials: dict[int, Any]  # Optuna's trial id -> its FrozenTrial
+
+
+def _load(settings: Settings, sweep_id: str) -> _Loaded | None:
+    """The sweep, its jobs and its Optuna study (created if missing); None once it ended."""
     url = settings.database_url
     with session_scope(url) as s:
         sweep = s.get(Sweep, sweep_id)
         if sweep is None or sweep.status in SWEEP_TERMINAL:
-            return
+            return None
         spec, plan = sweep.spec, sweep.plan
         study_name, cancel = sweep.study_name, sweep.cancel_requested
         jobs = s.scalars(select(Job).where(Job.sweep_id == sweep_id)).all()
     studies.create_study(url, study_name, spec)  # a no-op once it exists
     study = studies.load_study(url, study_name, spec)
-    metric = spec["objective"]["metric"]
-    groups = by_trial(jobs)
     optuna_trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
-    if _end_orphaned_shared(settings, jobs):
-        return _advance(settings, sweep_id, sender)
+    return _Loaded(spec, plan, cancel, jobs, study, optuna_trials)
 
-    # 1. Tell Optuna what finished.
-    _tell_finished(settings, study, groups, metric)
 
-    # 2. Cancel.
-    if cancel:
-        with session_scope(url) as s:
-            for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id)
-                               .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
-                               .with_for_update()).all():
-                lifecycle.cancel(s, j)
-        _fail_idle_trials(study, optuna_trials, groups)
-        _maybe_finish(settings, sweep_id, sender, study)
-        return
+def _fail_unknown_trials(loaded: _Loaded) -> None:
+    """Optuna's trials that no job row knows and grid points nobody asked for end FAIL."""
+    import optuna
+    from optuna.trial import TrialState
 
-    # 3. Trials Optuna holds that no job row knows (a scheduler died between ask and commit).
-    known = {j.optuna_trial_id for j in jobs}
-    for tid, ot in optuna_trials.items():
+    study = loaded.study
+    known = {j.optuna_trial_id for j in loaded.jobs}
+    for tid, ot in loaded.optuna_trials.items():
         if ot.state == TrialState.RUNNING and tid not in known:
             study.tell(optuna.trial.Trial(study, tid), state=TrialState.FAIL,
                        skip_if_finished=True)
@@ -156,9 +185,13 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
         stray = study.ask()  # an enqueued grid point nobody asked for
         study.tell(stray, state=TrialState.FAIL)
 
-    # 4. Trainings, never more than max_parallel at once: first the seeds already stored but
-    # not yet sent (a broker outage, or more seeds than room), then new trials.
-    max_parallel = spec["max_parallel"]
+
+def _start_trainings(settings: Settings, sweep_id: str, sender: Sender, loaded: _Loaded,
+                     groups: dict[int, list[Job]]) -> None:
+    """Trainings, never more than max_parallel at once: first the seeds already stored but
+    not yet sent (a broker outage, or more seeds than room), then new trials."""
+    url = settings.database_url
+    max_parallel = loaded.spec["max_parallel"]
     created = set(groups)
     with session_scope(url) as s:
         rows = s.scalars(select(Job).where(Job.sweep_id == sweep_id)
@@ -170,10 +203,11 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
         waiting = [(j.id, j.queue) for j in rows
                    if j.status == JobStatus.queued and j.dispatched_at is None]
     while max_parallel - active > len(waiting):
-        batch = _next_trials(plan, created)
+        batch = next_trials(loaded.plan, created)
         if not batch:
             break
-        waiting += _create_trials(settings, sweep_id, study, spec, plan, batch)
+        waiting += _create_trials(settings, sweep_id, loaded.study, loaded.spec, loaded.plan,
+                                  batch)
         created.update(batch)
     if created:
         with session_scope(url) as s:
@@ -183,7 +217,6 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
     for job_id, queue in waiting[:max(0, max_parallel - active)]:
         if not lifecycle.dispatch(settings, sender, job_id, queue):
             break  # broker down: the background round sends them later
-    _maybe_finish(settings, sweep_id, sender, study)
 
 
 def _tell_finished(settings: Settings, study, groups: dict[int, list[Job]], metric: str) -> None:
@@ -254,23 +287,6 @@ def _fail_idle_trials(study, optuna_trials, groups: dict[int, list[Job]]) -> Non
             continue
         study.tell(optuna.trial.Trial(study, ot._trial_id), state=TrialState.FAIL,
                    skip_if_finished=True)
-
-
-def _next_trials(plan: dict, created: set[int]) -> list[int]:
-    """The next trial indices to create together (a pack, or a group trained once for the
-    epochs axis, is created as one: its first index trains)."""
-    total = plan["total"]
-    if plan["method"] != "grid":
-        n = len(created)
-        return [n] if n < total else []
-    for i in range(total):
-        if i in created:
-            continue
-        for group in plan.get("packs") or plan["groups"] or []:
-            if i in group:
-                return [g for g in group if g not in created and g < total]
-        return [i]
-    return []
 
 
 def _create_trials(settings: Settings, sweep_id: str, study, spec: dict, plan: dict,

@@ -6,7 +6,9 @@ import dataclasses
 
 import pytest
 
-from service.config import Settings, celery_config
+from service.config import ENV, Settings, celery_config
+from service.jobspec import Limits
+from service.validation import limits
 
 
 def test_embedded_defaults(monkeypatch, tmp_path):
@@ -47,3 +49,54 @@ def test_filesystem_broker_folders_live_in_the_data_dir(tmp_path):
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         assert opts[key].startswith(str(tmp_path)), key
         assert (tmp_path / "broker").is_dir()
+
+
+def _clean_env(monkeypatch):
+    for f in dataclasses.fields(Settings):
+        if ENV in f.metadata:
+            monkeypatch.delenv(f.metadata[ENV], raising=False)
+
+
+def test_each_default_is_the_dataclass_default_and_the_caps_default(monkeypatch):
+    _clean_env(monkeypatch)
+    s = Settings.from_env()
+    for f in dataclasses.fields(Settings):
+        if ENV in f.metadata:
+            assert getattr(s, f.name) == f.default, f.name
+    # The spec's caps default to the settings' (service.jobspec.plan.Limits reads them).
+    assert limits(s) == Limits()
+    assert {f.name for f in dataclasses.fields(Limits)} <= {f.name for f in
+                                                             dataclasses.fields(Settings)}
+
+
+SAMPLES = {"int": ("7", 7), "float": ("2.5", 2.5), "bool": ("yes", True), "str": ("x", "x"),
+           "str | None": ("t" * 20, "t" * 20)}
+
+
+def test_each_variable_sets_its_field_and_no_other(monkeypatch):
+    _clean_env(monkeypatch)
+    base = Settings.from_env()
+    for f in dataclasses.fields(Settings):
+        if ENV not in f.metadata:
+            continue
+        raw, value = SAMPLES[f.type]
+        if f.type == "bool":  # a change from the default either way
+            raw, value = ("no", False) if f.default else ("yes", True)
+        monkeypatch.setenv(f.metadata[ENV], raw)
+        changed = {g.name for g in dataclasses.fields(Settings)
+                   if getattr(Settings.from_env(), g.name) != getattr(base, g.name)}
+        monkeypatch.delenv(f.metadata[ENV])
+        assert changed == {f.name}, f.metadata[ENV]
+        monkeypatch.setenv(f.metadata[ENV], raw)
+        assert getattr(Settings.from_env(), f.name) == value, f.metadata[ENV]
+        monkeypatch.delenv(f.metadata[ENV])
+
+
+def test_set_but_empty_keeps_the_default_except_for_the_plain_strings(monkeypatch):
+    _clean_env(monkeypatch)
+    for f in dataclasses.fields(Settings):
+        if ENV in f.metadata:
+            monkeypatch.setenv(f.metadata[ENV], "")
+    s = Settings.from_env()
+    assert s.default_queue == "" and s.keras_backend == ""  # as os.environ.get gave them
+    assert s.api_token is None and s.max_params == Settings.max_params

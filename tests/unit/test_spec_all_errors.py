@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.jobspec import RULES, JobSpec, SpecError, humanize_all, validate_job
-from service.jobspec.checks import OUTPUT
+from service.jobspec.rules import OUTPUT
 from service.jobspec.stand_in import data_path, stand_in
 from service.jobspec.sweep_checks import validate_sweep
 from tests.helpers import tiny_spec

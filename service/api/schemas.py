@@ -1,0 +1,214 @@
+"""The OpenAPI document's component schemas: the job and sweep specs generated from their
+pydantic models, and the responses' objects written out."""
+
+from __future__ import annotations
+
+from service.api.body import MAX_INT_DIGITS
+from service.jobs import STATUSES
+from service.jobspec import OPTIMIZERS, JobSpec
+from service.jobspec.sweep import SweepSpec
+from service.store.paging import CURSOR_PATTERN
+from service.sweeps.commands import SWEEP_STATUSES
+
+REF = "#/components/schemas/{model}"
+
+
+def obj(properties: dict, required: bool | list[str] = True, **extra) -> dict:
+    """An object schema; ``required=True`` requires every property (the responses always
+    carry all their keys, null when unset)."""
+    out = {"type": "object", "properties": properties, **extra}
+    if required:
+        out["required"] = list(properties) if required is True else required
+    return out
+
+
+NULLABLE_STR = {"type": ["string", "null"]}
+NULLABLE_OBJ = {"type": ["object", "null"]}
+MLFLOW = obj({"run_id": NULLABLE_STR, "experiment_id": NULLABLE_STR, "url": NULLABLE_STR})
+
+
+# What body.py refuses in any body (400), said in the schemas of the bodies: integers of at
+# most MAX_INT_DIGITS digits, no NUL character in a string or a key (PostgreSQL cannot store
+# one). Query strings say the second too (service/api/__init__.py refuses a NUL there).
+INT_BOUND = 10 ** MAX_INT_DIGITS - 1
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _storable(node):
+    """``node`` (a JSON Schema, walked in place) with body.py's limits declared: a bound on
+    every integer that has none, a NUL-free pattern on every free-form string and key."""
+    if isinstance(node, list):
+        for item in node:
+            _storable(item)
+        return node
+    if not isinstance(node, dict):
+        return node
+    types = node.get("type")
+    types = [types] if isinstance(types, str) else types or []
+    free = not any(k in node for k in ("enum", "const", "pattern", "format", "$ref"))
+    if "integer" in types:
+        if "maximum" not in node and "exclusiveMaximum" not in node:
+            node["maximum"] = INT_BOUND
+        if "minimum" not in node and "exclusiveMinimum" not in node:
+            node["minimum"] = -INT_BOUND
+    if "string" in types and free:
+        node["pattern"] = NO_NUL
+    if "object" in types and node.get("additionalProperties") not in (None, False):
+        node.setdefault("propertyNames", {"pattern": NO_NUL})
+    for key, value in node.items():
+        if key in ("properties", "$defs", "patternProperties"):
+            for sub in value.values():
+                _storable(sub)
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "not",
+                     "prefixItems"):
+            _storable(value)
+    return node
+
+
+def _job_spec_schema() -> tuple[dict, dict]:
+    spec = JobSpec.model_json_schema(ref_template=REF)
+    defs = spec.pop("$defs", {})
+    # "optimizer": "adam" is accepted as {"name": "adam"} (CompileSpec's shorthand).
+    optimizer = defs["CompileSpec"]["properties"]["optimizer"]
+    defs["CompileSpec"]["properties"]["optimizer"] = {
+        "anyOf": [optimizer, {"type": "string", "enum": list(OPTIMIZERS)}],
+        "description": "an optimizer object, or just its name"}
+    return spec, defs
+
+
+def schemas() -> dict:
+    """Every component schema, by name: the specs' models first, then the responses'."""
+    specs = _spec_schemas()
+    sweep_spec = specs.pop("SweepSpec")
+    return {**specs, **_job_schemas(), "SweepSpec": sweep_spec,
+            **_sweep_schemas(), **_dataset_schemas(), "Health": _health_schema(),
+            "Error": _error_schema()}
+
+
+def _spec_schemas() -> dict:
+    """The job spec, the sweep spec and the models they are made of, with body.py's limits
+    declared (:func:`_storable`); the sweep's base is a job spec."""
+    spec_schema, defs = _job_spec_schema()
+    sweep_schema = SweepSpec.model_json_schema(ref_template=REF)
+    defs.update(sweep_schema.pop("$defs", {}))
+    sweep_schema["properties"]["base"] = {"$ref": REF.format(model="JobSpec")}
+    _storable(spec_schema)
+    _storable(sweep_schema)
+    for model_schema in defs.values():
+        _storable(model_schema)
+    return {**defs, "JobSpec": spec_schema, "SweepSpec": sweep_schema}
+
+
+def _page(key: str, item: str) -> dict:
+    """A page of a listing: its items and the cursor of the next page."""
+    return obj({key: {"type": "array", "items": {"$ref": REF.format(model=item)}},
+                 "next_cursor": {"type": ["string", "null"], "pattern": CURSOR_PATTERN,
+                                 "description": "pass as ?cursor= for the next page"}})
+
+
+def _job_schemas() -> dict:
+    job = obj({
+        "id": {"type": "string"}, "name": {"type": "string"}, "experiment": {"type": "string"},
+        "status": {"type": "string", "enum": STATUSES}, "queue": {"type": "string"},
+        "spec": {"$ref": REF.format(model="JobSpec"),
+                 "description": "the spec as validated: every default filled in"},
+        "plan": {"type": "object", "description": "input_dim, n_train, n_val, batch_size, "
+                 "steps_per_epoch, total_updates, total_params, gradient_descent, ..."},
+        "progress": obj({
+            "epoch": {"type": "integer"}, "epochs": {"type": "integer"},
+            "metrics": {"type": "object"}, "elapsed_s": {"type": ["number", "null"]},
+            "eta_s": {"type": ["number", "null"]}}, required=["epoch", "epochs", "metrics"]),
+        "summary": NULLABLE_OBJ,
+        "metrics_on": {"type": "string", "enum": ["validation", "training"],
+                       "description": "the data the job's metrics (progress, summary, MLflow) "
+                       "describe: 'training' when it holds no data out, so they say how well "
+                       "it fits its training set, not how it does on new data"},
+        "mlflow": MLFLOW,
+        "error": NULLABLE_OBJ, "attempts": {"type": "integer"},
+        "cancel_requested": {"type": "boolean"},
+        "sweep_id": NULLABLE_STR, "trial_number": {"type": ["integer", "null"]},
+        "repeat": {"type": ["integer", "null"]}, "trial_params": NULLABLE_OBJ,
+        "trained_by": {"type": ["string", "null"],
+                       "description": "the job whose training this job was recorded from"},
+        "worker": NULLABLE_STR,
+        "created_at": {"type": "string"},
+        "dispatched_at": {"type": ["string", "null"],
+                          "description": "null while the broker was unreachable"},
+        "started_at": NULLABLE_STR, "finished_at": NULLABLE_STR})
+    history = obj({"job_id": {"type": "string"}, "status": {"type": "string", "enum": STATUSES},
+                    "epochs": {"type": "array", "items": obj(
+                        {"epoch": {"type": "integer"}},
+                        # null: a non-finite value (a diverged loss), which JSON cannot carry
+                        additionalProperties={"type": ["number", "null"]})
+                    }})
+    return {"Job": job, "JobList": _page("jobs", "Job"), "History": history}
+
+
+def _sweep_schemas() -> dict:
+    trial = obj({
+        "number": {"type": "integer"}, "name": {"type": "string"},
+        "params": {"type": "object"},
+        "state": {"type": "string", "enum": [*STATUSES, "pending"]},
+        "objective": {"type": ["number", "null"], "description": "mean over seeds"},
+        "objective_std": {"type": ["number", "null"]},
+        "objective_values": {"type": "array", "items": {"type": "number"}},
+        "trained_by": {"type": ["string", "null"],
+                       "description": "the job whose training this trial was recorded from"},
+        "jobs": {"type": "array", "items": {"type": "object"}}},
+        required=["number", "name", "params", "state", "objective", "jobs"])
+    sweep = obj({
+        "id": {"type": "string"}, "name": {"type": "string"}, "experiment": {"type": "string"},
+        "status": {"type": "string", "enum": SWEEP_STATUSES},
+        "method": {"type": "string"}, "objective": {"type": "object"},
+        "max_trials": {"type": ["integer", "null"]}, "max_parallel": {"type": "integer"},
+        "repeats": {"type": "integer"}, "early_stopping": NULLABLE_OBJ,
+        "share_epochs": obj({"on": {"type": "boolean"}, "why": {"type": "string"}}),
+        "pack": obj({"on": {"type": "boolean"}, "why": {"type": "string"},
+                      "trainings": {"type": ["integer", "null"]}}),
+        "progress": obj({
+            "done": {"type": "integer"}, "total": {"type": "integer"},
+            "running": {"type": "integer"}, "queued": {"type": "integer"},
+            "trainings_running": {"type": "integer"}}),
+        "best": NULLABLE_OBJ,
+        "spec": {"type": "object", "description": "the sweep as validated"},
+        "trials": {"type": "array", "items": {"$ref": REF.format(model="Trial")},
+                   "description": "one sweep only, not in the list"},
+        "mlflow": MLFLOW, "report": NULLABLE_OBJ, "error": NULLABLE_OBJ,
+        "cancel_requested": {"type": "boolean"},
+        "created_at": {"type": "string"}, "started_at": NULLABLE_STR,
+        "finished_at": NULLABLE_STR},
+        required=["id", "name", "experiment", "status", "method", "objective", "progress",
+                  "best", "spec", "mlflow", "error", "created_at", "finished_at"])
+    return {"Sweep": sweep, "SweepList": _page("sweeps", "Sweep"), "Trial": trial}
+
+
+def _dataset_schemas() -> dict:
+    column = obj({"name": {"type": "string"}, "numeric": {"type": "boolean"},
+                   "integer": {"type": "boolean"}, "n_unique": {"type": ["integer", "null"]}})
+    summary = {
+        "id": {"type": "string"}, "name": {"type": "string"}, "filename": NULLABLE_STR,
+        "size_bytes": {"type": "integer"}, "sha256": {"type": "string"},
+        "n_rows": {"type": "integer"}, "n_columns": {"type": "integer"},
+        "created_at": NULLABLE_STR,
+        "use": {"type": "object", "description": "the spec's dataset object for it"}}
+    return {"Dataset": obj({**summary, "columns": {"type": "array", "items": column}}),
+            "DatasetSummary": obj(summary,
+                                   description="a dataset in a listing: no column profiles"),
+            "DatasetList": obj({"datasets": {"type": "array", "items": {
+                "$ref": REF.format(model="DatasetSummary")}}})}
+
+
+def _health_schema() -> dict:
+    component = obj({"ok": {"type": "boolean"}, "detail": {"type": "string"}})
+    return obj({"status": {"type": "string", "enum": ["ok", "degraded"]},
+                 "components": obj({"database": component, "broker": component,
+                                     "mlflow": component}),
+                 "mlflow_ui": {"type": "string"}})
+
+
+def _error_schema() -> dict:
+    return obj({"error": obj({
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "details": {"type": "array", "items": obj({
+            "loc": {"type": "string"}, "msg": {"type": "string"}, "value": {}},
+            required=["loc", "msg"])}})})
