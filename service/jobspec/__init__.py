@@ -64,8 +64,8 @@ from service.jobspec.shapes import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "CLASSIFICATION_LOSSES", "DEFAULT_LIMITS", "GRADIENT_DESCENT", "LOSSES", "METRICS",
-    "OPTIMIZERS", "PLAYGROUND_SETS", "REGRESSION_LOSSES", "RULES", "SKLEARN_SETS",
+    "ACTIVATIONS", "CLASSIFICATION_LOSSES", "DEFAULT_LIMITS", "GRADIENT_DESCENT", "LOSSES",
+    "METRICS", "OPTIMIZERS", "PLAYGROUND_SETS", "REGRESSION_LOSSES", "RULES", "SKLEARN_SETS",
     "SKLEARN_SHAPES", "SYNTHETIC_SETS", "ActivationLayer", "BatchNormalizationLayer",
     "CompileSpec", "DatasetInfo", "DenseLayer", "DropoutLayer", "EarlyStoppingSpec",
     "ErrorDetail", "Facts", "FitSpec", "JobSpec", "Limits", "ModelSpec", "OptimizerSpec",

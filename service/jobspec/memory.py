@@ -28,8 +28,8 @@ FLOAT64 = 8
 # Optimizer slot variables per weight.
 SLOTS = {"sgd": 0, "adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}
 MB = 1024 * 1024
-# The worker's TensorFlow loop (worker/training/backends/tensorflow.py) takes the training and validation sets in
-# as tensors when their float32 table is at most this; a larger set trains through Model.fit
+# The worker's TensorFlow loop (worker/training/backends/tensorflow.py) takes the training and
+# validation sets in as tensors when their float32 table is at most this; a larger set trains through Model.fit
 # fed batch by batch (at that size the step, not the loop around it, is what costs).
 IN_GRAPH_DATA_MAX = 64 * MB
 
