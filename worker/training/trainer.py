@@ -1,15 +1,14 @@
 """The worker's training loop: ``fit`` for one model or a pack of towers.
 
-On the TensorFlow backend the loop is the worker's own
-(:mod:`worker.training.backends.tensorflow`, imported only on that backend): the training
-data is one tensor, each epoch's order one index vector, and one compiled function runs
-``steps_per_execution`` train steps, gathering each batch inside the graph. It runs the model's own ``train_step`` and ``test_step`` (its loss, metrics and
-optimizer), so the arithmetic is Keras's; what it leaves out is ``Model.fit``'s per-step
-machinery (an input iterator, an optional per step, a nested function call per step), most of
-a step's time on the lecture MLP (bs=1: 1.8 ms a step through ``Model.fit`` fed by a
-generator, 0.30 ms in this loop; ``python -m bench.fitloop_bench``, ``bench/README.md``).
-Same weights and training metrics as ``Model.fit`` over :func:`~.datasets.epoch_batches`, bit
-for bit (``tests/unit/test_fitloop.py``).
+On the TensorFlow backend the loop is the worker's own (:mod:`worker.training.backends.tensorflow`,
+imported only on that backend): the training data is one tensor, each epoch's order one index
+vector, and one compiled function runs ``steps_per_execution`` train steps, gathering each batch
+inside the graph. It runs the model's own ``train_step`` and ``test_step`` (its loss, metrics and
+optimizer), so the arithmetic is Keras's; what it leaves out is ``Model.fit``'s per-step machinery
+(an input iterator, an optional per step, a nested function call per step), most of a step's time on
+the lecture MLP (bs=1: 1.8 ms a step through ``Model.fit`` fed by a generator, 0.30 ms in this loop;
+``python -m bench.fitloop_bench``, ``bench/README.md``). Same weights and training metrics as
+``Model.fit`` over :func:`~.datasets.epoch_batches`, bit for bit (``tests/unit/test_fitloop.py``).
 
 Other backends (JAX), and a training set larger than
 :data:`service.jobspec.memory.IN_GRAPH_DATA_MAX` (the loop holds the data as tensors; at that
