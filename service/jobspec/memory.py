@@ -28,32 +28,10 @@ FLOAT64 = 8
 # Optimizer slot variables per weight.
 SLOTS = {"sgd": 0, "adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}
 MB = 1024 * 1024
-
-IN_GRAPH_DATA_MAX` bytes, the worker's own training loop also holds it as tensors
-  (TensorFlow's conversion from NumPy peaks at two copies);
-- ``parameters``: weights, their gradients and the optimizer's slots (Adam keeps two per
-  weight, SGD with momentum one, ...);
-- ``activations``: each layer's output for one batch, kept for the backward pass, and its
-  gradient;
-- ``validation``: the forward pass over the validation set (the worker validates it in one
-  batch) or, without one, the prediction batches behind the confusion matrix.
-
-The framework's own footprint (a few hundred MB, the same for every job) is not included:
-the budget (``KERASYARD_MAX_JOB_MEMORY_MB``) is what one job may add on top of it.
-"""
-
-from __future__ import annotations
-
-import dataclasses
-
-FLOAT32 = 4
-FLOAT64 = 8
-# Optimizer slot variables per weight.
-SLOTS = {"sgd": 0, "adam": 2, "adamw": 2, "rmsprop": 1, "adagrad": 1}
-MB = 1024 * 1024
 # The worker's TensorFlow loop (worker/training/backends/tensorflow.py) takes the training and
-# validation sets in as tensors when their float32 table is at most this; a larger set trains through Model.fit
-# fed batch by batch (at that size the step, not the loop around it, is what costs).
+# validation sets in as tensors when their float32 table is at most this; a larger set trains
+# through Model.fit fed batch by batch (at that size the step, not the loop around it, is what
+# costs).
 IN_GRAPH_DATA_MAX = 64 * MB
 
 
