@@ -17,16 +17,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class Transport:
-    """Where the service is and how to call it; the arguments are :class:`kerasyard.Client`'s.
-
-    Args:
-        base_url: where the service listens; default ``$KERASYARD_URL`` or
-            ``http://127.0.0.1:8000``. A trailing ``/api/v1`` is accepted, and ``http://`` is
-            assumed when no scheme is given.
-        token: bearer token when the server sets ``KERASYARD_API_TOKEN``; default
-            ``$KERASYARD_API_TOKEN``.
-        timeout: seconds per HTTP request.
-    """
+    """Where the service is and how to call it: the base of :class:`kerasyard.Client`, whose
+    docstring documents the arguments (``base_url``, ``token``, ``timeout``)."""
 
     def __init__(self, base_url: str | None = None, token: str | None = None,
                  timeout: float = 30.0):
