@@ -19,8 +19,8 @@ Groups:
 - **Fenced writes** of the worker that holds a claim (each answers SUPERSEDED and writes
   nothing once another attempt owns the job): :func:`heartbeat`, :func:`record_epochs`,
   :func:`set_run`, :func:`finish`, :func:`finished_by`, :func:`still_owned`; the trials
-  recorded from a training: :func:`start_recorded`, :func:`finish_recorded`,
-  :func:`recorded_progress`, :func:`end_unrecorded`.
+  recorded from a training: :func:`finish_recorded`, :func:`recorded_progress`,
+  :func:`end_unrecorded` (:func:`trial_context` starts them running).
 - **Ends the worker records for a process it lost**: :func:`fail_out_of_memory` (the
   kernel killed a training child), :func:`job_ends` (what the MLflow reconciler reads).
 - **Sweeps**: :func:`trial_context` (:class:`TrialContext`, :class:`SharedTrial`),
@@ -70,7 +70,6 @@ from service.lifecycle import (
     record_epochs,
     recorded_progress,
     set_run,
-    start_recorded,
     still_owned,
 )
 from service.store.db import dispose_engines
@@ -100,7 +99,7 @@ __all__ = [
     "Fence", "StaleRun", "JobEnd", "Sender", "Job", "Sweep",
     # the claim and the fenced writes
     "claim", "heartbeat", "record_epochs", "set_run", "finish", "finished_by", "still_owned",
-    "start_recorded", "finish_recorded", "recorded_progress", "end_unrecorded",
+    "finish_recorded", "recorded_progress", "end_unrecorded",
     "fail_out_of_memory", "job_ends",
     # sweeps
     "TrialContext", "SharedTrial", "SweepParent", "ReportData", "Trial", "TrialJob",
