@@ -81,13 +81,18 @@ def run_params(spec_dict: dict, plan: S.TrainingPlan, extra: dict) -> dict[str, 
     return {k[:250]: str(v)[:6000] for k, v in params.items()}
 
 
-def start_run(cl, exp_id: str, run_name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+def log_params(cl, run_id: str, params: dict[str, str]) -> None:
+    """Every param, in log_batch calls of at most :data:`PARAM_BATCH`."""
     from mlflow.entities import Param
 
-    run = cl.create_run(exp_id, run_name=run_name, tags=tags)
     items = [Param(k, v) for k, v in sorted(params.items())]
     for i in range(0, len(items), PARAM_BATCH):
-        cl.log_batch(run.info.run_id, params=items[i:i + PARAM_BATCH])
+        cl.log_batch(run_id, params=items[i:i + PARAM_BATCH])
+
+
+def start_run(cl, exp_id: str, run_name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+    run = cl.create_run(exp_id, run_name=run_name, tags=tags)
+    log_params(cl, run.info.run_id, params)
     return run.info.run_id
 
 
@@ -103,14 +108,10 @@ def start_job_run(cl, exp_id: str, run_name: str, tags: dict[str, str],
     """:func:`start_run` that may be called again after a failure: a run with the same
     ``kerasyard.job_id`` and ``kerasyard.attempt`` tags is reused (its params logged again,
     same values), so retries never leave two runs."""
-    from mlflow.entities import Param
-
     run_id = find_run(cl, exp_id, tags["kerasyard.job_id"], int(tags["kerasyard.attempt"]))
     if run_id is None:
         return start_run(cl, exp_id, run_name, tags, params)
-    items = [Param(k, v) for k, v in sorted(params.items())]
-    for i in range(0, len(items), PARAM_BATCH):
-        cl.log_batch(run_id, params=items[i:i + PARAM_BATCH])
+    log_params(cl, run_id, params)
     return run_id
 
 
