@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
-from service.datasets import upload_info
+from service.uploads.datasets import upload_info
 from service.jobspec import DatasetInfo, JobSpec, Limits, TrainingPlan, validate_job
 from service.store.db import session_scope
 from service.store.models import Dataset

@@ -45,8 +45,8 @@ from typing import Any
 
 from service import validation as _validation
 from service.config import Settings
-from service.datasets import load_arrays
-from service.datasets import upload_content as uploaded_dataset
+from service.uploads.datasets import load_arrays
+from service.uploads.datasets import upload_content as uploaded_dataset
 from service.jobspec import JobSpec, TrainingPlan
 from service.lifecycle import (
     CANCEL,

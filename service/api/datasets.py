@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from service import datasets
+from service.uploads import datasets
 from service.api.body import int_arg
 from service.api.context import settings_of
 from service.errors import ApiError

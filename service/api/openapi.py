@@ -118,7 +118,7 @@ LIMIT = {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}
 CURSOR = _query("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
                 "next_cursor of the previous page (empty or left out: the first page); "
                 "any other string is a 400")
-# What service/datasets.py reads from an upload, short of parsing it: a UTF-8 CSV whose header
+# What service/uploads/datasets.py reads from an upload, short of parsing it: a UTF-8 CSV whose header
 # row names each column once, then at least 2 data rows (rows of blank cells do not count) with
 # as many fields as the header; at most 1000 columns. The text/csv schema's pattern says the
 # part a pattern can: three lines, each with a character that is not blank.

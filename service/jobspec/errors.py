@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+from service.jobspec.layers import LAYER_TYPES
+
 
 @dataclasses.dataclass
 class ErrorDetail:
@@ -37,9 +39,8 @@ class SpecError(Exception):
 
 
 # Discriminated unions: pydantic puts the tag in the path ("model.layers.0.dense.units").
-_UNION_TAGS = {"dense", "dropout", "batch_normalization", "activation", "synthetic", "sklearn",
-               "upload", "median", "asha"}
-_TAGGED_PARENTS = {"dataset", "early_stopping"}
+_UNION_TAGS = {*LAYER_TYPES, "synthetic", "sklearn", "upload", "median", "asha"}
+_TAGGED_PARENTS = {"dataset", "early_stopping", "layer"}
 # Plain unions: one error per member, the member in the path ("fit.steps_per_execution.int").
 _MEMBER = re.compile(r"^(?:int|float|bool|str|none)$|^(?:literal|list|dict|union)\[")
 
@@ -156,7 +157,9 @@ def _humanize(err: dict) -> ErrorDetail:
     if kind == "union_tag_invalid":
         tag = (err.get("ctx") or {}).get("tag")
         expected = (err.get("ctx") or {}).get("expected_tags")
-        return ErrorDetail(loc, f"{tag!r} is not a known type; expected one of: {expected}", tag)
+        choices = tuple(t.strip().strip("'") for t in str(expected).split(","))
+        return ErrorDetail(loc, f"{tag!r} is not a known type; expected one of: {expected}"
+                           f"{_suggest(tag, choices)}", tag)
     if kind == "union_tag_not_found":
         return ErrorDetail(loc, f"the discriminator field is missing: "
                                 f"{(err.get('ctx') or {}).get('discriminator')}")

@@ -11,12 +11,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-ACTIVATIONS = (
-    "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "silu", "swish",
-    "leaky_relu", "softplus", "softsign", "hard_sigmoid", "exponential", "relu6", "mish",
+from service.jobspec.base import ACTIVATIONS, Activation, StrictModel
+from service.jobspec.layers import (  # noqa: F401 (re-exported)
+    ActivationLayer,
+    BatchNormalizationLayer,
+    DenseLayer,
+    DropoutLayer,
+    Layer,
 )
+
 LOSSES = (
     "binary_crossentropy", "sparse_categorical_crossentropy", "categorical_crossentropy",
     "mse", "mae", "huber",
@@ -30,20 +35,14 @@ SYNTHETIC_SETS = ("classification", "regression", "circle", "xor", "gauss", "spi
 SKLEARN_SETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 GRADIENT_DESCENT = ("batch", "stochastic", "mini_batch")
 
-Activation = Literal[ACTIVATIONS]  # type: ignore[valid-type]
 Loss = Literal[LOSSES]  # type: ignore[valid-type]
 Metric = Literal[METRICS]  # type: ignore[valid-type]
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors; no coercion between booleans, strings and numbers."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # numpy's and Keras's seeds are unsigned 32-bit.
 SEED_MAX = 2**32 - 1
 MAX_LAYERS = 64
+MAX_RANK = 4  # dimensions of one sample (an image is 3: height, width, channels)
 MAX_TAGS = 50
 # MLflow's rules for tag keys (kerasyard logs them as "user.<key>"): word characters,
 # dashes, dots, spaces and slashes, as a relative path with no "." or ".." parts.
@@ -61,37 +60,24 @@ MAX_TAG_VALUE = 5000
 # --- model -----------------------------------------------------------------------------------
 
 
-class DenseLayer(StrictModel):
-    type: Literal["dense"]
-    units: int = Field(gt=0, description="Number of neurons.")
-    activation: Activation = "linear"
-    use_bias: bool = True
-
-
-class DropoutLayer(StrictModel):
-    type: Literal["dropout"]
-    rate: float = Field(ge=0.0, lt=1.0, description="Fraction of inputs dropped in training.")
-
-
-class BatchNormalizationLayer(StrictModel):
-    type: Literal["batch_normalization"]
-
-
-class ActivationLayer(StrictModel):
-    type: Literal["activation"]
-    activation: Activation
-
-
-Layer = Annotated[
-    DenseLayer | DropoutLayer | BatchNormalizationLayer | ActivationLayer,
-    Field(discriminator="type"),
-]
-
-
 class ModelSpec(StrictModel):
+    """The network: its ``layers`` (:mod:`.layers`), or an ``uploaded`` ``.keras`` model."""
+
     input_dim: int | None = Field(default=None, gt=0,
                                   description="Optional; must equal the dataset's feature count.")
-    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
+    input_shape: list[Annotated[int, Field(gt=0)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_RANK,
+        description="Optional; must equal the shape of one of the dataset's samples.")
+    layers: list[Layer] | None = Field(default=None, min_length=1, max_length=MAX_LAYERS)
+    uploaded: str | None = Field(default=None, min_length=1, max_length=64, description=(
+        "The id of a model uploaded to POST /api/v1/models, instead of layers."))
+
+    @model_validator(mode="after")
+    def _layers_or_uploaded(self) -> ModelSpec:
+        if (self.layers is None) == (self.uploaded is None):
+            raise ValueError("give the model's layers or the id of an uploaded model "
+                             "(uploaded), one of the two")
+        return self
 
 
 # --- compile ---------------------------------------------------------------------------------

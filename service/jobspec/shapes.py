@@ -17,6 +17,15 @@ class DatasetInfo:
     n_features: int
     task: Literal["classification", "regression"]
     n_classes: int | None = None  # None for regression
+    # One sample's shape; None: a table row, (n_features,). n_features is its size.
+    input_shape: tuple[int, ...] | None = None
+    x_dtype: str = "float32"  # "float32", or "int32" for token ids
+    x_max: int | None = None  # integer x: its largest value (an embedding's vocabulary)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One sample's shape."""
+        return self.input_shape or (self.n_features,)
 
 
 SKLEARN_SHAPES: dict[str, DatasetInfo] = {

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from service.api.openapi import CSV_PATTERN, document
-from service.datasets import CsvError, read_rows
+from service.uploads.datasets import CsvError, read_rows
 from service.errors import ApiError
 from service.jobspec import JobSpec, SpecError
 from service.jobspec.models import MAX_TAG_KEY, TAG_KEY_PATTERN
