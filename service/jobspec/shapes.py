@@ -41,6 +41,21 @@ PLAYGROUND_SETS = ("circle", "xor", "gauss", "spiral")
 UploadResolver = Callable[[str], DatasetInfo | None]
 
 
+@dataclasses.dataclass(frozen=True)
+class UploadedModel:
+    """An uploaded ``.keras`` model, as the door checks it: its layers as the spec's
+    ``model.layers`` would hold them (:mod:`service.jobspec.layers`), read from its
+    ``config.json`` without TensorFlow, and the shape and dtype of one input sample."""
+
+    layers: list
+    input_shape: tuple[int, ...]
+    input_dtype: str = "float32"
+
+
+# An uploaded model's id -> the model, or None when there is no such upload.
+ModelResolver = Callable[[str], UploadedModel | None]
+
+
 def synthetic_defaults(ds: SyntheticDataset) -> tuple[int, int | None]:
     """(n_features, n_classes) after defaults; n_classes is None for regression sets."""
     if ds.name in PLAYGROUND_SETS:
