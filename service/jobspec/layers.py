@@ -62,7 +62,7 @@ class BatchNormalizationLayer(LayerBase):
 
 class LayerNormalizationLayer(LayerBase):
     type: Literal["layer_normalization"]
-    epsilon: float = Field(default=0.001, gt=0.0)
+    epsilon: float = Field(default=0.001, gt=0.0, description="Added to the variance.")
 
 
 class ActivationLayer(LayerBase):
@@ -89,6 +89,10 @@ class EmbeddingLayer(LayerBase):
 # --- convolution and pooling ----------------------------------------------------------------------
 
 Padding = Literal["valid", "same"]
+PADDING = ("'valid': no padding, the output shrinks by kernel_size - 1; 'same': zeros around "
+           "the input, the output is input / strides (rounded up).")
+KERNEL = "One number for every axis, or one per axis."
+STRIDES = "The step between windows: one number, or one per axis."
 Size = Annotated[int, Field(gt=0)]
 
 
@@ -102,15 +106,15 @@ def _sizes(rank: int, value, field: str):
 
 class _Conv(LayerBase):
     filters: int = Field(gt=0, description="Number of output channels.")
-    activation: Activation = "linear"
-    use_bias: bool = True
-    padding: Padding = "valid"
+    activation: Activation = Field(default="linear", description="Applied to the output.")
+    use_bias: bool = Field(default=True, description="Whether the layer adds a bias.")
+    padding: Padding = Field(default="valid", description=PADDING)
 
 
 class Conv1DLayer(_Conv):
     type: Literal["conv1d"]
-    kernel_size: Size | list[Size]
-    strides: Size | list[Size] = 1
+    kernel_size: Size | list[Size] = Field(description="The window's size. " + KERNEL)
+    strides: Size | list[Size] = Field(default=1, description=STRIDES)
 
     @field_validator("kernel_size", "strides")
     @classmethod
@@ -120,8 +124,8 @@ class Conv1DLayer(_Conv):
 
 class Conv2DLayer(_Conv):
     type: Literal["conv2d"]
-    kernel_size: Size | list[Size]
-    strides: Size | list[Size] = 1
+    kernel_size: Size | list[Size] = Field(description="The window's size. " + KERNEL)
+    strides: Size | list[Size] = Field(default=1, description=STRIDES)
 
     @field_validator("kernel_size", "strides")
     @classmethod
@@ -130,9 +134,9 @@ class Conv2DLayer(_Conv):
 
 
 class _Pool1D(LayerBase):
-    pool_size: Size | list[Size] = 2
+    pool_size: Size | list[Size] = Field(default=2, description="The window's size. " + KERNEL)
     strides: Size | list[Size] | None = Field(default=None, description="Default: pool_size.")
-    padding: Padding = "valid"
+    padding: Padding = Field(default="valid", description=PADDING)
 
     @field_validator("pool_size", "strides")
     @classmethod
@@ -141,9 +145,9 @@ class _Pool1D(LayerBase):
 
 
 class _Pool2D(LayerBase):
-    pool_size: Size | list[Size] = 2
+    pool_size: Size | list[Size] = Field(default=2, description="The window's size. " + KERNEL)
     strides: Size | list[Size] | None = Field(default=None, description="Default: pool_size.")
-    padding: Padding = "valid"
+    padding: Padding = Field(default="valid", description=PADDING)
 
     @field_validator("pool_size", "strides")
     @classmethod
@@ -185,21 +189,21 @@ class GlobalMaxPooling2DLayer(LayerBase):
 
 class SpatialDropout1DLayer(LayerBase):
     type: Literal["spatial_dropout1d"]
-    rate: float = Field(ge=0.0, lt=1.0)
+    rate: float = Field(ge=0.0, lt=1.0, description="Fraction of channels dropped in training.")
 
 
 class SpatialDropout2DLayer(LayerBase):
     type: Literal["spatial_dropout2d"]
-    rate: float = Field(ge=0.0, lt=1.0)
+    rate: float = Field(ge=0.0, lt=1.0, description="Fraction of channels dropped in training.")
 
 
 # --- recurrent ------------------------------------------------------------------------------------
 
 
 class _Recurrent(StrictModel):
-    units: int = Field(gt=0)
-    activation: Activation = "tanh"
-    use_bias: bool = True
+    units: int = Field(gt=0, description="Size of the state (and of the output).")
+    activation: Activation = Field(default="tanh", description="Of the state.")
+    use_bias: bool = Field(default=True, description="Whether the layer adds biases.")
     return_sequences: bool = Field(default=False, description="Output every timestep "
                                    "(for another recurrent layer), not only the last.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Of the inputs.")
@@ -211,12 +215,14 @@ class SimpleRNNCell(_Recurrent):
 
 class LSTMCell(_Recurrent):
     type: Literal["lstm"]
-    recurrent_activation: RECURRENT_ACTIVATIONS = "sigmoid"
+    recurrent_activation: RECURRENT_ACTIVATIONS = Field(default="sigmoid",
+                                                         description="Of the gates.")
 
 
 class GRUCell(_Recurrent):
     type: Literal["gru"]
-    recurrent_activation: RECURRENT_ACTIVATIONS = "sigmoid"
+    recurrent_activation: RECURRENT_ACTIVATIONS = Field(default="sigmoid",
+                                                         description="Of the gates.")
 
 
 # A recurrent layer inside ``bidirectional`` (no name or inputs of its own).
@@ -238,7 +244,8 @@ class GRULayer(LayerBase, GRUCell):
 class BidirectionalLayer(LayerBase):
     type: Literal["bidirectional"]
     layer: RecurrentSpec = Field(description="The recurrent layer run forwards and backwards.")
-    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+    merge_mode: Literal["concat", "sum", "mul", "ave"] = Field(
+        default="concat", description="How the two directions' outputs are joined.")
 
 
 # --- merge ----------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from service.jobspec.base import ACTIVATIONS, Activation, StrictModel
+from service.jobspec.base import ACTIVATIONS, Activation, StrictModel  # noqa: F401 (re-exported)
 from service.jobspec.layers import (  # noqa: F401 (re-exported)
     ActivationLayer,
     BatchNormalizationLayer,
