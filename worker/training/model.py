@@ -39,10 +39,13 @@ def layer_name(layer, index: int) -> str:
 
 def make_layer(layer, name: str | None = None):
     """``keras.layers.<Class>(**fields)`` for one spec layer (``bidirectional`` wraps the
-    recurrent layer its ``layer`` field describes)."""
+    recurrent layer its ``layer`` field describes; ``concatenate``'s ``axis`` counts a
+    sample's axes, Keras's the batch's too)."""
     fields = layer.model_dump(exclude={"type", "name", "inputs"})
     if layer.type == "bidirectional":
         fields["layer"] = make_layer(layer.layer)
+    if layer.type == "concatenate" and fields["axis"] >= 0:
+        fields["axis"] += 1
     if "target_shape" in fields:
         fields["target_shape"] = tuple(fields["target_shape"])
     return keras_class(layer.type)(**fields, **({"name": name} if name else {}))
@@ -54,10 +57,10 @@ def is_graph(layers: list) -> bool:
 
 
 def input_dtype(layers: list | None) -> str:
-    """``int32`` when an embedding reads the model's input (token ids), else ``float32``."""
-    readers = [layer for i, layer in enumerate(layers or [])
-               if (INPUT in layer.inputs if layer.inputs else i == 0)]
-    return "int32" if any(layer.type == "embedding" for layer in readers) else "float32"
+    """``int32`` when the model has an embedding (it reads the input's token ids, perhaps
+    through reshape or flatten: :func:`service.jobspec.graph.infer` allows nothing else),
+    else ``float32``."""
+    return "int32" if any(layer.type == "embedding" for layer in layers or []) else "float32"
 
 
 def model_input_dtype(spec: S.JobSpec, plan: S.TrainingPlan) -> str:
@@ -80,36 +83,45 @@ def build_model(spec: S.JobSpec, plan: S.TrainingPlan, uploaded=None):
             the job's model as it is. Required when ``spec.model.uploaded`` is set.
 
     Returns:
-        ``keras.Sequential`` for a stack, ``keras.Model`` for a graph, or ``uploaded``.
+        :func:`build_layers`'s model, or ``uploaded``.
 
     Raises:
         ValueError: ``spec.model.uploaded`` is set and no loaded model was handed in.
     """
-    import keras
-
     if uploaded is not None:
         return uploaded
     if spec.model.layers is None:
         raise ValueError(f"model.uploaded {spec.model.uploaded!r}: load the uploaded model "
                          "(worker.training.uploaded) and pass it to build_model(uploaded=...)")
-    model_name = "".join(c if c.isalnum() else "_" for c in spec.name)
-    layers, shape = spec.model.layers, _input_shape(plan)
-    dtype = model_input_dtype(spec, plan)
+    return build_layers(spec.model.layers, _input_shape(plan), model_input_dtype(spec, plan),
+                        "".join(c if c.isalnum() else "_" for c in spec.name))
+
+
+def build_layers(layers: list, input_shape, dtype: str = "float32", name: str | None = None):
+    """A Keras model of spec ``layers`` (:mod:`service.jobspec.layers`) on inputs of one
+    sample's ``input_shape`` and ``dtype``: a ``keras.Sequential`` stack when no layer has a
+    ``name`` or ``inputs`` (its input layer named ``features``), else a functional
+    ``keras.Model`` (its input named ``input``; a layer takes the layers its ``inputs`` name,
+    by default the one before it; the last layer is the output). Each Keras layer is named
+    as the spec names it, else ``<type>_<index>``."""
+    import keras
+
+    shape = tuple(input_shape)
     if not is_graph(layers):
         return keras.Sequential(
             [keras.Input(shape=shape, dtype=dtype, name=SEQUENTIAL_INPUT)]
             + [make_layer(layer, layer_name(layer, i)) for i, layer in enumerate(layers)],
-            name=model_name)
+            name=name)
     inp = keras.Input(shape=shape, dtype=dtype, name=INPUT)
     outputs: dict[str, object] = {INPUT: inp}
     last = INPUT
     for i, layer in enumerate(layers):
-        name = layer_name(layer, i)
+        lname = layer_name(layer, i)
         taken = [outputs[src] for src in (layer.inputs or [last])]
-        outputs[name] = make_layer(layer, name)(taken if layer.type in MERGE_TYPES
-                                                else taken[0])
-        last = name
-    return keras.Model(inp, outputs[last], name=model_name)
+        outputs[lname] = make_layer(layer, lname)(taken if layer.type in MERGE_TYPES
+                                                  else taken[0])
+        last = lname
+    return keras.Model(inp, outputs[last], name=name)
 
 
 def make_optimizer(opt: S.OptimizerSpec):
