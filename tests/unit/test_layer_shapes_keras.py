@@ -296,12 +296,13 @@ def _check(layers_d: list[dict], input_shape, x_dtype, x_max) -> list[str]:
     if errors:
         return [f"infer refused a valid architecture: {[e.message for e in errors]}"]
     try:
-        model = M.build_layers(layers, input_shape, M.input_dtype(layers))
+        model = M.build_layers(layers, input_shape, info.input_dtype)
     except Exception as exc:  # noqa: BLE001 - reported with the architecture
         return [f"keras cannot build it: {type(exc).__name__}: {str(exc)[:300]}"]
     problems = []
-    if M.input_dtype(layers) != info.input_dtype or model.inputs[0].dtype != info.input_dtype:
-        problems.append(f"input dtype: keras {model.inputs[0].dtype}, infer {info.input_dtype}")
+    if model.inputs[0].dtype != x_dtype or info.input_dtype != x_dtype:
+        problems.append(f"input dtype: keras {model.inputs[0].dtype}, infer {info.input_dtype},"
+                        f" the data {x_dtype}")
     if info.sequential != isinstance(model, keras.Sequential):
         problems.append(f"sequential: infer {info.sequential}, keras {type(model).__name__}")
     for li in info.layers:
@@ -369,4 +370,4 @@ def test_infer_refuses_what_keras_cannot_build(layers_d, input_shape, x_dtype):
     info, errors = infer(layers, input_shape, x_dtype)
     assert info is None and errors
     with pytest.raises(Exception):  # noqa: B017 - Keras raises ValueError or TypeError
-        M.build_layers(layers, input_shape, M.input_dtype(layers))
+        M.build_layers(layers, input_shape, x_dtype)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import numpy as np
 
 from service import jobspec as S
-from worker.training.model import model_input_dtype
 
 
 @dataclasses.dataclass
@@ -112,7 +111,7 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
 
     ``x`` is int32 when an embedding reads the model's input (token ids: scikit-learn's
     digits unstandardized, an uploaded array of integers), float32 otherwise
-    (:func:`~.model.model_input_dtype`).
+    (``plan.input_dtype``).
 
     The rows are shuffled before the split because scikit-learn's sets are sorted by class:
     Keras's own validation_split takes the last rows, which for iris is all one class.
@@ -149,9 +148,8 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
     if plan.task == "classification" and class_names is None:
         class_names = [str(i) for i in range(plan.n_classes or 2)]
     # Token ids (an embedding reads the input) go in as int32, anything else as float32.
-    x_dtype = model_input_dtype(spec, plan)
-    return Data(x_train.astype(x_dtype), y_train, None if x_val is None else
-                x_val.astype(x_dtype), y_val, plan.task, class_names, digest(x, y))
+    return Data(x_train.astype(plan.input_dtype), y_train, None if x_val is None else
+                x_val.astype(plan.input_dtype), y_val, plan.task, class_names, digest(x, y))
 
 
 def epoch_orders(n: int, seed: int, shuffle: bool = True):

@@ -56,21 +56,8 @@ def is_graph(layers: list) -> bool:
     return any(layer.name is not None or layer.inputs is not None for layer in layers)
 
 
-def input_dtype(layers: list | None) -> str:
-    """``int32`` when the model has an embedding (it reads the input's token ids, perhaps
-    through reshape or flatten: :func:`service.jobspec.graph.infer` allows nothing else),
-    else ``float32``."""
-    return "int32" if any(layer.type == "embedding" for layer in layers or []) else "float32"
-
-
-def model_input_dtype(spec: S.JobSpec, plan: S.TrainingPlan) -> str:
-    """The dtype the model's input takes (and the dataset's x is handed in): the plan's when
-    it says (an uploaded model), else :func:`input_dtype` of the spec's layers."""
-    return getattr(plan, "input_dtype", None) or input_dtype(spec.model.layers)
-
-
 def _input_shape(plan: S.TrainingPlan) -> tuple[int, ...]:
-    return tuple(getattr(plan, "input_shape", None) or (plan.input_dim,))
+    return tuple(plan.input_shape or (plan.input_dim,))
 
 
 def build_model(spec: S.JobSpec, plan: S.TrainingPlan, uploaded=None):
@@ -78,7 +65,8 @@ def build_model(spec: S.JobSpec, plan: S.TrainingPlan, uploaded=None):
 
     Args:
         spec: The validated job spec.
-        plan: Its plan (the input shape).
+        plan: Its plan: the input's shape and dtype (``int32`` when an embedding reads the
+            token ids, :func:`service.jobspec.graph.infer`).
         uploaded: An uploaded model already loaded (:mod:`worker.training.uploaded`); it is
             the job's model as it is. Required when ``spec.model.uploaded`` is set.
 
@@ -93,7 +81,7 @@ def build_model(spec: S.JobSpec, plan: S.TrainingPlan, uploaded=None):
     if spec.model.layers is None:
         raise ValueError(f"model.uploaded {spec.model.uploaded!r}: load the uploaded model "
                          "(worker.training.uploaded) and pass it to build_model(uploaded=...)")
-    return build_layers(spec.model.layers, _input_shape(plan), model_input_dtype(spec, plan),
+    return build_layers(spec.model.layers, _input_shape(plan), plan.input_dtype,
                         "".join(c if c.isalnum() else "_" for c in spec.name))
 
 
