@@ -38,13 +38,15 @@ def _at_most(sizes: tuple[int, ...]) -> str:
 
 def _reshape_hint(shape: Shape, rank: int) -> str:
     """A target_shape that gives ``shape`` ``rank`` + 1 axes (the last the channels)."""
-    size = math.prod(shape)
-    if rank == 2 and len(shape) == 1 and math.isqrt(size) ** 2 == size:
-        side = math.isqrt(size)
-        return f"[{side}, {side}, 1]"
     if len(shape) == rank:
         return str([*shape, 1])
-    return "[" + ", ".join(["…"] * rank) + ", channels]" if rank == 2 else f"[{size}, 1]"
+    if len(shape) > rank:
+        return str([*shape[:rank], -1])
+    size = math.prod(shape)  # a flat input to a 2-D layer
+    side = math.isqrt(size)
+    if side * side == size:
+        return f"[{side}, {side}, 1]"
+    return f"[height, width, 1] where height × width = {size}"
 
 
 def _need_rank(layer, shape: Shape, rank: int, what: str, fix: str) -> None:
