@@ -9,6 +9,7 @@ from typing import Any
 from service.config import Settings
 from service.uploads.datasets import upload_info
 from service.jobspec import DatasetInfo, JobSpec, Limits, TrainingPlan, validate_job
+from service.jobspec.shapes import ModelResolver
 from service.store.db import session_scope
 from service.store.models import Dataset
 
@@ -57,12 +58,15 @@ def resolver(settings: Settings, data: Any) -> Callable[[str], DatasetInfo | Non
     return resolve
 
 
-def validate(settings: Settings, data: Any) -> tuple[JobSpec, TrainingPlan]:
+def validate(settings: Settings, data: Any,
+             resolve_model: ModelResolver | None = None) -> tuple[JobSpec, TrainingPlan]:
     """Field validation and the cross-field rules of a job spec, under this deployment's caps.
 
     Args:
         settings: the caps (:func:`limits`) and the database uploads are looked up in.
         data: the spec as the request gave it (any JSON value).
+        resolve_model: looks up the uploaded model a spec's ``model.uploaded`` names (None:
+            such a spec is refused at ``model.uploaded``).
 
     Returns:
         The validated spec, every default filled in, and its
@@ -72,4 +76,4 @@ def validate(settings: Settings, data: Any) -> tuple[JobSpec, TrainingPlan]:
         SpecError: naming every offending field (the API answers 422 invalid_spec), also
             when the spec names an upload that does not exist.
     """
-    return validate_job(data, limits(settings), resolver(settings, data))
+    return validate_job(data, limits(settings), resolver(settings, data), resolve_model)
