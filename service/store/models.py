@@ -204,7 +204,7 @@ class KerasModel(Base):
     keras_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     input_shape: Mapped[list] = mapped_column(JSONType)
     input_dtype: Mapped[str] = mapped_column(String(16))
-    # The parameters the door's graph counts; None where it was not counted.
+    # Its parameters as the door's graph (service.jobspec.graph) counts them.
     n_params: Mapped[int | None] = mapped_column(Integer, nullable=True)
     layers: Mapped[list] = mapped_column(JSONType)
     content: Mapped[bytes] = mapped_column(LargeBinary)

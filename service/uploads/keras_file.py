@@ -28,6 +28,7 @@ import zipfile
 import zlib
 from typing import Any
 
+from service.jobspec.graph import infer
 from service.jobspec.shapes import UploadedModel
 from service.uploads.keras_layers import ModelError, convert_model, layers_from_json
 
@@ -63,10 +64,12 @@ def _refuse(loc: str, msg: str) -> KerasFileError:
 class KerasFile:
     """What :func:`read_keras_file` read: the model as kerasyard checks it
     (:attr:`model`, an :class:`~service.jobspec.shapes.UploadedModel`), its layer specs as
-    JSON (:attr:`layers_json`, what is stored) and the Keras version that saved it."""
+    JSON (:attr:`layers_json`, what is stored), its parameters as the door's graph counts them
+    (:attr:`n_params`) and the Keras version that saved it."""
 
-    def __init__(self, model: UploadedModel, keras_version: str | None):
+    def __init__(self, model: UploadedModel, n_params: int, keras_version: str | None):
         self.model = model
+        self.n_params = n_params
         self.keras_version = keras_version
         self.layers_json = [layer.model_dump(mode="json", exclude_none=True)
                             for layer in model.layers]
@@ -270,7 +273,8 @@ def read_keras_file(content: bytes, max_bytes: int) -> KerasFile:
         max_bytes: the most it may unpack to (KERASYARD_MAX_UPLOAD_BYTES).
 
     Returns:
-        KerasFile: the model as kerasyard's layer specs, its input's shape and dtype.
+        KerasFile: the model as kerasyard's layer specs, its input's shape and dtype, its
+        parameters as the door's graph counts them.
 
     Raises:
         KerasFileError: the file is refused; its details say where and why, and the fix.
@@ -287,4 +291,8 @@ def read_keras_file(content: bytes, max_bytes: int) -> KerasFile:
         model = convert_model(config)
     except ModelError as exc:
         raise KerasFileError(exc.details[:20]) from None
-    return KerasFile(model, _keras_version(metadata))
+    graph, errors = infer(model.layers, model.input_shape, model.input_dtype)
+    if graph is None:  # Keras built it, so this is a case kerasyard's arithmetic does not cover
+        raise KerasFileError([{"loc": e.loc, "msg": f"kerasyard's checks cannot work the "
+                               f"model out: {e.msg}"} for e in errors[:20]])
+    return KerasFile(model, graph.total_params, _keras_version(metadata))

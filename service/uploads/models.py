@@ -1,6 +1,7 @@
 """The commands behind /api/v1/models: store an uploaded ``.keras`` model once
-:mod:`.keras_file` accepted it, list and show the models, and hand them to the door's checks
-(:func:`model_resolver`) and to the worker (:func:`model_content`).
+:mod:`.keras_file` accepted it, list and show the models, and hand one to the worker
+(:func:`model_content`); the door's checks look models up with
+:func:`service.validation.model_resolver`.
 
 A refused upload stores nothing. An uploaded model's weights are the starting weights of every
 job that trains it (the job's seed does not re-initialise them).
@@ -10,8 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-from service.jobspec.shapes import ModelResolver, UploadedModel
-from service.uploads.keras_file import KerasFileError, layers_from_json, read_keras_file
+from service.uploads.keras_file import KerasFileError, read_keras_file
 
 WEIGHTS_NOTE = ("the uploaded weights are the starting weights of every job that trains this "
                 "model; the job's dataset, compile and fit come from its spec")
@@ -66,7 +66,8 @@ def store_model(settings, content: bytes, name: str | None, filename: str | None
                          size_bytes=len(content), sha256=hashlib.sha256(content).hexdigest(),
                          keras_version=keras_file.keras_version,
                          input_shape=list(model.input_shape), input_dtype=model.input_dtype,
-                         n_params=None, layers=keras_file.layers_json, content=content)
+                         n_params=keras_file.n_params, layers=keras_file.layers_json,
+                         content=content)
         s.add(row)
         s.flush()
         return serialize_model(row)
@@ -96,34 +97,6 @@ def list_models(settings, limit: int) -> dict:
                          .order_by(KerasModel.created_at.desc(), KerasModel.id.desc())
                          .limit(limit)).all()
         return {"models": [serialize_model(r, with_layers=False) for r in rows]}
-
-
-def model_resolver(settings) -> ModelResolver:
-    """Looks an uploaded model up by id, for the door's checks of ``model.uploaded``.
-
-    Args:
-        settings (Settings): Where the database is.
-
-    Returns:
-        ModelResolver: A function of a model id that opens a session when called and returns
-        the model's :class:`~service.jobspec.shapes.UploadedModel` (its stored layer specs, its
-        input's shape and dtype), or None when no model has that id.
-    """
-    from sqlalchemy.orm import defer
-
-    from service.store.db import session_scope
-    from service.store.models import KerasModel
-
-    def resolve(model_id: str) -> UploadedModel | None:
-        with session_scope(settings.database_url) as s:
-            row = s.get(KerasModel, model_id, options=[defer(KerasModel.content)])
-            if row is None:
-                return None
-            return UploadedModel(layers=layers_from_json(row.layers),
-                                 input_shape=tuple(row.input_shape),
-                                 input_dtype=row.input_dtype)
-
-    return resolve
 
 
 def model_content(settings, model_id: str) -> tuple[str, bytes] | None:
