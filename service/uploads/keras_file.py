@@ -269,8 +269,8 @@ def read_keras_file(content: bytes, max_bytes: int) -> KerasFile:
     """Check an uploaded ``.keras`` file and read its model, without TensorFlow.
 
     Args:
-        content: the file's bytes.
-        max_bytes: the most it may unpack to (KERASYARD_MAX_UPLOAD_BYTES).
+        content (bytes): The file's bytes.
+        max_bytes (int): The most it may unpack to (KERASYARD_MAX_UPLOAD_BYTES).
 
     Returns:
         KerasFile: the model as kerasyard's layer specs, its input's shape and dtype, its
