@@ -7,8 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
+from service.jobspec import (
+    DatasetInfo,
+    ErrorDetail,
+    JobSpec,
+    Limits,
+    SpecError,
+    TrainingPlan,
+    validate_job,
+)
 from service.uploads.datasets import upload_info
-from service.jobspec import DatasetInfo, JobSpec, Limits, TrainingPlan, validate_job
+from service.uploads.npz import npz_info
 from service.store.db import session_scope
 from service.store.models import Dataset
 
@@ -51,10 +60,23 @@ def resolver(settings: Settings, data: Any) -> Callable[[str], DatasetInfo | Non
             row = s.get(Dataset, dataset_id)
             if row is None:
                 return None
+            if row.format == "npz":
+                return _npz_info(row.profile, ds)
             return upload_info(row.columns, row.n_rows, ds.get("target", "target"),
                                ds.get("task"))
 
     return resolve
+
+
+def _npz_info(profile: dict, ds: dict) -> DatasetInfo:
+    """An .npz's arrays are x and y: ``dataset.target`` is left out or ``"y"``; ``task``
+    may override what y's dtype says (integer: classification, float: regression)."""
+    target = ds.get("target")
+    if target is not None and target != "y":
+        raise SpecError([ErrorDetail("dataset.target", f"an .npz upload trains on its arrays x "
+                                     f"and y; target {str(target)[:60]!r} is not one of them: "
+                                     "leave target out (or write \"y\")", target)])
+    return npz_info(profile, ds.get("task"))
 
 
 def validate(settings: Settings, data: Any) -> tuple[JobSpec, TrainingPlan]:

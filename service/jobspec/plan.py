@@ -51,6 +51,9 @@ class TrainingPlan:
     output_units: int
     output_activation: str
     memory_mb: float = 0.0  # the estimated peak (service.jobspec.memory)
+    # The worker streams the dataset from memory-mapped files instead of holding it
+    # (service.jobspec.memory.streams): an uploaded .npz larger than the budget allows.
+    streamed: bool = False
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
