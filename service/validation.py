@@ -16,10 +16,10 @@ from service.jobspec import (
     TrainingPlan,
     validate_job,
 )
-from service.uploads.datasets import upload_info
-from service.uploads.npz import npz_info
 from service.store.db import session_scope
 from service.store.models import Dataset
+from service.uploads.datasets import upload_info
+from service.uploads.npz import npz_info
 
 
 def limits(settings: Settings) -> Limits:

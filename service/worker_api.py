@@ -29,7 +29,8 @@ Groups:
   ``worker.advance_sweep`` task's work), :func:`report_data` (:class:`ReportData`,
   :class:`Trial`, :func:`job_objective`) and :func:`save_report`.
 - **Data**: :func:`validate` (a job spec, the same checks as at submission),
-  :func:`uploaded_dataset` and :func:`load_arrays` (an uploaded CSV as arrays).
+  :func:`uploaded_dataset` (an upload's bytes, format and profile, an
+  :class:`Upload`) and :func:`load_arrays` (an uploaded CSV as arrays).
 - **The worker's presence** in the ``workers`` table (/health): :func:`publish_worker`,
   :func:`withdraw_worker`, every :data:`WORKER_HEARTBEAT_S`.
 - **Processes**: :func:`dispose_connections` in a forked child.
@@ -45,8 +46,6 @@ from typing import Any
 
 from service import validation as _validation
 from service.config import Settings
-from service.uploads.datasets import load_arrays
-from service.uploads.datasets import upload_content as uploaded_dataset
 from service.jobspec import JobSpec, TrainingPlan
 from service.lifecycle import (
     CANCEL,
@@ -89,6 +88,8 @@ from service.sweeps.hooks import (
 from service.sweeps.hooks import advance as advance_sweep
 from service.sweeps.studies import dispose_storages
 from service.sweeps.trials import Trial, TrialJob, job_objective
+from service.uploads.datasets import Upload, load_arrays
+from service.uploads.datasets import upload_content as uploaded_dataset
 from service.workers import HEARTBEAT_S as WORKER_HEARTBEAT_S
 from service.workers import publish as publish_worker
 from service.workers import withdraw as withdraw_worker
@@ -106,7 +107,7 @@ __all__ = [
     "trial_context", "parent_run", "adopt_parent_run", "pruner", "advance_sweep",
     "report_data", "save_report", "job_objective",
     # data
-    "validate", "uploaded_dataset", "load_arrays",
+    "validate", "uploaded_dataset", "load_arrays", "Upload",
     # presence and processes
     "WORKER_HEARTBEAT_S", "publish_worker", "withdraw_worker", "dispose_connections",
 ]

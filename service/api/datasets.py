@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from service.uploads import datasets
 from service.api.body import int_arg
 from service.api.context import settings_of
 from service.errors import ApiError
+from service.uploads import datasets
 
 bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 

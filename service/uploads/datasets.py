@@ -1,4 +1,5 @@
-"""Uploaded datasets (CSV here, .npz in :mod:`.npz`): parsing, column profile, and the shape a job spec checks against.
+"""Uploaded datasets (CSV here; .npz in :mod:`.npz`): parsing, column profile, and the shape a
+job spec checks against.
 
 Pure Python (csv module), so the API image needs neither pandas nor TensorFlow.
 """

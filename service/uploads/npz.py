@@ -24,7 +24,6 @@ import numpy as np
 
 from service.jobspec import DatasetInfo, ErrorDetail, SpecError
 from service.jobspec.models import MAX_RANK
-from service.uploads.datasets import MAX_CLASSES
 
 MAGIC = b"PK\x03\x04"
 CONTENT_TYPE = "application/x-npz"
@@ -32,6 +31,8 @@ ARRAYS = ("x", "y")
 # The arrays, decompressed, may take at most this many times KERASYARD_MAX_UPLOAD_BYTES.
 EXPANSION = 8
 CHUNK_BYTES = 4 * 1024 * 1024
+# Most classes of an integer y (as of a CSV target: service.uploads.datasets.MAX_CLASSES).
+MAX_CLASSES = 50
 # Distinct y values remembered (CSV's profile does the same): more makes n_unique None.
 MAX_UNIQUE = 1000
 INT32_MAX = 2 ** 31 - 1
