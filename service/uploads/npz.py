@@ -113,6 +113,10 @@ def _header(f, name: str, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dt
         raise NpzError(f"array {name!r} has dtype {what}; only integer or float arrays are "
                        f"accepted (no bool, complex, string, object or structured): {fix}",
                        name, str(dtype))
+    nbytes = math.prod(int(d) for d in shape) * dtype.itemsize
+    if nbytes > info.file_size:
+        raise NpzError(f"array {name!r}'s header declares {nbytes:,} bytes of data but the "
+                       f"member holds {info.file_size:,}; {SAVE_HINT}", name)
     return tuple(int(d) for d in shape), dtype, bool(fortran)
 
 
@@ -167,9 +171,6 @@ class _Stats:
 def _scan(f, name: str, shape, dtype: np.dtype, fortran: bool, info) -> _Stats:
     """Read one array's data in chunks, never more than its header declares."""
     count = math.prod(shape)
-    if count * dtype.itemsize > info.file_size:
-        raise NpzError(f"array {name!r}'s header declares {count * dtype.itemsize:,} bytes of "
-                       f"data but the member holds {info.file_size:,}; {SAVE_HINT}", name)
     stats = _Stats(track_unique=(name == "y"))
     per_chunk = max(1, CHUNK_BYTES // dtype.itemsize)
     done = 0

@@ -70,10 +70,20 @@ def _fit_streamed(model, x, y, batch_size, epochs, seed, shuffle, validation, ca
     (:class:`~.streaming.StreamedRows`, gathered from a memory map batch by batch): the
     batches the in-memory path trains on; the validation set is evaluated in batches of
     ``batch_size``, never held whole."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        """The validation set's batches by number: the same ones every epoch however far
+        Keras's input pipeline reads ahead."""
+
+        def __len__(self):
+            return -(-len(validation[0]) // batch_size)
+
+        def __getitem__(self, i):
+            return tuple(part[i * batch_size:(i + 1) * batch_size] for part in validation)
+
     steps = -(-len(x) // batch_size)
-    val_steps = None if validation is None else -(-len(validation[0]) // batch_size)
     return model.fit(
         D.epoch_batches(x, y, batch_size, seed, shuffle), steps_per_epoch=steps, epochs=epochs,
-        validation_data=None if validation is None else D.epoch_batches(
-            *validation, batch_size, 0, shuffle=False),
-        validation_steps=val_steps, callbacks=list(callbacks), verbose=0, shuffle=False).history
+        validation_data=None if validation is None else Batches(),
+        callbacks=list(callbacks), verbose=0, shuffle=False).history
