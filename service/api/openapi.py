@@ -119,9 +119,9 @@ CURSOR = _query("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
                 "next_cursor of the previous page (empty or left out: the first page); "
                 "any other string is a 400")
 # What service/uploads/datasets.py reads from an upload, short of parsing it: a UTF-8 CSV whose
-# header row names each column once, then at least 2 data rows (rows of blank cells do not count) with
-# as many fields as the header; at most 1000 columns. The text/csv schema's pattern says the
-# part a pattern can: three lines, each with a character that is not blank.
+# header row names each column once, then at least 2 data rows (rows of blank cells do not
+# count) with as many fields as the header; at most 1000 columns. The text/csv schema's pattern
+# says the part a pattern can: three lines, each with a character that is not blank.
 CSV_RULES = ("a UTF-8 CSV: a header row naming each column once, then at least 2 data rows "
              "(blank rows are skipped) with as many fields as the header, at most 1000 columns "
              "and KERASYARD_MAX_UPLOAD_BYTES bytes; 422 invalid_dataset otherwise")

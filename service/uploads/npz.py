@@ -196,7 +196,20 @@ def _scan(f, name: str, shape, dtype: np.dtype, fortran: bool, info) -> _Stats:
     return stats
 
 
+FLOAT32_MAX = float(np.finfo("float32").max)
+
+
+def _float32_range(name: str, dtype: np.dtype, st: _Stats) -> None:
+    """Float arrays are trained as float32: a larger magnitude would become infinity."""
+    if dtype.kind == "f" and st.lo is not None and max(-st.lo, st.hi) > FLOAT32_MAX:
+        worst = st.lo if -st.lo > st.hi else st.hi
+        raise NpzError(f"array {name!r} has the value {worst:g}, beyond float32's range "
+                       f"(±{FLOAT32_MAX:.4g}), and is trained as float32; rescale it (e.g. "
+                       "divide by its largest magnitude)", name, worst)
+
+
 def _x_profile(shape, dtype: np.dtype, st: _Stats) -> dict:
+    _float32_range("x", dtype, st)
     if dtype.kind in "iu" and (st.lo < 0 or st.hi > INT32_MAX):
         raise NpzError(f"x is integer ({dtype}) with values from {st.lo} to {st.hi}; integer x "
                        f"is read as token ids, 0 to {INT32_MAX}: store numeric features as "
@@ -205,6 +218,7 @@ def _x_profile(shape, dtype: np.dtype, st: _Stats) -> dict:
 
 
 def _y_profile(dtype: np.dtype, st: _Stats) -> dict:
+    _float32_range("y", dtype, st)
     unique = None if st.unique is None else sorted(st.unique)
     out = {"dtype": str(dtype), "n_unique": None if unique is None else len(unique),
            "min": st.lo, "max": st.hi}

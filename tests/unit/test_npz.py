@@ -113,6 +113,8 @@ def test_missing_and_extra_arrays(arrays, words):
     (np.zeros((3, 2)), np.array([True, False, True]), "y", ["dtype bool", "int32"]),
     (np.array([[1], [-2]]), np.zeros(2), "x", ["token ids", "-2"]),
     (np.array([[1], [2 ** 40]]), np.zeros(2), "x", ["token ids"]),
+    (np.array([[1.0], [-1e300]]), np.zeros(2), "x", ["-1e+300", "float32's range"]),
+    (np.zeros((2, 1)), np.array([0.0, 1e39]), "y", ["1e+39", "rescale"]),
 ])
 def test_wrong_shapes_and_dtypes(x, y, loc, words):
     err = refused(npz(x=x, y=y))
