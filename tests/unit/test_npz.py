@@ -194,3 +194,20 @@ def test_is_npz_and_the_csv_class_cap_agree():
     assert N.is_npz(b"PK\x03\x04...") and N.is_npz(b"a,b", "d.NPZ")
     assert N.is_npz(b"a,b", None, "application/x-npz") and not N.is_npz(b"a,b\n1,2\n")
     assert N.MAX_CLASSES == U.MAX_CLASSES
+
+
+def test_the_client_sends_an_npz_by_its_suffix(tmp_path):
+    from kerasyard.client import Client
+
+    sent = {}
+    client = Client("http://127.0.0.1:1")
+    client.request = lambda method, path, **kw: sent.update(kw) or {}
+    path = tmp_path / "arrays.NPZ"
+    path.write_bytes(npz(**xy()))
+    client.upload_dataset(path)
+    assert b"Content-Type: application/x-npz\r\n" in sent["data"]
+    assert b'filename="arrays.NPZ"' in sent["data"]
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    client.upload_dataset(path)
+    assert b"Content-Type: text/csv\r\n" in sent["data"]
