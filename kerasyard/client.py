@@ -387,7 +387,13 @@ class Client(Transport):
                             content_type=f"multipart/form-data; boundary={boundary}")
 
     def list_models(self, limit: int | None = None) -> dict:
-        """The uploaded models, newest first: ``{"models": [...]}`` (without their layers).
+        """The uploaded models, newest first.
+
+        Args:
+            limit: how many (the server's default 100, at most 1000).
+
+        Returns:
+            dict: ``{"models": [...]}``, each without its layers.
 
         Raises:
             ApiError: 400 for a limit out of range (1 to 1000).
@@ -396,7 +402,17 @@ class Client(Transport):
         return self.request("GET", "/models", params={"limit": limit})
 
     def get_model(self, model_id: str) -> dict:
-        """One uploaded model with its layers; ApiError 404 ``not_found`` when none has that id.
+        """One uploaded model with its layers.
+
+        Args:
+            model_id: the model's id.
+
+        Returns:
+            dict: the model as :meth:`upload_model` returned it.
+
+        Raises:
+            ApiError: 404 ``not_found``.
+            ServiceUnreachable: no answer from the service.
         """
         return self.request("GET", f"/models/{quote(model_id)}")
 
