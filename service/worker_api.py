@@ -29,7 +29,8 @@ Groups:
   ``worker.advance_sweep`` task's work), :func:`report_data` (:class:`ReportData`,
   :class:`Trial`, :func:`job_objective`) and :func:`save_report`.
 - **Data**: :func:`validate` (a job spec, the same checks as at submission),
-  :func:`uploaded_dataset` and :func:`load_arrays` (an uploaded CSV as arrays).
+  :func:`uploaded_dataset` and :func:`load_arrays` (an uploaded CSV as arrays),
+  :func:`upload_label` (what the run's dataset inputs name an upload by).
 - **The worker's presence** in the ``workers`` table (/health): :func:`publish_worker`,
   :func:`withdraw_worker`, every :data:`WORKER_HEARTBEAT_S`.
 - **Processes**: :func:`dispose_connections` in a forked child.
@@ -46,7 +47,7 @@ from typing import Any
 from service import validation as _validation
 from service.config import Settings
 from service.uploads.datasets import load_arrays
-from service.uploads.datasets import upload_content as uploaded_dataset
+from service.uploads.datasets import upload_content as uploaded_dataset, upload_label
 from service.jobspec import JobSpec, TrainingPlan
 from service.lifecycle import (
     CANCEL,
@@ -106,7 +107,7 @@ __all__ = [
     "trial_context", "parent_run", "adopt_parent_run", "pruner", "advance_sweep",
     "report_data", "save_report", "job_objective",
     # data
-    "validate", "uploaded_dataset", "load_arrays",
+    "validate", "uploaded_dataset", "load_arrays", "upload_label",
     # presence and processes
     "WORKER_HEARTBEAT_S", "publish_worker", "withdraw_worker", "dispose_connections",
 ]

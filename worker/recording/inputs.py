@@ -1,0 +1,92 @@
+"""The run's dataset inputs: what it trained and validated on, as MLflow datasets.
+
+The run page's "Datasets" section lists them: one input per split, its context tag
+``training`` or ``validation`` (``mlflow.data.context``), its name (``sklearn:digits``,
+``synthetic:spiral``, an upload's name), its digest (a hash of the split's arrays as trained
+on, so the two splits are two datasets, and MLflow does not fold them into one), its source
+(what it came from: the loader, the synthetic set's parameters, the upload) and its schema
+and profile (the arrays' dtype and shape, from :func:`mlflow.data.from_numpy`).
+
+A job's inputs are built once (:func:`dataset_inputs`) and logged in one ``log_inputs`` call
+per run (:func:`log_inputs`): the job's own run and each child run of the trials it carries,
+which trained on the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from service import jobspec as S
+from worker.training import datasets as D
+
+log = logging.getLogger(__name__)
+
+SKLEARN_LOADER = "sklearn.datasets.load_{}"
+
+
+def dataset_label(ds, upload: dict | None = None) -> tuple[str, dict]:
+    """The dataset's name in MLflow and where it came from.
+
+    Args:
+        ds: The job spec's ``dataset`` (synthetic, sklearn or upload).
+        upload: For an upload, what the service knows of it (``name``, ``filename``,
+            ``sha256``, ...: :func:`service.worker_api.upload_label`); None when unknown.
+
+    Returns:
+        tuple[str, dict]: The name (``sklearn:digits``, ``synthetic:spiral``, the upload's
+        name) and the source (JSON-able).
+    """
+    if isinstance(ds, S.SklearnDataset):
+        return f"sklearn:{ds.name}", {"loader": SKLEARN_LOADER.format(ds.name),
+                                      "standardize": ds.standardize}
+    if isinstance(ds, S.SyntheticDataset):
+        return f"synthetic:{ds.name}", {"generator": "kerasyard synthetic",
+                                        **ds.model_dump(mode="json", exclude={"kind"})}
+    upload = upload or {}
+    source = {"upload": ds.id, "target": ds.target, "standardize": ds.standardize,
+              **{k: v for k, v in upload.items() if k != "name" and v is not None}}
+    return upload.get("name") or f"upload:{ds.id}", source
+
+
+def dataset_inputs(spec, data: D.Data, upload: dict | None = None) -> list:
+    """The :class:`mlflow.entities.DatasetInput` of each split the job has (training, and
+    validation when it holds data out).
+
+    Args:
+        spec: The validated job spec (its ``dataset`` and ``fit.seed``).
+        data: The job's arrays, split and standardized as trained on.
+        upload: See :func:`dataset_label`.
+    """
+    import mlflow.data
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    name, source = dataset_label(spec.dataset, upload)
+    n_val = 0 if data.x_val is None else len(data.x_val)
+    splits = [("training", data.x_train, data.y_train, (0, data.n_train))]
+    if n_val:
+        splits.append(("validation", data.x_val, data.y_val,
+                       (data.n_train, data.n_train + n_val)))
+    out = []
+    for context, x, y, (start, stop) in splits:
+        where = {**source, "dataset_digest": data.digest, "shuffle_seed": _shuffle_seed(spec),
+                 "rows": f"{start}:{stop} of {data.n_train + n_val}, after the shuffle"}
+        ds = mlflow.data.from_numpy(x, targets=y, name=name, digest=D.digest(x, y),
+                                    source=CodeDatasetSource({"kerasyard": where}))
+        out.append(DatasetInput(Dataset(**ds.to_dict()),
+                                [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    return out
+
+
+def _shuffle_seed(spec) -> int:
+    """The seed the rows were shuffled by before the split (:func:`~worker.training.datasets.
+    build_dataset`)."""
+    ds = spec.dataset
+    return ds.seed if isinstance(ds, S.SyntheticDataset) else spec.fit.seed
+
+
+def log_inputs(cl, run_id: str, inputs: list | None) -> None:
+    """The job's dataset inputs on a run, in one call (nothing when there are none)."""
+    if inputs:
+        cl.log_inputs(run_id, datasets=inputs)
