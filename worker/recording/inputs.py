@@ -2,8 +2,9 @@
 
 The run page's "Datasets" section lists them: one input per split, its context tag
 ``training`` or ``validation`` (``mlflow.data.context``), its name (``sklearn:digits``,
-``synthetic:spiral``, an upload's name), its digest (a hash of the split's arrays as trained
-on, so the two splits are two datasets, and MLflow does not fold them into one), its source
+``synthetic:spiral``, an upload's name), its digest (:func:`split_digest`: the whole set's
+digest, the split's rows and whether it was standardized, so the two splits are two datasets
+that MLflow does not fold into one, without hashing the arrays again), its source
 (what it came from: the loader, the synthetic set's parameters, the upload) and its schema
 and profile (the arrays' dtype and shape, from :func:`mlflow.data.from_numpy`).
 
@@ -14,12 +15,9 @@ which trained on the same data.
 
 from __future__ import annotations
 
-import logging
+import hashlib
 
 from service import jobspec as S
-from worker.training import datasets as D
-
-log = logging.getLogger(__name__)
 
 SKLEARN_LOADER = "sklearn.datasets.load_{}"
 
@@ -48,13 +46,14 @@ def dataset_label(ds, upload: dict | None = None) -> tuple[str, dict]:
     return upload.get("name") or f"upload:{ds.id}", source
 
 
-def dataset_inputs(spec, data: D.Data, upload: dict | None = None) -> list:
+def dataset_inputs(spec, data, upload: dict | None = None) -> list:
     """The :class:`mlflow.entities.DatasetInput` of each split the job has (training, and
     validation when it holds data out).
 
     Args:
         spec: The validated job spec (its ``dataset`` and ``fit.seed``).
-        data: The job's arrays, split and standardized as trained on.
+        data: The job's :class:`~worker.training.datasets.Data`, split and standardized as
+            trained on (the arrays' dtype and shape are read, not their values).
         upload: See :func:`dataset_label`.
     """
     import mlflow.data
@@ -72,11 +71,21 @@ def dataset_inputs(spec, data: D.Data, upload: dict | None = None) -> list:
     for context, x, y, (start, stop) in splits:
         where = {**source, "dataset_digest": data.digest, "shuffle_seed": _shuffle_seed(spec),
                  "rows": f"{start}:{stop} of {data.n_train + n_val}, after the shuffle"}
-        ds = mlflow.data.from_numpy(x, targets=y, name=name, digest=D.digest(x, y),
+        digest = split_digest(data.digest, context, start, stop, source.get("standardize"))
+        ds = mlflow.data.from_numpy(x, targets=y, name=name, digest=digest,
                                     source=CodeDatasetSource({"kerasyard": where}))
         out.append(DatasetInput(Dataset(**ds.to_dict()),
                                 [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return out
+
+
+def split_digest(data_digest: str, context: str, start: int, stop: int,
+                 standardized: bool | None) -> str:
+    """A split's digest: the whole set's (``kerasyard.dataset_digest``: its arrays, shuffled),
+    which rows of it, and whether they were standardized. O(1): an uploaded set streamed from
+    disk is not read again for it."""
+    key = f"{data_digest}:{context}:{start}:{stop}:{bool(standardized)}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _shuffle_seed(spec) -> int:
