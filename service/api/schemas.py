@@ -106,14 +106,32 @@ def _page(key: str, item: str) -> dict:
                                  "description": "pass as ?cursor= for the next page"}})
 
 
+# What the door worked out (service.jobspec.plan.TrainingPlan): the lecture's quantities, each
+# layer's output shape and parameters, and the memory estimate.
+PLAN = {"type": "object", "description": "input_dim, n_train, n_val, batch_size, "
+        "steps_per_epoch, total_updates, total_params, gradient_descent, memory_mb, ...",
+        "properties": {
+            "input_shape": {"type": "array", "items": {"type": "integer"},
+                            "description": "one sample's shape"},
+            "total_params": {"type": "integer"},
+            "steps_per_epoch": {"type": "integer"}, "total_updates": {"type": "integer"},
+            "memory_mb": {"type": "number", "description": "the estimated peak a training "
+                          "adds (checked against KERASYARD_MAX_JOB_MEMORY_MB)"},
+            "layers": {"type": "array", "description": "each layer, in order", "items": {
+                "type": "object", "properties": {
+                    "name": {"type": "string"}, "type": {"type": "string"},
+                    "output_shape": {"type": "array", "items": {"type": "integer"},
+                                     "description": "of one sample"},
+                    "params": {"type": "integer"}}}}}}
+
+
 def _job_schemas() -> dict:
     job = obj({
         "id": {"type": "string"}, "name": {"type": "string"}, "experiment": {"type": "string"},
         "status": {"type": "string", "enum": STATUSES}, "queue": {"type": "string"},
         "spec": {"$ref": REF.format(model="JobSpec"),
                  "description": "the spec as validated: every default filled in"},
-        "plan": {"type": "object", "description": "input_dim, n_train, n_val, batch_size, "
-                 "steps_per_epoch, total_updates, total_params, gradient_descent, ..."},
+        "plan": PLAN,
         "progress": obj({
             "epoch": {"type": "integer"}, "epochs": {"type": "integer"},
             "metrics": {"type": "object"}, "elapsed_s": {"type": ["number", "null"]},

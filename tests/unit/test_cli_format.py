@@ -174,10 +174,22 @@ def test_job_details_lists_the_lecture_arithmetic():
     facts = dict(line.split(None, 1) for line in text.splitlines())
     assert facts["plan"] == ("200 training samples, batch size 5 -> 40 updates an epoch x "
                              "40 epochs = 1600 updates (mini_batch)")
-    assert facts["params"] == "5374 (input_dim 50)"
+    assert facts["params"] == "5374 (input 50)"
     assert facts["mlflow"] == "- (no run yet)"
     assert "1 update an epoch" in plain(fmt.job_details(job(plan={**job()["plan"],
                                                                  "steps_per_epoch": 1})))
+
+
+def test_job_details_list_each_layers_output_shape_and_params():
+    plan = {**job()["plan"], "input_shape": [64], "memory_mb": 3.5, "layers": [
+        {"name": "img", "type": "reshape", "output_shape": [8, 8, 1], "params": 0},
+        {"name": "conv2d_1", "type": "conv2d", "output_shape": [6, 6, 16], "params": 160}]}
+    lines = plain(fmt.job_details(job(plan=plan))).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("layers"))
+    assert lines[at].split(None, 1)[1] == "img (reshape) -> 8x8x1, 0 params"
+    assert lines[at + 1].strip() == "conv2d_1 (conv2d) -> 6x6x16, 160 params"
+    params = next(line for line in lines if line.startswith("params"))
+    assert params.split(None, 1)[1] == "5374 (input 64), about 3.5 MB to train"
 
 
 def test_job_details_say_when_metrics_are_on_training_data_and_what_chance_is():

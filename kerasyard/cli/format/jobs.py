@@ -153,6 +153,26 @@ def plan_line(plan: dict) -> str:
             f"({plan.get('gradient_descent')})")
 
 
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape or []) or "-"
+
+
+def params_line(plan: dict) -> str:
+    """The parameter count, one sample's shape, and the memory the door estimated."""
+    shape = plan.get("input_shape") or [plan.get("input_dim")]
+    line = f"{plan.get('total_params')} (input {_shape(shape)})"
+    if plan.get("memory_mb"):
+        line += f", about {plan['memory_mb']:,} MB to train"
+    return line
+
+
+def layer_rows(plan: dict) -> list[tuple[str, str]]:
+    """One row per layer: its name and type, the output shape of one sample, its parameters."""
+    return [("layers" if i == 0 else "", f"{layer.get('name')} ({layer.get('type')}) -> "
+             f"{_shape(layer.get('output_shape'))}, {layer.get('params', 0):,} params")
+            for i, layer in enumerate(plan.get("layers") or [])]
+
+
 def job_details(job: dict) -> Table:
     """``show`` for a job: one ``key  value`` line per fact."""
     plan = job.get("plan") or {}
@@ -165,7 +185,8 @@ def job_details(job: dict) -> Table:
         rows.append(("trained by", f"{job['trained_by']} (recorded from that training)"))
     if plan:
         rows.append(("plan", plan_line(plan)))
-        rows.append(("params", f"{plan.get('total_params')} (input_dim {plan.get('input_dim')})"))
+        rows.append(("params", params_line(plan)))
+        rows += layer_rows(plan)
     if job.get("status") != "queued":
         rows.append(("progress", progress_line(job)))
         _, _, metrics = epoch_progress(job)
