@@ -29,11 +29,11 @@ Groups:
   ``worker.advance_sweep`` task's work), :func:`report_data` (:class:`ReportData`,
   :class:`Trial`, :func:`job_objective`) and :func:`save_report`.
 - **Data**: :func:`validate` (a job spec, the same checks as at submission),
-  :func:`uploaded_dataset` and :func:`load_arrays` (an uploaded CSV as arrays),
-  :func:`upload_label` (what the run's dataset inputs name an upload by).
+  :func:`uploaded_dataset` and :func:`load_arrays` (an uploaded CSV as arrays).
 - **The worker's presence** in the ``workers`` table (/health): :func:`publish_worker`,
   :func:`withdraw_worker`, every :data:`WORKER_HEARTBEAT_S`.
 - **Processes**: :func:`dispose_connections` in a forked child.
+- **What MLflow names an upload by**: :func:`upload_label` (the run's dataset inputs).
 
 MLflow's terms (run statuses, tag names) are the worker's, not here. Functions that touch
 the database raise its error (``sqlalchemy.exc.OperationalError`` and the like) when it does
@@ -47,7 +47,7 @@ from typing import Any
 from service import validation as _validation
 from service.config import Settings
 from service.uploads.datasets import load_arrays
-from service.uploads.datasets import upload_content as uploaded_dataset, upload_label
+from service.uploads.datasets import upload_content as uploaded_dataset
 from service.jobspec import JobSpec, TrainingPlan
 from service.lifecycle import (
     CANCEL,
@@ -107,9 +107,11 @@ __all__ = [
     "trial_context", "parent_run", "adopt_parent_run", "pruner", "advance_sweep",
     "report_data", "save_report", "job_objective",
     # data
-    "validate", "uploaded_dataset", "load_arrays", "upload_label",
+    "validate", "uploaded_dataset", "load_arrays",
     # presence and processes
     "WORKER_HEARTBEAT_S", "publish_worker", "withdraw_worker", "dispose_connections",
+    # the run's dataset inputs
+    "upload_label",
 ]
 
 
@@ -142,3 +144,29 @@ def dispose_connections() -> None:
     """
     dispose_engines()
     dispose_storages()
+
+
+def upload_label(settings: Settings, dataset_id: str) -> dict | None:
+    """What an upload is known by, without its bytes: the run's dataset inputs name it so.
+
+    Args:
+        settings (Settings): The database.
+        dataset_id (str): The dataset (``dataset.id`` of an upload spec).
+
+    Returns:
+        dict | None: ``name``, ``filename``, ``sha256``, ``n_rows`` and ``size_bytes``; None
+        when the dataset no longer exists.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
+    from sqlalchemy import select
+
+    from service.store.db import session_scope
+    from service.store.models import Dataset
+
+    fields = ("name", "filename", "sha256", "n_rows", "size_bytes")
+    with session_scope(settings.database_url) as s:
+        row = s.execute(select(*(getattr(Dataset, f) for f in fields))
+                        .where(Dataset.id == dataset_id)).first()
+        return None if row is None else dict(zip(fields, row))

@@ -234,29 +234,6 @@ def upload_content(settings, dataset_id: str) -> tuple[bytes, list[dict]] | None
         return None if row is None else (row.content, row.columns)
 
 
-def upload_label(settings, dataset_id: str) -> dict | None:
-    """What an upload is known by, without its bytes: the run's dataset inputs name it.
-
-    Args:
-        settings (Settings): The database.
-        dataset_id (str): The dataset (``dataset.id`` of an upload spec).
-
-    Returns:
-        dict | None: ``name``, ``filename``, ``sha256``, ``n_rows`` and ``size_bytes``;
-        None when the dataset no longer exists.
-    """
-    from sqlalchemy import select
-
-    from service.store.db import session_scope
-    from service.store.models import Dataset
-
-    fields = ("name", "filename", "sha256", "n_rows", "size_bytes")
-    with session_scope(settings.database_url) as s:
-        row = s.execute(select(*(getattr(Dataset, f) for f in fields))
-                        .where(Dataset.id == dataset_id)).first()
-        return None if row is None else dict(zip(fields, row))
-
-
 def list_datasets(settings, limit: int) -> dict:
     from sqlalchemy import select
     from sqlalchemy.orm import defer
