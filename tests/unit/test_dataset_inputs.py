@@ -123,3 +123,36 @@ def test_signature_sample_takes_the_models_input_dtype():
     assert (spec.type, spec.shape) == (np.dtype("int32"), (-1, 6))
     dense = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
     assert artifacts.signature_sample(dense, x).dtype == np.float32
+
+
+def test_rows_read_on_demand_are_not_read_for_the_inputs():
+    """An upload streamed from disk (rows read as they are indexed): the inputs read two rows
+    for the schema and the shape for the profile, nothing else."""
+    import dataclasses
+
+    read = []
+
+    class Rows:  # what worker.training.streaming hands over: not an ndarray
+        def __init__(self, n, shape, dtype):
+            self.shape, self.dtype = (n, *shape), np.dtype(dtype)
+            self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+
+        def __len__(self):
+            return self.shape[0]
+
+        def __getitem__(self, key):
+            rows = np.arange(self.shape[0])[key]
+            read.append(len(rows))
+            return np.zeros((len(rows), *self.shape[1:]), self.dtype)
+
+    spec, _, data = built(digits_spec())
+    data = dataclasses.replace(data, x_train=Rows(90_000, (28, 28), "float32"),
+                               y_train=np.zeros(90_000, "int32"),
+                               x_val=Rows(10_000, (28, 28), "float32"),
+                               y_val=np.zeros(10_000, "int32"))
+    got = by_context(inputs.dataset_inputs(spec, data))
+    assert json.loads(got["training"].profile)["features_shape"] == [90_000, 28, 28]
+    assert json.loads(got["validation"].profile)["features_nbytes"] == 10_000 * 28 * 28 * 4
+    schema = json.loads(json.loads(got["training"].schema)["mlflow_tensorspec"]["features"])
+    assert schema[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 28, 28]}
+    assert read == [2, 2]

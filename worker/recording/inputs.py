@@ -16,6 +16,10 @@ which trained on the same data.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+
+import numpy as np
 
 from service import jobspec as S
 
@@ -72,10 +76,24 @@ def dataset_inputs(spec, data, upload: dict | None = None) -> list:
         where = {**source, "dataset_digest": data.digest, "shuffle_seed": _shuffle_seed(spec),
                  "rows": f"{start}:{stop} of {data.n_train + n_val}, after the shuffle"}
         digest = split_digest(data.digest, context, start, stop, source.get("standardize"))
-        ds = mlflow.data.from_numpy(x, targets=y, name=name, digest=digest,
-                                    source=CodeDatasetSource({"kerasyard": where}))
-        out.append(DatasetInput(Dataset(**ds.to_dict()),
-                                [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        # The schema from two rows (the batch is -1 in it), the profile from the whole split:
+        # an upload streamed from disk (rows read on demand) is not read for either.
+        ds = mlflow.data.from_numpy(np.asarray(x[:2]), targets=np.asarray(y[:2]), name=name,
+                                    digest=digest,
+                                    source=CodeDatasetSource({"kerasyard": where})).to_dict()
+        ds["profile"] = json.dumps(profile(x, y))
+        out.append(DatasetInput(Dataset(**ds), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    return out
+
+
+def profile(x, y) -> dict:
+    """MLflow's NumPy dataset profile (shape, size, bytes of features and targets), read
+    from the arrays' attributes."""
+    out = {}
+    for prefix, arr in (("features", x), ("targets", y)):
+        shape = [int(n) for n in arr.shape]
+        out.update({f"{prefix}_shape": shape, f"{prefix}_size": math.prod(shape),
+                    f"{prefix}_nbytes": int(arr.nbytes)})
     return out
 
 
