@@ -351,6 +351,51 @@ class Client(Transport):
         """
         return self.request("GET", f"/datasets/{quote(dataset_id)}")
 
+    def upload_model(self, path: str | os.PathLike, name: str | None = None) -> dict:
+        """Upload a ``.keras`` model (Keras 3's ``model.save``) for jobs to train.
+
+        Args:
+            path: the file: a Sequential or Functional model of Keras's built-in layers.
+            name: the model's name; default the file's name.
+
+        Returns:
+            dict: the model: its ``id`` (for ``model: {"uploaded": ...}``), its layers as
+            kerasyard's specs, input shape and parameters. Its weights are the starting
+            weights of every job that trains it.
+
+        Raises:
+            OSError: ``path`` cannot be read.
+            ApiError: 422 ``invalid_model`` naming each problem (a Lambda layer, a custom
+                object, an option kerasyard does not model); 413 when it is too big.
+            ServiceUnreachable: no answer from the service.
+        """
+        path = Path(path)
+        boundary = uuid.uuid4().hex
+        body = b"".join([
+            f"--{boundary}\r\n".encode(),
+            (f'Content-Disposition: form-data; name="file"; '
+             f'filename="{path.name.replace(chr(34), "_")}"\r\n').encode(),
+            b"Content-Type: application/x-keras\r\n\r\n",
+            path.read_bytes(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ])
+        return self.request("POST", "/models", params={"name": name}, data=body,
+                            content_type=f"multipart/form-data; boundary={boundary}")
+
+    def list_models(self, limit: int | None = None) -> dict:
+        """The uploaded models, newest first: ``{"models": [...]}`` (without their layers).
+
+        Raises:
+            ApiError: 400 for a limit out of range (1 to 1000).
+            ServiceUnreachable: no answer from the service.
+        """
+        return self.request("GET", "/models", params={"limit": limit})
+
+    def get_model(self, model_id: str) -> dict:
+        """One uploaded model with its layers; ApiError 404 ``not_found`` when none has that id.
+        """
+        return self.request("GET", f"/models/{quote(model_id)}")
+
     def health(self) -> dict:
         """Database, broker and MLflow reachability.
 

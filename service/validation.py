@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
-from service.uploads.datasets import upload_info
 from service.jobspec import DatasetInfo, JobSpec, Limits, TrainingPlan, validate_job
+from service.jobspec.shapes import ModelResolver, UploadedModel
 from service.store.db import session_scope
 from service.store.models import Dataset
+from service.uploads.datasets import upload_info
 
 
 def limits(settings: Settings) -> Limits:
@@ -57,12 +58,43 @@ def resolver(settings: Settings, data: Any) -> Callable[[str], DatasetInfo | Non
     return resolve
 
 
-def validate(settings: Settings, data: Any) -> tuple[JobSpec, TrainingPlan]:
+def model_resolver(settings: Settings) -> ModelResolver:
+    """Looks an uploaded model up by id, for the checks of a spec's ``model.uploaded``.
+
+    Args:
+        settings: where the database is (``database_url``).
+
+    Returns:
+        A function of a model id that opens a session when called and returns the model's
+        :class:`~service.jobspec.shapes.UploadedModel` (the layer specs stored at upload,
+        its input's shape and dtype), or None when no model has that id.
+    """
+    from sqlalchemy.orm import defer
+
+    from service.store.models import KerasModel
+    from service.uploads.keras_file import layers_from_json
+
+    def resolve(model_id: str) -> UploadedModel | None:
+        with session_scope(settings.database_url) as s:
+            row = s.get(KerasModel, model_id, options=[defer(KerasModel.content)])
+            if row is None:
+                return None
+            return UploadedModel(layers=layers_from_json(row.layers),
+                                 input_shape=tuple(row.input_shape),
+                                 input_dtype=row.input_dtype)
+
+    return resolve
+
+
+def validate(settings: Settings, data: Any,
+             resolve_model: ModelResolver | None = None) -> tuple[JobSpec, TrainingPlan]:
     """Field validation and the cross-field rules of a job spec, under this deployment's caps.
 
     Args:
         settings: the caps (:func:`limits`) and the database uploads are looked up in.
         data: the spec as the request gave it (any JSON value).
+        resolve_model: looks up the uploaded model a spec's ``model.uploaded`` names;
+            default :func:`model_resolver`, the models uploaded to this deployment.
 
     Returns:
         The validated spec, every default filled in, and its
@@ -72,4 +104,5 @@ def validate(settings: Settings, data: Any) -> tuple[JobSpec, TrainingPlan]:
         SpecError: naming every offending field (the API answers 422 invalid_spec), also
             when the spec names an upload that does not exist.
     """
-    return validate_job(data, limits(settings), resolver(settings, data))
+    return validate_job(data, limits(settings), resolver(settings, data),
+                        resolve_model or model_resolver(settings))

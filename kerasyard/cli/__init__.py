@@ -5,6 +5,7 @@ the output; :class:`kerasyard.Client` talks to the API.
 - :mod:`.group`: the click group, the global options, errors to exit codes, the help texts;
 - :mod:`.run`: ``submit``, ``sweep``, ``watch``, ``cancel``, ``upload``;
 - :mod:`.browse`: ``jobs``, ``sweeps``, ``show``, ``history``, ``open``, ``compare``, ``health``;
+- :mod:`.models`: ``models`` (the uploaded .keras models) and ``models upload FILE``;
 - :mod:`.inputs`: spec files and IDs; :mod:`.ui`: where output goes;
 - :mod:`.format`: what the output says; :mod:`.watch`: ``--watch``'s live view;
   :mod:`.plot`: ``compare --plot``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import click
 
-from . import browse, run  # noqa: F401  (their commands register on the group)
+from . import browse, models, run  # noqa: F401  (their commands register on the group)
 from .format import EXIT_SUCCEEDED, EXIT_USAGE
 from .group import app
 

@@ -33,9 +33,10 @@ def create_app(settings: Settings | None = None, *, redispatch_interval: float |
     from service.api.docs import bp as docs_bp
     from service.api.health import bp as health_bp
     from service.api.jobs import bp as jobs_bp
+    from service.api.models import bp as models_bp
     from service.api.sweeps import bp as sweeps_bp
 
-    for bp in (jobs_bp, sweeps_bp, datasets_bp, health_bp, docs_bp):
+    for bp in (jobs_bp, sweeps_bp, datasets_bp, models_bp, health_bp, docs_bp):
         app.register_blueprint(bp)
 
     # Auth first: a request without the token learns nothing else about itself.

@@ -75,12 +75,14 @@ DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type
 TAGS = [{"name": "jobs", "description": "Submit a training job, follow it, cancel it"},
         {"name": "sweeps", "description": "Many jobs over a grid or a search space"},
         {"name": "datasets", "description": "Upload CSV files that specs can train on"},
+        {"name": "models", "description": "Upload .keras models of Keras's built-in layers "
+                                          "that specs can train"},
         {"name": "service", "description": "Health, this document and its page"}]
 
 
 def _tagged(paths: dict) -> dict:
     for path, ops in paths.items():
-        tag = next((t["name"] for t in TAGS[:3] if path.startswith(f"/api/v1/{t['name']}")),
+        tag = next((t["name"] for t in TAGS[:-1] if path.startswith(f"/api/v1/{t['name']}")),
                    "service")
         for op in ops.values():
             op["tags"] = [tag]
@@ -102,7 +104,7 @@ def document(token_required: bool | None = None) -> dict:
         "security": ([{}, {"bearer": []}] if token_required is None else
                      [{"bearer": []}] if token_required else [{}]),
         "paths": _tagged({**_job_paths(), **_sweep_paths(), **_dataset_paths(),
-                          **_service_paths()}),
+                          **_model_paths(), **_service_paths()}),
         "tags": TAGS,
     }
 
@@ -227,6 +229,50 @@ def _dataset_paths() -> dict:
             "summary": "One uploaded dataset", "operationId": "getDataset",
             "parameters": DS_ID, "responses": {"200": _resp("the dataset", "Dataset"), **ERRORS,
                                                "404": _resp("no such dataset", "Error")}}},
+    }
+
+
+MODEL_ID = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+# What service/uploads/keras_file.py accepts, short of reading it.
+KERAS_RULES = (
+    "a .keras file (Keras 3's model.save) of a Sequential or Functional model of Keras's "
+    "built-in layers in kerasyard's catalogue, at most KERASYARD_MAX_UPLOAD_BYTES bytes "
+    "unpacked; 422 invalid_model naming each problem otherwise (a Lambda layer or any custom "
+    "object: Python code, which kerasyard never runs), and nothing is stored. Its weights are "
+    "the starting weights of every job that trains it.")
+KERAS_FILE = {"type": "string", "format": "binary", "minLength": 1, "description": KERAS_RULES}
+
+
+def _model_paths() -> dict:
+    return {
+        "/api/v1/models": {
+            "post": {"summary": "Upload a .keras model (an application/x-keras body or the "
+                                "multipart field 'file'); a job trains it with "
+                                "model: {uploaded: id}",
+                     "operationId": "uploadModel",
+                     "parameters": [_query("name", TEXT)],
+                     "requestBody": {"required": True, "description": KERAS_RULES, "content": {
+                         "application/x-keras": {"schema": KERAS_FILE},
+                         "application/octet-stream": {"schema": KERAS_FILE},
+                         "multipart/form-data": {"schema": {
+                             "type": "object", "required": ["file"], "properties": {
+                                 "file": KERAS_FILE, "name": TEXT}}}}},
+                     "responses": {"201": _resp("the model, its layers as kerasyard's specs",
+                                                "Model"),
+                                   **ERRORS, "413": _resp("file too large", "Error"),
+                                   "415": _resp("neither application/x-keras nor multipart",
+                                                "Error"),
+                                   "422": _resp("not a .keras file kerasyard can train; the "
+                                                "details name each problem", "Error")}},
+            "get": {"summary": "List uploaded models", "operationId": "listModels",
+                    "parameters": [_query("limit", {"type": "integer", "minimum": 1,
+                                                    "maximum": 1000, "default": 100})],
+                    "responses": {"200": _resp("uploaded models, newest first", "ModelList"),
+                                  **ERRORS}}},
+        "/api/v1/models/{model_id}": {"get": {
+            "summary": "One uploaded model", "operationId": "getModel",
+            "parameters": MODEL_ID, "responses": {"200": _resp("the model", "Model"), **ERRORS,
+                                                  "404": _resp("no such model", "Error")}}},
     }
 
 

@@ -81,8 +81,8 @@ def schemas() -> dict:
     specs = _spec_schemas()
     sweep_spec = specs.pop("SweepSpec")
     return {**specs, **_job_schemas(), "SweepSpec": sweep_spec,
-            **_sweep_schemas(), **_dataset_schemas(), "Health": _health_schema(),
-            "Error": _error_schema()}
+            **_sweep_schemas(), **_dataset_schemas(), **_model_schemas(),
+            "Health": _health_schema(), "Error": _error_schema()}
 
 
 def _spec_schemas() -> dict:
@@ -214,6 +214,28 @@ def _dataset_schemas() -> dict:
                                    description="a dataset in a listing: no column profiles"),
             "DatasetList": obj({"datasets": {"type": "array", "items": {
                 "$ref": REF.format(model="DatasetSummary")}}})}
+
+
+def _model_schemas() -> dict:
+    summary = {
+        "id": {"type": "string"}, "name": {"type": "string"}, "filename": NULLABLE_STR,
+        "size_bytes": {"type": "integer"}, "sha256": {"type": "string"},
+        "keras_version": NULLABLE_STR,
+        "input_shape": {"type": "array", "items": {"type": "integer"},
+                        "description": "the shape of one sample the model takes"},
+        "input_dtype": {"type": "string", "enum": ["float32", "int32"]},
+        "n_params": {"type": ["integer", "null"]},
+        "n_layers": {"type": "integer"}, "created_at": NULLABLE_STR,
+        "use": {"type": "object", "description": "the spec's model object for it"},
+        "weights": {"type": "string", "description": "the uploaded weights are the starting "
+                    "weights of every job that trains the model"}}
+    layers = {"type": "array", "items": {"type": "object"}, "description": (
+        "the model's layers as a spec's model.layers would hold them: the door checks the "
+        "jobs that train it against them")}
+    return {"Model": obj({**summary, "layers": layers}),
+            "ModelSummary": obj(summary, description="a model in a listing: no layers"),
+            "ModelList": obj({"models": {"type": "array", "items": {
+                "$ref": REF.format(model="ModelSummary")}}})}
 
 
 def _health_schema() -> dict:

@@ -7,7 +7,9 @@ shape or the configured caps are the small functions of :mod:`.rules`, which
 - :mod:`.models`: the models and the names they allow (activations, losses, ...)
 - :mod:`.errors`: :class:`SpecError` and pydantic's errors rewritten to name path, value, fix
 - :mod:`.shapes`: each dataset's samples, features, task and classes, without generating it
-- :mod:`.plan`: :class:`Limits`, :class:`TrainingPlan`, parameter counting, the split
+- :mod:`.layers`: every layer type, by Keras's own names and arguments
+- :mod:`.graph`: the layers as a graph: wiring, each layer's output shape and parameters
+- :mod:`.plan`: :class:`Limits`, :class:`TrainingPlan`, the split
 - :mod:`.rules`: the cross-field rules (:data:`RULES`) over a spec's :class:`Facts`
 - :mod:`.checks`: :func:`parse_spec`, :func:`check_job` (the rules, then the plan),
   :func:`validate_job`

@@ -42,7 +42,8 @@ class SpecError(Exception):
 _UNION_TAGS = {*LAYER_TYPES, "synthetic", "sklearn", "upload", "median", "asha"}
 _TAGGED_PARENTS = {"dataset", "early_stopping", "layer"}
 # Plain unions: one error per member, the member in the path ("fit.steps_per_execution.int").
-_MEMBER = re.compile(r"^(?:int|float|bool|str|none)$|^(?:literal|list|dict|union)\[")
+_MEMBER = re.compile(r"^(?:int|float|bool|str|none)$|^(?:literal|list|dict|union)\[|"
+                     r"^constrained-(?:int|float|str)$")
 
 # What a type error expected, in words.
 _EXPECTED = {
@@ -64,6 +65,8 @@ def _loc(parts: tuple) -> str:
         prev = parts[i - 1] if i else None
         if p in _UNION_TAGS and (isinstance(prev, int) or prev in _TAGGED_PARENTS):
             continue
+        if isinstance(p, str) and _MEMBER.match(p) and i:
+            continue  # "kernel_size.list[constrained-int].0" is "kernel_size.0"
         out.append(p)
     return ".".join(str(p) for p in out) or "(body)"
 
@@ -195,8 +198,37 @@ def _merge_union(errs: list[dict]) -> ErrorDetail:
     return ErrorDetail(loc, msg, value if not isinstance(value, (dict, list)) else None)
 
 
+def _member_at(loc: tuple) -> int | None:
+    return next((i for i, p in enumerate(loc) if i and isinstance(p, str) and _MEMBER.match(p)),
+                None)
+
+
+def _written_for(errors: list[dict]) -> list[dict]:
+    """Of a union of a number and a list (``kernel_size: 3`` or ``[3, 2]``), only the errors
+    of the member the value was written for: ``0`` is out of range, not "not a list"."""
+    members: dict[tuple, set] = {}
+    for err in errors:
+        i = _member_at(err["loc"])
+        if i is not None:
+            members.setdefault(tuple(err["loc"][:i]), set()).add(err["loc"][i])
+    keep = []
+    for err in errors:
+        i = _member_at(err["loc"])
+        names = members.get(tuple(err["loc"][:i]), set()) if i is not None else set()
+        lists = {m for m in names if m.startswith("list[")}
+        if lists and names - lists and len(err["loc"]) == i + 1:
+            is_list = err["loc"][i] in lists
+            if is_list and err["type"] == "list_type":
+                continue  # a number was written
+            if not is_list and isinstance(err.get("input"), list):
+                continue  # a list was written
+        keep.append(err)
+    return keep
+
+
 def humanize_all(errors: list[dict]) -> list[ErrorDetail]:
     """pydantic's ``exc.errors()`` as details, one per offending field."""
+    errors = _written_for(errors)
     unions: dict[tuple, list[dict]] = {}
     for err in errors:
         if _union_member(err) and err["type"] in TYPE_ERRORS | {"literal_error"}:

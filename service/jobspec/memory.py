@@ -10,8 +10,8 @@ one training process holds at its peak, per part, in bytes:
   (TensorFlow's conversion from NumPy peaks at two copies);
 - ``parameters``: weights, their gradients and the optimizer's slots (Adam keeps two per
   weight, SGD with momentum one, ...);
-- ``activations``: each layer's output for one batch, kept for the backward pass, and its
-  gradient;
+- ``activations``: each layer's output for one batch (a recurrent layer's gates at every
+  timestep too), kept for the backward pass, and its gradient;
 - ``validation``: the forward pass over the validation set (the worker validates it in one
   batch) or, without one, the prediction batches behind the confusion matrix.
 
@@ -55,30 +55,26 @@ class MemoryEstimate:
         return f"about {self.total / MB:,.0f} MB ({parts})"
 
 
-def layer_widths(input_dim: int, layers: list) -> list[int]:
-    """The width of each layer's output (dense changes it; the others keep it)."""
-    widths, width = [], input_dim
-    for layer in layers:
-        width = getattr(layer, "units", None) or width
-        widths.append(width)
-    return widths
-
-
-def estimate(spec, plan) -> MemoryEstimate:
-    """``spec`` a validated JobSpec, ``plan`` its TrainingPlan."""
+def dataset_bytes(plan) -> int:
+    """The ``dataset`` part: the table as loaded, its float32 copies and split."""
     n, f = plan.n_samples, plan.input_dim
     targets = plan.output_units if plan.task == "regression" else 1
     table = n * (f + targets)
     dataset = table * FLOAT64 + 2 * table * FLOAT32
     if table * FLOAT32 <= IN_GRAPH_DATA_MAX:
         dataset += 2 * table * FLOAT32  # as tensors, in the TensorFlow loop
+    return dataset
+
+
+def estimate(spec, plan) -> MemoryEstimate:
+    """``spec`` a validated JobSpec, ``plan`` its TrainingPlan (its ``activations``: the floats
+    one sample keeps, from :mod:`service.jobspec.graph`)."""
     opt = spec.compile.optimizer
     slots = SLOTS[opt.name] + (1 if opt.momentum else 0)
     parameters = plan.total_params * FLOAT32 * (2 + slots)
-    widths = layer_widths(f, spec.model.layers)
-    per_row = f + sum(widths)
+    per_row = plan.activations or plan.input_dim
     # Outputs kept for the backward pass and their gradients (x2), and the batch itself.
     activations = plan.batch_size * per_row * FLOAT32 * 2
     eval_rows = plan.n_val if plan.n_val else min(plan.n_train, max(256, plan.batch_size))
     validation = eval_rows * per_row * FLOAT32
-    return MemoryEstimate(dataset, parameters, activations, validation)
+    return MemoryEstimate(dataset_bytes(plan), parameters, activations, validation)

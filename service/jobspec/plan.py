@@ -1,4 +1,6 @@
-"""The lecture's arithmetic: parameter counts, the output layer, the train/validation split."""
+"""The lecture's arithmetic: the plan of a job, its caps, the train/validation split.
+
+Parameters, shapes and the output layer are :mod:`service.jobspec.graph`'s."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import dataclasses
 import math
 
 from service.config import Settings
-from service.jobspec.models import ActivationLayer, BatchNormalizationLayer, DenseLayer
+from service.jobspec.graph import infer
 
 
 def _setting(name: str):
@@ -36,7 +38,7 @@ DEFAULT_LIMITS = Limits()
 class TrainingPlan:
     """What the lecture asks a student to work out, for one job."""
 
-    input_dim: int
+    input_dim: int  # the size of one sample (the product of input_shape)
     n_samples: int
     n_train: int
     n_val: int
@@ -51,32 +53,31 @@ class TrainingPlan:
     output_units: int
     output_activation: str
     memory_mb: float = 0.0  # the estimated peak (service.jobspec.memory)
+    input_shape: list[int] = dataclasses.field(default_factory=list)  # one sample's shape
+    # Each layer: {"name", "type", "output_shape" (per sample), "params"}.
+    layers: list[dict] = dataclasses.field(default_factory=list)
+    input_dtype: str = "float32"  # "int32" when an embedding reads the input's token ids
+    activations: int = 0  # floats one sample keeps for the backward pass (input included)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 def count_params(input_dim: int, layers: list) -> int:
-    """Parameters Keras's ``count_params`` reports (trainable and not) for this stack."""
-    total, width = 0, input_dim
-    for layer in layers:
-        if isinstance(layer, DenseLayer):
-            total += width * layer.units + (layer.units if layer.use_bias else 0)
-            width = layer.units
-        elif isinstance(layer, BatchNormalizationLayer):
-            total += 4 * width  # gamma, beta (trained) + moving mean, variance (not)
-    return total
+    """Parameters Keras's ``count_params`` reports (trainable and not) for ``layers`` on a
+    flat input of ``input_dim`` features (0 when they do not fit it)."""
+    graph, _ = infer(layers, (input_dim,))
+    return graph.total_params if graph else 0
 
 
-def output_of(layers: list) -> tuple[int | None, int | None, str]:
-    """(index of the last dense layer, its units, the activation the network ends with)."""
-    idx, units, act = None, None, "linear"
-    for i, layer in enumerate(layers):
-        if isinstance(layer, DenseLayer):
-            idx, units, act = i, layer.units, layer.activation
-        elif isinstance(layer, ActivationLayer) and idx is not None:
-            act = layer.activation
-    return idx, units, act
+def output_of(layers: list, input_shape: tuple[int, ...] = (1,)
+              ) -> tuple[int | None, int | None, str]:
+    """(the layer that sets the output's units, the units, the activation the network ends
+    with); (None, None, "linear") when the layers do not fit ``input_shape``."""
+    graph, _ = infer(layers, input_shape)
+    if graph is None:
+        return None, None, "linear"
+    return graph.units_index, graph.output_units, graph.output_activation
 
 
 def split_sizes(n_samples: int, validation_split: float) -> tuple[int, int]:

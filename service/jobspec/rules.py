@@ -12,18 +12,23 @@ import math
 from collections.abc import Callable, Iterator
 
 from service.jobspec.errors import ErrorDetail
+from service.jobspec.graph import GraphInfo, activations_per_sample
+from service.jobspec.graph.model import graph_of
+from service.jobspec.graph.shapes import show
 from service.jobspec.memory import MB, estimate
 from service.jobspec.models import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, JobSpec
 from service.jobspec.plan import (
     Limits,
     TrainingPlan,
-    count_params,
     effective_batch_size,
     gradient_descent_name,
-    output_of,
     split_sizes,
 )
-from service.jobspec.shapes import DatasetInfo
+from service.jobspec.shapes import DatasetInfo, ModelResolver
+
+# Where a layer keeps the field that sets the output's units, and its activation.
+_UNITS_FIELD = {"conv1d": "filters", "conv2d": "filters", "bidirectional": "layer.units"}
+_ACT_FIELD = {"bidirectional": "layer.activation"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,13 +38,28 @@ class Facts:
     spec: JobSpec
     info: DatasetInfo
     limits: Limits
-    out_idx: int | None  # the last dense layer
-    out_units: int | None
-    out_act: str
+    graph: GraphInfo | None  # the model's layers worked out; None when they do not fit
+    model_errors: tuple[ErrorDetail, ...]  # why the graph is None (or the upload is wrong)
     n_train: int  # at least 1, so that the rules after an empty training set still run
     n_val: int
     batch_size: int
-    total_params: int
+
+    @property
+    def out_idx(self) -> int | None:
+        """The layer whose units the output has (None: no layer sets them)."""
+        return self.graph.units_index if self.graph else None
+
+    @property
+    def out_units(self) -> int | None:
+        return self.graph.output_units if self.graph else None
+
+    @property
+    def out_act(self) -> str:
+        return self.graph.output_activation if self.graph else "linear"
+
+    @property
+    def total_params(self) -> int:
+        return self.graph.total_params if self.graph else 0
 
     @property
     def loss(self) -> str:
@@ -49,32 +69,41 @@ class Facts:
     def n_classes(self) -> int:
         return self.info.n_classes or 2
 
+    def _loc(self, idx: int | None, fields: dict, default: str) -> str:
+        if self.spec.model.uploaded is not None:
+            return "model.uploaded"
+        if idx is None:
+            return f"model.layers.{self.graph.output_index}" if self.graph else "model.layers"
+        return f"model.layers.{idx}.{fields.get(self.graph.layers[idx].type, default)}"
+
     @property
     def units_loc(self) -> str:
-        return f"model.layers.{self.out_idx}.units"
+        return self._loc(self.out_idx, _UNITS_FIELD, "units")
 
     @property
     def act_loc(self) -> str:
-        return f"model.layers.{self.out_idx}.activation"
+        return self._loc(self.graph.activation_index if self.graph else None, _ACT_FIELD,
+                         "activation")
 
     @property
     def has_output(self) -> bool:
-        return self.out_idx is not None
+        """The model works out and ends in one vector per sample."""
+        return self.graph is not None and len(self.graph.output_shape) == 1
 
     @property
     def classifies(self) -> bool:
         return self.info.task == "classification"
 
 
-def facts_of(spec: JobSpec, info: DatasetInfo, limits: Limits) -> Facts:
-    out_idx, out_units, out_act = output_of(spec.model.layers)
+def facts_of(spec: JobSpec, info: DatasetInfo, limits: Limits,
+             resolve_model: ModelResolver | None = None) -> Facts:
+    graph, errors = graph_of(spec, info, resolve_model)
     n_train, n_val = split_sizes(info.n_samples, spec.fit.validation_split)
     n_train = max(n_train, 1)
-    return Facts(spec=spec, info=info, limits=limits, out_idx=out_idx, out_units=out_units,
-                 out_act=out_act, n_train=n_train, n_val=n_val,
+    return Facts(spec=spec, info=info, limits=limits, graph=graph, model_errors=tuple(errors),
+                 n_train=n_train, n_val=n_val,
                  batch_size=effective_batch_size(spec.fit.batch_size,
-                                                  spec.fit.gradient_descent, n_train),
-                 total_params=count_params(info.n_features, spec.model.layers))
+                                                 spec.fit.gradient_descent, n_train))
 
 
 Rule = Callable[[Facts], Iterator[ErrorDetail]]
@@ -109,15 +138,50 @@ def sample_cap(f: Facts) -> Iterator[ErrorDetail]:
 
 @reads("dataset", "model.input_dim")
 def input_dim_matches_dataset(f: Facts) -> Iterator[ErrorDetail]:
-    given, features = f.spec.model.input_dim, f.info.n_features
-    if given is not None and given != features:
+    given, features, shape = f.spec.model.input_dim, f.info.n_features, f.info.shape
+    if given is None:
+        return
+    if len(shape) != 1:
+        yield ErrorDetail("model.input_dim", f"the dataset's samples have the shape "
+                          f"{show(shape)}, not {given} features; set input_shape to "
+                          f"{list(shape)} instead, or leave input_dim out", given)
+    elif given != features:
         yield ErrorDetail("model.input_dim", f"{given} does not match the dataset's {features} "
                           f"features; set it to {features} or leave it out", given)
 
 
+@reads("dataset", "model.input_shape")
+def input_shape_matches_dataset(f: Facts) -> Iterator[ErrorDetail]:
+    given, shape = f.spec.model.input_shape, f.info.shape
+    if given is not None and tuple(given) != shape:
+        yield ErrorDetail("model.input_shape", f"{given} does not match the shape of the "
+                          f"dataset's samples, {list(shape)}; set it to {list(shape)} or leave "
+                          "it out", given)
+
+
+@reads("dataset", "model.layers", "model.uploaded")
+def model_graph(f: Facts) -> Iterator[ErrorDetail]:
+    """How the layers connect and whether each fits its input (:mod:`.graph`)."""
+    yield from f.model_errors
+
+
+@reads("dataset", "model.layers", "model.uploaded")
+def output_is_a_vector(f: Facts) -> Iterator[ErrorDetail]:
+    """The loss compares one vector per sample with the target."""
+    g = f.graph
+    if g is None or len(g.output_shape) == 1:
+        return
+    i = g.output_index
+    where = "model.uploaded" if f.spec.model.uploaded else f"model.layers.{i}"
+    yield ErrorDetail(where, f"model.layers.{i} ({g.layers[i].type}): the model's output (the "
+                      f"last layer) is {show(g.output_shape)} per sample, but it must be one "
+                      "vector per sample; end with flatten or a global pooling layer, then "
+                      "dense", list(g.output_shape))
+
+
 @reads(OUTPUT)
 def has_dense_output(f: Facts) -> Iterator[ErrorDetail]:
-    if not f.has_output:
+    if f.graph is not None and not any(li.type == "dense" for li in f.graph.layers):
         yield ErrorDetail("model.layers", "the model needs at least one dense layer")
 
 
@@ -277,7 +341,7 @@ def early_stopping_monitor(f: Facts) -> Iterator[ErrorDetail]:
                           f"set fit.validation_split > 0 or monitor {base!r}", monitor)
 
 
-@reads("dataset", "model.layers")
+@reads("dataset", "model.layers", "model.uploaded")
 def param_cap(f: Facts) -> Iterator[ErrorDetail]:
     if f.total_params > f.limits.max_params:
         yield ErrorDetail("model.layers", f"the model has {f.total_params:,} parameters, above "
@@ -285,8 +349,10 @@ def param_cap(f: Facts) -> Iterator[ErrorDetail]:
                           f.total_params)
 
 
-@reads("dataset", "model.layers", "fit", "compile.optimizer")
+@reads("dataset", "model.layers", "model.uploaded", "fit", "compile.optimizer")
 def memory_budget(f: Facts) -> Iterator[ErrorDetail]:
+    if f.graph is None:
+        return
     need = estimate(f.spec, plan_of(f))
     if need.total > f.limits.max_job_memory_mb * MB:
         yield ErrorDetail("dataset", f"training this job would take {need.describe()}, above "
@@ -300,6 +366,9 @@ def memory_budget(f: Facts) -> Iterator[ErrorDetail]:
 RULES: tuple[Rule, ...] = (
     sample_cap,
     input_dim_matches_dataset,
+    input_shape_matches_dataset,
+    model_graph,
+    output_is_a_vector,
     has_dense_output,
     loss_vs_task,
     regression_output,
@@ -321,6 +390,7 @@ RULES: tuple[Rule, ...] = (
 def plan_of(f: Facts) -> TrainingPlan:
     epochs = f.spec.fit.epochs
     steps = math.ceil(f.n_train / f.batch_size)
+    g = f.graph
     return TrainingPlan(
         input_dim=f.info.n_features, n_samples=f.info.n_samples, n_train=f.n_train,
         n_val=f.n_val, task=f.info.task, n_classes=f.info.n_classes, batch_size=f.batch_size,
@@ -328,4 +398,7 @@ def plan_of(f: Facts) -> TrainingPlan:
         total_params=f.total_params, gradient_descent=gradient_descent_name(f.batch_size,
                                                                             f.n_train),
         output_units=f.out_units or 0, output_activation=f.out_act,
+        input_shape=list(f.info.shape), layers=g.as_dicts() if g else [],
+        input_dtype=g.input_dtype if g else "float32",
+        activations=activations_per_sample(g) if g else f.info.n_features,
     )

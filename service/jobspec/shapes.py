@@ -108,6 +108,9 @@ def dataset_info_for(spec: JobSpec, resolve_upload: UploadResolver | None,
     """The dataset's shape; problems are appended to ``errors`` (None when it is unknown)."""
     ds = spec.dataset
     if isinstance(ds, SklearnDataset):
+        if ds.name == "digits" and not ds.standardize:
+            # Unscaled, the pixels are the integers 0..16: an embedding can read them as tokens.
+            return dataclasses.replace(SKLEARN_SHAPES[ds.name], x_dtype="int32", x_max=16)
         return SKLEARN_SHAPES[ds.name]
     if isinstance(ds, SyntheticDataset):
         errors.extend(synthetic_errors(ds))

@@ -175,6 +175,8 @@ def short_name(path: str) -> str:
     parts = path.split(".")
     if len(parts) >= 2 and parts[-2].isdigit():
         return f"{parts[-1]}{parts[-2]}"  # model.layers.0.units -> units0
+    if len(parts) >= 3 and parts[-3].isdigit():
+        return f"{parts[-1]}{parts[-3]}"  # model.layers.3.layer.units -> units3
     return parts[-1]
 
 

@@ -20,7 +20,8 @@ from service.jobspec.errors import ErrorDetail, SpecError, humanize_all
 from service.jobspec.memory import MB, estimate
 from service.jobspec.models import ACTIVATIONS, JobSpec
 from service.jobspec.plan import DEFAULT_LIMITS, Limits, TrainingPlan
-from service.jobspec.shapes import DatasetInfo
+from service.jobspec.shapes import DatasetInfo, ModelResolver
+from service.jobspec.stand_in import touches
 from service.jobspec.sweep import (
     HIDDEN_ACTIVATION,
     MAX_SWEEP_JOBS,
@@ -104,8 +105,8 @@ def _dedupe(details: list[ErrorDetail]) -> list[ErrorDetail]:
 
 
 def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
-                   resolve_upload: Callable[[str], DatasetInfo | None] | None = None
-                   ) -> tuple[SweepSpec, SweepPlan]:
+                   resolve_upload: Callable[[str], DatasetInfo | None] | None = None,
+                   resolve_model: ModelResolver | None = None) -> tuple[SweepSpec, SweepPlan]:
     """Field and cross-field checks of a sweep, then its plan.
 
     The sweep's own fields, the base's fields and the parameters' spaces are independent:
@@ -130,7 +131,7 @@ def validate_sweep(data: Any, limits: Limits = DEFAULT_LIMITS,
         raise SpecError(_dedupe(errors))
     base_spec = parse_spec(sweep.base)
 
-    trials = _TrialCheck(sweep, limits, resolve_upload, errors)
+    trials = _TrialCheck(sweep, limits, resolve_upload, errors, resolve_model=resolve_model)
     configs: list[dict] | None = None
     if sweep.method == "grid":
         configs, specs, total = _check_grid(trials, distributions)
@@ -193,6 +194,7 @@ class _TrialCheck:
     resolve_upload: Callable[[str], DatasetInfo | None] | None
     errors: list[ErrorDetail]
     plans: dict[int, TrainingPlan] = dataclasses.field(default_factory=dict)
+    resolve_model: ModelResolver | None = None
 
     def __call__(self, params: dict, loc: str) -> JobSpec | None:
         """The validated spec, or None with its errors on ``loc`` (or the parameter's path)."""
@@ -204,7 +206,8 @@ class _TrialCheck:
                                            f"the job spec: {why}", path))
             return None
         try:
-            parsed, job_plan = validate_job(spec_dict, self.limits, self.resolve_upload)
+            parsed, job_plan = validate_job(spec_dict, self.limits, self.resolve_upload,
+                                            self.resolve_model)
         except SpecError as exc:
             shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
             self.errors.extend(_blamed(d, params, loc, shown) for d in exc.details)
@@ -215,7 +218,8 @@ class _TrialCheck:
 
 def _blamed(d: ErrorDetail, params: dict, loc: str, shown: str) -> ErrorDetail:
     """A job's error, told on the swept parameter that caused it (``loc`` when none did)."""
-    where = next((p for p in params if d.loc == p or d.loc.startswith(p + ".")
+    # The error's field is the parameter, lies inside it, or holds it (a layer's shape error).
+    where = next((p for p in params if d.loc == p or touches(d.loc, p)
                   or (p == HIDDEN_ACTIVATION and d.loc.endswith(".activation"))), None)
     if where is None and len(params) == 1:
         where = next(iter(params))

@@ -189,6 +189,30 @@ class Dataset(Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class KerasModel(Base):
+    """An uploaded ``.keras`` model (service/uploads/keras_file.py read it without TensorFlow):
+    its bytes, for the worker that trains it, and its layers as kerasyard's layer specs, for
+    the door's checks of the jobs that name it."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    keras_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    input_shape: Mapped[list] = mapped_column(JSONType)
+    input_dtype: Mapped[str] = mapped_column(String(16))
+    # Its parameters as the door's graph (service.jobspec.graph) counts them.
+    n_params: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    layers: Mapped[list] = mapped_column(JSONType)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_models_created_id", "created_at", "id"),)
+
+
 class WorkerNode(Base):
     """A Celery worker as it last reported itself (worker/presence.py): the queues it consumes,
     the queues it refused and why (a gpu worker that sees no GPU), and its device. The API's

@@ -19,7 +19,7 @@ from service.store.models import Job, JobStatus, Sweep, SweepStatus, new_id
 from service.store.paging import check_status, iso, keyset_page, next_cursor
 from service.sweeps import scheduler
 from service.sweeps.trials import best_trial, pending_grid_trials, trials_of
-from service.validation import limits, resolver
+from service.validation import limits, model_resolver, resolver
 
 SWEEP_STATUSES = [s.value for s in SweepStatus]
 log = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def validate(settings: Settings, data: Any) -> tuple[SweepSpec, SweepPlan]:
     base = data.get("base") if isinstance(data, dict) else None
-    return validate_sweep(data, limits(settings), resolver(settings, base or {}))
+    return validate_sweep(data, limits(settings), resolver(settings, base or {}),
+                          resolve_model=model_resolver(settings))
 
 
 def submit_sweep(settings: Settings, data: Any) -> dict:

@@ -81,6 +81,13 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
 include-operation-id = "uploadDataset"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409",
                                                      "422", "429", "5xx"]
+
+# A binary body: that it is a .keras file of Keras's built-in layers, with no code, is the 422
+# invalid_model the document declares.
+[[operations]]
+include-operation-id = "uploadModel"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409",
+                                                     "422", "429", "5xx"]
 """
 
 
@@ -212,6 +219,7 @@ NUL_CASES = [
     ("get", "/api/v1/sweeps/{sweep_id}", "/api/v1/sweeps/a%00b", {}, 404),
     ("post", "/api/v1/sweeps/{sweep_id}/cancel", "/api/v1/sweeps/a%00b/cancel", {}, 404),
     ("get", "/api/v1/datasets/{dataset_id}", "/api/v1/datasets/a%00b", {}, 404),
+    ("get", "/api/v1/models/{model_id}", "/api/v1/models/a%00b", {}, 404),
     ("get", "/api/v1/jobs", "/api/v1/jobs?experiment=a%00b", {}, 400),
     ("get", "/api/v1/jobs", "/api/v1/jobs?sweep_id=%00", {}, 400),
     ("get", "/api/v1/sweeps", "/api/v1/sweeps?cursor=%00", {}, 400),

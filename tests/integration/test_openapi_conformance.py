@@ -187,6 +187,26 @@ def test_datasets(call, settings, doc, registry):
                          registry=registry).validate(resp.get_json())
 
 
+def test_models(call, tmp_path):
+    keras = pytest.importorskip("keras")
+    path = tmp_path / "m.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]).save(path)
+    content = path.read_bytes()
+    model = call("post", "/api/v1/models", 201, "/api/v1/models?name=conform", data=content,
+                 content_type="application/x-keras").get_json()
+    call("post", "/api/v1/models", 201, data={"file": (io.BytesIO(content), "m.keras")},
+         content_type="multipart/form-data")
+    call("post", "/api/v1/models", 400, data={"other": (io.BytesIO(b"a"), "a")},
+         content_type="multipart/form-data")
+    call("post", "/api/v1/models", 400, data=b"", content_type="application/x-keras")
+    call("post", "/api/v1/models", 415, data=content, content_type="text/plain")
+    call("post", "/api/v1/models", 422, data=b"not a zip", content_type="application/x-keras")
+    call("get", "/api/v1/models", 200)
+    call("get", "/api/v1/models", 400, "/api/v1/models?limit=0")
+    call("get", "/api/v1/models/{model_id}", 200, f"/api/v1/models/{model['id']}")
+    call("get", "/api/v1/models/{model_id}", 404, "/api/v1/models/nope")
+
+
 def test_auth_errors_are_declared(settings, doc, registry):
     from service.api import create_app
 

@@ -117,7 +117,7 @@ def test_regression_loss_on_classification_and_vice_versa():
     (("dataset", "name"), "mnist", "dataset.name", ["'mnist' is not allowed", "spiral"]),
     (("dataset", "kind"), "url", "dataset", ["'url' is not a known type"]),
     (("model", "layers"), [], "model.layers", ["at least 1"]),
-    (("model", "layers", 0, "type"), "conv2d", "model.layers.0", ["'conv2d' is not a known"]),
+    (("model", "layers", 0, "type"), "conv3d", "model.layers.0", ["'conv3d' is not a known"]),
 ])
 def test_field_errors_name_field_and_value(path, value, loc, words):
     spec = lecture_spec()

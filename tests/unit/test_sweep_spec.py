@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from service.jobspec import SpecError
+from service.jobspec import DatasetInfo, SpecError
 from service.jobspec.sweep import apply_params, trial_name
 from service.jobspec.sweep_checks import validate_sweep
 from tests.helpers import ROOT, tiny_spec
@@ -124,3 +124,46 @@ def test_random_and_tpe_need_max_trials_and_check_range_ends():
     assert plan.total == 7 and plan.configs is None and not plan.share_epochs
     assert plan.distributions["fit.batch_size"] == {"type": "int", "low": 1, "high": 160,
                                                     "log": True, "step": 1}
+
+
+# --- layers of a graph: conv filters and kernels, recurrent units --------------------------
+
+SEQUENCES = DatasetInfo(100, 64, "classification", 10, input_shape=(8, 8))
+
+
+def sequence_sweep(parameters: dict) -> dict:
+    base = tiny_spec(dataset={"kind": "upload", "id": "seq"})
+    base["model"] = {"layers": [
+        {"type": "conv1d", "filters": 4, "kernel_size": 3, "padding": "same"},
+        {"type": "conv1d", "filters": 8, "kernel_size": 3},
+        {"type": "lstm", "units": 8, "return_sequences": True},
+        {"type": "bidirectional", "layer": {"type": "gru", "units": 4}},
+        {"type": "dense", "units": 10, "activation": "softmax"}]}
+    base["compile"] = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam"}
+    base["fit"]["validation_split"] = 0.2
+    return {"name": "seq", "base": base, "parameters": parameters}
+
+
+def test_a_sweep_varies_conv_and_recurrent_layers():
+    params = {"model.layers.1.filters": [4, 8], "model.layers.0.kernel_size": [2, 3],
+              "model.layers.2.units": [4, 8], "model.layers.3.layer.units": [2, 4]}
+    _, plan = validate_sweep(sequence_sweep(params), resolve_upload=lambda _: SEQUENCES)
+    assert plan.total == 16
+    assert plan.configs[-1] == {"model.layers.1.filters": 8, "model.layers.0.kernel_size": 3,
+                                "model.layers.2.units": 8, "model.layers.3.layer.units": 4}
+    assert trial_name(plan.configs[0]) == "filters1=4 kernel_size0=2 units2=4 units3=2"
+
+
+@pytest.mark.parametrize("path, value, words", [
+    ("model.layers.1.kernel_size", 9, "a 9 kernel with padding 'valid' does not fit its 8 "
+                                      "input; use padding 'same' or kernel_size at most 8"),
+    ("model.layers.0.kernel_size", 0, "greater than 0"),
+    ("model.layers.2.units", 0, "greater than 0"),
+    ("model.layers.3.layer.units", -1, "greater than 0"),
+])
+def test_a_sweep_value_a_layer_cannot_take_is_named(path, value, words):
+    with pytest.raises(SpecError) as exc:
+        validate_sweep(sequence_sweep({path: [4, value]}), resolve_upload=lambda _: SEQUENCES)
+    errors = {d.loc: d.msg for d in exc.value.details}
+    assert list(errors) == [f"parameters.{path}"], errors
+    assert words in errors[f"parameters.{path}"] and f"={value}" in errors[f"parameters.{path}"]

@@ -59,6 +59,8 @@ class MlflowRun:
         tags["kerasyard.attempt"] = str(self.fence.attempt)
         tags.update({f"user.{k}": v for k, v in spec.tags.items()})
         tags.update(gpu.device_tags())
+        if spec.model.uploaded:  # the uploaded .keras model it trains (GET /api/v1/models/<id>)
+            tags["kerasyard.uploaded_model"] = spec.model.uploaded
         if ctx is not None:
             self.parent_run_id, _ = self.step(
                 lambda: tracking.sweep_parent_run(st, cl, ctx.sweep_id),

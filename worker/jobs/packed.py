@@ -17,6 +17,7 @@ from worker.sweeps import pack as P
 from worker.sweeps import shared_trials
 from worker.training import model as M
 from worker.training import trainer as F
+from worker.training import uploaded as U
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class PackTrainer(JobTrainer):
                 continue
             t.spec, t.plan = api.validate(self.settings, t.raw)
             keras.utils.set_random_seed(t.spec.fit.seed)
-            t.model = M.build_model(t.spec, t.plan)
+            up = U.load_uploaded(self.settings, t.spec.model.uploaded) \
+                if t.spec.model.uploaded else None  # each tower its own copy of the file
+            t.model = M.build_model(t.spec, t.plan, uploaded=up)
             M.compile_model(t.model, t.spec, t.plan, self.job.spe)
             lead = max(t.trials, key=lambda tr: tr.epochs)
             t.pruner = api.pruner(self.settings, self.ctx, lead)

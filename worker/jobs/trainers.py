@@ -22,6 +22,7 @@ from worker.recording.reporter import Reporter, Signals
 from worker.sweeps import shared_trials
 from worker.training import datasets as D
 from worker.training import model as M
+from worker.training import uploaded as U
 from worker.training.chance import chance_levels
 
 
@@ -100,7 +101,8 @@ class JobTrainer(abc.ABC):
 
         spec, plan = self.job.spec, self.job.plan
         keras.utils.set_random_seed(spec.fit.seed)
-        self.model = M.build_model(spec, plan)
+        up = U.load_uploaded(self.settings, spec.model.uploaded) if spec.model.uploaded else None
+        self.model = M.build_model(spec, plan, uploaded=up)
         M.compile_model(self.model, spec, plan, self.job.spe)
         self.y_train = M.prepare_targets(self.job.data.y_train, spec, plan)
         self.y_val = M.prepare_targets(self.job.data.y_val, spec, plan)

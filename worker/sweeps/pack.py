@@ -12,9 +12,23 @@ A tower whose loss becomes NaN, or that its sweep's pruner stops, is *frozen*: i
 pack's step (:mod:`worker.training.trainer` rebuilds the step without it at the epoch
 boundary) and keeps the weights it had; the other towers train on.
 
-Backends: TensorFlow packs towers that differ in anything inside the model and in the
-optimizer and its hyperparameters. On the other backends (JAX) the towers of a pack train one
-after another in the same job, each with its own ``fit`` (exact by construction, no speed-up).
+What packs: towers that share everything outside the model and its optimizer (the data, its
+split and order, the batch size, the loss and metrics: :func:`service.jobspec.sweep_checks.
+pack_key`); inside, they may differ in anything. On TensorFlow any model
+:func:`~worker.training.model.build_model` builds packs: a Sequential stack or a functional
+graph, of any layer types (conv, pooling, recurrent, bidirectional, embedding, merges); an
+uploaded model is such a Keras model too (the tests cover built ones). The pack trains on
+tower 0's arrays: a tower whose input dtype differs (an embedding's int32 token ids beside
+float towers on unscaled digits) gets them cast by Keras to its own input's dtype, the same
+values its own training reads.
+
+What does not pack: trials that differ in the data, the split, the batch size, the loss or
+the metrics (separate trainings), random sweeps and early stopping (sweep_checks says why).
+On the other backends (JAX) the towers of a pack train one after another in the same job,
+each with its own ``fit`` (exact by construction, no speed-up), whatever the models.
+Tests: ``tests/unit/test_pack.py`` (dense towers, freezing, JAX in turn) and
+``tests/unit/test_pack_layers.py`` (conv2d and recurrent towers, an embedding beside float
+towers), each tower bit for bit a separate training.
 """
 
 from __future__ import annotations

@@ -109,6 +109,10 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
                   load_upload: Callable[[str], tuple[bytes, list[dict]]] | None = None) -> Data:
     """Arrays for one job: shuffled once by seed, split train/validation, standardized.
 
+    ``x`` is int32 when an embedding reads the model's input (token ids: scikit-learn's
+    digits unstandardized, an uploaded array of integers), float32 otherwise
+    (``plan.input_dtype``).
+
     The rows are shuffled before the split because scikit-learn's sets are sorted by class:
     Keras's own validation_split takes the last rows, which for iris is all one class.
     """
@@ -143,8 +147,9 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
             x_val = (x_val - mean) / std
     if plan.task == "classification" and class_names is None:
         class_names = [str(i) for i in range(plan.n_classes or 2)]
-    return Data(x_train.astype("float32"), y_train, None if x_val is None else
-                x_val.astype("float32"), y_val, plan.task, class_names, digest(x, y))
+    # Token ids (an embedding reads the input) go in as int32, anything else as float32.
+    return Data(x_train.astype(plan.input_dtype), y_train, None if x_val is None else
+                x_val.astype(plan.input_dtype), y_val, plan.task, class_names, digest(x, y))
 
 
 def epoch_orders(n: int, seed: int, shuffle: bool = True):

@@ -1,28 +1,115 @@
-"""Keras model building and compiling from a JobSpec. Backend-neutral: keras only."""
+"""Keras model building and compiling from a JobSpec. Backend-neutral: keras only.
+
+A spec's layer is ``keras.layers.<Class>(**fields)``: its ``type`` is the Keras class name in
+snake_case and its fields the constructor's arguments (:mod:`service.jobspec.layers`), so
+:func:`make_layer` builds every layer type the same way. A spec whose layers carry no ``name``
+and no ``inputs`` is a ``keras.Sequential`` stack (the lecture's MLP, unchanged); otherwise a
+functional ``keras.Model`` whose layers take the layers their ``inputs`` name.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
 from service import jobspec as S
+from service.jobspec.layers import INPUT, MERGE_TYPES
+
+SEQUENTIAL_INPUT = "features"  # the Sequential stack's input layer (the lecture's name)
 
 
-def build_model(spec: S.JobSpec, plan: S.TrainingPlan):
+@functools.cache
+def _keras_classes() -> dict:
     import keras
 
-    layers: list = [keras.Input(shape=(plan.input_dim,), name="features")]
-    for i, layer in enumerate(spec.model.layers):
-        name = f"{layer.type}_{i}"
-        if isinstance(layer, S.DenseLayer):
-            layers.append(keras.layers.Dense(layer.units, activation=layer.activation,
-                                             use_bias=layer.use_bias, name=name))
-        elif isinstance(layer, S.DropoutLayer):
-            layers.append(keras.layers.Dropout(layer.rate, name=name))
-        elif isinstance(layer, S.BatchNormalizationLayer):
-            layers.append(keras.layers.BatchNormalization(name=name))
-        else:
-            layers.append(keras.layers.Activation(layer.activation, name=name))
-    return keras.Sequential(layers, name="".join(c if c.isalnum() else "_" for c in spec.name))
+    return {n.lower(): getattr(keras.layers, n) for n in dir(keras.layers)
+            if isinstance(getattr(keras.layers, n), type)}
+
+
+def keras_class(layer_type: str):
+    """The ``keras.layers`` class of a spec layer type (``conv2d`` -> ``Conv2D``)."""
+    return _keras_classes()[layer_type.replace("_", "")]
+
+
+def layer_name(layer, index: int) -> str:
+    """A layer's Keras name: its spec name, else ``<type>_<index>``."""
+    return layer.name or f"{layer.type}_{index}"
+
+
+def make_layer(layer, name: str | None = None):
+    """``keras.layers.<Class>(**fields)`` for one spec layer (``bidirectional`` wraps the
+    recurrent layer its ``layer`` field describes; ``concatenate``'s ``axis`` counts a
+    sample's axes, Keras's the batch's too)."""
+    fields = layer.model_dump(exclude={"type", "name", "inputs"})
+    if layer.type == "bidirectional":
+        fields["layer"] = make_layer(layer.layer)
+    if layer.type == "concatenate" and fields["axis"] >= 0:
+        fields["axis"] += 1
+    if "target_shape" in fields:
+        fields["target_shape"] = tuple(fields["target_shape"])
+    return keras_class(layer.type)(**fields, **({"name": name} if name else {}))
+
+
+def is_graph(layers: list) -> bool:
+    """True when any layer has a ``name`` or ``inputs``: a functional model, not a stack."""
+    return any(layer.name is not None or layer.inputs is not None for layer in layers)
+
+
+def _input_shape(plan: S.TrainingPlan) -> tuple[int, ...]:
+    return tuple(plan.input_shape or (plan.input_dim,))
+
+
+def build_model(spec: S.JobSpec, plan: S.TrainingPlan, uploaded=None):
+    """The job's Keras model, not compiled.
+
+    Args:
+        spec: The validated job spec.
+        plan: Its plan: the input's shape and dtype (``int32`` when an embedding reads the
+            token ids, :func:`service.jobspec.graph.infer`).
+        uploaded: An uploaded model already loaded (:mod:`worker.training.uploaded`); it is
+            the job's model as it is. Required when ``spec.model.uploaded`` is set.
+
+    Returns:
+        :func:`build_layers`'s model, or ``uploaded``.
+
+    Raises:
+        ValueError: ``spec.model.uploaded`` is set and no loaded model was handed in.
+    """
+    if uploaded is not None:
+        return uploaded
+    if spec.model.layers is None:
+        raise ValueError(f"model.uploaded {spec.model.uploaded!r}: load the uploaded model "
+                         "(worker.training.uploaded) and pass it to build_model(uploaded=...)")
+    return build_layers(spec.model.layers, _input_shape(plan), plan.input_dtype,
+                        "".join(c if c.isalnum() else "_" for c in spec.name))
+
+
+def build_layers(layers: list, input_shape, dtype: str = "float32", name: str | None = None):
+    """A Keras model of spec ``layers`` (:mod:`service.jobspec.layers`) on inputs of one
+    sample's ``input_shape`` and ``dtype``: a ``keras.Sequential`` stack when no layer has a
+    ``name`` or ``inputs`` (its input layer named ``features``), else a functional
+    ``keras.Model`` (its input named ``input``; a layer takes the layers its ``inputs`` name,
+    by default the one before it; the last layer is the output). Each Keras layer is named
+    as the spec names it, else ``<type>_<index>``."""
+    import keras
+
+    shape = tuple(input_shape)
+    if not is_graph(layers):
+        return keras.Sequential(
+            [keras.Input(shape=shape, dtype=dtype, name=SEQUENTIAL_INPUT)]
+            + [make_layer(layer, layer_name(layer, i)) for i, layer in enumerate(layers)],
+            name=name)
+    inp = keras.Input(shape=shape, dtype=dtype, name=INPUT)
+    outputs: dict[str, object] = {INPUT: inp}
+    last = INPUT
+    for i, layer in enumerate(layers):
+        lname = layer_name(layer, i)
+        taken = [outputs[src] for src in (layer.inputs or [last])]
+        outputs[lname] = make_layer(layer, lname)(taken if layer.type in MERGE_TYPES
+                                                  else taken[0])
+        last = lname
+    return keras.Model(inp, outputs[last], name=name)
 
 
 def make_optimizer(opt: S.OptimizerSpec):
