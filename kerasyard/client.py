@@ -293,10 +293,12 @@ class Client(Transport):
     # --- datasets and health ------------------------------------------------------------------
 
     def upload_dataset(self, path: str | os.PathLike, name: str | None = None) -> dict:
-        """Upload a CSV file (multipart field ``file``) for jobs to train on.
+        """Upload a CSV or an .npz file (multipart field ``file``) for jobs to train on.
 
         Args:
-            path: the CSV file: a header row, then at least 2 data rows.
+            path: the CSV file (a header row, then at least 2 data rows), or an ``.npz`` (by
+                its suffix; ``np.savez(path, x=x, y=y)``: x of any shape, y one target per
+                sample), sent as ``application/x-npz``.
             name: the dataset's name; default the server's choice.
 
         Returns:
@@ -305,16 +307,18 @@ class Client(Transport):
 
         Raises:
             OSError: ``path`` cannot be read.
-            ApiError: 400 or 422 for a file that is not a usable CSV, 413 when it is too big.
+            ApiError: 400 or 422 for a file that is not a usable CSV or .npz (the details
+                name the array or column), 413 when it is too big.
             ServiceUnreachable: no answer from the service.
         """
         path = Path(path)
         boundary = uuid.uuid4().hex
         filename = path.name.replace('"', "_")
+        ctype = "application/x-npz" if path.suffix.lower() == ".npz" else "text/csv"
         body = b"".join([
             f"--{boundary}\r\n".encode(),
             f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode(),
-            b"Content-Type: text/csv\r\n\r\n",
+            f"Content-Type: {ctype}\r\n\r\n".encode(),
             path.read_bytes(),
             f"\r\n--{boundary}--\r\n".encode(),
         ])

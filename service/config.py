@@ -123,6 +123,9 @@ class Settings:
     # Sized for the compose worker's memory limit less TensorFlow's own footprint.
     max_job_memory_mb: int = _env("KERASYARD_MAX_JOB_MEMORY_MB", 2048)
     max_upload_bytes: int = _env("KERASYARD_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+    # Where a worker extracts an uploaded .npz it streams (memory-mapped .npy files, one folder
+    # per upload's sha256, reused by later jobs); unset: kerasyard-data in the temp directory.
+    data_cache_dir: str | None = _env("KERASYARD_DATA_CACHE_DIR", None)
     api_token: str | None = _env("KERASYARD_API_TOKEN", None)
     keras_backend: str = _env("KERAS_BACKEND", "tensorflow")
     # Largest number of train steps fused into one compiled call; Keras runs callbacks once per

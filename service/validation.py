@@ -7,11 +7,20 @@ from collections.abc import Callable
 from typing import Any
 
 from service.config import Settings
-from service.jobspec import DatasetInfo, JobSpec, Limits, TrainingPlan, validate_job
+from service.jobspec import (
+    DatasetInfo,
+    ErrorDetail,
+    JobSpec,
+    Limits,
+    SpecError,
+    TrainingPlan,
+    validate_job,
+)
 from service.jobspec.shapes import ModelResolver, UploadedModel
 from service.store.db import session_scope
 from service.store.models import Dataset
 from service.uploads.datasets import upload_info
+from service.uploads.npz import npz_info
 
 
 def limits(settings: Settings) -> Limits:
@@ -52,10 +61,24 @@ def resolver(settings: Settings, data: Any) -> Callable[[str], DatasetInfo | Non
             row = s.get(Dataset, dataset_id)
             if row is None:
                 return None
+            if row.format == "npz":
+                return _npz_info(row.profile, ds)
             return upload_info(row.columns, row.n_rows, ds.get("target", "target"),
                                ds.get("task"))
 
     return resolve
+
+
+def _npz_info(profile: dict, ds: dict) -> DatasetInfo:
+    """An .npz's arrays are x and y: ``dataset.target`` is left out or ``"y"``; ``task``
+    may override what y's dtype says (integer: classification, float: regression)."""
+    target = ds.get("target")
+    # "target" is the field's default: a stored spec (every default filled in) carries it.
+    if target not in (None, "target", "y"):
+        raise SpecError([ErrorDetail("dataset.target", f"an .npz upload trains on its arrays x "
+                                     f"and y; target {str(target)[:60]!r} is not one of them: "
+                                     "leave target out (or write \"y\")", target)])
+    return npz_info(profile, ds.get("task"))
 
 
 def model_resolver(settings: Settings) -> ModelResolver:

@@ -29,7 +29,8 @@ Groups:
   ``worker.advance_sweep`` task's work), :func:`report_data` (:class:`ReportData`,
   :class:`Trial`, :func:`job_objective`) and :func:`save_report`.
 - **Data**: :func:`validate` (a job spec, the same checks as at submission),
-  :func:`uploaded_dataset` and :func:`load_arrays` (an uploaded CSV as arrays),
+  :func:`uploaded_dataset` (an upload's bytes, format and profile, an
+  :class:`Upload`) and :func:`load_arrays` (an uploaded CSV as arrays),
   :func:`uploaded_model` (an uploaded ``.keras`` file's name and bytes) and
   :func:`check_keras_file` (the upload's checks, :class:`KerasFileError` when refused: the
   worker checks the file again before Keras loads it).
@@ -91,7 +92,7 @@ from service.sweeps.hooks import (
 from service.sweeps.hooks import advance as advance_sweep
 from service.sweeps.studies import dispose_storages
 from service.sweeps.trials import Trial, TrialJob, job_objective
-from service.uploads.datasets import load_arrays
+from service.uploads.datasets import Upload, load_arrays
 from service.uploads.datasets import upload_content as uploaded_dataset
 from service.uploads.keras_file import KerasFileError
 from service.uploads.keras_file import read_keras_file as check_keras_file
@@ -113,8 +114,8 @@ __all__ = [
     "trial_context", "parent_run", "adopt_parent_run", "pruner", "advance_sweep",
     "report_data", "save_report", "job_objective",
     # data
-    "validate", "uploaded_dataset", "load_arrays", "uploaded_model", "check_keras_file",
-    "KerasFileError",
+    "validate", "uploaded_dataset", "load_arrays", "Upload", "uploaded_model",
+    "check_keras_file", "KerasFileError",
     # presence and processes
     "WORKER_HEARTBEAT_S", "publish_worker", "withdraw_worker", "dispose_connections",
     # the run's dataset inputs

@@ -122,8 +122,8 @@ def cmd_cancel(client: Client, ui: Ui, ident: str) -> int:
     return fmt.EXIT_SUCCEEDED
 
 
-@command("upload", "upload a CSV dataset; prints its id for dataset.kind upload")
-@click.argument("csv_path", metavar="CSV", type=click.Path())
+@command("upload", "upload a CSV or .npz dataset; prints its id for dataset.kind upload")
+@click.argument("csv_path", metavar="FILE", type=click.Path())
 @click.option("--name")
 def cmd_upload(client: Client, ui: Ui, csv_path: str, name: str | None) -> int:
     if not Path(csv_path).is_file():
@@ -131,5 +131,9 @@ def cmd_upload(client: Client, ui: Ui, csv_path: str, name: str | None) -> int:
     ds = client.upload_dataset(csv_path, name=name)
     cols = ", ".join(c.get("name", "?") if isinstance(c, dict) else str(c)
                      for c in ds.get("columns") or [])
+    if ds.get("format") == "npz":
+        x = (ds.get("arrays") or {}).get("x") or {}
+        ui.result(ds, f"{ds['id']}  {ds.get('name')}: x {x.get('shape')} {x.get('dtype')}")
+        return fmt.EXIT_SUCCEEDED
     ui.result(ds, f"{ds['id']}  {ds.get('name')}: {ds.get('n_rows')} rows; columns {cols}")
     return fmt.EXIT_SUCCEEDED

@@ -1,13 +1,14 @@
-"""/api/v1/datasets: CSV upload (multipart field 'file', or a text/csv body) and listing."""
+"""/api/v1/datasets: CSV or .npz upload (multipart field 'file', or a text/csv or
+application/x-npz body) and listing."""
 
 from __future__ import annotations
 
 from flask import Blueprint, request
 
-from service.uploads import datasets
 from service.api.body import int_arg
 from service.api.context import settings_of
 from service.errors import ApiError
+from service.uploads import datasets
 
 bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 
@@ -24,16 +25,18 @@ def upload():
     if request.files:
         file = request.files.get("file")
         if file is None:
-            raise ApiError(400, "bad_request", "send the CSV in the multipart field 'file'",
-                           [{"loc": "file", "msg": "field required"}])
+            raise ApiError(400, "bad_request", "send the CSV or .npz in the multipart field "
+                           "'file'", [{"loc": "file", "msg": "field required"}])
         # The client's file name is only shown back; PostgreSQL cannot store a NUL in it.
         content, filename = file.read(), (file.filename or "").replace("\x00", "\ufffd") or None
+        ctype = (file.mimetype or "").lower()
     else:
         content, filename = request.get_data(), None
+        ctype = (request.mimetype or "").lower()
     if not content:
-        raise ApiError(400, "bad_request", "no CSV received; POST it as multipart field 'file' "
-                       "or as a text/csv body")
-    return datasets.store_upload(settings_of(), content, name, filename), 201
+        raise ApiError(400, "bad_request", "no file received; POST it as multipart field "
+                       "'file', as a text/csv body or as an application/x-npz body")
+    return datasets.store_upload(settings_of(), content, name, filename, ctype), 201
 
 
 @bp.get("")

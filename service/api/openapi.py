@@ -74,7 +74,7 @@ DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type
 # #/<tag>/<operationId>); paths not listed are "service".
 TAGS = [{"name": "jobs", "description": "Submit a training job, follow it, cancel it"},
         {"name": "sweeps", "description": "Many jobs over a grid or a search space"},
-        {"name": "datasets", "description": "Upload CSV files that specs can train on"},
+        {"name": "datasets", "description": "Upload CSV or .npz files that specs can train on"},
         {"name": "models", "description": "Upload .keras models of Keras's built-in layers "
                                           "that specs can train"},
         {"name": "service", "description": "Health, this document and its page"}]
@@ -120,14 +120,21 @@ LIMIT = {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}
 CURSOR = _query("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
                 "next_cursor of the previous page (empty or left out: the first page); "
                 "any other string is a 400")
-# What service/uploads/datasets.py reads from an upload, short of parsing it: a UTF-8 CSV whose header
-# row names each column once, then at least 2 data rows (rows of blank cells do not count) with
-# as many fields as the header; at most 1000 columns. The text/csv schema's pattern says the
-# part a pattern can: three lines, each with a character that is not blank.
+# What service/uploads/datasets.py reads from an upload, short of parsing it: a UTF-8 CSV whose
+# header row names each column once, then at least 2 data rows (rows of blank cells do not
+# count) with as many fields as the header; at most 1000 columns. The text/csv schema's pattern
+# says the part a pattern can: three lines, each with a character that is not blank.
 CSV_RULES = ("a UTF-8 CSV: a header row naming each column once, then at least 2 data rows "
              "(blank rows are skipped) with as many fields as the header, at most 1000 columns "
              "and KERASYARD_MAX_UPLOAD_BYTES bytes; 422 invalid_dataset otherwise")
 CSV_PATTERN = "\\S[\\s\\S]*[\\r\\n][\\s\\S]*\\S[\\s\\S]*[\\r\\n][\\s\\S]*\\S"
+# What service/uploads/npz.py reads from an .npz upload.
+NPZ_RULES = ("an .npz (np.savez or np.savez_compressed) holding exactly the arrays x (integer "
+             "or float, shape (samples, ...) with at most 4 sample axes; float finite; integer "
+             "x is token ids) and y (1-D, one target per sample: integer for classes, float "
+             "for a regression), at least 2 samples; no object arrays; at most "
+             "KERASYARD_MAX_UPLOAD_BYTES bytes and 8 times that decompressed; 422 "
+             "invalid_dataset otherwise")
 
 
 def _spec_body(model: str, example: dict) -> dict:
@@ -205,21 +212,27 @@ def _sweep_paths() -> dict:
 def _dataset_paths() -> dict:
     return {
         "/api/v1/datasets": {
-            "post": {"summary": "Upload a CSV (multipart field 'file' or a text/csv body)",
+            "post": {"summary": "Upload a CSV or an .npz (multipart field 'file', or a text/csv "
+                                "or application/x-npz body)",
                      "operationId": "uploadDataset",
                      "parameters": [_query("name", TEXT)],
                      "requestBody": {"required": True, "description": CSV_RULES, "content": {
                          "multipart/form-data": {"schema": {
                              "type": "object", "required": ["file"], "properties": {
                                  "file": {"type": "string", "format": "binary",
-                                          "minLength": 1, "description": CSV_RULES},
+                                          "minLength": 1, "description":
+                                              f"{CSV_RULES}; or, named *.npz, {NPZ_RULES}"},
                                  "name": TEXT}}},
                          "text/csv": {"schema": {"type": "string", "minLength": 5,
                                                  "pattern": CSV_PATTERN,
-                                                 "description": CSV_RULES}}}},
+                                                 "description": CSV_RULES}},
+                         "application/x-npz": {"schema": {
+                             "type": "string", "format": "binary", "minLength": 1,
+                             "description": NPZ_RULES}}}},
                      "responses": {"201": _resp("the dataset with column profile", "Dataset"),
                                    **ERRORS, "413": _resp("file too large", "Error"),
-                                   "422": _resp("not a usable CSV", "Error")}},
+                                   "422": _resp("not a usable CSV or .npz; the details name "
+                                                "the array or field", "Error")}},
             "get": {"summary": "List uploaded datasets", "operationId": "listDatasets",
                     "parameters": [_query("limit", {"type": "integer", "minimum": 1,
                                                     "maximum": 1000, "default": 100})],

@@ -203,10 +203,23 @@ def _sweep_schemas() -> dict:
 def _dataset_schemas() -> dict:
     column = obj({"name": {"type": "string"}, "numeric": {"type": "boolean"},
                    "integer": {"type": "boolean"}, "n_unique": {"type": ["integer", "null"]}})
+    number = {"type": ["number", "null"]}
+    arrays = obj({
+        "x": obj({"shape": {"type": "array", "items": {"type": "integer"},
+                            "description": "(samples, one sample's axes...)"},
+                  "dtype": {"type": "string"}, "min": number, "max": number}),
+        "y": obj({"dtype": {"type": "string"}, "n_unique": {"type": ["integer", "null"]},
+                  "min": number, "max": number,
+                  "mapped": {"type": ["boolean", "null"], "description": "integer y whose "
+                             "classes are not 0..k-1, trained as 0..k-1 in sorted order"}})},
+        type=["object", "null"], description="an .npz's arrays; null for a CSV")
     summary = {
         "id": {"type": "string"}, "name": {"type": "string"}, "filename": NULLABLE_STR,
+        "format": {"type": "string", "enum": ["csv", "npz"]},
         "size_bytes": {"type": "integer"}, "sha256": {"type": "string"},
-        "n_rows": {"type": "integer"}, "n_columns": {"type": "integer"},
+        "n_rows": {"type": "integer", "description": "rows of a CSV, samples of an .npz"},
+        "n_columns": {"type": "integer", "description": "0 for an .npz"},
+        "arrays": arrays,
         "created_at": NULLABLE_STR,
         "use": {"type": "object", "description": "the spec's dataset object for it"}}
     return {"Dataset": obj({**summary, "columns": {"type": "array", "items": column}}),

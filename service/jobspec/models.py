@@ -164,9 +164,15 @@ class SklearnDataset(StrictModel):
 class UploadDataset(StrictModel):
     kind: Literal["upload"]
     id: str = Field(min_length=1)
-    target: str = "target"
-    task: Literal["classification", "regression"] | None = None
-    standardize: bool = True
+    target: str = Field(default="target", description=(
+        "A CSV's target column. An .npz upload trains on its arrays x and y: leave target "
+        "out, or write \"y\"."))
+    task: Literal["classification", "regression"] | None = Field(default=None, description=(
+        "Default: inferred (a CSV's integer target with at most 50 values, or an .npz's "
+        "integer y, is classification; otherwise regression)."))
+    standardize: bool = Field(default=True, description=(
+        "Scale each feature to mean 0 and standard deviation 1 on the training split. An "
+        ".npz with integer x is token ids and is never scaled; float x is."))
 
 
 Dataset = Annotated[SyntheticDataset | SklearnDataset | UploadDataset,

@@ -58,6 +58,9 @@ class TrainingPlan:
     layers: list[dict] = dataclasses.field(default_factory=list)
     input_dtype: str = "float32"  # "int32" when an embedding reads the input's token ids
     activations: int = 0  # floats one sample keeps for the backward pass (input included)
+    # The worker streams the dataset from memory-mapped files instead of holding it
+    # (service.jobspec.memory.streams): an uploaded .npz larger than the budget allows.
+    streamed: bool = False
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

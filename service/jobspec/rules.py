@@ -15,7 +15,7 @@ from service.jobspec.errors import ErrorDetail
 from service.jobspec.graph import GraphInfo, activations_per_sample
 from service.jobspec.graph.model import graph_of
 from service.jobspec.graph.shapes import show
-from service.jobspec.memory import MB, estimate
+from service.jobspec.memory import MB, estimate, streams
 from service.jobspec.models import CLASSIFICATION_LOSSES, REGRESSION_LOSSES, JobSpec
 from service.jobspec.plan import (
     Limits,
@@ -358,8 +358,20 @@ def memory_budget(f: Facts) -> Iterator[ErrorDetail]:
         yield ErrorDetail("dataset", f"training this job would take {need.describe()}, above "
                           f"the per-job budget of {f.limits.max_job_memory_mb:,} MB "
                           "(KERASYARD_MAX_JOB_MEMORY_MB); use fewer samples or features, a "
-                          "smaller batch or validation split, or narrower layers",
+                          "smaller batch or validation split, or narrower layers"
+                          + _streaming_note(f),
                           round(need.total / MB))
+
+
+def _streaming_note(f: Facts) -> str:
+    """What the memory message adds about streaming: only an uploaded .npz streams."""
+    if getattr(f.info, "streamable", False):
+        return (". The dataset is already streamed from disk and counted as index vectors, "
+                "targets, a few batches and one chunk: the rest is the model's (weights, "
+                "activations, the validation pass)")
+    return (". Only an uploaded .npz (POST /api/v1/datasets, Content-Type: application/x-npz) "
+            "is streamed from disk when it does not fit: generated and CSV sets are held "
+            "in memory whole")
 
 
 # In the order their errors are reported.
@@ -391,7 +403,7 @@ def plan_of(f: Facts) -> TrainingPlan:
     epochs = f.spec.fit.epochs
     steps = math.ceil(f.n_train / f.batch_size)
     g = f.graph
-    return TrainingPlan(
+    plan = TrainingPlan(
         input_dim=f.info.n_features, n_samples=f.info.n_samples, n_train=f.n_train,
         n_val=f.n_val, task=f.info.task, n_classes=f.info.n_classes, batch_size=f.batch_size,
         epochs=epochs, steps_per_epoch=steps, total_updates=steps * epochs,
@@ -402,3 +414,6 @@ def plan_of(f: Facts) -> TrainingPlan:
         input_dtype=g.input_dtype if g else "float32",
         activations=activations_per_sample(g) if g else f.info.n_features,
     )
+    if streams(f.spec, plan, f.info, f.limits.max_job_memory_mb * MB):
+        plan = dataclasses.replace(plan, streamed=True)
+    return plan

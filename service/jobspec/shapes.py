@@ -21,6 +21,9 @@ class DatasetInfo:
     input_shape: tuple[int, ...] | None = None
     x_dtype: str = "float32"  # "float32", or "int32" for token ids
     x_max: int | None = None  # integer x: its largest value (an embedding's vocabulary)
+    # The arrays are on disk (an uploaded .npz): the worker can stream them from a memory map
+    # when holding them would exceed the job's memory budget (service.jobspec.memory).
+    streamable: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:

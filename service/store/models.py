@@ -173,7 +173,9 @@ class JobEpoch(Base):
 
 
 class Dataset(Base):
-    """An uploaded CSV. The bytes live in the database so any worker host can read them."""
+    """An uploaded CSV or .npz. The bytes live in the database so any worker host can read
+    them. ``format`` says which; an .npz has no columns, its ``profile`` describes its arrays
+    (service/uploads/npz.py)."""
 
     __tablename__ = "datasets"
 
@@ -185,6 +187,8 @@ class Dataset(Base):
     n_rows: Mapped[int] = mapped_column(Integer)
     columns: Mapped[list] = mapped_column(JSONType)
     content: Mapped[bytes] = mapped_column(LargeBinary)
+    format: Mapped[str] = mapped_column(String(8), default="csv", server_default="csv")
+    profile: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
 

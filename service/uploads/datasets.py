@@ -1,4 +1,5 @@
-"""Uploaded CSV datasets: parsing, column profile, and the shape a job spec checks against.
+"""Uploaded datasets (CSV here; .npz in :mod:`.npz`): parsing, column profile, and the shape a
+job spec checks against.
 
 Pure Python (csv module), so the API image needs neither pandas nor TensorFlow.
 """
@@ -6,6 +7,7 @@ Pure Python (csv module), so the API image needs neither pandas nor TensorFlow.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import math
@@ -166,35 +168,77 @@ def load_arrays(content: bytes, target: str, task: str):
 # --- commands behind /api/v1/datasets -------------------------------------------------------
 
 
+def _arrays(row) -> dict | None:
+    """An .npz's arrays as the API shows them (shapes and dtypes); None for a CSV."""
+    prof = row.profile if getattr(row, "format", "csv") == "npz" else None
+    if not prof:
+        return None
+    y = {k: prof["y"].get(k) for k in ("dtype", "n_unique", "min", "max", "mapped")}
+    return {"x": dict(prof["x"]), "y": y}
+
+
 def serialize_dataset(row, with_columns: bool = True) -> dict:
-    """One dataset; listings leave the column profiles out (``n_columns`` says how many)."""
-    out = {"id": row.id, "name": row.name, "filename": row.filename,
+    """One dataset; listings leave the column profiles out (``n_columns`` says how many).
+
+    An .npz (``format`` "npz") has no columns; ``arrays`` gives x's shape, dtype and range and
+    y's dtype and distinct values."""
+    fmt = getattr(row, "format", None) or "csv"
+    out = {"id": row.id, "name": row.name, "filename": row.filename, "format": fmt,
            "size_bytes": row.size_bytes, "sha256": row.sha256, "n_rows": row.n_rows,
-           "n_columns": len(row.columns)}
+           "n_columns": len(row.columns), "arrays": _arrays(row)}
     if with_columns:
         out["columns"] = row.columns
     out["created_at"] = row.created_at.isoformat() if row.created_at else None
-    out["use"] = {"dataset": {"kind": "upload", "id": row.id, "target": "<column name>"}}
+    use = {"kind": "upload", "id": row.id}
+    out["use"] = {"dataset": use if fmt == "npz" else {**use, "target": "<column name>"}}
     return out
 
 
-def store_upload(settings, content: bytes, name: str | None, filename: str | None) -> dict:
+def _profiled(settings, content: bytes, filename: str | None,
+              content_type: str | None) -> tuple[str, dict]:
+    """(format, profile) of an upload; ApiError 422 naming what is wrong."""
+    from service.errors import ApiError
+    from service.uploads import npz
+
+    if npz.is_npz(content, filename, content_type):
+        try:
+            return "npz", npz.profile(content, settings.max_upload_bytes)
+        except npz.NpzError as exc:
+            detail = {"loc": exc.loc, "msg": str(exc)}
+            if exc.value is not None:
+                detail["value"] = exc.value
+            raise ApiError(422, "invalid_dataset", str(exc), [detail]) from None
+    try:
+        return "csv", profile(content)
+    except CsvError as exc:
+        raise ApiError(422, "invalid_dataset", str(exc), [{"loc": "file", "msg": str(exc)}]) \
+            from None
+
+
+def store_upload(settings, content: bytes, name: str | None, filename: str | None,
+                 content_type: str | None = None) -> dict:
+    """Check, profile and store an upload: a CSV, or an .npz (its content type
+    ``application/x-npz``, a ``.npz`` file name, or the zip magic).
+
+    Raises:
+        ApiError: 413 over KERASYARD_MAX_UPLOAD_BYTES; 422 ``invalid_dataset`` naming what is
+            wrong (nothing is stored).
+    """
     from service.errors import ApiError
     from service.store.db import session_scope
     from service.store.models import Dataset
 
     if len(content) > settings.max_upload_bytes:
-        raise ApiError(413, "payload_too_large", f"the CSV is {len(content)} bytes; the limit "
-                       f"is {settings.max_upload_bytes} (KERASYARD_MAX_UPLOAD_BYTES)")
-    try:
-        prof = profile(content)
-    except CsvError as exc:
-        raise ApiError(422, "invalid_dataset", str(exc), [{"loc": "file", "msg": str(exc)}]) \
-            from None
+        raise ApiError(413, "payload_too_large", f"the upload is {len(content)} bytes; the "
+                       f"limit is {settings.max_upload_bytes} (KERASYARD_MAX_UPLOAD_BYTES)")
+    fmt, prof = _profiled(settings, content, filename, content_type)
+    npz = fmt == "npz"
     with session_scope(settings.database_url) as s:
         row = Dataset(name=name or filename or "upload", filename=filename,
-                      size_bytes=len(content), sha256=prof["sha256"], n_rows=prof["n_rows"],
-                      columns=prof["columns"], content=content)
+                      size_bytes=len(content), sha256=prof["sha256"],
+                      n_rows=prof["x"]["shape"][0] if npz else prof["n_rows"],
+                      columns=[] if npz else prof["columns"], content=content, format=fmt,
+                      profile=prof if npz else None)
         s.add(row)
         s.flush()
         return serialize_dataset(row)
@@ -212,16 +256,26 @@ def get_dataset(settings, dataset_id: str) -> dict:
         return serialize_dataset(row)
 
 
-def upload_content(settings, dataset_id: str) -> tuple[bytes, list[dict]] | None:
-    """An uploaded dataset's CSV, for the worker that trains on it.
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """An uploaded dataset as the worker reads it: its bytes, ``format`` ("csv" or "npz"),
+    a CSV's column profiles and an .npz's profile (service/uploads/npz.py)."""
+
+    content: bytes
+    format: str
+    columns: list
+    profile: dict | None
+
+
+def upload_content(settings, dataset_id: str) -> Upload | None:
+    """An uploaded dataset, for the worker that trains on it.
 
     Args:
         settings (Settings): The database.
         dataset_id (str): The dataset (``dataset.id`` of an upload spec).
 
     Returns:
-        tuple[bytes, list[dict]] | None: The CSV's bytes and its column profiles; None when
-        the dataset no longer exists.
+        Upload | None: Its bytes, format and profile; None when the dataset no longer exists.
 
     Raises:
         sqlalchemy.exc.OperationalError: The database did not answer.
@@ -231,7 +285,8 @@ def upload_content(settings, dataset_id: str) -> tuple[bytes, list[dict]] | None
 
     with session_scope(settings.database_url) as s:
         row = s.get(Dataset, dataset_id)
-        return None if row is None else (row.content, row.columns)
+        return None if row is None else Upload(row.content, row.format or "csv", row.columns,
+                                               row.profile)
 
 
 def list_datasets(settings, limit: int) -> dict:

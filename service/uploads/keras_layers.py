@@ -198,7 +198,7 @@ def _input_of(entry: Any, loc: str) -> tuple[tuple[int, ...], str]:
     if not isinstance(entry, dict) or entry.get("class_name") != "InputLayer" or \
             not isinstance(cfg, dict):
         raise ModelError([{"loc": loc, "msg": "the model's input is not a keras.Input; "
-                           "build the model from keras.Input(shape=...)"}])
+                           "start the model with keras.Input(shape=...)"}])
     errors: list[dict] = []
     for key, value in cfg.items():
         if key in REQUIRED and not _is(value, REQUIRED[key][0]):

@@ -76,7 +76,8 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403",
 
 # The body is declared as a string (text/csv) or a binary file, with what a pattern can say
 # (three lines that are not blank): that it is a UTF-8 CSV with a header naming each column once
-# and two rows of as many fields is the 422 invalid_dataset the document declares.
+# and two rows of as many fields is the 422 invalid_dataset the document declares; so is an
+# application/x-npz body that is not an .npz of arrays x and y.
 [[operations]]
 include-operation-id = "uploadDataset"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 
+import numpy as np
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
@@ -171,6 +172,17 @@ def test_datasets(call, settings, doc, registry):
          content_type="multipart/form-data")
     call("post", "/api/v1/datasets", 400, data="", content_type="text/csv")
     call("post", "/api/v1/datasets", 422, data="a,b\n1,2\n", content_type="text/csv")
+    arrays = io.BytesIO()
+    np.savez(arrays, x=np.zeros((4, 2, 3), dtype="float32"), y=np.arange(4))
+    got = call("post", "/api/v1/datasets", 201, "/api/v1/datasets?name=npz",
+               data=arrays.getvalue(), content_type="application/x-npz").get_json()
+    assert got["format"] == "npz" and got["arrays"]["x"]["shape"] == [4, 2, 3]
+    call("get", "/api/v1/datasets/{dataset_id}", 200, f"/api/v1/datasets/{got['id']}")
+    call("post", "/api/v1/datasets", 201, data={"file": (io.BytesIO(arrays.getvalue()),
+                                                         "a.npz")},
+         content_type="multipart/form-data")
+    call("post", "/api/v1/datasets", 422, data=b"PK\x03\x04junk",
+         content_type="application/x-npz")
     call("get", "/api/v1/datasets", 200)
     call("get", "/api/v1/datasets", 200, "/api/v1/datasets?limit=1")
     call("get", "/api/v1/datasets", 400, "/api/v1/datasets?limit=0")

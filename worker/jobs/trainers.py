@@ -60,7 +60,7 @@ def prepare(settings: Settings, raw: dict) -> JobInputs:
     spec, plan = api.validate(settings, raw)
     import keras
 
-    data = D.build_dataset(spec, plan, upload_loader(settings))
+    data = D.build_dataset(spec, plan, upload_loader(settings), settings.data_cache_dir)
     chance = chance_levels(plan.n_classes or 2, data.y_val if data.x_val is not None
                            else data.y_train) if plan.task == "classification" else None
     spe = M.choose_steps_per_execution(plan.steps_per_epoch, settings.max_steps_per_execution,

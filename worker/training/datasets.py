@@ -105,8 +105,28 @@ def digest(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
-                  load_upload: Callable[[str], tuple[bytes, list[dict]]] | None = None) -> Data:
+def npz_dataset(spec: S.JobSpec, plan: S.TrainingPlan, upload,
+                cache: str | None = None) -> Data:
+    """An uploaded .npz (``upload``: service.worker_api's Upload): held in memory, or streamed
+    from a memory map when ``plan.streamed`` (:mod:`.streaming`; ``cache``: the folder,
+    KERASYARD_DATA_CACHE_DIR). Shuffled by ``fit.seed`` before the split, as every set is."""
+    from worker.training import streaming
+
+    ds, prof = spec.dataset, upload.profile
+    args = (upload.content, prof, spec.fit.seed, plan.n_train, plan.task, ds.standardize)
+    if getattr(plan, "streamed", False):
+        parts = streaming.streamed(*args, streaming.cache_dir(cache))
+    else:
+        parts = streaming.in_memory(*args)
+    x_train, y_train, x_val, y_val, names = parts
+    if plan.task == "classification" and names is None:
+        names = [str(i) for i in range(plan.n_classes or 2)]
+    tag = hashlib.sha256(f"{prof['sha256']}:{spec.fit.seed}".encode()).hexdigest()[:16]
+    return Data(x_train, y_train, x_val, y_val, plan.task, names, tag)
+
+
+def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan, load_upload: Callable | None = None,
+                  cache: str | None = None) -> Data:
     """Arrays for one job: shuffled once by seed, split train/validation, standardized.
 
     ``x`` is int32 when an embedding reads the model's input (token ids: scikit-learn's
@@ -115,6 +135,8 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
 
     The rows are shuffled before the split because scikit-learn's sets are sorted by class:
     Keras's own validation_split takes the last rows, which for iris is all one class.
+    ``load_upload``: an upload's id -> its Upload (service.worker_api.uploaded_dataset);
+    an .npz is :func:`npz_dataset`'s (``cache``: where it is streamed from).
     """
     ds = spec.dataset
     class_names = None
@@ -130,8 +152,10 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan,
 
         if load_upload is None:
             raise RuntimeError("uploaded datasets need a loader")
-        content, _columns = load_upload(ds.id)
-        x, y, classes = load_arrays(content, ds.target, plan.task)
+        upload = load_upload(ds.id)
+        if upload.format == "npz":
+            return npz_dataset(spec, plan, upload, cache)
+        x, y, classes = load_arrays(upload.content, ds.target, plan.task)
         class_names = classes
         standardize, seed = ds.standardize, spec.fit.seed
     order = np.random.default_rng(seed).permutation(len(x))

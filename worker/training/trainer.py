@@ -10,6 +10,9 @@ the lecture MLP (bs=1: 1.8 ms a step through ``Model.fit`` fed by a generator, 0
 ``python -m bench.fitloop_bench``, ``bench/README.md``). Same weights and training metrics as
 ``Model.fit`` over :func:`~.datasets.epoch_batches`, bit for bit (``tests/unit/test_fitloop.py``).
 
+A streamed upload (:mod:`.streaming`: rows gathered from a memory map) trains through
+``Model.fit`` over the same :func:`~.datasets.epoch_batches`, validated in batches.
+
 Other backends (JAX), and a training set larger than
 :data:`service.jobspec.memory.IN_GRAPH_DATA_MAX` (the loop holds the data as tensors; at that
 size the step is what costs, not the loop around it), keep ``Model.fit`` over
@@ -44,6 +47,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
     if steps % steps_per_execution:
         raise ValueError(f"steps_per_execution {steps_per_execution} does not divide the "
                          f"{steps} steps of an epoch")
+    if getattr(x, "streamed", False):
+        return _fit_streamed(model, x, y, batch_size, epochs, seed, shuffle, validation,
+                             callbacks)
     held = x.nbytes + y.nbytes + (0 if validation is None else
                                   validation[0].nbytes + validation[1].nbytes)
     if keras.backend.backend() != "tensorflow" or held > IN_GRAPH_DATA_MAX:
@@ -57,3 +63,27 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
 
     return TFLoop(model, x, y, batch_size, steps, steps_per_execution).fit(
         epochs, D.epoch_orders(len(x), seed, shuffle), validation, callbacks)
+
+
+def _fit_streamed(model, x, y, batch_size, epochs, seed, shuffle, validation, callbacks):
+    """``Model.fit`` over :func:`~.datasets.epoch_batches` of streamed rows
+    (:class:`~.streaming.StreamedRows`, gathered from a memory map batch by batch): the
+    batches the in-memory path trains on; the validation set is evaluated in batches of
+    ``batch_size``, never held whole."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        """The validation set's batches by number: the same ones every epoch however far
+        Keras's input pipeline reads ahead."""
+
+        def __len__(self):
+            return -(-len(validation[0]) // batch_size)
+
+        def __getitem__(self, i):
+            return tuple(part[i * batch_size:(i + 1) * batch_size] for part in validation)
+
+    steps = -(-len(x) // batch_size)
+    return model.fit(
+        D.epoch_batches(x, y, batch_size, seed, shuffle), steps_per_epoch=steps, epochs=epochs,
+        validation_data=None if validation is None else Batches(),
+        callbacks=list(callbacks), verbose=0, shuffle=False).history

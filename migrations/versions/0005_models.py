@@ -1,15 +1,15 @@
 """models: uploaded .keras models, their layers as kerasyard's specs, their bytes
 
-Revision ID: 0004_models
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02 06:00:00
 """
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = '0004_models'
-down_revision = '0003'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
