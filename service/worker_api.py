@@ -37,6 +37,7 @@ Groups:
 - **The worker's presence** in the ``workers`` table (/health): :func:`publish_worker`,
   :func:`withdraw_worker`, every :data:`WORKER_HEARTBEAT_S`.
 - **Processes**: :func:`dispose_connections` in a forked child.
+- **What MLflow names an upload by**: :func:`upload_label` (the run's dataset inputs).
 
 MLflow's terms (run statuses, tag names) are the worker's, not here. Functions that touch
 the database raise its error (``sqlalchemy.exc.OperationalError`` and the like) when it does
@@ -117,6 +118,8 @@ __all__ = [
     "check_keras_file", "KerasFileError",
     # presence and processes
     "WORKER_HEARTBEAT_S", "publish_worker", "withdraw_worker", "dispose_connections",
+    # the run's dataset inputs
+    "upload_label",
 ]
 
 
@@ -149,3 +152,29 @@ def dispose_connections() -> None:
     """
     dispose_engines()
     dispose_storages()
+
+
+def upload_label(settings: Settings, dataset_id: str) -> dict | None:
+    """What an upload is known by, without its bytes: the run's dataset inputs name it so.
+
+    Args:
+        settings (Settings): The database.
+        dataset_id (str): The dataset (``dataset.id`` of an upload spec).
+
+    Returns:
+        dict | None: ``name``, ``filename``, ``sha256``, ``n_rows`` and ``size_bytes``; None
+        when the dataset no longer exists.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: The database did not answer.
+    """
+    from sqlalchemy import select
+
+    from service.store.db import session_scope
+    from service.store.models import Dataset
+
+    fields = ("name", "filename", "sha256", "n_rows", "size_bytes")
+    with session_scope(settings.database_url) as s:
+        row = s.execute(select(*(getattr(Dataset, f) for f in fields))
+                        .where(Dataset.id == dataset_id)).first()
+        return None if row is None else dict(zip(fields, row))

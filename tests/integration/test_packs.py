@@ -67,8 +67,13 @@ def test_a_pack_records_each_trial_as_its_own_job_run_and_model(client, worker, 
         assert steps == list(range(1, t["params"]["fit.epochs"] + 1))
         files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
         assert {"history.csv", "learning_curve.png", "spec.json"} <= files
-        model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
+        # What it trained on, the same datasets (name, digest) packed or not, carried or not.
         alone_run = client.get(f"/api/v1/jobs/{alone_id}").get_json()["mlflow"]["run_id"]
+        data_of = lambda r: sorted((t.value, i.dataset.name, i.dataset.digest)
+                                   for i in r.inputs.dataset_inputs for t in i.tags)
+        assert [c for c, _, _ in data_of(run)] == ["training", "validation"], name
+        assert data_of(run) == data_of(mlflow_client.get_run(alone_run)), name
+        model = mlflow.keras.load_model(f"runs:/{run.info.run_id}/model")
         model_alone = mlflow.keras.load_model(f"runs:/{alone_run}/model")
         assert len(model.layers) == len(model_alone.layers) == 2  # the tower alone
         for a, b in zip(model.get_weights(), model_alone.get_weights(), strict=True):

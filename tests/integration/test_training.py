@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -64,11 +65,29 @@ def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
     assert {"spec.json", "model_summary.txt", "history.csv", "learning_curve.png",
             "confusion_matrix.png"} <= artifacts
 
+    # The run page's "Datasets": the 200 training and 50 validation rows, each its own digest.
+    inputs = {t.value: i.dataset for i in run.inputs.dataset_inputs for t in i.tags
+              if t.key == "mlflow.data.context"}
+    assert set(inputs) == {"training", "validation"}
+    assert {d.name for d in inputs.values()} == {"synthetic:classification"}
+    assert json.loads(inputs["training"].profile)["features_shape"] == [200, 50]
+    assert json.loads(inputs["validation"].profile)["features_shape"] == [50, 50]
+    assert inputs["training"].digest != inputs["validation"].digest
+    assert json.loads(inputs["training"].source)["tags"]["kerasyard"]["dataset_digest"] == \
+        tags["kerasyard.dataset_digest"]
+
     import mlflow
+    import numpy as np
 
     mlflow.set_tracking_uri(mlflow_client.tracking_uri)
     model = mlflow.keras.load_model(f"runs:/{run_id}/model")
     assert model.count_params() == 5374
+    # Its signature: the input's shape with -1 for the batch, and dtype; pyfunc predicts.
+    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    [spec_in] = info.signature.inputs.inputs
+    assert (spec_in.shape, str(spec_in.type)) == ((-1, 50), "float32")
+    x = np.random.default_rng(0).normal(size=(3, 50)).astype("float32")
+    assert mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(x).shape == (3, 10)
     # An MLflow 3 logged model of the run, in its experiment, with its params.
     [logged] = mlflow_client.search_logged_models(
         experiment_ids=[job["mlflow"]["experiment_id"]],
@@ -174,6 +193,12 @@ def test_uploaded_dataset_trains(client, worker, mlflow_client):
     assert run.data.tags["kerasyard.metrics_on"] == "training"
     assert run.data.metrics["chance_loss"] == pytest.approx(math.log(2))
     assert run.data.metrics["chance_accuracy"] == 0.5
+    # The run's "Datasets": the upload by its name, all 60 rows (2 features) for training.
+    [only] = run.inputs.dataset_inputs
+    assert [(t.key, t.value) for t in only.tags] == [("mlflow.data.context", "training")]
+    assert only.dataset.name == ds["name"]
+    assert json.loads(only.dataset.profile)["features_shape"] == [60, 2]
+    assert json.loads(only.dataset.source)["tags"]["kerasyard"]["upload"] == ds["id"]
 
 
 def test_killed_worker_child_is_retried_not_lost(client, worker):
@@ -232,3 +257,7 @@ def test_logging_the_model_leaves_the_run_running(settings, mlflow_client):
     mlflow.set_tracking_uri(mlflow_client.tracking_uri)
     loaded = mlflow.keras.load_model(f"runs:/{run_id}/model")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    pyfunc = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    [sig] = pyfunc.metadata.get_input_schema().inputs
+    assert (sig.shape, str(sig.type)) == ((-1, 3), "float32")
+    np.testing.assert_allclose(pyfunc.predict(x), model.predict(x, verbose=0), rtol=1e-6)

@@ -15,7 +15,7 @@ from service import worker_api as api
 from service.config import Settings
 from service.worker_api import Fence, JobStatus, Ownership
 from worker import gpu
-from worker.recording import artifacts, tracking
+from worker.recording import artifacts, inputs, tracking
 from worker.recording.mlflow_retry import Deadline, retry
 from worker.recording.reporter import Reporter, Signals
 from worker.training.chance import TRAINING_DATA_NOTE
@@ -36,6 +36,7 @@ class MlflowRun:
         self.client = None
         self.run_id: str | None = None
         self.parent_run_id: str | None = None
+        self.inputs: list | None = None  # the dataset inputs, for the carried trials' runs too
 
     def step(self, fn, what: str, deadline: Deadline):
         """``fn()`` retried while MLflow does not answer, within ``deadline``
@@ -80,6 +81,21 @@ class MlflowRun:
         self.reporter.mlflow, self.reporter.run_id = cl, self.run_id
         self.step(lambda: self._log_reading_aids(job.plan, job.chance),
                   "logging the chance levels", deadline)
+        self.inputs = self._dataset_inputs(job)
+        self.step(lambda: inputs.log_inputs(cl, self.run_id, self.inputs),
+                  "logging the dataset inputs", deadline)
+
+    def _dataset_inputs(self, job) -> list:
+        """The job's training and validation data as MLflow dataset inputs (an upload named
+        by its name when the database says it; by its id otherwise)."""
+        ds = job.spec.dataset
+        upload = None
+        if getattr(ds, "kind", None) == "upload":
+            try:
+                upload = api.upload_label(self.settings, ds.id)
+            except Exception:
+                log.warning("could not read upload %s's name", ds.id, exc_info=True)
+        return inputs.dataset_inputs(job.spec, job.data, upload)
 
     def _log_reading_aids(self, plan, chance: dict[str, float] | None) -> None:
         """The chance-level loss and accuracy beside the run's metrics and, without held-out

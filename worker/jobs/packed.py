@@ -125,7 +125,8 @@ class PackTrainer(JobTrainer):
                 st, self.fence, self.signals, run.client, ctx=self.ctx,
                 parent_run_id=run.parent_run_id, trainer_run_id=run.run_id, data=self.job.data,
                 history=t.history, saved=t.saved, trials=keep,
-                pruned_model=t.model if t.ended == "pruned" else None, timings=self.timings))
+                pruned_model=t.model if t.ended == "pruned" else None, timings=self.timings,
+                inputs=run.inputs))
             left = [tr.id for tr in keep if tr.id not in done]
             end = self._unreached_end(t) if left else None
             if end is not None:

@@ -132,7 +132,7 @@ class JobTrainer(abc.ABC):
                 self.settings, self.fence, self.signals, run.client, ctx=self.ctx,
                 parent_run_id=run.parent_run_id, trainer_run_id=run.run_id, data=self.job.data,
                 history=self.callback.history, saved=self.callback.saved,
-                trials=self._own_trials(), timings=self.timings)
+                trials=self._own_trials(), timings=self.timings, inputs=run.inputs)
 
     def _own_trials(self) -> list[api.SharedTrial] | None:
         """The shared trials recorded from this job's own model; None: all of them."""

@@ -78,7 +78,7 @@ def log_model(settings: Settings, model, data, run_id: str) -> None:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # finalize_logged_model reads it
     client = mlflow.tracking.MlflowClient(settings.mlflow_tracking_uri)
     run = client.get_run(run_id)
-    sample = data.x_train[:5]
+    sample = signature_sample(model, data.x_train)
     signature = infer_signature(sample, keras.ops.convert_to_numpy(model(sample)))
     # What the fluent call would create: the model in the run's experiment, its source the
     # run, the run's params on it. Model.log then links it to the run (log_outputs), uploads it
@@ -90,6 +90,16 @@ def log_model(settings: Settings, model, data, run_id: str) -> None:
     reqs = [f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     Model.log(artifact_path=None, name="model", flavor=mlflow.keras, model=model, run_id=run_id,
               model_id=logged.model_id, signature=signature, pip_requirements=reqs)
+
+
+def signature_sample(model, x):
+    """The rows the logged model's signature is inferred from: a few of the real input, in
+    the dtype the model's input takes (int32 token ids for an embedding, else float32), so
+    the signature says what ``predict`` accepts (shape with -1 for the batch)."""
+    inputs = getattr(model, "inputs", None) or []
+    dtype = getattr(inputs[0], "dtype", None) if len(inputs) == 1 else None
+    sample = x[:5]
+    return sample.astype(str(dtype)) if dtype and str(dtype) != str(sample.dtype) else sample
 
 
 def record_failure(cl, run_id: str, error: dict, exc: BaseException) -> None:

@@ -20,6 +20,7 @@ from service import worker_api as api
 from service.config import Settings
 from service.worker_api import Fence, JobStatus, Ownership, SharedTrial, TrialContext
 from worker.recording import artifacts, tracking
+from worker.recording.inputs import log_inputs
 from worker.recording.reporter import Signals, clean
 from worker.recording.tracking import MLFLOW_RUN_STATUS, child_tags
 
@@ -39,14 +40,16 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
            parent_run_id: str | None, trainer_run_id: str | None, data,
            history: list[dict], saved: dict[int, Path],
            trials: list[SharedTrial] | None = None, pruned_model=None,
-           timings: dict | None = None) -> list[str]:
+           timings: dict | None = None, inputs: list | None = None) -> list[str]:
     """Record each shared trial this training reached (``trials``: those of one tower of a
     pack; all of them by default); returns the ids recorded. One that fails ends ``failed``
     (the others go on); a superseded claim stops the lot. ``timings`` gets ``record_s`` and
     ``model_log_s`` added (seconds spent, the model logging included in the first).
 
     With ``pruned_model`` (a pack's tower its pruner stopped, at ``len(history)`` epochs), the
-    trial with the most epochs is recorded ``pruned`` from that model and history."""
+    trial with the most epochs is recorded ``pruned`` from that model and history.
+    ``inputs``: the training's dataset inputs (:mod:`worker.recording.inputs`), logged on each
+    trial's run: it trained on the same data."""
     done = []
     trials = ctx.shared if trials is None else trials
     pruned_id = max(trials, key=lambda t: t.epochs).id if pruned_model is not None and trials \
@@ -66,7 +69,8 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
             answer = _record_one(settings, fence, cl, ctx, trial, parent_run_id,
                                  trainer_run_id, data, history[:e],
                                  pruned_model if pruned else saved[e],
-                                 JobStatus.pruned if pruned else JobStatus.succeeded, timings)
+                                 JobStatus.pruned if pruned else JobStatus.succeeded, timings,
+                                 inputs)
         except Exception as exc:
             log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
             api.end_unrecorded(
@@ -87,7 +91,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
 def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: SharedTrial,
                 parent_run_id: str | None, trainer_run_id: str | None, data,
                 history: list[dict], checkpoint, status: JobStatus = JobStatus.succeeded,
-                timings: dict | None = None) -> Ownership:
+                timings: dict | None = None, inputs: list | None = None) -> Ownership:
     """``checkpoint``: where the model was saved at the trial's epochs, or the model."""
     import keras
 
@@ -111,6 +115,7 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
         tags["kerasyard.trial_state"] = status.value
         params = tracking.run_params(trial.spec, plan, {"trained_by": fence.job_id})
         run_id = tracking.start_run(cl, exp_id, spec.name, tags, params)
+        log_inputs(cl, run_id, inputs)
         if settings.log_model and status == JobStatus.succeeded:
             # Before the epochs: MLflow's log_model reads the run's whole history of every
             # metric (one request per metric) to link the model to step 0's metrics, which

@@ -201,11 +201,16 @@ def compile_model(model, spec: S.JobSpec, plan: S.TrainingPlan, steps_per_execut
 
 
 def summary_text(model, plan: S.TrainingPlan) -> str:
+    """model_summary.txt: the lecture's quantities for this run (updates an epoch, total
+    updates, parameters), then Keras's summary of the built model (each layer's output shape
+    and parameters)."""
     lines: list[str] = []
     model.summary(print_fn=lambda line, **_: lines.append(line))
+    shape = getattr(plan, "input_shape", None)
     head = [
         "The lecture's quantities for this run",
         f"  input_dim          {plan.input_dim}",
+        *([f"  input_shape        {tuple(shape)} per sample"] if shape else []),
         f"  n_train / n_val    {plan.n_train} / {plan.n_val}",
         f"  batch_size         {plan.batch_size}  ({plan.gradient_descent} gradient descent)",
         f"  steps_per_epoch    ceil({plan.n_train} / {plan.batch_size}) = {plan.steps_per_epoch}",
