@@ -222,7 +222,8 @@ def test_models(call, tmp_path):
 def test_auth_errors_are_declared(settings, doc, registry):
     from service.api import create_app
 
-    c = create_app(dataclasses.replace(settings, api_token="s3cret-token-of-16-chars")).test_client()
+    c = create_app(dataclasses.replace(settings, api_token="s3cret-token-of-16-chars")
+                   ).test_client()
     for path, method in (("/api/v1/jobs", "get"), ("/api/v1/sweeps", "get"),
                          ("/api/v1/datasets", "get"), ("/api/v1/jobs/x", "get")):
         resp = getattr(c, method)(path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.uploads import datasets as U
 from service import jobspec as S
+from service.uploads import datasets as U
 from tests.helpers import lecture_spec, tiny_spec
 from worker.training import datasets as D
 

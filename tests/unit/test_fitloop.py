@@ -1,6 +1,6 @@
 """The worker's training loop (worker/training/trainer.py; worker/training/backends/tensorflow.py
-on TensorFlow) trains exactly as Model.fit over the same batches: same weights and training metrics bit for
-bit, the callbacks' epoch hooks and stop_training honoured."""
+on TensorFlow) trains exactly as Model.fit over the same batches: same weights and training
+metrics bit for bit, the callbacks' epoch hooks and stop_training honoured."""
 
 from __future__ import annotations
 

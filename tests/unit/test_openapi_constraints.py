@@ -11,13 +11,13 @@ import re
 import pytest
 
 from service.api.openapi import CSV_PATTERN, document
-from service.uploads.datasets import CsvError, read_rows
 from service.errors import ApiError
 from service.jobspec import JobSpec, SpecError
 from service.jobspec.models import MAX_TAG_KEY, TAG_KEY_PATTERN
 from service.jobspec.sweep import PARAMETER_PATH_PATTERN
 from service.jobspec.sweep_checks import validate_sweep
 from service.store.paging import CURSOR_PATTERN, decode_cursor, encode_cursor
+from service.uploads.datasets import CsvError, read_rows
 from tests.helpers import tiny_spec
 
 
