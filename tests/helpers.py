@@ -83,3 +83,34 @@ def sqlite_api_client(folder: Path, api_token: str | None = None):
         broker_url="memory://", api_token=api_token)
     upgrade(settings.database_url)
     return create_app(settings).test_client()
+
+
+SEQUENCES_ID = "the-id-of-sequences.npz"  # the placeholder examples/sequence_lstm.json holds
+
+
+def example_module(name: str):
+    """examples/<name>.py, imported (examples/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" /
+                                                  f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sequences_info(dataset_id: str):
+    """What the door knows of sequences.npz once uploaded (examples/make_sequences.py writes
+    it): the file profiled as ``POST /api/v1/datasets`` profiles it."""
+    import io
+
+    import numpy as np
+
+    from service.uploads.npz import npz_info, profile
+
+    if dataset_id != SEQUENCES_ID:
+        return None
+    x, y = example_module("make_sequences").make()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=x, y=y)
+    return npz_info(profile(buf.getvalue(), 10 * 1024 * 1024), None)

@@ -4,7 +4,6 @@ the job examples/upload_model.py submits against the model it builds."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -12,31 +11,10 @@ import pytest
 import yaml
 
 from service.jobspec import validate_job
-from service.jobspec.shapes import DatasetInfo
 from service.jobspec.sweep_checks import validate_sweep
-from tests.helpers import ROOT
+from tests.helpers import ROOT, example_module, sequences_info
 
 EXAMPLES = sorted(p for p in (ROOT / "examples").iterdir() if p.suffix in (".json", ".yaml"))
-SEQUENCES_ID = "the-id-of-sequences.npz"  # the placeholder examples/sequence_lstm.json holds
-
-
-def example_module(name: str):
-    """examples/<name>.py, imported (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" /
-                                                  f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def sequences_info(dataset_id: str) -> DatasetInfo | None:
-    """What the door knows of sequences.npz once uploaded (examples/make_sequences.py)."""
-    if dataset_id != SEQUENCES_ID:
-        return None
-    x, y = example_module("make_sequences").make()
-    return DatasetInfo(len(x), int(np.prod(x.shape[1:])), "classification",
-                       len(np.unique(y)), input_shape=tuple(x.shape[1:]), x_dtype="int32",
-                       x_max=int(x.max()))
 
 
 def load(path):
