@@ -13,7 +13,7 @@ stack; :mod:`.graph` checks the graph and works out each layer's output shape an
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -99,13 +99,27 @@ Size = Annotated[int, Field(gt=0)]
 def _sizes(rank: int, value, field: str):
     """An int, or a list of ``rank`` positive ints, as Keras takes ``kernel_size``."""
     if isinstance(value, list) and len(value) != rank:
-        raise ValueError(f"{field} has {len(value)} entries; a {rank}-D layer takes {rank} "
+        entries = "1 entry" if len(value) == 1 else f"{len(value)} entries"
+        raise ValueError(f"{field} has {entries}; a {rank}-D layer takes {rank} "
                          f"(or one number for all)")
     return value
 
 
-class _Conv(LayerBase):
+class _Windowed(LayerBase):
+    """A layer over windows of ``RANK`` axes: each size an int, or a list of one per axis."""
+
+    RANK: ClassVar[int] = 1
+
+    @field_validator("kernel_size", "pool_size", "strides", check_fields=False)
+    @classmethod
+    def _rank(cls, value, info):
+        return _sizes(cls.RANK, value, info.field_name)
+
+
+class _Conv(_Windowed):
     filters: int = Field(gt=0, description="Number of output channels.")
+    kernel_size: Size | list[Size] = Field(description="The window's size. " + KERNEL)
+    strides: Size | list[Size] = Field(default=1, description=STRIDES)
     activation: Activation = Field(default="linear", description="Applied to the output.")
     use_bias: bool = Field(default=True, description="Whether the layer adds a bias.")
     padding: Padding = Field(default="valid", description=PADDING)
@@ -113,46 +127,21 @@ class _Conv(LayerBase):
 
 class Conv1DLayer(_Conv):
     type: Literal["conv1d"]
-    kernel_size: Size | list[Size] = Field(description="The window's size. " + KERNEL)
-    strides: Size | list[Size] = Field(default=1, description=STRIDES)
-
-    @field_validator("kernel_size", "strides")
-    @classmethod
-    def _rank(cls, value, info):
-        return _sizes(1, value, info.field_name)
 
 
 class Conv2DLayer(_Conv):
     type: Literal["conv2d"]
-    kernel_size: Size | list[Size] = Field(description="The window's size. " + KERNEL)
-    strides: Size | list[Size] = Field(default=1, description=STRIDES)
-
-    @field_validator("kernel_size", "strides")
-    @classmethod
-    def _rank(cls, value, info):
-        return _sizes(2, value, info.field_name)
+    RANK: ClassVar[int] = 2
 
 
-class _Pool1D(LayerBase):
+class _Pool1D(_Windowed):
     pool_size: Size | list[Size] = Field(default=2, description="The window's size. " + KERNEL)
     strides: Size | list[Size] | None = Field(default=None, description="Default: pool_size.")
     padding: Padding = Field(default="valid", description=PADDING)
 
-    @field_validator("pool_size", "strides")
-    @classmethod
-    def _rank(cls, value, info):
-        return _sizes(1, value, info.field_name)
 
-
-class _Pool2D(LayerBase):
-    pool_size: Size | list[Size] = Field(default=2, description="The window's size. " + KERNEL)
-    strides: Size | list[Size] | None = Field(default=None, description="Default: pool_size.")
-    padding: Padding = Field(default="valid", description=PADDING)
-
-    @field_validator("pool_size", "strides")
-    @classmethod
-    def _rank(cls, value, info):
-        return _sizes(2, value, info.field_name)
+class _Pool2D(_Pool1D):
+    RANK: ClassVar[int] = 2
 
 
 class MaxPooling1DLayer(_Pool1D):
