@@ -116,3 +116,38 @@ def test_every_layer_type_trains_through_the_service(client, worker, mlflow_clie
     assert shapes["pooled"] == [2, 2, 4] and shapes["heads"] == [12]
     shapes = {la["name"]: la["output_shape"] for la in tokens["layers"]}
     assert shapes["bi"] == [16, 4] and shapes["embedding_0"] == [64, 4]
+
+
+def _refused(client, spec: dict) -> dict[str, str]:
+    resp = client.post("/api/v1/jobs", json=spec)
+    assert resp.status_code == 422, resp.get_json()
+    body = resp.get_json()
+    assert body["error"]["code"] == "invalid_spec"
+    newest = client.get("/api/v1/jobs?limit=500").get_json()["jobs"]  # newest first
+    assert spec["name"] not in {j["name"] for j in newest}  # nothing stored
+    return {d["loc"]: d["msg"] for d in body["error"]["details"]}
+
+
+def test_shapes_and_graphs_that_do_not_fit_are_refused_naming_the_layer(client):
+    kernel = _digits("too-big-kernel", [
+        {"type": "reshape", "target_shape": [8, 8, 1]},
+        {"type": "conv2d", "filters": 4, "kernel_size": 9},
+        {"type": "flatten"}, {"type": "dense", "units": 10, "activation": "softmax"}])
+    assert _refused(client, kernel) == {"model.layers.1": (
+        "model.layers.1 (conv2d): a 9×9 kernel with padding 'valid' does not fit its 8×8 "
+        "input; use padding 'same' or kernel_size at most 8")}
+    cycle = _digits("cycle", [
+        {"type": "dense", "units": 8, "name": "a", "inputs": ["c"]},
+        {"type": "dense", "units": 8, "name": "b", "inputs": ["a"]},
+        {"type": "dense", "units": 8, "name": "c", "inputs": ["b"]},
+        {"type": "dense", "units": 10, "activation": "softmax", "inputs": ["c"]}])
+    errors = _refused(client, cycle)
+    assert any("'a' -> 'b' -> 'c' -> 'a'" in msg for msg in errors.values()), errors
+    merge = _digits("merge", [
+        {"type": "dense", "units": 8, "name": "a"},
+        {"type": "dense", "units": 4, "name": "b"},
+        {"type": "add", "inputs": ["a", "b"]},
+        {"type": "dense", "units": 10, "activation": "softmax"}])
+    errors = _refused(client, merge)
+    assert list(errors) == ["model.layers.2"], errors
+    assert "'a' (8,), 'b' (4,)" in errors["model.layers.2"]

@@ -169,7 +169,9 @@ def test_a_pack_whose_worker_dies_is_retried_as_a_pack(settings, workdir):
     # A redis-server of its own, so the session's worker cannot take these trials.
     (workdir / "pack-restart").mkdir(exist_ok=True)
     broker = RedisServer(workdir / "pack-restart")
-    st = dataclasses.replace(settings, stale_heartbeat_s=3, broker_url=broker.url)
+    # 6 s: long enough that a loaded 2-core CI box (the other xdist session training beside
+    # it) does not make the second worker look silent too; short enough to take over soon.
+    st = dataclasses.replace(settings, stale_heartbeat_s=6, broker_url=broker.url)
     app = create_app(st, redispatch_interval=1)
     api = app.test_client()
     body = tiny_sweep("pack-restart", {"model.hidden_activation": ["relu", "tanh", "sigmoid"],
