@@ -149,7 +149,9 @@ def _humanize(err: dict) -> ErrorDetail:
     if kind == "missing":
         return ErrorDetail(loc, "field required; add it to the spec")
     if kind == "extra_forbidden":
-        return ErrorDetail(loc, "unknown field; remove it or check its spelling", value)
+        key = err["loc"][-1] if err["loc"] else None
+        return ErrorDetail(loc, "unknown field; remove it or check its spelling"
+                           f"{_suggest(key, err.get('known', ()))}", value)
     if kind in TYPE_ERRORS:
         shown = value if not isinstance(value, (dict, list)) else None
         return ErrorDetail(loc, type_message(_EXPECTED[kind], kind, value), shown)
@@ -226,9 +228,21 @@ def _written_for(errors: list[dict]) -> list[dict]:
     return keep
 
 
+def _known_fields(err: dict, errors: list[dict]) -> tuple[str, ...]:
+    """The names an unknown key may have meant: its layer type's fields (the tag before it in
+    pydantic's path, ``layers.1.conv2d.filter``), else the required fields missing beside it."""
+    loc = tuple(err["loc"])
+    if len(loc) >= 2 and loc[-2] in LAYER_TYPES:
+        return tuple(f for f in LAYER_TYPES[loc[-2]].model_fields if f != "type")
+    return tuple(e["loc"][-1] for e in errors if e["type"] == "missing"
+                 and tuple(e["loc"][:-1]) == loc[:-1] and isinstance(e["loc"][-1], str))
+
+
 def humanize_all(errors: list[dict]) -> list[ErrorDetail]:
     """pydantic's ``exc.errors()`` as details, one per offending field."""
     errors = _written_for(errors)
+    errors = [{**e, "known": _known_fields(e, errors)} if e["type"] == "extra_forbidden" else e
+              for e in errors]
     unions: dict[tuple, list[dict]] = {}
     for err in errors:
         if _union_member(err) and err["type"] in TYPE_ERRORS | {"literal_error"}:

@@ -200,3 +200,20 @@ def test_non_object_body():
     with pytest.raises(SpecError) as info:
         parse_spec([1, 2])
     assert "must be a JSON object" in str(info.value)
+
+
+def test_a_misspelt_layer_field_gets_did_you_mean_with_its_layers_own_fields():
+    spec = tiny_spec()
+    spec["dataset"] = {"kind": "sklearn", "name": "digits"}
+    spec["model"]["layers"] = [
+        {"type": "reshape", "target_shape": [8, 8, 1]},
+        {"type": "conv2d", "filters": 4, "kernel_size": 3, "stride": 2},
+        {"type": "flatten"},
+        {"type": "dense", "units": 10, "activation": "softmax", "use_bais": False}]
+    errors = errors_of(spec)
+    assert errors["model.layers.1.stride"].endswith("did you mean 'strides'?")
+    assert errors["model.layers.3.use_bais"].endswith("did you mean 'use_bias'?")
+    spec["model"]["layers"][1] = {"type": "conv2d", "filter": 4, "kernel_size": 3}
+    assert errors_of(spec)["model.layers.1.filter"].endswith("did you mean 'filters'?")
+    spec["model"]["layers"][1] = {"type": "conv2d", "filters": 4, "kernel_size": 3, "zz": 1}
+    assert "did you mean" not in errors_of(spec)["model.layers.1.zz"]
