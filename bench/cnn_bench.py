@@ -47,11 +47,10 @@ from bench.lecture_bench import (
     fmt_s,
     ratio_entry,
     run_job,
-    start_mlflow,
     stats,
     versions,
 )
-from bench.sweep_bench import run_sweep
+from bench.sweep_bench import embedded_service, run_sweep
 from devstack import Process, StackError, WorkerProcess
 
 EXAMPLE = ROOT / "examples" / "digits_cnn.json"
@@ -198,23 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             os.chdir(tmp)
             env = dict(os.environ, PYTHONUNBUFFERED="1", KERAS_BACKEND=args.backend)
-            mlflow_url = start_mlflow(tmp, env, children).url
-            service_env = {"DATABASE_URL": f"sqlite:///{tmp / 'ky.db'}",
-                           "BROKER_URL": "filesystem://", "MLFLOW_TRACKING_URI": mlflow_url,
-                           "KERASYARD_DATA_DIR": str(tmp)}
-            os.environ.update(service_env)
-            env.update(service_env)  # WorkerProcess puts this checkout on PYTHONPATH
-            from service.api import create_app
-            from service.config import Settings
-            from service.migrate import upgrade
-
-            settings = Settings.from_env()
-            upgrade(settings.database_url)
-            client = create_app(settings).test_client()
-            worker = WorkerProcess(env, tmp / "worker.log", queues="cpu", concurrency=2,
-                                   name=f"cnn-bench-{os.getpid()}@%h", cwd=tmp,
-                                   new_session=True)
-            children.append(worker)
+            client, worker = embedded_service(tmp, env, children, "cnn-bench")
             log(f"worker ready in {worker.wait_ready(300):.1f} s; warming up both children")
             warm_up(client, worker, args.backend, args.timeout)
             run_plain(args.backend, 1, args.timeout)  # untimed: the page cache

@@ -93,6 +93,31 @@ def run_sweep(client, body: dict, worker: WorkerProcess, timeout: float) -> dict
     }
 
 
+def embedded_service(tmp: Path, env: dict, children: list[Process], name: str):
+    """The embedded stack the benches time, in the folder ``tmp`` (the working directory):
+    an MLflow server, SQLite, the filesystem broker, the API as a Flask test client, and one
+    worker with two prefork children. ``env`` (the worker's environment) gains the service's
+    variables, as this process's environment does; the MLflow server and the worker are
+    appended to ``children`` (the caller stops them). Returns ``(client, worker)``."""
+    mlflow_url = start_mlflow(tmp, env, children).url
+    service_env = {"DATABASE_URL": f"sqlite:///{tmp / 'ky.db'}",
+                   "BROKER_URL": "filesystem://", "MLFLOW_TRACKING_URI": mlflow_url,
+                   "KERASYARD_DATA_DIR": str(tmp)}
+    os.environ.update(service_env)
+    env.update(service_env)  # WorkerProcess puts this checkout on PYTHONPATH
+    from service.api import create_app
+    from service.config import Settings
+    from service.migrate import upgrade
+
+    settings = Settings.from_env()
+    upgrade(settings.database_url)
+    client = create_app(settings).test_client()
+    worker = WorkerProcess(env, tmp / "worker.log", queues="cpu", concurrency=2,
+                           name=f"{name}-{os.getpid()}@%h", cwd=tmp, new_session=True)
+    children.append(worker)
+    return client, worker
+
+
 def warm_up(client, worker: WorkerProcess, timeout: float) -> None:
     """Two untimed 1-epoch jobs, one per prefork child, so neither mode pays first-use costs
     (the first MLflow experiment, a child's first graph trace)."""
@@ -142,22 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(tmp)
             env = os.environ.copy()
             env["PYTHONUNBUFFERED"] = "1"
-            mlflow_url = start_mlflow(tmp, env, children).url
-            service_env = {"DATABASE_URL": f"sqlite:///{tmp / 'ky.db'}",
-                           "BROKER_URL": "filesystem://", "MLFLOW_TRACKING_URI": mlflow_url,
-                           "KERASYARD_DATA_DIR": str(tmp)}
-            os.environ.update(service_env)
-            env.update(service_env)  # WorkerProcess puts this checkout on PYTHONPATH
-            from service.api import create_app
-            from service.config import Settings
-            from service.migrate import upgrade
-
-            settings = Settings.from_env()
-            upgrade(settings.database_url)
-            client = create_app(settings).test_client()
-            worker = WorkerProcess(env, tmp / "worker.log", queues="cpu", concurrency=2,
-                                   name=f"sweep-bench-{os.getpid()}@%h", cwd=tmp,
-                                   new_session=True)
+            client, worker = embedded_service(tmp, env, children, "sweep-bench")
+            children.remove(worker)  # stopped before the plain loop, below
             log(f"worker ready in {worker.wait_ready(300):.1f} s; warming up both children")
             warm_up(client, worker, args.timeout)
             for i in range(args.repeats):
