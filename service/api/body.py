@@ -184,3 +184,26 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
                        f"to {high}", [{"loc": name, "msg": f"integer {low}..{high}",
                                        "value": shown}])
     return value
+
+
+# --- uploads (/datasets, /models) -------------------------------------------------------------
+
+
+def upload_name() -> str | None:
+    """An upload's name: ``?name=``, else the form field ``name``. The form's is refused with a
+    NUL even where the query's wins: a request the document calls invalid is never accepted."""
+    form_name = request.form.get("name")
+    if form_name and "\x00" in form_name:
+        raise ApiError(400, "bad_request", "the form field 'name' contains a NUL character; "
+                       "remove it", [{"loc": "name", "msg": "contains a NUL character"}])
+    return request.args.get("name") or form_name
+
+
+def multipart_file(what: str):
+    """The multipart field ``file`` (400 naming ``what`` is sent when it is missing), and the
+    client's name for it: only shown back, and PostgreSQL cannot store a NUL in it."""
+    file = request.files.get("file")
+    if file is None:
+        raise ApiError(400, "bad_request", f"send the {what} in the multipart field 'file'",
+                       [{"loc": "file", "msg": "field required"}])
+    return file, (file.filename or "").replace("\x00", "\ufffd")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from service.api.body import int_arg
+from service.api.body import int_arg, multipart_file, upload_name
 from service.api.context import settings_of
 from service.errors import ApiError
 from service.uploads import datasets
@@ -15,20 +15,10 @@ bp = Blueprint("datasets", __name__, url_prefix="/api/v1/datasets")
 
 @bp.post("")
 def upload():
-    form_name = request.form.get("name")
-    # The form's name is refused with a NUL even where the query's name wins: a request the
-    # document calls invalid is never accepted.
-    if form_name and "\x00" in form_name:
-        raise ApiError(400, "bad_request", "the form field 'name' contains a NUL character; "
-                       "remove it", [{"loc": "name", "msg": "contains a NUL character"}])
-    name = request.args.get("name") or form_name
+    name = upload_name()
     if request.files:
-        file = request.files.get("file")
-        if file is None:
-            raise ApiError(400, "bad_request", "send the CSV or .npz in the multipart field "
-                           "'file'", [{"loc": "file", "msg": "field required"}])
-        # The client's file name is only shown back; PostgreSQL cannot store a NUL in it.
-        content, filename = file.read(), (file.filename or "").replace("\x00", "\ufffd") or None
+        file, filename = multipart_file("CSV or .npz")
+        content, filename = file.read(), filename or None
         ctype = (file.mimetype or "").lower()
     else:
         content, filename = request.get_data(), None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from service.api.body import int_arg
+from service.api.body import int_arg, multipart_file, upload_name
 from service.api.context import settings_of
 from service.errors import ApiError
 from service.uploads import models
@@ -18,12 +18,8 @@ BODY_TYPES = ("application/x-keras", "application/octet-stream")
 def _upload() -> tuple[bytes, str | None]:
     """The file and the client's name for it, from either form of the request."""
     if request.files or (request.mimetype or "").lower() == "multipart/form-data":
-        file = request.files.get("file")
-        if file is None:
-            raise ApiError(400, "bad_request", "send the .keras file in the multipart field "
-                           "'file'", [{"loc": "file", "msg": "field required"}])
-        # The client's file name is only shown back; PostgreSQL cannot store a NUL in it.
-        return file.read(), (file.filename or "").replace("\x00", "\ufffd")[:300] or None
+        file, filename = multipart_file(".keras file")
+        return file.read(), filename[:300] or None
     ctype = (request.mimetype or "").lower()
     if ctype not in BODY_TYPES:
         given = f"Content-Type {ctype[:80]!r}" if ctype else "no Content-Type"
@@ -36,15 +32,11 @@ def _upload() -> tuple[bytes, str | None]:
 
 @bp.post("")
 def upload():
-    form_name = request.form.get("name")
-    if form_name and "\x00" in form_name:
-        raise ApiError(400, "bad_request", "the form field 'name' contains a NUL character; "
-                       "remove it", [{"loc": "name", "msg": "contains a NUL character"}])
+    name = upload_name() or None
     content, filename = _upload()
     if not content:
         raise ApiError(400, "bad_request", "no .keras file received; POST it as an "
                        "application/x-keras body or as the multipart field 'file'")
-    name = (request.args.get("name") or form_name or None)
     return models.store_model(settings_of(), content, name and name[:200], filename), 201
 
 
