@@ -49,7 +49,7 @@ def test_training_code_runs_on_jax():
 def test_no_tensorflow_import_in_training_code():
     """Backend neutrality by construction: the worker's code uses keras and keras.ops only, no
     tf.*, outside ``worker/training/backends/`` (a backend's own training loop, imported by
-    ``worker/training/trainer.py`` on that backend only) and ``worker/gpu.py`` (the device
+    ``worker/training/trainer.py`` on that backend only) and ``worker/gpu/`` (the device
     probe, which asks each backend for its devices by name, in a subprocess)."""
     backends = ROOT / "worker" / "training" / "backends"
     for path in (ROOT / "worker").rglob("*.py"):

@@ -451,7 +451,7 @@ def test_worker_dockerfile_rejects_an_unknown_variant_naming_it(tmp_path):
 
 
 def test_worker_without_a_gpu_refuses_the_gpu_queue(monkeypatch, caplog):
-    """worker/gpu.py's decision, and the device tags a worker with a GPU gives its runs (the
+    """worker/gpu/'s decision, and the device tags a worker with a GPU gives its runs (the
     real worker processes: tests/integration/test_gpu_refusal.py); celery_app runs it before
     the consumer starts."""
     from celery.signals import celeryd_after_setup
@@ -473,13 +473,15 @@ def test_worker_without_a_gpu_refuses_the_gpu_queue(monkeypatch, caplog):
     assert gpu.check_worker(["gpu"], "tensorflow", False, 5)[1] == {}  # KERASYARD_REQUIRE_GPU
     one = {"backend": "tensorflow", "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3",
                                               "memory_bytes": 80 * 2**30}],
-           "cuda_version": "12.5.1", "cudnn_version": "9"}
+           "cuda_version": "12.5.82", "cudnn_version": "9.3.0.75",
+           "compute": {"ok": True, "graph_first_call_s": 0.4, "xla_first_call_s": 1.2}}
     monkeypatch.setattr(gpu, "probe", lambda backend, timeout_s: one)
     assert gpu.check_worker(["gpu"], "tensorflow", True, 5) == (one, {})
     assert gpu.device_tags() == {
-        "kerasyard.device": "GPU 0: NVIDIA H100 80GB HBM3 (80.0 GiB, CUDA 12.5.1, cuDNN 9)",
-        "kerasyard.device_type": "gpu", "kerasyard.cuda_version": "12.5.1",
-        "kerasyard.cudnn_version": "9"}
+        "kerasyard.device": "GPU 0: NVIDIA H100 80GB HBM3 (80.0 GiB, CUDA 12.5.82, cuDNN "
+                            "9.3.0.75)",
+        "kerasyard.device_type": "gpu", "kerasyard.cuda_version": "12.5.82",
+        "kerasyard.cudnn_version": "9.3.0.75"}
     assert gpu.device_summary()["type"] == "gpu"
 
 
