@@ -411,7 +411,7 @@ def _run_dockerfile_requirements_step(variant: str, tmp_path) -> tuple[str, str]
     """The worker Dockerfile's dependency RUN, executed here with pip replaced by an echo: the
     requirements and constraints files it would install from."""
     (run,) = [r for r in run_instructions(DEPLOY / "worker.Dockerfile")
-              if "WORKER_VARIANT" in r]
+              if 'case "$WORKER_VARIANT"' in r]
     script = run.replace("/tmp/", f"{tmp_path}/").replace("python3 ", f"{sys.executable} ")
     script = f'pip() {{ echo "pip $*" > {tmp_path}/pip-args; }}\n' + script
     env = {"PATH": os.environ["PATH"], "WORKER_VARIANT": variant, "BASE_IMAGE": "python:3.11-slim"}
@@ -432,14 +432,22 @@ def test_worker_dockerfile_install_step_runs_here_for_each_variant(variant, tmp_
         assert "tensorflow[and-cuda]==" in reqs and "tensorflow-cpu" not in reqs
     if variant == "jax":
         assert "jax[cuda12]==" in reqs
-    assert re.fullmatch(r"mlflow==\d+\.\d+\.\d+\n", constraints), constraints
+    # MLflow's pin, then the variant's exact CUDA pins (deploy/constraints/), which the image's
+    # smoke test checks again after the install (/tmp/pins.txt).
+    mlflow_pin, _, pins = constraints.partition("\n")
+    assert re.fullmatch(r"mlflow==\d+\.\d+\.\d+", mlflow_pin), constraints
+    pin_file = {"cpu": None, "cuda": "cuda.txt", "jax": "jax-cuda.txt"}[variant]
+    expected = (DEPLOY / "constraints" / pin_file).read_text() if pin_file else ""
+    assert pins == expected == (tmp_path / "pins.txt").read_text()
+    if pin_file:
+        assert "nvidia-cudnn-cu12==" in pins and "nvidia-cuda-runtime-cu12==" in pins
     assert (tmp_path / "pip-args").read_text().startswith(
         f"pip install -c {tmp_path}/constraints.txt -r {tmp_path}/requirements.txt")
 
 
 def test_worker_dockerfile_rejects_an_unknown_variant_naming_it(tmp_path):
     (run,) = [r for r in run_instructions(DEPLOY / "worker.Dockerfile")
-              if "WORKER_VARIANT" in r]
+              if 'case "$WORKER_VARIANT"' in r]
     script = run.replace("/tmp/", f"{tmp_path}/").replace("python3 ", f"{sys.executable} ")
     result = subprocess.run(["bash", "-c", "pip() { :; }\n" + script], cwd=ROOT,
                             capture_output=True, text=True, check=False,
