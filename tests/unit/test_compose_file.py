@@ -45,8 +45,8 @@ from tests.compose_support import (
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
-SERVICES = {"postgres", "redis", "mlflow", "mlflow-init", "migrate", "api", "worker-gpu",
-            "worker-gpu-jax", "worker-cpu", "flower"}
+SERVICES = {"preflight", "postgres", "redis", "mlflow", "mlflow-init", "migrate", "api",
+            "worker-gpu", "worker-gpu-jax", "worker-cpu", "flower"}
 DEEP_LEARNING = {"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-keras", "keras", "jax",
                  "jaxlib", "torch"}
 
@@ -193,7 +193,10 @@ def test_redis_persists_the_queue(doc):
 def test_mlflow_server_on_postgresql_with_proxied_artifacts_and_allowed_hosts(resolved):
     mlflow = resolved["services"]["mlflow"]
     cmd, env = mlflow["command"], mlflow["environment"]
-    assert cmd[:2] == ["mlflow", "server"]
+    # deploy/mlflow/serve.py execs `python -m mlflow server ...`, adding the CORS origins.
+    assert cmd[:3] == ["python", "/etc/mlflow/serve.py", "server"]
+    assert "--cors-allowed-origins" not in cmd
+    assert env["MLFLOW_UI_URL"] == "http://localhost:5000" and env["MLFLOW_CORS_ORIGINS"] == ""
     assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg://")
     assert "@postgres:5432/mlflow" in env["MLFLOW_BACKEND_STORE_URI"]
     artifacts = option(cmd, "--artifacts-destination")
@@ -203,7 +206,7 @@ def test_mlflow_server_on_postgresql_with_proxied_artifacts_and_allowed_hosts(re
     hosts = option(cmd, "--allowed-hosts").split(",")
     for host in ("mlflow", "mlflow:*", "localhost", "localhost:*"):
         assert host in hosts, host
-    assert any(str(p.get("target", p)).endswith("5000") for p in mlflow["ports"])
+    assert [target for _, _, target in _published(mlflow)] == ["5000"]
     # The same MLflow environment as the dev stack (devstack/, used by `make run`).
     for key, value in mlflow_server_env({}).items():
         assert env.get(key) == value, key
@@ -223,6 +226,116 @@ def test_flower_watches_the_broker_behind_a_login(resolved):
     assert flower["environment"]["CELERY_BROKER_URL"] == \
         resolved["services"]["api"]["environment"]["BROKER_URL"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == TEST_SECRETS["FLOWER_BASIC_AUTH"]
+
+
+# --- what is published, Redis's memory, the preflight -------------------------------------------
+
+def _published(service: dict) -> list[tuple[str, str, str]]:
+    """``(host_ip, host_port, container_port)`` of each published port, as Compose resolved it
+    (``127.0.0.1:8000:8000/tcp`` or the long form)."""
+    out = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            out.append((port.get("host_ip", ""), str(port.get("published")),
+                        str(port["target"])))
+            continue
+        host, _, target = str(port).split("/")[0].rpartition(":")
+        ip, _, published = host.rpartition(":")
+        out.append((ip, published, target))
+    return out
+
+
+def test_every_published_port_is_on_loopback_by_default_and_configurable(resolved):
+    """Nothing listens on all interfaces unless .env says so: the API, MLflow and Flower speak
+    plain HTTP (the TLS proxy of docs/deployment.md goes in front)."""
+    published = {name: _published(svc) for name, svc in resolved["services"].items()
+                 if svc.get("ports")}
+    assert set(published) == {"api", "mlflow", "flower", "postgres", "redis"}, published
+    for name, ports in published.items():
+        assert [ip for ip, _, _ in ports] == ["127.0.0.1"], (name, ports)
+    assert published["api"] == [("127.0.0.1", "8000", "8000")]
+    assert published["flower"] == [("127.0.0.1", "5555", "5555")]
+    assert published["mlflow"] == [("127.0.0.1", "5000", "5000")]
+    moved = compose_config({**TEST_SECRETS, "API_PUBLISH": "10.0.0.5:8080",
+                            "FLOWER_PUBLISH": "10.0.0.5:5556",
+                            "MLFLOW_PUBLISH": "10.0.0.5:5001"})["services"]
+    assert _published(moved["api"]) == [("10.0.0.5", "8080", "8000")]
+    assert _published(moved["flower"]) == [("10.0.0.5", "5556", "5555")]
+    assert _published(moved["mlflow"]) == [("10.0.0.5", "5001", "5000")]
+
+
+def _bytes(size: str) -> int:
+    """A Docker (512m, 1g) or Redis (384mb, 1gb) memory size in bytes."""
+    match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", str(size).strip().lower())
+    assert match, size
+    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
+
+
+def test_redis_noeviction_comes_with_a_maxmemory_below_the_container_limit(resolved):
+    """noeviction acts only at --maxmemory: without one Redis grows until mem_limit kills it
+    (and the queue with it); the cap leaves a quarter for the append-only file's rewrite."""
+    redis = resolved["services"]["redis"]
+    cmd = redis["command"]
+    assert option(cmd, "--maxmemory-policy") == "noeviction"
+    cap, limit = _bytes(option(cmd, "--maxmemory")), _bytes(redis["mem_limit"])
+    assert cap == 384 * 2**20 and limit == 512 * 2**20
+    assert cap <= 0.75 * limit, (cap, limit)
+    raised = compose_config({**TEST_SECRETS, "REDIS_MAXMEMORY": "1536mb",
+                             "REDIS_MEM_LIMIT": "2g"})["services"]["redis"]
+    assert option(raised["command"], "--maxmemory") == "1536mb"
+    assert _bytes("1536mb") <= 0.75 * _bytes(raised["mem_limit"])
+    assert _bytes("512m") == _bytes("512mb") == 512 * 2**20 and _bytes("1g") == 2**30
+
+
+def test_preflight_runs_first_and_gates_migrate_mlflow_and_flower(resolved):
+    services = resolved["services"]
+    pre = services["preflight"]
+    assert pre["command"] == ["python", "/etc/mlflow/preflight.py"]
+    assert pre["restart"] == "no" and "depends_on" not in pre
+    assert pre["build"]["dockerfile"] == "deploy/mlflow.Dockerfile"
+    assert "COPY deploy/mlflow/ /etc/mlflow/" in (DEPLOY / "mlflow.Dockerfile").read_text()
+    assert (DEPLOY / "mlflow" / "preflight.py").is_file()
+    for name in ("migrate", "mlflow", "flower"):
+        assert services[name]["depends_on"]["preflight"] == \
+            {"condition": "service_completed_successfully"}, name
+    # It sees the values it checks, as the services that use them get them.
+    env = pre["environment"]
+    assert env["MLFLOW_ADMIN_PASSWORD"] == services["mlflow"]["environment"][
+        "MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert env["MLFLOW_WORKER_PASSWORD"] == services["mlflow-init"]["environment"][
+        "MLFLOW_WORKER_PASSWORD"]
+    assert env["FLOWER_BASIC_AUTH"] == services["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert env["KERASYARD_API_TOKEN"] == services["api"]["environment"]["KERASYARD_API_TOKEN"]
+    for key in ("MLFLOW_CORS_ORIGINS", "MLFLOW_UI_URL"):
+        assert env[key] == services["mlflow"]["environment"][key], key
+    assert f":{env['POSTGRES_PASSWORD']}@" in services["api"]["environment"]["DATABASE_URL"]
+    assert f":{env['REDIS_PASSWORD']}@" in services["api"]["environment"]["BROKER_URL"]
+
+
+def test_preflight_as_compose_runs_it_passes_the_test_secrets_and_refuses_a_short_password():
+    """The preflight service's command and environment, run here (standard library only)."""
+    def run(**overrides):
+        pre = compose_config({**TEST_SECRETS, **overrides})["services"]["preflight"]
+        script = pre["command"][1].replace("/etc/mlflow/", f"{DEPLOY}/mlflow/")
+        env = {"PATH": os.environ["PATH"], **{k: str(v) for k, v in
+                                              pre["environment"].items() if v is not None}}
+        return subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    ok = run()
+    assert ok.returncode == 0, ok.stderr
+    assert "MLflow accepts browser requests from http://localhost:5000" in ok.stdout
+    bad = run(MLFLOW_ADMIN_PASSWORD="short-pass", FLOWER_BASIC_AUTH="admin-no-colon",
+              MLFLOW_CORS_ORIGINS="https://mlflow.example.com/, mlflow.example.org",
+              API_PORT="0.0.0.0:8000")
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert "MLFLOW_ADMIN_PASSWORD is 10 characters long; MLflow's basic-auth refuses " \
+        "passwords under 12 characters" in bad.stderr
+    assert "FLOWER_BASIC_AUTH has no ':' between user and password" in bad.stderr
+    assert "MLFLOW_CORS_ORIGINS: 'mlflow.example.org' is not an origin" in bad.stderr
+    assert "API_PORT is set but no longer read: publish with API_PUBLISH" in bad.stderr
+    assert "4 setting(s) to fix" in bad.stderr
+    assert "short-pass" not in bad.stderr and "admin-no-colon" not in bad.stderr
 
 
 def test_docs_extra_gpu_service_snippet_fits_the_compose_file(tmp_path):
