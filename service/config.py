@@ -172,8 +172,9 @@ class Settings:
     # matrix work. Raise it for wide models on many-core hosts.
     tf_threads: int = _env("KERASYARD_TF_THREADS", 1)
     # A worker that consumes the gpu queue checks at start that its Keras backend computes on
-    # a GPU (worker/gpu/: a compiled matmul on GPU 0); without it it stops consuming gpu and says so (log, /api/v1/health)
-    # instead of training "GPU" jobs on the CPU. False: development machines only.
+    # a GPU (worker/gpu/: a compiled matmul on GPU 0); if not, it stops consuming gpu and says
+    # so (log, /api/v1/health) instead of training "GPU" jobs on the CPU. False: development
+    # machines only.
     require_gpu: bool = _env("KERASYARD_REQUIRE_GPU", True)
     # The check imports the backend in a subprocess (TensorFlow takes seconds, more on a busy
     # host) and runs its matmul (minutes where the driver compiles PTX at first use: TensorFlow

@@ -264,6 +264,18 @@ def test_every_published_port_is_on_loopback_by_default_and_configurable(resolve
     assert _published(moved["mlflow"]) == [("10.0.0.5", "5001", "5000")]
 
 
+def test_docs_tls_proxy_snippet_proxies_the_published_loopback_ports(resolved):
+    """docs/deployment.md's Caddyfile sends one name to each of the API, MLflow and Flower, at
+    the loopback ports compose publishes them on. (The snippet was checked with Caddy 2.6.2's
+    `caddy validate`; Caddy is not installed for the tests.)"""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    snippet = text.split("```caddyfile\n", 1)[1].split("```", 1)[0]
+    upstreams = re.findall(r"^\S+ \{\n\treverse_proxy (\S+)\n\}", snippet, re.MULTILINE)
+    published = {f"{ip}:{port}" for name in ("api", "mlflow", "flower")
+                 for ip, port, _ in _published(resolved["services"][name])}
+    assert sorted(upstreams) == sorted(published), (upstreams, published)
+
+
 def _bytes(size: str) -> int:
     """A Docker (512m, 1g) or Redis (384mb, 1gb) memory size in bytes."""
     match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", str(size).strip().lower())

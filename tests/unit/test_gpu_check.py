@@ -5,7 +5,8 @@ loaded, by the nvidia-* wheel each came from; the images' smoke test and CUDA pi
 No GPU here: the matmul code runs for real on the CPU device of TensorFlow and JAX, and on
 TensorFlow's "/GPU:0", which does not exist here, for a real failure. One test fakes a listed
 GPU (tests/fake_gpu/sitecustomize.py: the listing only) to take the whole probe path, subprocess
-included, to a refusal. The real-worker refusal without a GPU: tests/integration/test_gpu_refusal.py.
+included, to a refusal. The real-worker refusal without a GPU:
+tests/integration/test_gpu_refusal.py.
 """
 
 from __future__ import annotations

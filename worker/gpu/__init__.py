@@ -32,8 +32,8 @@ import os
 import subprocess
 import sys
 
-from worker.gpu.cuda_libs import describe_loaded
 from worker.gpu.backends import MATMUL_SIZE, cpu_name, detect
+from worker.gpu.cuda_libs import describe_loaded
 
 log = logging.getLogger(__name__)
 

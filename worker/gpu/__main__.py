@@ -13,8 +13,8 @@ import json
 import sys
 
 from worker.gpu import describe
-from worker.gpu.cuda_libs import describe_loaded
 from worker.gpu.backends import detect
+from worker.gpu.cuda_libs import describe_loaded
 
 
 def main(argv: list[str]) -> int:
