@@ -151,8 +151,9 @@ def check_worker(queues: list[str], backend: str, require_gpu: bool,
         return info, {}
     others = [q for q in queues if q != GPU_QUEUE]
     log.error("GPU check: %s. This worker refuses the %r queue (it will not train gpu jobs on a "
-              "CPU)%s. Check the NVIDIA driver (nvidia-smi), the device reservation "
-              "(docker-compose.yml deploy.resources.reservations) and the image's CUDA/cuDNN.",
+              "CPU)%s. Check the NVIDIA driver (nvidia-smi; docs/deployment.md names the driver "
+              "each image needs), the device reservation (docker-compose.yml "
+              "deploy.resources.reservations) and the image's CUDA/cuDNN.",
               reason, GPU_QUEUE,
               f" and keeps serving {', '.join(others)}" if others else
               "; it consumes no queue until restarted on a host with a GPU")
