@@ -2,13 +2,13 @@
 
 No silent CPU fallback: a worker started with ``-Q gpu`` (or ``-Q cpu,gpu``) asks its Keras
 backend, at start, whether it computes on a GPU: the backend lists its GPUs and runs a small
-compiled matmul on GPU 0, checked against NumPy (worker/gpu/backends.py). With no GPU (no driver,
-no device handed to the container, a CUDA/cuDNN mismatch that makes TensorFlow register none...)
-or a matmul that fails (a driver too old for the wheel's PTX, a kernel that cannot be compiled
-for this GPU, a wrong result) it stops consuming ``gpu`` before its consumer starts, logs an
-ERROR with the reason, keeps serving its other queues and publishes the refusal
-(worker/presence.py -> the ``workers`` table -> /api/v1/health). ``KERASYARD_REQUIRE_GPU=false``
-turns the refusal off (development machines).
+compiled dense layer (a matmul and a ReLU) on GPU 0, checked against NumPy
+(worker/gpu/backends.py). With no GPU (no driver, no device handed to the container, a
+CUDA/cuDNN mismatch that makes TensorFlow register none...) or a check that fails (a driver too
+old for the wheel's PTX, a kernel that cannot be compiled for this GPU, a wrong result) it
+stops consuming ``gpu`` before its consumer starts, logs an ERROR with the reason, keeps serving
+its other queues and publishes the refusal (worker/presence.py -> the ``workers`` table ->
+/api/v1/health). ``KERASYARD_REQUIRE_GPU=false`` turns the refusal off (development machines).
 
 The check runs the backend in a subprocess (``python -m worker.gpu --json``): the Celery parent
 must not import TensorFlow or JAX (a CUDA context or thread pool does not survive fork).
@@ -116,8 +116,9 @@ def _log_device(info: dict, backend: str) -> None:
     compute = info["compute"]
     timings = ", ".join(f"{k.removesuffix('_first_call_s')} {v:g} s"
                         for k, v in compute.items() if k.endswith("_first_call_s"))
-    log.info("GPU check: Keras backend %s trains on %s; a %dx%d matmul on it matched NumPy's "
-             "(first call: %s)", backend, describe(info), MATMUL_SIZE, MATMUL_SIZE, timings)
+    log.info("GPU check: Keras backend %s trains on %s; a %dx%d dense layer (matmul, ReLU) on "
+             "it matched NumPy's (first call: %s)", backend, describe(info), MATMUL_SIZE,
+             MATMUL_SIZE, timings)
     log.info("GPU check: CUDA libraries loaded: %s%s", describe_loaded(info.get(
         "cuda_libraries") or {}), "; built with CUDA {}, cuDNN {}".format(
         info.get("built_cuda_version"), info.get("built_cudnn_version"))
