@@ -220,7 +220,7 @@ def bench_backend(backend: str, args, client, base_env: dict, tmp: Path, log) ->
     try:
         for mode, queue in queues.items():
             # The "gpu" queue is only a second queue here: its worker trains on the CPU on
-            # purpose, so it must not refuse the queue for want of a GPU (worker/gpu.py).
+            # purpose, so it must not refuse the queue for want of a GPU (worker/gpu/).
             env = dict(base_env, KERAS_BACKEND=backend, KERASYARD_REQUIRE_GPU="false",
                        KERASYARD_MLFLOW_LOGGING="true" if mode == "mlflow" else "false")
             workers[mode] = WorkerProcess(env, tmp / f"worker-{backend}-{mode}.log",

@@ -3,6 +3,9 @@
 # MLflow's basic-auth app (docker-compose.yml: --app-name basic-auth, deploy/mlflow/).
 # The version is pyproject.toml's `mlflow-server` extra, an exact pin: a rebuild never moves the
 # server past its database schema, and the worker images take the same pin as a constraint.
+# It also runs the stack's settings check (compose's `preflight`: /etc/mlflow/preflight.py, the
+# standard library only) and starts the server through /etc/mlflow/serve.py, which adds the
+# normalised CORS origins (MLFLOW_CORS_ORIGINS).
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE}
 ARG PYTHON_IMAGE

@@ -171,12 +171,14 @@ class Settings:
     # thread against 26 ms with TF's default on 2 cores: the thread pools cost more than the
     # matrix work. Raise it for wide models on many-core hosts.
     tf_threads: int = _env("KERASYARD_TF_THREADS", 1)
-    # A worker that consumes the gpu queue checks at start that its Keras backend sees a GPU
-    # (worker/gpu.py); with none it stops consuming gpu and says so (log, /api/v1/health)
-    # instead of training "GPU" jobs on the CPU. False: development machines only.
+    # A worker that consumes the gpu queue checks at start that its Keras backend computes on
+    # a GPU (worker/gpu/: a compiled matmul on GPU 0); if not, it stops consuming gpu and says
+    # so (log, /api/v1/health) instead of training "GPU" jobs on the CPU. False: development
+    # machines only.
     require_gpu: bool = _env("KERASYARD_REQUIRE_GPU", True)
     # The check imports the backend in a subprocess (TensorFlow takes seconds, more on a busy
-    # host); past this it counts as "no GPU".
+    # host) and runs its matmul (minutes where the driver compiles PTX at first use: TensorFlow
+    # 2.21 on Hopper or newer); past this it counts as "no GPU".
     gpu_probe_timeout_s: float = _env("KERASYARD_GPU_PROBE_TIMEOUT_S", 180.0)
     # `python -m service.migrate` retries this long while the database refuses connections
     # (PostgreSQL still initialising its volume, or not listening on TCP yet).

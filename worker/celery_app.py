@@ -53,7 +53,7 @@ def _init_child(**_kwargs) -> None:
         log.info("child %s ready with Keras backend %s", os.getpid(), keras.backend.backend())
 
 
-# --- GPU check and the workers table (worker/gpu.py, worker/presence.py) -----------------------
+# --- GPU check and the workers table (worker/gpu/, worker/presence.py) -----------------------
 _presence = None
 
 

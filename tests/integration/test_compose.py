@@ -1,5 +1,6 @@
-"""docker-compose.yml run for real, without Docker: migrate, mlflow (behind MLflow's basic-auth
-app), mlflow-init, api and worker-cpu started as local processes from the `command` and
+"""docker-compose.yml run for real, without Docker: preflight, migrate, mlflow (behind MLflow's
+basic-auth app, started by deploy/mlflow/serve.py), mlflow-init, api and worker-cpu started as
+local processes from the `command` and
 `environment` Compose resolves for them, against this machine's PostgreSQL and Redis. Only host
 names, ports and paths are rewritten (postgres, redis and mlflow become loopback; the artifacts
 volume and scratch dir become temporary folders), so a compose file that drifts from the code (a
@@ -172,10 +173,13 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         artifacts, scratch = tmp_path / "mlartifacts", tmp_path / "scratch"
         token = TEST_SECRETS["KERASYARD_API_TOKEN"]
         # What an operator's .env would say; one process each where the file allows a number.
+        # MLflow's CORS origins as people write them: a list, with trailing slashes.
         resolved = compose_config({**TEST_SECRETS, "POSTGRES_USER": admin.username or "postgres",
                                    "POSTGRES_DB": jobs_db, "MLFLOW_POSTGRES_DB": mlflow_db,
                                    "API_WORKERS": "1", "MLFLOW_WORKERS": "1",
-                                   "WORKER_CPU_CONCURRENCY": "1"})["services"]
+                                   "WORKER_CPU_CONCURRENCY": "1",
+                                   "MLFLOW_CORS_ORIGINS": "https://ui.example.com/, "
+                                                          "http://10.0.0.5:5000/"})["services"]
         # The basic-auth config as baked into the image, its auth database moved off /mlauth.
         auth_ini = tmp_path / "basic_auth.ini"
         ini_text = (MLFLOW_ETC / "basic_auth.ini").read_text()
@@ -184,6 +188,8 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         rewrite = Rewriter([
             (r"^/etc/mlflow/basic_auth\.ini$", str(auth_ini)),
             (r"^/etc/mlflow/create_users\.py$", str(MLFLOW_ETC / "create_users.py")),
+            (r"^/etc/mlflow/serve\.py$", str(MLFLOW_ETC / "serve.py")),
+            (r"^/etc/mlflow/preflight\.py$", str(MLFLOW_ETC / "preflight.py")),
             (r"@postgres:5432/", f"@{pg_host}:{pg_port}/"),
             # Local Redis has no password: the URL's credentials go with its host.
             (r"redis://:[^@/]*@redis:6379/0", COMPOSE_REDIS),
@@ -193,6 +199,15 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
             (r"^/mlartifacts$", str(artifacts)),
             (r"^/tmp/kerasyard$", str(scratch)),
         ])
+
+        # preflight: first; the settings above pass it.
+        pre = resolved["preflight"]
+        preflight = subprocess.run(local_command(pre["command"], rewrite), cwd=ROOT,
+                                   env=local_env(pre["environment"], rewrite),
+                                   capture_output=True, text=True, timeout=60, check=False)
+        assert preflight.returncode == 0, f"preflight failed:\n{preflight.stderr}"
+        assert "MLflow accepts browser requests from https://ui.example.com, " \
+            "http://10.0.0.5:5000" in preflight.stdout, preflight.stdout
 
         # mlflow: its --port too (the one rule that is not a host name or path).
         ml = resolved["mlflow"]
@@ -311,6 +326,15 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
         assert http("GET", search, headers={"Host": "mlflow", **auth})[0] == 200
         assert http("GET", search, headers={"Host": "attacker.example", **auth})[0] == 403
 
+        # CORS: serve.py gave MLflow the listed origins without their trailing slashes, so a
+        # browser's request from each (an Origin has no slash) is let through; another is not.
+        search_post = f"{mlflow_url}/api/2.0/mlflow/experiments/search"
+        for origin, status in (("https://ui.example.com", 200), ("http://10.0.0.5:5000", 200),
+                               ("https://attacker.example", 403)):
+            got = http("POST", search_post, {"max_results": 1},
+                       headers={"Origin": origin, **auth})[0]
+            assert got == status, (origin, got)
+
         # No service logged a password (the start logs and the job's).
         secrets = [v for k, v in TEST_SECRETS.items() if k != "FLOWER_BASIC_AUTH"]
         secrets.append(TEST_SECRETS["FLOWER_BASIC_AUTH"].split(":", 1)[1])
@@ -318,7 +342,8 @@ def test_compose_services_run_as_local_processes_and_train_a_job(tmp_path, reque
             leaked = [v for v in secrets if v in svc.text()]
             assert not leaked, f"{svc.name} logged {leaked}"
         for name, out in (("migrate", migrate.stdout + migrate.stderr),
-                          ("mlflow-init", init.stdout + init.stderr)):
+                          ("mlflow-init", init.stdout + init.stderr),
+                          ("preflight", preflight.stdout + preflight.stderr)):
             assert not [v for v in secrets if v in out], name
         print(f"compose stack: job succeeded {time.monotonic() - t0:.1f} s after setup began")
     finally:

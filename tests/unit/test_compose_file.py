@@ -45,8 +45,8 @@ from tests.compose_support import (
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
-SERVICES = {"postgres", "redis", "mlflow", "mlflow-init", "migrate", "api", "worker-gpu",
-            "worker-gpu-jax", "worker-cpu", "flower"}
+SERVICES = {"preflight", "postgres", "redis", "mlflow", "mlflow-init", "migrate", "api",
+            "worker-gpu", "worker-gpu-jax", "worker-cpu", "flower"}
 DEEP_LEARNING = {"tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tf-keras", "keras", "jax",
                  "jaxlib", "torch"}
 
@@ -193,7 +193,10 @@ def test_redis_persists_the_queue(doc):
 def test_mlflow_server_on_postgresql_with_proxied_artifacts_and_allowed_hosts(resolved):
     mlflow = resolved["services"]["mlflow"]
     cmd, env = mlflow["command"], mlflow["environment"]
-    assert cmd[:2] == ["mlflow", "server"]
+    # deploy/mlflow/serve.py execs `python -m mlflow server ...`, adding the CORS origins.
+    assert cmd[:3] == ["python", "/etc/mlflow/serve.py", "server"]
+    assert "--cors-allowed-origins" not in cmd
+    assert env["MLFLOW_UI_URL"] == "http://localhost:5000" and env["MLFLOW_CORS_ORIGINS"] == ""
     assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg://")
     assert "@postgres:5432/mlflow" in env["MLFLOW_BACKEND_STORE_URI"]
     artifacts = option(cmd, "--artifacts-destination")
@@ -203,7 +206,7 @@ def test_mlflow_server_on_postgresql_with_proxied_artifacts_and_allowed_hosts(re
     hosts = option(cmd, "--allowed-hosts").split(",")
     for host in ("mlflow", "mlflow:*", "localhost", "localhost:*"):
         assert host in hosts, host
-    assert any(str(p.get("target", p)).endswith("5000") for p in mlflow["ports"])
+    assert [target for _, _, target in _published(mlflow)] == ["5000"]
     # The same MLflow environment as the dev stack (devstack/, used by `make run`).
     for key, value in mlflow_server_env({}).items():
         assert env.get(key) == value, key
@@ -223,6 +226,128 @@ def test_flower_watches_the_broker_behind_a_login(resolved):
     assert flower["environment"]["CELERY_BROKER_URL"] == \
         resolved["services"]["api"]["environment"]["BROKER_URL"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"] == TEST_SECRETS["FLOWER_BASIC_AUTH"]
+
+
+# --- what is published, Redis's memory, the preflight -------------------------------------------
+
+def _published(service: dict) -> list[tuple[str, str, str]]:
+    """``(host_ip, host_port, container_port)`` of each published port, as Compose resolved it
+    (``127.0.0.1:8000:8000/tcp`` or the long form)."""
+    out = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            out.append((port.get("host_ip", ""), str(port.get("published")),
+                        str(port["target"])))
+            continue
+        host, _, target = str(port).split("/")[0].rpartition(":")
+        ip, _, published = host.rpartition(":")
+        out.append((ip, published, target))
+    return out
+
+
+def test_every_published_port_is_on_loopback_by_default_and_configurable(resolved):
+    """Nothing listens on all interfaces unless .env says so: the API, MLflow and Flower speak
+    plain HTTP (the TLS proxy of docs/deployment.md goes in front)."""
+    published = {name: _published(svc) for name, svc in resolved["services"].items()
+                 if svc.get("ports")}
+    assert set(published) == {"api", "mlflow", "flower", "postgres", "redis"}, published
+    for name, ports in published.items():
+        assert [ip for ip, _, _ in ports] == ["127.0.0.1"], (name, ports)
+    assert published["api"] == [("127.0.0.1", "8000", "8000")]
+    assert published["flower"] == [("127.0.0.1", "5555", "5555")]
+    assert published["mlflow"] == [("127.0.0.1", "5000", "5000")]
+    moved = compose_config({**TEST_SECRETS, "API_PUBLISH": "10.0.0.5:8080",
+                            "FLOWER_PUBLISH": "10.0.0.5:5556",
+                            "MLFLOW_PUBLISH": "10.0.0.5:5001"})["services"]
+    assert _published(moved["api"]) == [("10.0.0.5", "8080", "8000")]
+    assert _published(moved["flower"]) == [("10.0.0.5", "5556", "5555")]
+    assert _published(moved["mlflow"]) == [("10.0.0.5", "5001", "5000")]
+
+
+def test_docs_tls_proxy_snippet_proxies_the_published_loopback_ports(resolved):
+    """docs/deployment.md's Caddyfile sends one name to each of the API, MLflow and Flower, at
+    the loopback ports compose publishes them on. (The snippet was checked with Caddy 2.6.2's
+    `caddy validate`; Caddy is not installed for the tests.)"""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    snippet = text.split("```caddyfile\n", 1)[1].split("```", 1)[0]
+    upstreams = re.findall(r"^\S+ \{\n\treverse_proxy (\S+)\n\}", snippet, re.MULTILINE)
+    published = {f"{ip}:{port}" for name in ("api", "mlflow", "flower")
+                 for ip, port, _ in _published(resolved["services"][name])}
+    assert sorted(upstreams) == sorted(published), (upstreams, published)
+
+
+def _bytes(size: str) -> int:
+    """A Docker (512m, 1g) or Redis (384mb, 1gb) memory size in bytes."""
+    match = re.fullmatch(r"(\d+)\s*([kmg]?)b?", str(size).strip().lower())
+    assert match, size
+    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
+
+
+def test_redis_noeviction_comes_with_a_maxmemory_below_the_container_limit(resolved):
+    """noeviction acts only at --maxmemory: without one Redis grows until mem_limit kills it
+    (and the queue with it); the cap leaves a quarter for the append-only file's rewrite."""
+    redis = resolved["services"]["redis"]
+    cmd = redis["command"]
+    assert option(cmd, "--maxmemory-policy") == "noeviction"
+    cap, limit = _bytes(option(cmd, "--maxmemory")), _bytes(redis["mem_limit"])
+    assert cap == 384 * 2**20 and limit == 512 * 2**20
+    assert cap <= 0.75 * limit, (cap, limit)
+    raised = compose_config({**TEST_SECRETS, "REDIS_MAXMEMORY": "1536mb",
+                             "REDIS_MEM_LIMIT": "2g"})["services"]["redis"]
+    assert option(raised["command"], "--maxmemory") == "1536mb"
+    assert _bytes("1536mb") <= 0.75 * _bytes(raised["mem_limit"])
+    assert _bytes("512m") == _bytes("512mb") == 512 * 2**20 and _bytes("1g") == 2**30
+
+
+def test_preflight_runs_first_and_gates_migrate_mlflow_and_flower(resolved):
+    services = resolved["services"]
+    pre = services["preflight"]
+    assert pre["command"] == ["python", "/etc/mlflow/preflight.py"]
+    assert pre["restart"] == "no" and "depends_on" not in pre
+    assert pre["build"]["dockerfile"] == "deploy/mlflow.Dockerfile"
+    assert "COPY deploy/mlflow/ /etc/mlflow/" in (DEPLOY / "mlflow.Dockerfile").read_text()
+    assert (DEPLOY / "mlflow" / "preflight.py").is_file()
+    for name in ("migrate", "mlflow", "flower"):
+        assert services[name]["depends_on"]["preflight"] == \
+            {"condition": "service_completed_successfully"}, name
+    # It sees the values it checks, as the services that use them get them.
+    env = pre["environment"]
+    assert env["MLFLOW_ADMIN_PASSWORD"] == services["mlflow"]["environment"][
+        "MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert env["MLFLOW_WORKER_PASSWORD"] == services["mlflow-init"]["environment"][
+        "MLFLOW_WORKER_PASSWORD"]
+    assert env["FLOWER_BASIC_AUTH"] == services["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert env["KERASYARD_API_TOKEN"] == services["api"]["environment"]["KERASYARD_API_TOKEN"]
+    for key in ("MLFLOW_CORS_ORIGINS", "MLFLOW_UI_URL"):
+        assert env[key] == services["mlflow"]["environment"][key], key
+    assert f":{env['POSTGRES_PASSWORD']}@" in services["api"]["environment"]["DATABASE_URL"]
+    assert f":{env['REDIS_PASSWORD']}@" in services["api"]["environment"]["BROKER_URL"]
+
+
+def test_preflight_as_compose_runs_it_passes_the_test_secrets_and_refuses_a_short_password():
+    """The preflight service's command and environment, run here (standard library only)."""
+    def run(**overrides):
+        pre = compose_config({**TEST_SECRETS, **overrides})["services"]["preflight"]
+        script = pre["command"][1].replace("/etc/mlflow/", f"{DEPLOY}/mlflow/")
+        env = {"PATH": os.environ["PATH"], **{k: str(v) for k, v in
+                                              pre["environment"].items() if v is not None}}
+        return subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    ok = run()
+    assert ok.returncode == 0, ok.stderr
+    assert "MLflow accepts browser requests from http://localhost:5000" in ok.stdout
+    bad = run(MLFLOW_ADMIN_PASSWORD="short-pass", FLOWER_BASIC_AUTH="admin-no-colon",
+              MLFLOW_CORS_ORIGINS="https://mlflow.example.com/, mlflow.example.org",
+              API_PORT="0.0.0.0:8000")
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert "MLFLOW_ADMIN_PASSWORD is 10 characters long; MLflow's basic-auth refuses " \
+        "passwords under 12 characters" in bad.stderr
+    assert "FLOWER_BASIC_AUTH has no ':' between user and password" in bad.stderr
+    assert "MLFLOW_CORS_ORIGINS: 'mlflow.example.org' is not an origin" in bad.stderr
+    assert "API_PORT is set but no longer read: publish with API_PUBLISH" in bad.stderr
+    assert "4 setting(s) to fix" in bad.stderr
+    assert "short-pass" not in bad.stderr and "admin-no-colon" not in bad.stderr
 
 
 def test_docs_extra_gpu_service_snippet_fits_the_compose_file(tmp_path):
@@ -411,7 +536,7 @@ def _run_dockerfile_requirements_step(variant: str, tmp_path) -> tuple[str, str]
     """The worker Dockerfile's dependency RUN, executed here with pip replaced by an echo: the
     requirements and constraints files it would install from."""
     (run,) = [r for r in run_instructions(DEPLOY / "worker.Dockerfile")
-              if "WORKER_VARIANT" in r]
+              if 'case "$WORKER_VARIANT"' in r]
     script = run.replace("/tmp/", f"{tmp_path}/").replace("python3 ", f"{sys.executable} ")
     script = f'pip() {{ echo "pip $*" > {tmp_path}/pip-args; }}\n' + script
     env = {"PATH": os.environ["PATH"], "WORKER_VARIANT": variant, "BASE_IMAGE": "python:3.11-slim"}
@@ -432,14 +557,22 @@ def test_worker_dockerfile_install_step_runs_here_for_each_variant(variant, tmp_
         assert "tensorflow[and-cuda]==" in reqs and "tensorflow-cpu" not in reqs
     if variant == "jax":
         assert "jax[cuda12]==" in reqs
-    assert re.fullmatch(r"mlflow==\d+\.\d+\.\d+\n", constraints), constraints
+    # MLflow's pin, then the variant's exact CUDA pins (deploy/constraints/), which the image's
+    # smoke test checks again after the install (/tmp/pins.txt).
+    mlflow_pin, _, pins = constraints.partition("\n")
+    assert re.fullmatch(r"mlflow==\d+\.\d+\.\d+", mlflow_pin), constraints
+    pin_file = {"cpu": None, "cuda": "cuda.txt", "jax": "jax-cuda.txt"}[variant]
+    expected = (DEPLOY / "constraints" / pin_file).read_text() if pin_file else ""
+    assert pins == expected == (tmp_path / "pins.txt").read_text()
+    if pin_file:
+        assert "nvidia-cudnn-cu12==" in pins and "nvidia-cuda-runtime-cu12==" in pins
     assert (tmp_path / "pip-args").read_text().startswith(
         f"pip install -c {tmp_path}/constraints.txt -r {tmp_path}/requirements.txt")
 
 
 def test_worker_dockerfile_rejects_an_unknown_variant_naming_it(tmp_path):
     (run,) = [r for r in run_instructions(DEPLOY / "worker.Dockerfile")
-              if "WORKER_VARIANT" in r]
+              if 'case "$WORKER_VARIANT"' in r]
     script = run.replace("/tmp/", f"{tmp_path}/").replace("python3 ", f"{sys.executable} ")
     result = subprocess.run(["bash", "-c", "pip() { :; }\n" + script], cwd=ROOT,
                             capture_output=True, text=True, check=False,
@@ -451,7 +584,7 @@ def test_worker_dockerfile_rejects_an_unknown_variant_naming_it(tmp_path):
 
 
 def test_worker_without_a_gpu_refuses_the_gpu_queue(monkeypatch, caplog):
-    """worker/gpu.py's decision, and the device tags a worker with a GPU gives its runs (the
+    """worker/gpu/'s decision, and the device tags a worker with a GPU gives its runs (the
     real worker processes: tests/integration/test_gpu_refusal.py); celery_app runs it before
     the consumer starts."""
     from celery.signals import celeryd_after_setup
@@ -473,13 +606,15 @@ def test_worker_without_a_gpu_refuses_the_gpu_queue(monkeypatch, caplog):
     assert gpu.check_worker(["gpu"], "tensorflow", False, 5)[1] == {}  # KERASYARD_REQUIRE_GPU
     one = {"backend": "tensorflow", "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3",
                                               "memory_bytes": 80 * 2**30}],
-           "cuda_version": "12.5.1", "cudnn_version": "9"}
+           "cuda_version": "12.5.82", "cudnn_version": "9.3.0.75",
+           "compute": {"ok": True, "graph_first_call_s": 0.4, "xla_first_call_s": 1.2}}
     monkeypatch.setattr(gpu, "probe", lambda backend, timeout_s: one)
     assert gpu.check_worker(["gpu"], "tensorflow", True, 5) == (one, {})
     assert gpu.device_tags() == {
-        "kerasyard.device": "GPU 0: NVIDIA H100 80GB HBM3 (80.0 GiB, CUDA 12.5.1, cuDNN 9)",
-        "kerasyard.device_type": "gpu", "kerasyard.cuda_version": "12.5.1",
-        "kerasyard.cudnn_version": "9"}
+        "kerasyard.device": "GPU 0: NVIDIA H100 80GB HBM3 (80.0 GiB, CUDA 12.5.82, cuDNN "
+                            "9.3.0.75)",
+        "kerasyard.device_type": "gpu", "kerasyard.cuda_version": "12.5.82",
+        "kerasyard.cudnn_version": "9.3.0.75"}
     assert gpu.device_summary()["type"] == "gpu"
 
 
