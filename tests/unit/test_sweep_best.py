@@ -165,3 +165,36 @@ def test_show_says_the_best_its_runner_up_and_the_noise_in_one_sentence():
     alone = best_trial(sweep(), [trial(0, [1.0])])
     assert fmt.best_line({"objective": {"metric": "val_loss"}, "best": alone}) == \
         "best: trial 0 (t0)  val_loss 1.000 over 1 seed"
+
+
+def test_job_listings_keep_sweep_trials_apart(tmp_path):
+    """``GET /jobs?standalone=true`` lists the jobs submitted on their own, ``false`` the
+    sweeps' trials; with a sweep_id, or a value that is not true or false, it is a 400 naming
+    the field (SQLite, nothing trained)."""
+    from sqlalchemy import update
+
+    from service.store.db import session_scope
+    from tests.helpers import sqlite_api_client, tiny_spec
+
+    client = sqlite_api_client(tmp_path)
+    own, trial_id = (client.post("/api/v1/jobs", json=tiny_spec(name=n)).get_json()["id"]
+                     for n in ("own", "trial"))
+    with session_scope(f"sqlite:///{tmp_path / 'k.db'}") as s:
+        s.execute(update(Job).where(Job.id == trial_id).values(sweep_id="f" * 32))
+
+    def ids(query: str) -> list[str]:
+        answer = client.get(f"/api/v1/jobs{query}")
+        assert answer.status_code == 200, answer.get_json()
+        return [j["id"] for j in answer.get_json()["jobs"]]
+
+    assert ids("?standalone=true") == [own]
+    assert ids("?standalone=false") == [trial_id]
+    assert sorted(ids("")) == sorted([own, trial_id])
+    for query, loc in (("?standalone=yes", "standalone"),
+                       (f"?standalone=true&sweep_id={'f' * 32}", "standalone")):
+        answer = client.get(f"/api/v1/jobs{query}")
+        assert answer.status_code == 400, query
+        error = answer.get_json()["error"]
+        assert error["code"] == "bad_request" and error["details"][0]["loc"] == loc, error
+    assert client.get("/api/v1/jobs?standalone=1").get_json()["error"]["message"] == \
+        "standalone='1' must be true or false"
