@@ -105,8 +105,8 @@ class Client(Transport):
             last page.
 
         Raises:
-            ApiError: 400 for an unknown status, a limit out of range, a cursor that is not
-                one the server gave, or standalone=True with a sweep_id.
+            ApiError: 400 for an unknown status, a limit out of range or a cursor that is not
+                one the server gave.
             ServiceUnreachable: no answer from the service.
         """
         return self.request("GET", "/jobs", params={

@@ -70,12 +70,9 @@ def list_jobs(settings: Settings, status: str | None = None, experiment: str | N
               sweep_id: str | None = None, limit: int = 50, cursor: str | None = None,
               standalone: bool | None = None) -> dict:
     """Newest first, keyset-paginated on (created_at, id). ``standalone``: True, only the jobs
-    submitted on their own; False, only sweeps' trials; None, both."""
+    submitted on their own; False, only sweeps' trials; None, both. Filters combine (AND), so
+    ``standalone`` True with a ``sweep_id`` lists nothing."""
     check_status(status, STATUSES)
-    if standalone and sweep_id:
-        raise ApiError(400, "bad_request", "standalone=true lists the jobs outside sweeps, and "
-                       "sweep_id one sweep's trials: leave one of them out",
-                       [{"loc": "standalone", "msg": "not with sweep_id", "value": "true"}])
     query = select(Job)
     if status:
         query = query.where(Job.status == status)

@@ -159,7 +159,7 @@ def _job_paths() -> dict:
                                           "of it"),
                                    _query("standalone", {"type": "boolean"}, "true: only the "
                                           "jobs submitted on their own; false: only sweeps' "
-                                          "trials; left out: both. Not with sweep_id (400)"),
+                                          "trials; left out: both"),
                                    _query("limit", LIMIT), CURSOR],
                     "responses": {"200": _resp("a page of jobs, newest first", "JobList"),
                                   **ERRORS, **AMBIGUOUS}}},

@@ -169,8 +169,8 @@ def test_show_says_the_best_its_runner_up_and_the_noise_in_one_sentence():
 
 def test_job_listings_keep_sweep_trials_apart(tmp_path):
     """``GET /jobs?standalone=true`` lists the jobs submitted on their own, ``false`` the
-    sweeps' trials; with a sweep_id, or a value that is not true or false, it is a 400 naming
-    the field (SQLite, nothing trained)."""
+    sweeps' trials; filters combine; a value that is not true or false is a 400 naming the
+    field (SQLite, nothing trained)."""
     from sqlalchemy import update
 
     from service.store.db import session_scope
@@ -190,11 +190,11 @@ def test_job_listings_keep_sweep_trials_apart(tmp_path):
     assert ids("?standalone=true") == [own]
     assert ids("?standalone=false") == [trial_id]
     assert sorted(ids("")) == sorted([own, trial_id])
-    for query, loc in (("?standalone=yes", "standalone"),
-                       (f"?standalone=true&sweep_id={'f' * 32}", "standalone")):
-        answer = client.get(f"/api/v1/jobs{query}")
-        assert answer.status_code == 400, query
-        error = answer.get_json()["error"]
-        assert error["code"] == "bad_request" and error["details"][0]["loc"] == loc, error
+    assert ids("?standalone=false&status=queued") == [trial_id]
+    answer = client.get("/api/v1/jobs?standalone=yes")
+    assert answer.status_code == 400
+    error = answer.get_json()["error"]
+    assert error["code"] == "bad_request" and error["details"] == [
+        {"loc": "standalone", "msg": "true or false", "value": "yes"}], error
     assert client.get("/api/v1/jobs?standalone=1").get_json()["error"]["message"] == \
         "standalone='1' must be true or false"
