@@ -152,7 +152,7 @@ def pending_grid_trials(sweep: Sweep, trials: list[Trial]) -> list[Trial]:
 
 
 # Two-sided 5 % critical values of Student's t by degrees of freedom (1..30, then 40, 60,
-# 120); beyond 120, the normal's 1.96.
+# 120); from 1,000 on, the normal's 1.96.
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
          16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074,

@@ -198,3 +198,34 @@ def test_job_listings_keep_sweep_trials_apart(tmp_path):
         {"loc": "standalone", "msg": "true or false", "value": "yes"}], error
     assert client.get("/api/v1/jobs?standalone=1").get_json()["error"]["message"] == \
         "standalone='1' must be true or false"
+
+
+@pytest.mark.parametrize("at,reported", [("last", [2.0, 1.5, 3.0]), ("best", [2.0, 1.5, 1.5])])
+def test_the_pruner_hears_the_value_the_trial_would_score_at_each_epoch(tmp_path, at, reported):
+    """At "best", each epoch reports the best value so far: what the trial would score if it
+    ended there (Optuna in a SQLite database, as the service keeps it)."""
+    import dataclasses
+
+    import optuna
+
+    from service.config import Settings
+    from service.migrate import upgrade
+    from service.sweeps import studies
+    from service.sweeps.hooks import TrialContext, pruner
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    upgrade(url)
+    spec = {"objective": {"metric": "val_loss", "goal": "minimize", "at": at},
+            "early_stopping": {"type": "median", "n_startup_trials": 5}, "method": "grid",
+            "seed": 0, "max_trials": None}
+    studies.create_study(url, "s", spec)
+    trial = studies.load_study(url, "s", spec).ask()
+    ctx = TrialContext(sweep_id="s" * 32, sweep_name="s", study_name="s", sweep_spec=spec,
+                       number=0, repeat=0, params={}, optuna_trial_id=trial._trial_id,
+                       shared=[])
+    report = pruner(dataclasses.replace(Settings.from_env(), database_url=url), ctx)
+    assert report([(1, {"val_loss": 2.0}), (2, {"val_loss": 1.5})]) is False
+    assert report([(3, {"val_loss": 3.0})]) is False  # a later flush keeps the best so far
+    study = optuna.load_study(study_name="s", storage=studies.storage(url))
+    assert study.trials[0].intermediate_values == dict(zip((1, 2, 3), reported))
+    studies.dispose_storages()
