@@ -88,7 +88,9 @@ def run_sweep(client, body: dict, worker: WorkerProcess, timeout: float) -> dict
         "trainings": len(trainings),
         "epochs_trained": sum(j["summary"]["epochs_completed"] for j in trainings),
         "epochs_of_trials": sum(j["plan"]["epochs"] for j in jobs),
-        "fit_s": sum(j["summary"]["fit_time_s"] for j in trainings),
+        # A pack's training job reports its own tower's share; the pack's fit is the whole.
+        "fit_s": sum(p.get("fit_time_s", j["summary"]["fit_time_s"])
+                     for p, j in zip(packs, trainings)),
         "objectives": {t["name"]: t["objective"] for t in sw["trials"]},
     }
 

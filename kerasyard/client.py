@@ -88,13 +88,15 @@ class Client(Transport):
 
     def list_jobs(self, status: str | None = None, sweep_id: str | None = None,
                   experiment: str | None = None, limit: int | None = None,
-                  cursor: str | None = None) -> dict:
+                  cursor: str | None = None, standalone: bool | None = None) -> dict:
         """One page of jobs, newest first.
 
         Args:
             status: only jobs in this status (``queued``, ``running``, ``succeeded``, ...).
             sweep_id: only the trials of this sweep.
             experiment: only jobs of this MLflow experiment.
+            standalone: True, only the jobs submitted on their own (no sweep's trials);
+                False, only sweeps' trials; None, both.
             limit: the page size (the server's default 50, at most 500).
             cursor: ``next_cursor`` of the previous page.
 
@@ -109,14 +111,16 @@ class Client(Transport):
         """
         return self.request("GET", "/jobs", params={
             "status": status, "sweep_id": sweep_id, "experiment": experiment, "limit": limit,
-            "cursor": cursor})
+            "cursor": cursor,
+            "standalone": None if standalone is None else str(bool(standalone)).lower()})
 
     def iter_jobs(self, status: str | None = None, sweep_id: str | None = None,
-                  experiment: str | None = None, page_size: int = 200) -> Iterator[dict]:
+                  experiment: str | None = None, page_size: int = 200,
+                  standalone: bool | None = None) -> Iterator[dict]:
         """Every matching job, newest first, following ``next_cursor`` page by page.
 
         Args:
-            status, sweep_id, experiment: the filters of :meth:`list_jobs`.
+            status, sweep_id, experiment, standalone: the filters of :meth:`list_jobs`.
             page_size: jobs per request.
 
         Returns:
@@ -127,7 +131,7 @@ class Client(Transport):
             ServiceUnreachable: no answer from the service, while iterating.
         """
         return pages(self.list_jobs, "jobs", page_size, status=status, sweep_id=sweep_id,
-                     experiment=experiment)
+                     experiment=experiment, standalone=standalone)
 
     def job_history(self, job_id: str) -> dict:
         """A job's per-epoch metrics, as far as it has got.

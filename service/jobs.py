@@ -67,14 +67,19 @@ def history(settings: Settings, job_id: str) -> dict:
 
 
 def list_jobs(settings: Settings, status: str | None = None, experiment: str | None = None,
-              sweep_id: str | None = None, limit: int = 50, cursor: str | None = None) -> dict:
-    """Newest first, keyset-paginated on (created_at, id)."""
+              sweep_id: str | None = None, limit: int = 50, cursor: str | None = None,
+              standalone: bool | None = None) -> dict:
+    """Newest first, keyset-paginated on (created_at, id). ``standalone``: True, only the jobs
+    submitted on their own; False, only sweeps' trials; None, both. Filters combine (AND), so
+    ``standalone`` True with a ``sweep_id`` lists nothing."""
     check_status(status, STATUSES)
     query = select(Job)
     if status:
         query = query.where(Job.status == status)
     if experiment:
         query = query.where(Job.experiment == experiment)
+    if standalone is not None:
+        query = query.where(Job.sweep_id.is_(None) if standalone else Job.sweep_id.isnot(None))
     with session_scope(settings.database_url) as s:
         if sweep_id:
             sweep_id = full_id(s, Sweep, sweep_id, "sweep", "sweep_id")

@@ -15,31 +15,38 @@ from .ui import Ui
 
 
 def _listing(ui: Ui, items: list[dict], key: str, next_cursor: str | None,
-             shown: RenderableType) -> int:
+             shown: RenderableType, more: str = "--all") -> int:
     if ui.as_json:
         ui.result({key: items, "next_cursor": next_cursor})
     else:
         ui.show(shown if items else f"no {key}")
         if next_cursor:
-            ui.note(f"(more {key}: raise --limit, or --all)")
+            ui.note(f"(more {key}: raise --limit, or {more})")
     return fmt.EXIT_SUCCEEDED
 
 
-@command("jobs", "list jobs, newest first")
+@command("jobs", "list your jobs, newest first (sweeps' trials: --sweep ID, or --all)",
+         short="list jobs, newest first")
 @click.option("--status", type=click.Choice(JOB_STATUSES))
 @click.option("--sweep", metavar="SWEEP_ID", shell_complete=complete_id,
               help="only the trials of this sweep (id or id prefix)")
 @click.option("--experiment")
 @click.option("--limit", type=int, default=20, show_default=True, help="how many")
-@click.option("--all", "every", is_flag=True, help="every page")
+@click.option("--all", "every", is_flag=True,
+              help="every job, sweeps' trials included, on every page")
 def cmd_jobs(client: Client, ui: Ui, status, sweep, experiment, limit, every) -> int:
-    filters = {"status": status, "sweep_id": sweep, "experiment": experiment}
+    # Without --sweep or --all, the jobs submitted on their own: a sweep's trials (36 for
+    # the lecture sweep) are listed by `jobs --sweep ID` and summed up by `show SWEEP`.
+    standalone = None if sweep or every else True
+    filters = {"status": status, "sweep_id": sweep, "experiment": experiment,
+               "standalone": standalone}
     if every:
         jobs, cursor = list(client.iter_jobs(page_size=500, **filters)), None
     else:
         page = client.list_jobs(limit=limit, **filters)
         jobs, cursor = page["jobs"], page.get("next_cursor")
-    return _listing(ui, jobs, "jobs", cursor, fmt.jobs_table(jobs))
+    return _listing(ui, jobs, "jobs", cursor, fmt.jobs_table(jobs),
+                    "--all" if sweep else "--all: every page, sweeps' trials included")
 
 
 @command("sweeps", "list sweeps, newest first")

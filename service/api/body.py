@@ -186,6 +186,18 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def bool_arg(name: str) -> bool | None:
+    """``?name=true`` or ``?name=false``; None when left out. Anything else is a 400."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw in ("true", "false"):
+        return raw == "true"
+    shown = raw if len(raw) <= 40 else raw[:40] + "…"
+    raise ApiError(400, "bad_request", f"{name}={shown!r} must be true or false",
+                   [{"loc": name, "msg": "true or false", "value": shown}])
+
+
 # --- uploads (/datasets, /models) -------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request, url_for
 
 from service import jobs
-from service.api.body import int_arg, json_body
+from service.api.body import bool_arg, int_arg, json_body
 from service.api.context import settings_of
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
@@ -23,6 +23,7 @@ def list_jobs():
     return jobs.list_jobs(settings_of(), status=a.get("status"),  # "" is not a status: 400
                           experiment=a.get("experiment") or None,
                           sweep_id=a.get("sweep_id") or None,
+                          standalone=bool_arg("standalone"),
                           limit=int_arg("limit", 50, 1, 500), cursor=a.get("cursor") or None)
 
 

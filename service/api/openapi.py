@@ -157,6 +157,9 @@ def _job_paths() -> dict:
                                    _query("experiment", TEXT),
                                    _query("sweep_id", TEXT, "the sweep's id or a unique prefix "
                                           "of it"),
+                                   _query("standalone", {"type": "boolean"}, "true: only the "
+                                          "jobs submitted on their own; false: only sweeps' "
+                                          "trials; left out: both"),
                                    _query("limit", LIMIT), CURSOR],
                     "responses": {"200": _resp("a page of jobs, newest first", "JobList"),
                                   **ERRORS, **AMBIGUOUS}}},

@@ -174,6 +174,25 @@ def _sweep_schemas() -> dict:
                        "description": "the job whose training this trial was recorded from"},
         "jobs": {"type": "array", "items": {"type": "object"}}},
         required=["number", "name", "params", "state", "objective", "jobs"])
+    runner_up = obj({
+        "number": {"type": "integer"}, "name": {"type": "string"}, "params": {"type": "object"},
+        "objective": {"type": "number", "description": "mean over seeds"},
+        "objective_std": {"type": ["number", "null"]}, "n_seeds": {"type": "integer"}},
+        type=["object", "null"], description="the next best trial by its mean; null while only "
+        "one trial has an objective")
+    best = obj({
+        "number": {"type": "integer"}, "name": {"type": "string"}, "params": {"type": "object"},
+        "objective": {"type": "number", "description": "mean over seeds"},
+        "objective_std": {"type": ["number", "null"],
+                          "description": "standard deviation over seeds; null with one seed"},
+        "n_seeds": {"type": "integer", "description": "the seeds the mean is over"},
+        "job_ids": {"type": "array", "items": {"type": "string"}},
+        "runner_up": runner_up,
+        "clear": {"type": "boolean", "description": "false when the runner-up is within the "
+                  "seeds' noise of the best (Welch's t-test, 5 %, two-sided; always with a "
+                  "single seed): add repeats before trusting the ranking"}},
+        type=["object", "null"], description="the trial with the best mean objective; null "
+        "until one succeeded")
     sweep = obj({
         "id": {"type": "string"}, "name": {"type": "string"}, "experiment": {"type": "string"},
         "status": {"type": "string", "enum": SWEEP_STATUSES},
@@ -187,7 +206,7 @@ def _sweep_schemas() -> dict:
             "done": {"type": "integer"}, "total": {"type": "integer"},
             "running": {"type": "integer"}, "queued": {"type": "integer"},
             "trainings_running": {"type": "integer"}}),
-        "best": NULLABLE_OBJ,
+        "best": best,
         "spec": {"type": "object", "description": "the sweep as validated"},
         "trials": {"type": "array", "items": {"$ref": REF.format(model="Trial")},
                    "description": "one sweep only, not in the list"},

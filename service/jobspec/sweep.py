@@ -60,9 +60,16 @@ class Categorical(_Strict):
 Range = Annotated[FloatRange | IntRange | Categorical, Field(discriminator="type")]
 
 
+OBJECTIVE_AT = ("last", "best")
+
+
 class ObjectiveSpec(_Strict):
     metric: str = "val_loss"
     goal: Literal["minimize", "maximize"] = "minimize"
+    at: Literal[OBJECTIVE_AT] = Field(  # type: ignore[valid-type]
+        default="last", description="Which epoch's value a trial scores: `last` (the model "
+        "the trial ends with, the one it logs) or `best` (its best epoch's, as if training had "
+        "stopped there). Every trial's run logs `best_epoch` and `best_<metric>` either way.")
 
 
 class MedianStopping(_Strict):

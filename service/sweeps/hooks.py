@@ -187,7 +187,8 @@ def adopt_parent_run(settings: Settings, sweep_id: str, run_id: str, experiment_
 def pruner(settings: Settings, ctx: TrialContext | None, shared: SharedTrial | None = None
            ) -> Callable[[list[tuple[int, dict]]], bool] | None:
     """A callable that reports each new epoch's objective to the trial's Optuna trial and
-    answers True once its pruner says stop.
+    answers True once its pruner says stop. With ``objective.at`` ``best`` it reports the
+    best value so far, the value the trial would score if it ended at that epoch.
 
     With several seeds per configuration the first seed's curve decides for all of them.
 
@@ -212,7 +213,10 @@ def pruner(settings: Settings, ctx: TrialContext | None, shared: SharedTrial | N
     study = studies.load_study(settings.database_url, ctx.study_name, ctx.sweep_spec)
     trial = optuna.trial.Trial(study, shared.optuna_trial_id if shared else
                                ctx.optuna_trial_id)
-    metric = ctx.sweep_spec["objective"]["metric"]
+    objective = ctx.sweep_spec["objective"]
+    metric, at = objective["metric"], objective.get("at", "last")
+    better = min if objective.get("goal", "minimize") == "minimize" else max
+    best: list[float] = []  # at "best": the best value so far, what the trial would score now
 
     def report(epochs: list[tuple[int, dict]]) -> bool:
         reported = False
@@ -220,7 +224,11 @@ def pruner(settings: Settings, ctx: TrialContext | None, shared: SharedTrial | N
             value = metrics.get(metric)
             if value is None:
                 continue
-            trial.report(float(value) if math.isfinite(value) else float("inf"), epoch)
+            value = float(value) if math.isfinite(value) else float("inf")
+            if at == "best":
+                best[:] = [better(best[0], value) if best else value]
+                value = best[0]
+            trial.report(value, epoch)
             reported = True
         return reported and trial.should_prune()
 

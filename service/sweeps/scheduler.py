@@ -125,7 +125,7 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
         return
     groups = by_trial(loaded.jobs)
     # 1. Tell Optuna what finished.
-    _tell_finished(settings, loaded.study, groups, loaded.spec["objective"]["metric"])
+    _tell_finished(settings, loaded.study, groups, loaded.spec["objective"])
     # 2. Cancel: queued and running jobs cancel, idle trials end FAIL.
     if loaded.cancel:
         with session_scope(settings.database_url) as s:
@@ -219,9 +219,11 @@ def _start_trainings(settings: Settings, sweep_id: str, sender: Sender, loaded: 
             break  # broker down: the background round sends them later
 
 
-def _tell_finished(settings: Settings, study, groups: dict[int, list[Job]], metric: str) -> None:
+def _tell_finished(settings: Settings, study, groups: dict[int, list[Job]], objective: dict
+                   ) -> None:
     """Tell Optuna about each configuration whose seeds have all ended (seeds of one
-    configuration are one Optuna trial); one already told is left as it is."""
+    configuration are one Optuna trial): the mean of its seeds' objective at the epoch
+    ``objective["at"]`` says. One already told is left as it is."""
     import optuna
     from optuna.trial import TrialState
 
@@ -237,7 +239,7 @@ def _tell_finished(settings: Settings, study, groups: dict[int, list[Job]], metr
                 _stop_siblings(settings, group)
             continue
         trial = optuna.trial.Trial(study, tid)
-        values = seed_values(group, metric)
+        values = seed_values(group, objective["metric"], objective.get("at", "last"))
         if pruned_seed:
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         elif values:
@@ -380,11 +382,11 @@ def _maybe_finish(settings: Settings, sweep_id: str, sender: Sender, study) -> N
         found = due(s)
         if found is None:
             return
-        jobs, metric = found[1], found[0].spec["objective"]["metric"]
+        jobs, objective = found[1], found[0].spec["objective"]
     # Step 1 of _advance told Optuna from the rows as they were when it began; a trial that
     # ended since is told now, before the sweep ends (outside the session: on SQLite, Optuna's
     # write would wait for this session's read).
-    _tell_finished(settings, study, by_trial(jobs), metric)
+    _tell_finished(settings, study, by_trial(jobs), objective)
     with session_scope(settings.database_url) as s:
         found = due(s)
         if found is None:

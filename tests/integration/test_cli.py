@@ -329,6 +329,10 @@ def test_sweep_watch_table_show_jobs_open(api_url, worker, tmp_path):
     best = [ln for ln in table if ln.startswith("*")]
     assert len(best) == 1 and f" {sweep['best']['number']} " in best[0]
     assert f"best: trial {sweep['best']['number']}" in out
+    # One seed each: the runner-up is within noise, and the sentence says so.
+    assert sweep["best"]["n_seeds"] == 1 and sweep["best"]["clear"] is False
+    assert re.search(r"best: trial \d+ \(.+\)  val_loss \S+ over 1 seed; runner-up trial "
+                     r"\d+ \(.+\) \S+ over 1 seed; within noise: add repeats", out), out
 
     result = cli(api_url, "sweeps")
     assert result.returncode == 0
@@ -343,6 +347,13 @@ def test_sweep_watch_table_show_jobs_open(api_url, worker, tmp_path):
     assert ids == {j["id"] for t in sweep["trials"] for j in t["jobs"]}
     result = cli(api_url, "jobs", "--sweep", sweep_id[:8])  # the prefix the tables show
     assert {ln.split()[0] for ln in result.stdout.splitlines()[1:]} == {i[:8] for i in ids}
+    # Plain `jobs` lists the jobs submitted on their own; --all every job, trials included.
+    result = cli(api_url, "jobs", "--limit", "500", "--json")
+    listed = json.loads(result.stdout)["jobs"]
+    assert not {j["id"] for j in listed} & ids and all(j["sweep_id"] is None for j in listed)
+    result = cli(api_url, "jobs", "--all", "--json")
+    assert ids | {j["id"] for j in listed} <= {j["id"] for j in
+                                               json.loads(result.stdout)["jobs"]}
     result = cli(api_url, "open", sweep_id)
     assert result.returncode == 0 and result.stdout.strip() == sweep["mlflow"]["url"]
 

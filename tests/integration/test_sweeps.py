@@ -209,6 +209,9 @@ def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, m
     strip = lambda h: [{k: v for k, v in e.items() if k != "epoch_time_s"} for e in h]
     assert len(h_derived) == 2
     assert strip(h_derived) == strip(h_alone)
+    # By default a trial scores its last epoch (objective.at "last").
+    assert sw["spec"]["objective"]["at"] == "last"
+    assert trials["act=tanh ep=2"]["objective"] == pytest.approx(h_derived[-1]["val_loss"])
     import mlflow
     import numpy as np
 
@@ -238,6 +241,9 @@ def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, m
         steps = [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "val_loss")]
         assert steps == list(range(1, int(run.info.run_name[-1]) + 1))
         assert run.info.status == "FINISHED"
+        # Trained or recorded from a longer training alike.
+        assert {"best_epoch", "best_val_loss", "chance_loss", "chance_accuracy",
+                "fit_time_s"} <= set(run.data.metrics), run.info.run_name
         child_artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
         assert {"history.csv", "learning_curve.png", "spec.json"} <= child_artifacts
     csv_path = mlflow_client.download_artifacts(parent.info.run_id, "trials.csv",
@@ -302,22 +308,78 @@ def test_hopeless_trial_is_pruned(client, worker, mlflow_client, pruner):
     assert run.data.tags["kerasyard.trial_state"] == "pruned"
 
 
-def test_repeats_report_mean_and_spread(client, worker):
-    body = tiny_sweep("repeats", {"model.hidden_activation": ["sigmoid", "relu"]}, repeats=3,
-                      max_parallel=2)
+def test_repeats_best_mean_runner_up_noise_and_every_trial_equal_in_mlflow(client, worker,
+                                                                          mlflow_client):
+    """Two activations x two epoch counts, two seeds each, scored at each trial's best epoch:
+    one packed training per seed carries the three other trials. ``best`` is the best mean
+    over seeds, with its runner-up and whether the gap clears Welch's t-test; every trial's
+    run, carried or trained, logs its best epoch, chance levels and its own fit time, and each
+    spec field and swept factor once."""
+    from scipy import stats
+
+    body = tiny_sweep("repeats", {"model.hidden_activation": ["sigmoid", "relu"],
+                                  "fit.epochs": [2, 4]}, repeats=2, max_parallel=2,
+                      objective={"metric": "val_loss", "goal": "minimize", "at": "best"})
     sw = client.post("/api/v1/sweeps", json=body).get_json()
     sw = wait_sweep(client, sw["id"])
     assert sw["status"] == "succeeded"
     assert sw["report"]["state"] == "done", sw["report"]  # the report handles this shape
+    assert sw["objective"]["at"] == "best" and sw["spec"]["objective"]["at"] == "best"
+    jobs = {j["id"]: j for j in sweep_jobs(client, sw["id"])}
+    assert len(jobs) == 8 and sum(not j["trained_by"] for j in jobs.values()) == 2
+    assert_max_parallel(list(jobs.values()), 2)
     for t in sw["trials"]:
-        assert [j["seed"] for j in t["jobs"]] == [0, 1, 2]
-        assert len(t["objective_values"]) == 3
-        mean = sum(t["objective_values"]) / 3
-        assert t["objective"] == pytest.approx(mean)
+        assert [j["seed"] for j in t["jobs"]] == [0, 1]
+        assert len(t["objective_values"]) == 2
+        assert t["objective"] == pytest.approx(sum(t["objective_values"]) / 2)
         assert t["objective_std"] is not None and t["objective_std"] > 0
-    jobs = sweep_jobs(client, sw["id"])
-    assert len(jobs) == 6
-    assert_max_parallel(jobs, 2)
+        for tj in t["jobs"]:
+            _check_trial_run(client, mlflow_client, jobs[tj["id"]], t, tj)
+    # The best is the best mean; the runner-up the next; clear by Welch's t-test at 5 %.
+    ranked = sorted(sw["trials"], key=lambda t: (t["objective"], t["number"]))
+    best, second = ranked[0], ranked[1]
+    assert {k: sw["best"][k] for k in ("number", "name", "params", "objective", "n_seeds")} == \
+        {"number": best["number"], "name": best["name"], "params": best["params"],
+         "objective": best["objective"], "n_seeds": 2}
+    assert sw["best"]["runner_up"] == {
+        "number": second["number"], "name": second["name"], "params": second["params"],
+        "objective": second["objective"], "objective_std": second["objective_std"],
+        "n_seeds": 2}
+    a, b = best["objective_values"], second["objective_values"]
+    se2 = stats.tvar(a) / 2 + stats.tvar(b) / 2
+    df = se2 ** 2 / ((stats.tvar(a) / 2) ** 2 + (stats.tvar(b) / 2) ** 2)
+    threshold = stats.t.ppf(0.975, int(df)) * se2 ** 0.5
+    gap = second["objective"] - best["objective"]
+    assert abs(gap - threshold) > 1e-9  # not on the edge, where rounding could decide
+    assert sw["best"]["clear"] is bool(gap > threshold)
+
+
+def _check_trial_run(client, mlflow_client, job: dict, trial: dict, tj: dict) -> None:
+    """One seed of a trial: its best epoch (the objective, at "best"), its chance levels and
+    fit time in MLflow as in its summary; its params each once."""
+    history = client.get(f"/api/v1/jobs/{job['id']}/history").get_json()["epochs"]
+    val = [e["val_loss"] for e in history]
+    summary = job["summary"]
+    assert summary["best_epoch"]["metric"] == "val_loss"
+    assert summary["best_epoch"]["epoch"] == val.index(min(val)) + 1
+    assert tj["objective"] == pytest.approx(min(val))  # at its best epoch, not its last
+    run = ended_run(mlflow_client, job["mlflow"]["run_id"])
+    m = run.data.metrics
+    assert m["best_epoch"] == summary["best_epoch"]["epoch"], job["name"]
+    assert m["best_val_loss"] == pytest.approx(min(val))
+    assert m["chance_loss"] == pytest.approx(summary["chance"]["loss"])
+    assert m["chance_loss"] == pytest.approx(0.693147, abs=1e-5)  # ln 2: two classes
+    assert 0.5 <= m["chance_accuracy"] < 1 and m["chance_accuracy"] == \
+        pytest.approx(summary["chance"]["accuracy"])
+    assert m["fit_time_s"] == pytest.approx(summary["fit_time_s"])
+    # Its share of the training: half of each of its epochs (two towers trained in each).
+    assert m["fit_time_s"] == pytest.approx(sum(e["epoch_time_s"] for e in history) / 2,
+                                            abs=2e-3)
+    params = run.data.params
+    assert params["model.hidden_activation"] == trial["params"]["model.hidden_activation"]
+    assert params["model.layers.0.activation"] == trial["params"]["model.hidden_activation"]
+    assert params["fit.epochs"] == str(trial["params"]["fit.epochs"])
+    assert not {"batch_size", "epochs"} & set(params)
 
 
 def test_restart_in_the_middle_loses_and_duplicates_nothing(settings, workdir):

@@ -46,9 +46,21 @@ def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
     assert params["input_dim"] == "50" and params["n_train"] == "200"
     assert params["gradient_descent"] == "mini_batch"
     assert params["fit.batch_size"] == "5" and params["model.layers.0.activation"] == "relu"
+    # Each spec field once, under its path: no bare batch_size or epochs beside them.
+    assert params["fit.epochs"] == str(epochs)
+    assert not {"batch_size", "epochs", "n_samples", "n_classes"} & set(params)
     for name in ("loss", "accuracy", "learning_rate", "epoch_time_s"):
         history = mlflow_client.get_metric_history(run_id, name)
         assert sorted(m.step for m in history) == list(range(1, epochs + 1)), name
+    # Its best epoch by the metric it monitors (val_loss: it holds data out), and its fit time.
+    val = [m.value for m in sorted(mlflow_client.get_metric_history(run_id, "val_loss"),
+                                   key=lambda m: m.step)]
+    best = job["summary"]["best_epoch"]
+    assert best == {"metric": "val_loss", "goal": "minimize", "epoch": val.index(min(val)) + 1,
+                    "value": pytest.approx(min(val))}
+    assert run.data.metrics["best_epoch"] == best["epoch"]
+    assert run.data.metrics["best_val_loss"] == pytest.approx(min(val))
+    assert run.data.metrics["fit_time_s"] == pytest.approx(job["summary"]["fit_time_s"])
     # Beside the metrics, what guessing scores: ln(10) for 10 classes, the majority class's
     # share of the validation set.
     assert run.data.metrics["chance_loss"] == pytest.approx(math.log(10))

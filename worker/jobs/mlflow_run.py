@@ -67,7 +67,8 @@ class MlflowRun:
                 "creating the sweep's parent run", deadline)
             tags.update(tracking.child_tags(ctx, self.parent_run_id))
         params = tracking.run_params(job.raw, job.plan, {"steps_per_execution": job.spe,
-                                                         "keras_backend": job.backend})
+                                                         "keras_backend": job.backend},
+                                     ctx.params if ctx is not None else None)
         self.run_id = self.step(
             lambda: tracking.start_job_run(cl, exp_id, spec.name, tags, params),
             "creating the job's run and logging its params", deadline)
@@ -124,12 +125,17 @@ class MlflowRun:
                                   f"({self.reporter.mlflow_last_error})")
 
     def log_artifacts(self, job, model, history: list[dict], status: JobStatus,
-                      deadline: Deadline) -> None:
-        """The run's artifacts and, for a job that succeeded, its model (``log_model``)."""
+                      deadline: Deadline, metrics: dict[str, float] | None = None) -> None:
+        """The run's single-value ``metrics`` (its best epoch, fit time: :mod:`worker.
+        recording.outcome`), its artifacts and, for a job that succeeded, its model
+        (``log_model``)."""
         st = self.settings
         superseded = self.signals.superseded.is_set
         if self.client is None or superseded():
             return
+        if metrics:
+            self.step(lambda: tracking.log_values(self.client, self.run_id, metrics),
+                      "logging the run's best epoch and fit time", deadline)
         self.step(lambda: artifacts.write_artifacts(
             self.client, self.run_id, job.raw, job.spec, job.plan, model, job.data, history),
             "logging the run's artifacts", deadline)

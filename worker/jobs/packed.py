@@ -7,11 +7,13 @@ one after another. Each other tower's trials are recorded like shared trials.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from service import worker_api as api
 from service.worker_api import JobStatus
 from worker.jobs.trainers import JobTrainer
+from worker.recording import outcome
 from worker.recording.reporter import clean
 from worker.sweeps import pack as P
 from worker.sweeps import shared_trials
@@ -29,6 +31,7 @@ class PackTrainer(JobTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.towers: list[P.Tower] = []
+        self.pack_fit_s = 0.0
 
     def _callbacks(self) -> list:
         self.towers = towers = self._towers(self.checkpoint_folder())
@@ -69,15 +72,28 @@ class PackTrainer(JobTrainer):
         """One fit of the pack (TensorFlow), or each tower's own fit in turn (the backends
         that do not pack); ``callback`` holds this job's own outcome either way."""
         x, y, fit_kw = self.job.data.x_train, self.y_train, self.fit_kw()
-        if P.backend_packs():
-            bs = fit_kw["batch_size"]
-            pk = P.make_pack([t.model for t in self.towers], fit_kw["steps_per_execution"],
-                             (x[:bs], y[:bs]))
-            F.fit(pk, x, y, epochs=self.job.plan.epochs, callbacks=[self.callback], **fit_kw)
-            return
-        self.callback = P.fit_in_turn(
-            self.towers, self.callback, self.reporter, self.signals,
-            lambda t, cb: F.fit(t.model, x, y, epochs=t.epochs, callbacks=[cb], **fit_kw))
+        t0 = time.perf_counter()
+        try:
+            if P.backend_packs():
+                bs = fit_kw["batch_size"]
+                pk = P.make_pack([t.model for t in self.towers], fit_kw["steps_per_execution"],
+                                 (x[:bs], y[:bs]))
+                F.fit(pk, x, y, epochs=self.job.plan.epochs, callbacks=[self.callback],
+                      **fit_kw)
+                return
+            self.callback = P.fit_in_turn(
+                self.towers, self.callback, self.reporter, self.signals,
+                lambda t, cb: F.fit(t.model, x, y, epochs=t.epochs, callbacks=[cb], **fit_kw))
+        finally:
+            self.pack_fit_s = time.perf_counter() - t0
+
+    def active_towers(self) -> list[int] | None:
+        """Towers trained together in each epoch (None where the backend fits them in turn:
+        each epoch's time is then one tower's own)."""
+        if not P.backend_packs() or not self.towers:
+            return None
+        longest = max(len(t.history) for t in self.towers)
+        return [sum(1 for t in self.towers if len(t.history) > i) for i in range(longest)]
 
     def _progress(self) -> None:
         """Live progress of the trials the pack carries; reads which were asked to cancel."""
@@ -126,7 +142,7 @@ class PackTrainer(JobTrainer):
                 parent_run_id=run.parent_run_id, trainer_run_id=run.run_id, data=self.job.data,
                 history=t.history, saved=t.saved, trials=keep,
                 pruned_model=t.model if t.ended == "pruned" else None, timings=self.timings,
-                inputs=run.inputs))
+                inputs=run.inputs, active=self.active_towers()))
             left = [tr.id for tr in keep if tr.id not in done]
             end = self._unreached_end(t) if left else None
             if end is not None:
@@ -149,6 +165,10 @@ class PackTrainer(JobTrainer):
         return None
 
     def summary(self) -> dict:
-        return {"pack": {"towers": len(self.towers), "trials": 1 + len(self.ctx.shared),
-                         "packed": P.backend_packs(),
+        """The pack's facts (``fit_time_s``: the whole pack's fit), and this job's own
+        ``fit_time_s``: its tower's share, like every trial it carries."""
+        own = self.towers[0].history if self.towers else []
+        return {"fit_time_s": round(outcome.fit_share(own, self.active_towers()), 3),
+                "pack": {"towers": len(self.towers), "trials": 1 + len(self.ctx.shared),
+                         "packed": P.backend_packs(), "fit_time_s": round(self.pack_fit_s, 3),
                          **{k: round(v, 3) for k, v in self.timings.items()}}}

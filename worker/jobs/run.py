@@ -29,7 +29,7 @@ from worker.jobs.mlflow_run import MlflowRun
 from worker.jobs.packed import PackTrainer
 from worker.jobs.single import SingleTrainer
 from worker.jobs.trainers import JobInputs, JobTrainer, TrainingFailed, prepare
-from worker.recording import artifacts
+from worker.recording import artifacts, outcome
 from worker.recording.mlflow_retry import Deadline, MlflowUnavailable
 from worker.recording.reporter import Heartbeat, Reporter, Signals, clean
 from worker.recording.sender import WorkerSender
@@ -151,13 +151,18 @@ class JobRun:
             "keras_backend": job.backend,
             "device": gpu.device_summary(),  # what it trained on: a GPU job never runs on a CPU
         }
+        best = outcome.best_epoch(history, *outcome.monitored(job.spec, job.plan, self.ctx))
+        if best is not None:
+            summary["best_epoch"] = best
         if job.chance is not None:
             summary["chance"] = {k: round(v, 6) for k, v in job.chance.items()}
         if callback.pruned:
             self.pruned_at = len(history)
             summary["pruned_at_epoch"] = len(history)
         summary.update(trainer.summary())
-        self.mlflow.log_artifacts(job, trainer.model, history, status, end_deadline)
+        # The chance levels were logged when the run started.
+        self.mlflow.log_artifacts(job, trainer.model, history, status, end_deadline,
+                                  outcome.run_metrics(summary))
         summary["mlflow_errors"] = self.reporter.mlflow_errors
         return Outcome(status, summary)
 

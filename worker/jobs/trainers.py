@@ -132,10 +132,16 @@ class JobTrainer(abc.ABC):
                 self.settings, self.fence, self.signals, run.client, ctx=self.ctx,
                 parent_run_id=run.parent_run_id, trainer_run_id=run.run_id, data=self.job.data,
                 history=self.callback.history, saved=self.callback.saved,
-                trials=self._own_trials(), timings=self.timings, inputs=run.inputs)
+                trials=self._own_trials(), timings=self.timings, inputs=run.inputs,
+                active=self.active_towers())
 
     def _own_trials(self) -> list[api.SharedTrial] | None:
         """The shared trials recorded from this job's own model; None: all of them."""
+        return None
+
+    def active_towers(self) -> list[int] | None:
+        """How many models trained at once in each epoch, for each trial's share of the fit
+        time (:func:`worker.recording.outcome.fit_share`); None: one."""
         return None
 
     def summary(self) -> dict:

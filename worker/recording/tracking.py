@@ -74,10 +74,29 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_params(spec_dict: dict, plan: S.TrainingPlan, extra: dict) -> dict[str, str]:
+# The plan's (and the worker's) quantities that restate a spec field, by the field's path.
+PLAN_SPEC_FIELDS = {"batch_size": "fit.batch_size", "epochs": "fit.epochs",
+                    "n_samples": "dataset.n_samples", "n_classes": "dataset.n_classes",
+                    "gradient_descent": "fit.gradient_descent",
+                    "steps_per_execution": "fit.steps_per_execution"}
+
+
+def run_params(spec_dict: dict, plan: S.TrainingPlan, extra: dict,
+               swept: dict | None = None) -> dict[str, str]:
+    """A run's params, each once: every field of the spec under its path (``fit.batch_size``,
+    ``model.layers.0.activation``); the plan's quantities and ``extra`` (``steps_per_epoch``,
+    ``total_updates``, ...), less those that restate the value of a field the spec sets (the
+    batch size, the epochs); and for a sweep trial each swept factor under the sweep's path
+    (``swept``: the trial's params), so a factor that is no single spec field
+    (``model.hidden_activation``) is a param too. Keys and values are cut to MLflow's limits
+    (250 and 6,000 characters); :func:`log_params` sends them 100 at a time."""
     params = {k: v for k, v in flatten(spec_dict).items() if v is not None}
-    params.update(plan.as_dict())
-    params.update(extra)
+    for key, value in {**plan.as_dict(), **extra}.items():
+        path = PLAN_SPEC_FIELDS.get(key)
+        if path is None or path not in params or str(params[path]) != str(value):
+            params[key] = value
+    for path, value in (swept or {}).items():
+        params.setdefault(path, value)
     return {k[:250]: str(v)[:6000] for k, v in params.items()}
 
 
@@ -115,13 +134,20 @@ def start_job_run(cl, exp_id: str, run_name: str, tags: dict[str, str],
     return run_id
 
 
-def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]]) -> None:
-    """One log_batch call for every epoch gathered since the last flush (step = epoch)."""
+def log_values(cl, run_id: str, values: dict[str, float]) -> None:
+    """Single-value metrics (step 0) in one log_batch call."""
+    log_epochs(cl, run_id, [], values)
+
+
+def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]],
+               values: dict[str, float] | None = None) -> None:
+    """One log_batch call for every epoch gathered since the last flush (step = epoch), and
+    any single-value metrics (``values``, step 0) in the same call."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(name, value, now, epoch) for epoch, values in epochs
-               for name, value in values.items() if not math.isnan(value)]  # NaN is not loggable
+    metrics = [Metric(name, value, now, step) for step, row in [*epochs, (0, values or {})]
+               for name, value in row.items() if not math.isnan(value)]  # NaN is not loggable
     for i in range(0, len(metrics), METRIC_BATCH):
         cl.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from service import worker_api as api
 from service.config import Settings
 from service.worker_api import Fence, JobStatus, Ownership, SharedTrial, TrialContext
-from worker.recording import artifacts, tracking
+from worker.recording import artifacts, outcome, tracking
 from worker.recording.inputs import log_inputs
 from worker.recording.reporter import Signals, clean
 from worker.recording.tracking import MLFLOW_RUN_STATUS, child_tags
+from worker.training.chance import chance_levels
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
            parent_run_id: str | None, trainer_run_id: str | None, data,
            history: list[dict], saved: dict[int, Path],
            trials: list[SharedTrial] | None = None, pruned_model=None,
-           timings: dict | None = None, inputs: list | None = None) -> list[str]:
+           timings: dict | None = None, inputs: list | None = None,
+           active: list[int] | None = None) -> list[str]:
     """Record each shared trial this training reached (``trials``: those of one tower of a
     pack; all of them by default); returns the ids recorded. One that fails ends ``failed``
     (the others go on); a superseded claim stops the lot. ``timings`` gets ``record_s`` and
@@ -49,7 +51,9 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
     With ``pruned_model`` (a pack's tower its pruner stopped, at ``len(history)`` epochs), the
     trial with the most epochs is recorded ``pruned`` from that model and history.
     ``inputs``: the training's dataset inputs (:mod:`worker.recording.inputs`), logged on each
-    trial's run: it trained on the same data."""
+    trial's run: it trained on the same data. ``active``: how many towers trained in each
+    epoch (a pack's; one each when None), for each trial's share of the fit time
+    (:func:`worker.recording.outcome.fit_share`)."""
     done = []
     trials = ctx.shared if trials is None else trials
     pruned_id = max(trials, key=lambda t: t.epochs).id if pruned_model is not None and trials \
@@ -70,7 +74,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
                                  trainer_run_id, data, history[:e],
                                  pruned_model if pruned else saved[e],
                                  JobStatus.pruned if pruned else JobStatus.succeeded, timings,
-                                 inputs)
+                                 inputs, active)
         except Exception as exc:
             log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
             api.end_unrecorded(
@@ -91,11 +95,15 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
 def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: SharedTrial,
                 parent_run_id: str | None, trainer_run_id: str | None, data,
                 history: list[dict], checkpoint, status: JobStatus = JobStatus.succeeded,
-                timings: dict | None = None, inputs: list | None = None) -> Ownership:
+                timings: dict | None = None, inputs: list | None = None,
+                active: list[int] | None = None) -> Ownership:
     """``checkpoint``: where the model was saved at the trial's epochs, or the model."""
     import keras
 
     spec, plan = api.validate(settings, trial.spec)
+    chance = chance_levels(plan.n_classes or 2, data.y_val if data.x_val is not None
+                           else data.y_train) if plan.task == "classification" else None
+    summary = _summary(ctx, spec, plan, history, status, fence.job_id, active, chance)
     run_id = exp_id = None
     if cl is not None:
         model = keras.models.load_model(checkpoint) if isinstance(checkpoint, Path) \
@@ -113,7 +121,8 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
             tags["kerasyard.pruned"] = "true"
             tags["kerasyard.pruned_at_epoch"] = str(len(history))
         tags["kerasyard.trial_state"] = status.value
-        params = tracking.run_params(trial.spec, plan, {"trained_by": fence.job_id})
+        params = tracking.run_params(trial.spec, plan, {"trained_by": fence.job_id},
+                                     trial.params)
         run_id = tracking.start_run(cl, exp_id, spec.name, tags, params)
         log_inputs(cl, run_id, inputs)
         if settings.log_model and status == JobStatus.succeeded:
@@ -125,16 +134,10 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
             if timings is not None:
                 timings["model_log_s"] = timings.get("model_log_s", 0.0) + \
                     time.perf_counter() - t0
-        tracking.log_epochs(cl, run_id, list(enumerate(history, start=1)))
+        # The epochs, and the run's best epoch, fit time and chance levels, in one call.
+        tracking.log_epochs(cl, run_id, list(enumerate(history, start=1)),
+                            outcome.run_metrics(summary, chance))
         artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data, history)
-    summary = {"epochs_completed": len(history),
-               "stopped_early": status != JobStatus.succeeded,
-               "final_metrics": clean(history[-1]),
-               "best_loss": min(h["loss"] for h in history),
-               "fit_time_s": round(sum(h["epoch_time_s"] for h in history), 3),
-               "trained_by": fence.job_id}
-    if status == JobStatus.pruned:
-        summary["pruned_at_epoch"] = len(history)
     progress = {"epoch": len(history), "epochs": plan.epochs, "metrics": clean(history[-1])}
     answer = api.finish_recorded(settings, fence, trial.id,
                                        epochs=[clean(h) for h in history], summary=summary,
@@ -148,6 +151,27 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
             log.warning("could not end MLflow run %s of trial %s", run_id, trial.id,
                         exc_info=True)
     return answer
+
+
+def _summary(ctx: TrialContext, spec, plan, history: list[dict], status: JobStatus,
+             trained_by: str, active: list[int] | None, chance: dict | None) -> dict:
+    """A recorded trial's summary, as a training's would be: its best epoch by the sweep's
+    objective, its fit time (its share of the training's: :mod:`worker.recording.outcome`)
+    and its chance levels."""
+    summary = {"epochs_completed": len(history),
+               "stopped_early": status != JobStatus.succeeded,
+               "final_metrics": clean(history[-1]),
+               "best_loss": min(h["loss"] for h in history),
+               "fit_time_s": round(outcome.fit_share(history, active), 3),
+               "trained_by": trained_by}
+    best = outcome.best_epoch(history, *outcome.monitored(spec, plan, ctx))
+    if best is not None:
+        summary["best_epoch"] = best
+    if chance is not None:
+        summary["chance"] = {k: round(v, 6) for k, v in chance.items()}
+    if status == JobStatus.pruned:
+        summary["pruned_at_epoch"] = len(history)
+    return summary
 
 
 def end_unreached(settings: Settings, fence: Fence, ctx: TrialContext | None,

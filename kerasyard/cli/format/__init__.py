@@ -47,6 +47,7 @@ from .exits import (
 )
 from .history import TIMING_COLUMNS, history_columns, history_csv, history_table, metric_names
 from .jobs import (
+    best_epoch_line,
     epoch_progress,
     final_line,
     job_details,
@@ -77,7 +78,8 @@ from .sweeps import (
 
 __all__ = [
     "EXIT_CANCELLED", "EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_OTHER", "EXIT_SUCCEEDED",
-    "EXIT_UNREACHABLE", "EXIT_USAGE", "LECTURE", "STATUS_STYLES", "TIMING_COLUMNS", "best_line",
+    "EXIT_UNREACHABLE", "EXIT_USAGE", "LECTURE", "STATUS_STYLES", "TIMING_COLUMNS",
+    "best_epoch_line", "best_line",
     "compare_data", "compare_table", "epoch_progress", "eta_seconds", "exit_code_for_error",
     "exit_code_for_status", "final_line", "final_metrics", "flatten", "fmt_age", "fmt_duration",
     "fmt_number", "fmt_objective", "fmt_params", "history_columns", "history_csv",

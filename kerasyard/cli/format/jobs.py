@@ -24,7 +24,7 @@ from .cells import (
     took,
     updates,
 )
-from .history import history_columns, metric_names
+from .history import metric_names
 
 
 def progress_bar(epoch: int, epochs: int | None, width: int = 20) -> str:
@@ -173,6 +173,47 @@ def layer_rows(plan: dict) -> list[tuple[str, str]]:
             for i, layer in enumerate(plan.get("layers") or [])]
 
 
+def metric_rows(job: dict) -> list[tuple[str, str]]:
+    """The latest epoch's metrics, training and validation on rows of their own, then the
+    best epoch: ``training  loss 5.0e-04  accuracy 1.000 (epoch 1000)``, ``validation
+    val_loss 2.519  val_accuracy 0.2200 (epoch 1000, 50 held-out samples)``, ``best epoch
+    20 of 1000 by val_loss: 1.666 (lower is better); training on made it worse (...)``."""
+    epoch, _, metrics = epoch_progress(job)
+    names = metric_names([metrics])
+    at = f"epoch {epoch}"
+    n_val = (job.get("plan") or {}).get("n_val")
+    rows = []
+    for label, keys, note in (
+            ("training", [k for k in names if not k.startswith("val_")], at),
+            ("validation", [k for k in names if k.startswith("val_")],
+             f"{at}, {n_val} held-out samples" if n_val else at)):
+        if keys:
+            rows.append((label, "  ".join(f"{k} {fmt_number(metrics[k])}" for k in keys)
+                         + f" ({note})"))
+    best = best_epoch_line(job)
+    if best:
+        rows.append(("best epoch", best))
+    return rows
+
+
+def best_epoch_line(job: dict) -> str | None:
+    """``20 of 1000 by val_loss: 1.666 (lower is better); training on made it worse (last
+    epoch: 2.519)``, from the summary's ``best_epoch``."""
+    summary = job.get("summary") or {}
+    best = summary.get("best_epoch")
+    if not best:
+        return None
+    metric, goal = best.get("metric"), best.get("goal")
+    line = (f"{best.get('epoch')} of {summary.get('epochs_completed') or '?'} by {metric}: "
+            f"{fmt_number(best.get('value'))} "
+            f"({'lower' if goal == 'minimize' else 'higher'} is better)")
+    last = (summary.get("final_metrics") or {}).get(metric)
+    if isinstance(last, (int, float)) and best.get("epoch") != summary.get("epochs_completed") \
+            and last != best.get("value"):
+        line += f"; training on made it worse (last epoch: {fmt_number(last)})"
+    return line
+
+
 def job_details(job: dict) -> Table:
     """``show`` for a job: one ``key  value`` line per fact."""
     plan = job.get("plan") or {}
@@ -189,10 +230,7 @@ def job_details(job: dict) -> Table:
         rows += layer_rows(plan)
     if job.get("status") != "queued":
         rows.append(("progress", progress_line(job)))
-        _, _, metrics = epoch_progress(job)
-        if metrics:
-            rows.append(("metrics", "  ".join(f"{k} {fmt_number(metrics[k])}"
-                                              for k in history_columns([metrics])[1:])))
+        rows += metric_rows(job)
         if job.get("metrics_on") == "training":
             rows.append(("note", ("metrics are on the training data (no validation split): "
                                   "they say how well it fits, not how it generalizes")))
@@ -205,7 +243,7 @@ def job_details(job: dict) -> Table:
         if summary.get("stopped_early"):
             facts.append("stopped early")
         if summary.get("best_loss") is not None:
-            facts.append(f"best_loss {fmt_number(summary['best_loss'])}")
+            facts.append(f"lowest training loss {fmt_number(summary['best_loss'])}")
         if summary.get("fit_time_s") is not None:
             facts.append(f"fit {fmt_duration(summary['fit_time_s'])}")
         rows.append(("summary", ", ".join(facts)))

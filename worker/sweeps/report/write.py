@@ -68,7 +68,7 @@ def _write(settings: Settings, sweep: Sweep, jobs: list[Job], trials: list[Trial
     with tempfile.TemporaryDirectory(prefix="kerasyard-sweep-") as tmp:
         out = Path(tmp)
         _trials_csv(trials, params, out / "trials.csv")
-        _runs_csv(jobs, params, metric, out / "runs.csv")
+        _runs_csv(jobs, params, metric, out / "runs.csv", sweep.spec["objective"].get("at", "last"))
         (out / "best_trial.json").write_text(json.dumps(best, indent=2))
         _report(settings, sweep, jobs, trials, best, curves, ranked, method, out, exp_id,
                 run_id)
@@ -242,7 +242,8 @@ def _trials_csv(trials: list[Trial], params: list[str], path: Path) -> None:
                         " ".join(j.mlflow_run_id or "" for j in t.jobs)])
 
 
-def _runs_csv(jobs: list[Job], params: list[str], metric: str, path: Path) -> None:
+def _runs_csv(jobs: list[Job], params: list[str], metric: str, path: Path,
+              at: str = "last") -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["trial", "repeat", "seed", *params, "status", metric, "epochs_completed",
@@ -251,6 +252,6 @@ def _runs_csv(jobs: list[Job], params: list[str], metric: str, path: Path) -> No
             summary = j.summary or {}
             w.writerow([j.trial_number, j.repeat, (j.spec.get("fit") or {}).get("seed"),
                         *((j.trial_params or {}).get(p) for p in params), j.status.value,
-                        job_objective(j, metric), summary.get("epochs_completed"),
+                        job_objective(j, metric, at), summary.get("epochs_completed"),
                         summary.get("fit_time_s"), j.id, j.mlflow_run_id or "",
                         j.trained_by or "", (j.error or {}).get("message", "")])
