@@ -149,7 +149,10 @@ def test_the_best_model_is_registered_with_alias_best(lecture_sweep, mlflow_clie
     best = next(t for t in sweep["trials"] if t["number"] == sweep["best"]["number"])
     seed = min(best["jobs"], key=lambda j: j["objective"])
     assert version.run_id == seed["mlflow_run_id"]
-    logged = mlflow_client.get_logged_model(version.model_id)
+    # The version's source is the seed's logged model (the open-source registry keeps the
+    # model's id in the source URI only).
+    assert version.source == f"models:/{model['model_id']}"
+    logged = mlflow_client.get_logged_model(model["model_id"])
     assert logged.source_run_id == version.run_id and logged.name == "model"
     assert version.tags["kerasyard.sweep_id"] == sweep["id"]
     assert version.tags["kerasyard.trial"] == best["name"]
@@ -205,10 +208,11 @@ def test_report_headline_in_a_browser_matches_the_api(lecture_sweep, client, mlf
         link = driver.find_element(By.ID, "model-link").get_attribute("href")
         assert link == sweep["report"]["registered_model"]["url"]
         driver.get(link)
+        # The version's page: "Version 1", and among its aliases "@ best".
+        version = sweep["report"]["registered_model"]["version"]
         WebDriverWait(driver, 60).until(
-            lambda d: "@ best" in d.find_element(By.TAG_NAME, "body").text
-            or "best" in [e.text.strip() for e in d.find_elements(
-                By.CSS_SELECTOR, "[data-testid*='alias'], .ant-tag, span")])
+            lambda d: f"Version {version}" in d.find_element(By.TAG_NAME, "body").text
+            and "@ best" in d.find_element(By.TAG_NAME, "body").text)
         screenshot(driver, "registered-model-best")
 
 
