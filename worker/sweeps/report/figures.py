@@ -75,9 +75,10 @@ def chance_lines(ax, chance: Chance | None) -> None:
     class as a second, dotted, labelled line."""
     if chance is None:
         return
-    ax.axhline(chance.value, color="0.35", ls="--", lw=1, label=chance.label)
+    ax.axhline(chance.value, color="0.35", ls="--", lw=1, label=textwrap.fill(chance.label, 32))
     if chance.majority is not None:
-        ax.axhline(chance.majority, color="0.35", ls=":", lw=1.2, label=chance.majority_label)
+        ax.axhline(chance.majority, color="0.35", ls=":", lw=1.2,
+                   label=textwrap.fill(chance.majority_label, 32))
 
 
 def legend_outside(ax, **kwargs) -> None:
@@ -166,7 +167,7 @@ def build_factor_effects(effects: list[FactorEffect], metric: str, goal: str,
     seeds only; categories are not joined."""
     plt = _pyplot()
     n = len(effects)
-    fig, axes = plt.subplots(1, n, figsize=(6.6 * n, 4.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, n, figsize=(7.2 * n, 4.6), squeeze=False, layout="constrained")
     for ax, e in zip(axes[0], effects):
         k = len(e.series)
         looks = series_styles([s.levels for s in e.series])
