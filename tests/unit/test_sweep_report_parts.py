@@ -271,3 +271,41 @@ def test_heatmaps_share_one_colour_scale_with_chance_on_it():
     assert "chance 1.5" in [t.get_text() for t in bars[0].get_yticklabels()]
     starred = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_text().startswith("★")]
     assert len(starred) == 3  # the best configuration's cell, in every grid
+
+
+# --- the winner handed over --------------------------------------------------------------------
+
+
+def test_registered_name_and_model_page():
+    from worker.sweeps.report import registry
+
+    assert registry.registered_name("lecture: batch size x activation x epochs") == \
+        "lecture - batch size x activation x epochs"
+    assert registry.registered_name("a/b") == "a - b"
+    assert registry.registered_name("..") == "sweep .."
+    assert registry.model_url("http://ui/", "a - b", 3) == \
+        "http://ui/#/models/a%20-%20b/versions/3?workflowType=machine_learning"
+
+
+def test_a_sweep_without_a_model_says_why_nothing_was_registered(tmp_path):
+    """No best trial, or trials that logged no model: no client call, and the reason is what
+    the report and the parent run say."""
+    import dataclasses
+
+    from service.config import Settings
+    from service.store.models import Sweep, SweepStatus
+    from worker.sweeps.report import registry
+    from worker.sweeps.report import write as sweep_report
+
+    settings = Settings(data_dir=tmp_path, database_url="sqlite://", broker_url="memory://",
+                        mlflow_tracking_uri="http://mlflow", mlflow_ui_url="http://ui")
+    sweep = Sweep(id="s1", name="edge", status=SweepStatus.succeeded, spec={})
+    assert registry.register_best(None, settings, sweep, [], None) == (
+        None, "no trial finished with an objective, so there is no best model")
+    off = dataclasses.replace(settings, log_model=False)
+    registered, why = registry.register_best(None, off, sweep, [], BEST)
+    assert registered is None and "KERASYARD_LOG_MODEL is off" in why
+    handed = {"registered_model": None, "no_model_registered": why}
+    assert sweep_report._model_html(handed) == f"No model registered: {why}."
+    _, _, tags = sweep_report._run_fields(sweep, [], [], None, importance([], []), handed)
+    assert tags["kerasyard.no_model_registered"] == why
