@@ -195,6 +195,12 @@ def test_the_per_update_panel_says_its_lesson_in_words():
     assert text.startswith("x: updates, the weight steps taken (epochs × steps per epoch: "
                            "bs=5: 40 an epoch, bs=40: 5 an epoch); y: val_loss")
     assert "After 50 updates (the most every line reached)" in text
+    # Lines that are not batch sizes take as many updates an epoch: no batch-size lesson.
+    relu, tanh = (_curve_of([[2.0 - 0.01 * e for e in range(4)]], bs=40) for _ in range(2))
+    relu.label, tanh.label = "relu", "tanh"
+    text = W.update_lesson([C.CurvePanel({}, [relu, tanh])], ACT, "val_loss", "minimize")
+    assert "(epochs × steps per epoch: 5 an epoch for every line)" in text
+    assert "small batch" not in text
 
 
 # --- the figures -------------------------------------------------------------------------------

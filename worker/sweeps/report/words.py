@@ -164,11 +164,16 @@ def update_lesson(panels: list[CurvePanel], line_by: str | None, metric: str,
             if c.updates:
                 steps.setdefault(c.label, c.updates[0])
     name = short_name(line_by)
-    text = ("x: updates, the weight steps taken (epochs × steps per epoch: "
-            + ", ".join(f"{name}={k}: {v} an epoch" for k, v in steps.items())
-            + f"); y: {metric}, mean over seeds. An epoch of a small batch is many more "
-            "updates, so on the per-epoch panel small batches look faster; this panel asks "
-            "what each update buys.")
+    if len(set(steps.values())) > 1:
+        per = ", ".join(f"{name}={k}: {v} an epoch" for k, v in steps.items())
+        why = (" An epoch of a small batch is many more updates, so on the per-epoch panel "
+               "small batches look faster; this panel asks what each update buys.")
+    else:
+        per = f"{next(iter(steps.values()), 0)} an epoch for every line"
+        why = (" Every line takes as many updates an epoch, so this panel reads as the "
+               "per-epoch one.")
+    text = (f"x: updates, the weight steps taken (epochs × steps per epoch: {per}); y: {metric}, "
+            f"mean over seeds.{why}")
     at, reached = _at_same_updates(panels)
     if len(reached) > 1:
         order = sorted(reached, key=lambda k: reached[k] * (1 if goal == "minimize" else -1))
