@@ -155,7 +155,8 @@ def update_lesson(panels: list[CurvePanel], line_by: str | None, metric: str,
                   goal: str) -> str:
     """The per-update panel in words: what x and y are, each line's steps per epoch, and where
     each line stands after the same number of updates (the most every line of a panel
-    reached), averaged over the panels."""
+    reached), averaged over the panels; the leader is named only when it leads the next line
+    by more than those two lines' noise."""
     if not panels or not line_by:
         return ""
     steps = {}
@@ -177,7 +178,10 @@ def update_lesson(panels: list[CurvePanel], line_by: str | None, metric: str,
     at, reached = _at_same_updates(panels)
     if len(reached) > 1:
         order = sorted(reached, key=lambda k: reached[k] * (1 if goal == "minimize" else -1))
-        noises = [c.noise for p in panels for c in p.curves if c.noise is not None]
+        # The noise of the two lines compared (their seeds' spread, or jitter, as measured
+        # for their best epochs: curves.best_epoch).
+        noises = [c.noise for p in panels for c in p.curves
+                  if c.noise is not None and c.label in order[:2]]
         noise = max(noises, default=0.0)
         text += (f" After {at:g} updates (the most every line reached): "
                  + ", ".join(f"{name}={k} {num(reached[k])}" for k in order))
