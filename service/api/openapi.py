@@ -16,9 +16,12 @@ DOCS_ASSETS = {"swagger-ui.css": "text/css", "swagger-ui-bundle.js": "text/javas
 # Embedded rather than read from examples/ because the API image may be installed without the
 # repository's examples.
 # tests/unit/test_docs_page.py checks they validate and still match those files.
+# The lecture's data: 250 samples, 50 held out (validation_split 0.2), so the lecture's 200
+# training samples (40 updates an epoch at batch size 5) are scored on data they were not
+# fitted to.
 _LECTURE_BASE = {
     "dataset": {"kind": "synthetic", "name": "classification",
-                "n_samples": 200, "n_features": 50, "n_classes": 10, "seed": 0},
+                "n_samples": 250, "n_features": 50, "n_classes": 10, "seed": 0},
     "model": {"layers": [{"type": "dense", "units": 64, "activation": "relu"},
                          {"type": "dense", "units": 28, "activation": "relu"},
                          {"type": "dense", "units": 10, "activation": "softmax"}]},
@@ -26,11 +29,8 @@ _LECTURE_BASE = {
                 "optimizer": {"name": "sgd", "learning_rate": 0.01},
                 "metrics": ["accuracy"]},
 }
-# examples/lecture_mlp.json with 20 epochs instead of 1000, so "Execute" is quick: 250 samples,
-# 50 held out, so the lecture's 200 training samples (40 updates an epoch at batch size 5)
-# are scored on data they were not fitted to.
+# examples/lecture_mlp.json with 20 epochs instead of 1000, so "Execute" is quick.
 JOB_EXAMPLE = {"name": "lecture-mlp", "experiment": "lecture", **_LECTURE_BASE,
-               "dataset": {**_LECTURE_BASE["dataset"], "n_samples": 250},
                "fit": {"batch_size": 5, "epochs": 20, "validation_split": 0.2, "seed": 0}}
 # examples/sweep_lecture.json with a smaller grid: 2 x 2 x 2 = 8 trials rather than 36.
 SWEEP_EXAMPLE = {
@@ -43,6 +43,7 @@ SWEEP_EXAMPLE = {
                    "model.hidden_activation": ["sigmoid", "relu"],
                    "fit.epochs": [10, 50]},
     "objective": {"metric": "val_loss", "goal": "minimize"},
+    "repeats": 3,
     "max_parallel": 2,
 }
 

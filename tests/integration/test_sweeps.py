@@ -65,7 +65,7 @@ def test_invalid_sweeps_name_the_field_value_and_fix(client):
     lecture = json.loads((ROOT / "examples" / "sweep_lecture.json").read_text())
     cases = [
         ({"parameters": {**lecture["parameters"], "fit.batch_size": [5, 500]}},
-         "parameters.fit.batch_size", "500 is larger than the 160 training samples"),
+         "parameters.fit.batch_size", "500 is larger than the 200 training samples"),
         ({"parameters": {"fit.epoch": [1, 2]}}, "parameters.fit.epoch", "not a field"),
         ({"method": "tpe"}, "max_trials", "set it"),
         ({"parameters": {"fit.epochs": {"type": "int", "low": 1, "high": 5}}},
@@ -93,11 +93,13 @@ def test_invalid_sweeps_name_the_field_value_and_fix(client):
 
 
 def test_lecture_grid_expands_exactly_and_cancels(client, settings):
-    """The lecture sweep: 4 batch sizes x 3 activations x 3 epoch counts = 36 trials, the
-    epochs axis trained once per configuration, the three activations of a batch size packed
-    into one training; cancel ends it."""
+    """The lecture sweep: 4 batch sizes x 3 activations x 3 epoch counts = 36 trials of 3
+    seeds each, the epochs axis trained once per configuration and seed, the three activations
+    of a batch size packed into one training per seed; cancel ends it."""
     lecture = json.loads((ROOT / "examples" / "sweep_lecture.json").read_text())
-    resp = client.post("/api/v1/sweeps", json=lecture)
+    assert lecture["repeats"] == 3
+    # Room for two packs of 3 seeds each (max_parallel counts trainings).
+    resp = client.post("/api/v1/sweeps", json={**lecture, "max_parallel": 6})
     assert resp.status_code == 202, resp.get_json()
     sw = resp.get_json()
     assert sw["progress"]["total"] == 36
@@ -106,16 +108,17 @@ def test_lecture_grid_expands_exactly_and_cancels(client, settings):
     assert sw["pack"]["why"].startswith("12 towers in 4 trainings")
     trials = sw["trials"]
     assert [t["number"] for t in trials] == list(range(36))
-    expected = [(bs, act, ep) for bs in (1, 5, 40, 160) for act in ("sigmoid", "relu", "tanh")
+    expected = [(bs, act, ep) for bs in (1, 5, 40, 200) for act in ("sigmoid", "relu", "tanh")
                 for ep in (10, 50, 200)]
     got = [(t["params"]["fit.batch_size"], t["params"]["model.hidden_activation"],
             t["params"]["fit.epochs"]) for t in trials]
     assert got == expected
     assert trials[4]["name"] == "bs=1 act=relu ep=50"
-    # max_parallel 2 trainings: two batch sizes, each a pack of three activations with their
-    # three epoch counts.
+    # max_parallel 6 trainings: two batch sizes, each a pack of three activations with their
+    # three epoch counts, trained once per seed.
     created = [t for t in trials if t["state"] != "pending"]
     assert len(created) == 18
+    assert all([j["seed"] for j in t["jobs"]] == [0, 1, 2] for t in created)
     trainers = [t for t in created if t["trained_by"] is None]
     assert sorted(t["params"]["fit.epochs"] for t in trainers) == [200, 200]
     for trainer in trainers:

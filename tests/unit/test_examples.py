@@ -39,6 +39,21 @@ def test_lecture_example_is_the_contract_document():
     assert (plan.steps_per_epoch, plan.total_updates, plan.total_params) == (40, 40_000, 5_374)
 
 
+def test_the_lecture_sweep_trains_what_the_lecture_job_trains_with_three_seeds():
+    """The sweep's base is the lecture job's data: 200 training samples, 40 updates an epoch
+    at batch size 5; its largest batch size is the full batch; each configuration has 3
+    seeds, so the report has a noise to hold the differences against."""
+    job = json.loads((ROOT / "examples" / "lecture_mlp.json").read_text())
+    sweep = json.loads((ROOT / "examples" / "sweep_lecture.json").read_text())
+    _, job_plan = validate_job(job)
+    _, base_plan = validate_job(sweep["base"])
+    assert sweep["base"]["dataset"] == job["dataset"]
+    assert (base_plan.n_train, base_plan.steps_per_epoch) == (job_plan.n_train, 40) == (200, 40)
+    assert max(sweep["parameters"]["fit.batch_size"]) == base_plan.n_train
+    _, plan = validate_sweep(sweep)
+    assert plan.repeats == 3 and plan.total == 36
+
+
 def test_the_new_examples_are_what_they_say():
     """The digits CNN, the residual MLP and the LSTM: their shapes and parameter counts as
     Keras counts them (conv 3*3*1*16+16, 3*3*16*32+32, dense 32*10+10; ...)."""

@@ -1,5 +1,6 @@
 """The sweep report's analysis and page, from trials made up here (no training): the overview
-grid, seed-only error bars, importance, the curves on three clocks, the self-contained page."""
+grid, seed-only error bars, importance, the curves on three clocks, the self-contained page.
+(The words, the figures' styling and the importance decomposition: test_sweep_report_parts.)"""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pytest
 
 from service.store.models import Job, JobStatus
 from service.worker_api import Trial, TrialJob
+from worker.sweeps.report import curves as C
 from worker.sweeps.report import figures as sweep_figures
 from worker.sweeps.report import html as report_html
 from worker.sweeps.report import insight as I
+from worker.sweeps.report import words as W
+from worker.sweeps.report.importance import importance
 
-BATCHES = [1, 5, 40, 160]
+BATCHES = [1, 5, 40, 200]
+CHANCE = W.Chance(math.log(10), "chance: ln(10) = 2.303, uniform guess over 10 classes")
 ACTS = ["sigmoid", "relu", "tanh"]
 EPOCHS = [10, 50]
 PARAMS = ["fit.batch_size", "model.hidden_activation", "fit.epochs"]
@@ -37,13 +42,14 @@ def lecture(seeds: int = 1):
             value = objective(bs, act, ep, seed)
             values.append(value)
             job = Job(id=jid, status=JobStatus.succeeded, trial_number=n, repeat=seed,
-                      plan={"steps_per_epoch": math.ceil(160 / bs), "n_val": 40},
-                      summary={"fit_time_s": 0.01 * ep * 160 / bs,
+                      plan={"steps_per_epoch": math.ceil(200 / bs), "n_val": 50,
+                            "n_classes": 10},
+                      summary={"fit_time_s": 0.01 * ep * 200 / bs,
                                "chance": {"loss": math.log(10), "accuracy": 0.1}},
                       mlflow_run_id=f"r{jid}",
                       mlflow_experiment_id="1")
             jobs.append(job)
-            curves[jid] = [{"val_loss": value + (ep - e) / 100, "epoch_time_s": 0.01 * 160 / bs}
+            curves[jid] = [{"val_loss": value + (ep - e) / 100, "epoch_time_s": 0.01 * 200 / bs}
                            for e in range(1, ep + 1)]
             tjobs.append(TrialJob(jid, "succeeded", seed, seed, ep, ep, value, None, f"r{jid}"))
         mean = sum(values) / len(values)
@@ -84,47 +90,49 @@ def test_error_bars_are_seed_spread_only():
 
 def test_importance_ranks_batch_size_first_on_a_full_grid():
     trials, _, _ = lecture()
-    ranked, method = I.importance(trials, PARAMS)
-    assert list(ranked) == ["fit.batch_size", "model.hidden_activation", "fit.epochs"]
-    assert sum(ranked.values()) == pytest.approx(1.0)
-    assert method.startswith("grid")
+    imp = importance(trials, PARAMS)
+    assert list(imp.main) == ["fit.batch_size", "model.hidden_activation", "fit.epochs"]
+    # objective() is additive: main effects explain it all, nothing is left to interactions.
+    assert sum(imp.main.values()) == pytest.approx(1.0)
+    assert imp.interactions == pytest.approx(0.0, abs=1e-9)
+    assert imp.method == "ANOVA over the grid"
 
 
 def test_importance_of_an_incomplete_grid_goes_to_fanova():
     trials, _, _ = lecture()
-    ranked, method = I.importance(trials[:-3], PARAMS)
-    assert method == "Optuna fANOVA"
-    assert next(iter(ranked)) == "fit.batch_size"
+    imp = importance(trials[:-3], PARAMS)
+    assert imp.method.startswith("Optuna fANOVA")
+    assert next(iter(imp.main)) == "fit.batch_size"
+    assert sum(imp.main.values()) + imp.interactions == pytest.approx(1.0)
 
 
 def test_curves_one_line_per_batch_size_shorter_trials_marked():
     trials, jobs, curves = lecture()
-    line_by, panels = I.curve_panels(trials, jobs, PARAMS, curves, "val_loss")
+    line_by, panels = C.curve_panels(trials, jobs, PARAMS, curves, "val_loss")
     assert line_by == "fit.batch_size"
     assert [p.fixed for p in panels] == [{"model.hidden_activation": a} for a in ACTS]
     for p in panels:
-        assert [c.label for c in p.curves] == ["1", "5", "40", "160"]
+        assert [c.label for c in p.curves] == ["1", "5", "40", "200"]
         for c in p.curves:
             assert len(c.epochs) == 50 and [m[0] for m in c.marks] == [10]
     bs5 = panels[0].curves[1]
-    assert bs5.updates[0] == 32 and bs5.updates[-1] == 50 * 32
+    assert bs5.updates[0] == 40 and bs5.updates[-1] == 50 * 40
 
 
 def test_page_is_self_contained_and_carries_its_data(tmp_path):
     trials, jobs, curves = lecture()
-    ranked, method = I.importance(trials, PARAMS)
+    imp = importance(trials, PARAMS)
     grids = I.pair_grids(trials, PARAMS)
-    line_by, panels = I.curve_panels(trials, jobs, PARAMS, curves, "val_loss")
+    line_by, panels = C.curve_panels(trials, jobs, PARAMS, curves, "val_loss")
     figures = {
-        "overview": sweep_figures.overview(grids, "val_loss", "minimize", 2.3,
+        "overview": sweep_figures.overview(grids, "val_loss", "minimize", CHANCE,
                                            tmp_path / "o.png"),
-        "importance": sweep_figures.importance(ranked, method, "val_loss", tmp_path / "i.png"),
+        "importance": sweep_figures.importance(imp, "val_loss", tmp_path / "i.png"),
         "factors": sweep_figures.factor_effects(I.factor_effects(trials, PARAMS), "val_loss",
-                                                "minimize", 2.3, tmp_path / "f.png"),
-        "curves": sweep_figures.clocks(panels, line_by, "val_loss", "minimize", 2.3,
+                                                "minimize", CHANCE, tmp_path / "f.png"),
+        "curves": sweep_figures.clocks(panels, line_by, "val_loss", "minimize", CHANCE,
                                        tmp_path / "c.png")}
-    data = {"overview": [g.as_dict() for g in grids],
-            "importance": {"method": method, "ranked": list(ranked.items())}}
+    data = {"overview": [g.as_dict() for g in grids], "importance": imp.as_dict()}
     rows = [{"number": t.number, "name": t.name, "params": t.params, "state": t.state,
              "objective": t.objective, "sd": None, "seeds": 1, "epochs": 10, "updates": 10,
              "fit_s": 1.0, "best": t.number == 0, "links": [("run", "http://x/#/r?a=1")]}
@@ -147,16 +155,16 @@ def _settings(tmp_path):
                     mlflow_tracking_uri="http://mlflow", mlflow_ui_url="http://ui")
 
 
-def _report_of(tmp_path, trials, jobs, curves, params, metric="val_loss", goal="minimize"):
+def _report_of(tmp_path, trials, jobs, curves, params, metric="val_loss", goal="minimize",
+               best=None):
     from service.store.models import Sweep, SweepStatus
     from worker.sweeps.report import write as sweep_report
 
     sweep = Sweep(id="s1", name="edge", experiment="e", status=SweepStatus.succeeded,
                   method="grid", spec={"objective": {"metric": metric, "goal": goal}},
                   plan={"param_order": params}, study_name="x")
-    ranked, method = I.importance(trials, params)
-    sweep_report._report(_settings(tmp_path), sweep, jobs, trials, None, curves, ranked,
-                         method, tmp_path, "1", "run")
+    sweep_report._report(_settings(tmp_path), sweep, jobs, trials, best, curves,
+                         importance(trials, params), tmp_path, "1", "run")
     page = (tmp_path / "report.html").read_text()
     return json.loads(re.search(r"id='kerasyard-report'>(.*?)</script>", page, re.S).group(1))
 
@@ -199,8 +207,8 @@ def test_report_of_a_sampled_sweep_uses_fanova(tmp_path):
                             [TrialJob(jid, "succeeded", 0, 0, 3, 3, value, None, f"r{n}")]))
     params = ["compile.optimizer.learning_rate", "model.layers.0.units"]
     data = _report_of(tmp_path, trials, jobs, curves, params)
-    assert data["importance"]["method"] == "Optuna fANOVA"
-    assert data["importance"]["ranked"][0][0] == "compile.optimizer.learning_rate"
+    assert data["importance"]["method"].startswith("Optuna fANOVA")
+    assert data["importance"]["main"][0][0] == "compile.optimizer.learning_rate"
     # 12 sampled learning rates are no grid axis: no overview table; one panel of the best
     # 10 trials' curves.
     assert data["overview"] == []

@@ -33,7 +33,7 @@ def test_lecture_sweep_plan():
     assert plan.param_order == ["fit.batch_size", "model.hidden_activation", "fit.epochs"]
     assert plan.configs[0] == {"fit.batch_size": 1, "model.hidden_activation": "sigmoid",
                                "fit.epochs": 10}
-    assert plan.configs[-1] == {"fit.batch_size": 160, "model.hidden_activation": "tanh",
+    assert plan.configs[-1] == {"fit.batch_size": 200, "model.hidden_activation": "tanh",
                                 "fit.epochs": 200}
     # 12 configurations, each trained once to 200 epochs; 10 and 50 recorded from it.
     assert plan.share_epochs and len(plan.groups) == 12
@@ -93,8 +93,8 @@ def test_trial_names_are_short_and_in_the_users_order():
 
 
 def test_errors_name_the_parameter_the_value_and_the_fix():
-    errs = errors_of(sweep(parameters={"fit.batch_size": [5, 161]}))
-    assert "161 is larger than the 160 training samples; use at most 160" in \
+    errs = errors_of(sweep(parameters={"fit.batch_size": [5, 201]}))
+    assert "201 is larger than the 200 training samples; use at most 200" in \
         errs["parameters.fit.batch_size"]
     errs = errors_of(sweep(method="random", parameters={
         "compile.optimizer.learning_rate": {"type": "float", "low": 0, "high": 1, "log": True}},
@@ -117,12 +117,12 @@ def test_random_and_tpe_need_max_trials_and_check_range_ends():
                                                               "high": 500}})
     errs = errors_of(body)
     assert "max_trials" in errs
-    assert "500 is larger than the 160 training samples" in errs["parameters.fit.batch_size"]
+    assert "500 is larger than the 200 training samples" in errs["parameters.fit.batch_size"]
     _, plan = validate_sweep(sweep(method="random", max_trials=7, parameters={
-        "fit.batch_size": {"type": "int", "low": 1, "high": 160, "log": True},
+        "fit.batch_size": {"type": "int", "low": 1, "high": 200, "log": True},
         "model.hidden_activation": {"type": "categorical", "values": ["relu", "tanh"]}}))
     assert plan.total == 7 and plan.configs is None and not plan.share_epochs
-    assert plan.distributions["fit.batch_size"] == {"type": "int", "low": 1, "high": 160,
+    assert plan.distributions["fit.batch_size"] == {"type": "int", "low": 1, "high": 200,
                                                     "log": True, "step": 1}
 
 

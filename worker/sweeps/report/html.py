@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from service.jobspec.sweep import fmt_value, short_name
+from worker.sweeps.report.insight import grid_title
 
 SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach(function (th, col) {
@@ -49,6 +50,8 @@ th { background: #f6f8fa; cursor: pointer; white-space: nowrap; }
 td.text, th.text { text-align: left; } tr.best td { background: #dafbe1; font-weight: 600; }
 table.grid { display: inline-table; margin: 0 1.5em 1em 0; vertical-align: top; }
 .grid td.cell { min-width: 5em; } .note { background: #fff8c5; padding: 0.4em 0.8em; }
+.headline { font-size: 1.15em; background: #ddf4ff; padding: 0.5em 0.8em; }
+table.grid caption { caption-side: top; text-align: left; max-width: 28em; }
 """
 
 
@@ -60,47 +63,35 @@ def img(path: Path, alt: str, name: str) -> str:
 
 def render(*, title: str, lede: str, data: dict, figures: dict[str, Path],
            trials_rows: list[dict], params: list[str], metric: str, goal: str,
-           notes: list[str]) -> str:
+           notes: list[str], texts: dict | None = None) -> str:
     """The page. ``figures``: name -> PNG (overview, importance, factors, curves);
-    ``trials_rows``: one dict per trial (see sweep_report); ``data``: the JSON block."""
+    ``trials_rows``: one dict per trial (see write.py); ``data``: the JSON block; ``texts``:
+    the words (:mod:`.words`): ``headline``, ``model`` (HTML: the registered model's link, or
+    why there is none), ``overtraining`` and ``update_lesson``."""
     e = html.escape
+    texts = texts or {}
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}"
-             f"</title><style>{CSS}</style></head><body>",
-             f"<h1>{e(title)}</h1><p class='lede'>{lede}</p>"]
+             f"</title><style>{CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    if texts.get("headline"):
+        parts.append(f"<p class='headline' id='headline'>{e(texts['headline'])}</p>")
+    parts.append(f"<p class='lede'>{lede}</p>")
+    if texts.get("model"):
+        parts.append(f"<p class='lede' id='model'>{texts['model']}</p>")
     for note in notes:
         parts.append(f"<p class='note'>{note}</p>")
-    better = "lower is better" if goal == "minimize" else "higher is better"
     if data.get("overview"):
-        parts.append(f"<h2 id='overview'>Overview: {e(metric)} for each pair of factors "
-                     f"({better})</h2>")
-        for g in data["overview"]:
-            parts.append(_grid_table(g, metric, goal))
-        if "overview" in figures:
-            parts.append(f"<figure>{img(figures['overview'], 'overview heatmaps', 'overview')}"
-                         "<figcaption>Each cell: the objective of that pair (mean over seeds, "
-                         "and over any factor named under the title); the best cell is framed."
-                         "</figcaption></figure>")
+        parts.append(_overview(data, figures, metric, goal))
     if "importance" in figures:
-        imp = data["importance"]
-        parts.append(f"<h2 id='importance'>Which factor matters</h2><figure>"
-                     f"{img(figures['importance'], 'parameter importance', 'importance')}"
-                     f"<figcaption>Share of the variance of {e(metric)} each factor explains "
-                     f"({e(imp['method'])}); also logged as the parent run's "
-                     "<code>importance.*</code> metrics.</figcaption></figure>")
+        parts.append(_importance(data["importance"], figures, metric))
     if "factors" in figures:
         parts.append("<h2 id='factors'>Each factor's effect</h2><figure>"
                      f"{img(figures['factors'], 'objective by factor', 'factors')}"
                      "<figcaption>One series per combination of the other factors (not "
-                     "averaged over them); error bars are the spread over seeds only; batch "
-                     "size and learning rate on log axes.</figcaption></figure>")
+                     "averaged over them), listed in their order; error bars are the spread "
+                     "over seeds only; batch size and learning rate on log axes."
+                     "</figcaption></figure>")
     if "curves" in figures:
-        parts.append("<h2 id='curves'>Learning curves on three clocks</h2><figure>"
-                     f"{img(figures['curves'], 'learning curves on three clocks', 'curves')}"
-                     "<figcaption>The same trainings against epochs, against updates (epochs × "
-                     "steps per epoch: a small batch takes many more steps each epoch) and "
-                     "against wall-clock seconds (the first epoch includes building and "
-                     "compiling the model). Open circles: shorter trials, the same training "
-                     "stopped earlier.</figcaption></figure>")
+        parts.append(_curves(figures, texts))
     parts.append(f"<h2 id='trials'>Trials</h2><p class='lede'>Click a column to sort. "
                  f"{e(metric)}: mean over seeds ± their standard deviation.</p>")
     parts.append(_trials_table(trials_rows, params, metric))
@@ -110,30 +101,67 @@ def render(*, title: str, lede: str, data: dict, figures: dict[str, Path],
     return "\n".join(parts)
 
 
-def _grid_table(g: dict, metric: str, goal: str) -> str:
+def _overview(data: dict, figures: dict[str, Path], metric: str, goal: str) -> str:
     e = html.escape
-    vals = [v for row in g["values"] for v in row if v is not None]
-    best = (min(vals) if goal == "minimize" else max(vals)) if vals else None
+    better = "lower is better" if goal == "minimize" else "higher is better"
+    parts = [f"<h2 id='overview'>Overview: {e(metric)} for each pair of factors "
+             f"({better})</h2>"]
+    parts += [_grid_table(g, metric) for g in data["overview"]]
+    if "overview" in figures:
+        parts.append(f"<figure>{img(figures['overview'], 'overview heatmaps', 'overview')}"
+                     "<figcaption>Each title says what its cells average over. One colour "
+                     "scale for every heatmap; chance is marked on the colour bar. ★ and the "
+                     "frame mark the cell that holds the best configuration (the headline's), "
+                     "in every grid; a grid that averages over a factor may have a better "
+                     "cell than that one, since its cells are averages.</figcaption></figure>")
+    return "".join(parts)
+
+
+def _importance(imp: dict, figures: dict[str, Path], metric: str) -> str:
+    e = html.escape
+    main = sum(v for _, v in imp["main"])
+    shares = ", ".join(f"{e(short_name(p))} {v:.0%}" for p, v in imp["main"])
+    return (f"<h2 id='importance'>Which factor matters</h2><figure>"
+            f"{img(figures['importance'], 'parameter importance', 'importance')}"
+            f"<figcaption>The variance of {e(metric)} across the trials, split into each "
+            f"factor's main effect ({shares}: {main:.0%} together) and what is left to "
+            f"interactions ({imp['interactions']:.0%}): a factor whose best value depends on "
+            f"another's. Method: {e(imp['method'])}. Logged as the parent run's "
+            "<code>importance.&lt;factor&gt;</code> and <code>importance.interactions</code> "
+            "metrics.</figcaption></figure>")
+
+
+def _curves(figures: dict[str, Path], texts: dict) -> str:
+    e = html.escape
+    over = f"<p id='overtraining'>{e(texts['overtraining'])}</p>" \
+        if texts.get("overtraining") else ""
+    lesson = f"<p id='update-lesson'>Per update: {e(texts['update_lesson'])}</p>" \
+        if texts.get("update_lesson") else ""
+    return ("<h2 id='curves'>Learning curves on three clocks</h2><figure>"
+            f"{img(figures['curves'], 'learning curves on three clocks', 'curves')}"
+            "<figcaption>The same trainings against epochs, against updates (epochs × "
+            "steps per epoch) and against wall-clock seconds (the first epoch includes "
+            "building and compiling the model). ★: each line's best epoch. Open circles: "
+            f"shorter trials, the same training stopped earlier.</figcaption></figure>"
+            f"{over}{lesson}")
+
+
+def _grid_table(g: dict, metric: str) -> str:
+    e = html.escape
     head = "".join(f"<th data-col='{e(fmt_value(c))}'>{e(fmt_value(c))}</th>"
                    for c in g["col_values"])
     rows = []
-    for r, row in zip(g["row_values"], g["values"]):
+    for i, (r, row) in enumerate(zip(g["row_values"], g["values"])):
         cells = "".join(
             f"<td class='cell' data-row='{e(fmt_value(r))}' data-col='{e(fmt_value(c))}' "
-            f"data-v='{'' if v is None else repr(v)}'>"
-            + ("–" if v is None else (f"<b>{v:.4g}</b>" if v == best else f"{v:.4g}"))
-            + "</td>" for c, v in zip(g["col_values"], row))
+            f"data-v='{'' if v is None else repr(v)}'"
+            + (" data-best='1'>" if g.get("best_cell") == [i, j] else ">")
+            + ("–" if v is None else (f"<b>★ {v:.4g}</b>" if g.get("best_cell") == [i, j]
+                                      else f"{v:.4g}"))
+            + "</td>" for j, (c, v) in enumerate(zip(g["col_values"], row)))
         rows.append(f"<tr><th class='text'>{e(fmt_value(r))}</th>{cells}</tr>")
-    sub = []
-    if g["fixed"]:
-        sub.append("at " + ", ".join(f"{short_name(k)}={fmt_value(v)}"
-                                     for k, v in g["fixed"].items()))
-    if g["averaged_over"]:
-        sub.append("mean over " + ", ".join(short_name(p) for p in g["averaged_over"]))
-    caption = (f"{e(metric)}: {e(g['rows'])} (rows) × {e(g['cols'])} (columns)"
-               + (f" — {e('; '.join(sub))}" if sub else ""))
     return (f"<table class='grid' data-rows='{e(g['rows'])}' data-cols='{e(g['cols'])}'>"
-            f"<caption>{caption}</caption><thead><tr><th class='text'>"
+            f"<caption>{e(grid_title(g, metric))}</caption><thead><tr><th class='text'>"
             f"{e(short_name(g['rows']))} \\ {e(short_name(g['cols']))}</th>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
