@@ -69,7 +69,7 @@ def test_heartbeat_goes_through_while_an_mlflow_call_hangs(settings, monkeypatch
     blocked, release = threading.Event(), threading.Event()
     logged: list[list[int]] = []
 
-    def slow_log_epochs(cl, run_id, epochs):
+    def slow_log_epochs(cl, run_id, epochs, stamps=None):
         blocked.set()
         release.wait(10)
         logged.append([e for e, _ in epochs])
@@ -100,7 +100,7 @@ def test_heartbeat_goes_through_while_an_mlflow_call_hangs(settings, monkeypatch
 def test_superseded_record_stops_every_later_write(settings, monkeypatch):
     db = FakeDb(monkeypatch, answer=SUPERSEDED)
     calls = []
-    monkeypatch.setattr(R.tracking, "log_epochs", lambda cl, run_id, epochs: calls.append(1))
+    monkeypatch.setattr(R.tracking, "log_epochs", lambda cl, run_id, epochs, stamps=None: calls.append(1))
     signals = R.Signals()
     rep = R.Reporter(settings, FENCE, 10, signals)
     rep.mlflow, rep.run_id = object(), "run"

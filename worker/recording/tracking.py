@@ -115,12 +115,21 @@ def start_job_run(cl, exp_id: str, run_name: str, tags: dict[str, str],
     return run_id
 
 
-def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]]) -> None:
-    """One log_batch call for every epoch gathered since the last flush (step = epoch)."""
+def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]],
+               stamps: dict[int, int] | None = None) -> None:
+    """One log_batch call for every epoch gathered since the last flush (step = epoch).
+
+    ``stamps`` (epoch -> milliseconds) fixes each epoch's timestamp: an epoch without one gets
+    now, written into it. A batch sent again after a lost answer then repeats the very rows
+    MLflow stored: its SQL store keeps one row per (key, timestamp, step, value), and drops the
+    repeats instead of adding a second point at the same step.
+    """
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(name, value, now, epoch) for epoch, values in epochs
+    stamps = {} if stamps is None else stamps
+    metrics = [Metric(name, value, stamps.setdefault(epoch, now), epoch)
+               for epoch, values in epochs
                for name, value in values.items() if not math.isnan(value)]  # NaN is not loggable
     for i in range(0, len(metrics), METRIC_BATCH):
         cl.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
