@@ -1,8 +1,12 @@
 """Faults injected into real processes on loopback; each job must end succeeded exactly once.
 
 - a database outage of ~25 s between the WORKER and PostgreSQL (a TCP proxy of the test's
-  own, tests/tcp_proxy.py), once before 4 jobs are claimed and once across the end of a
-  training (the epochs after the cut, the final write);
+  own, tests/tcp_proxy.py) before 4 jobs are claimed;
+- a database outage longer than the API's stale-heartbeat bound, for the worker and the API's
+  background round alike, across the end of a training (the epochs after the cut, the final
+  write): the result is kept;
+- queued jobs no worker takes, re-send rounds, then the broker's data lost (FLUSHDB): one
+  message per job, each sent once more after the loss, then trained once;
 - a broker (redis-server with an AOF) killed with SIGKILL and restarted with 10 jobs queued;
 - a whole worker (parent and child) killed with SIGKILL mid-training; the re-dispatch and a
   second worker take the job over;
