@@ -1,14 +1,17 @@
-"""The only place the service talks to Celery: send_task by name, ids only.
+"""The only place the service talks to Celery: send_task by name, ids only, and a look into
+the broker for the train messages it holds (:func:`held_job_ids`).
 
-The service never imports worker/; tasks are addressed by their registered names. Sending is
-all this module does: the re-dispatcher that calls it again later lives in
-:mod:`service.background`.
+The service never imports worker/; tasks are addressed by their registered names. The
+re-dispatcher that sends again later lives in :mod:`service.background`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
+from collections.abc import Iterable, Iterator
 
 from celery import Celery
 
@@ -82,3 +85,92 @@ def broker_ok(settings: Settings) -> tuple[bool, str]:
         return True, "ok"
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"
+
+
+# --- what the broker holds --------------------------------------------------------------------
+
+
+def held_job_ids(settings: Settings, queues: Iterable[str]) -> set[str] | None:
+    """The jobs whose ``worker.train`` message the broker holds: waiting in one of ``queues``,
+    or (Redis) delivered to a worker and not acked yet.
+
+    Redis: every priority list of each queue and the transport's ``unacked`` hash (a worker
+    that took a message keeps it there until the task returns, ``task_acks_late``). The
+    filesystem transport (the embedded stack): the queue folder's ``*.<queue>.msg`` files; a
+    worker removes a file when it takes the message, moments before it claims the job.
+
+    Args:
+        settings (Settings): The broker.
+        queues (Iterable[str]): The queues to look in.
+
+    Returns:
+        set[str] | None: Job ids; None when the broker could not be read (down, or a
+        transport other than Redis and the filesystem).
+    """
+    queues = sorted(set(queues))
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
+    if not redis_broker and not settings.broker_url.startswith("filesystem://"):
+        return None
+    try:
+        with celery_for(settings).connection_for_read() as conn:
+            ch = conn.default_channel
+            payloads = list(_redis_messages(ch, queues) if redis_broker
+                            else _folder_messages(ch, queues))
+    except Exception as exc:
+        log.warning("could not read the broker's queues %s: %s", ",".join(queues), exc)
+        return None
+    held = set()
+    for payload in payloads:
+        job_id = _train_job_id(ch, payload)
+        if job_id is not None:
+            held.add(job_id)
+    return held
+
+
+def _redis_messages(ch, queues: list[str]) -> Iterator[dict]:
+    prefix = getattr(ch, "global_keyprefix", "") or ""
+    with ch.conn_or_acquire() as client:
+        keys = {ch._q_for_pri(q, pri) for q in queues for pri in ch.priority_steps}
+        for key in sorted(keys):
+            for raw in client.lrange(prefix + key, 0, -1):
+                yield _json(raw)
+        for raw in client.hvals(prefix + ch.unacked_key):  # [message, exchange, routing key]
+            entry = _json(raw)
+            if isinstance(entry, list) and entry:
+                yield entry[0]
+
+
+def _folder_messages(ch, queues: list[str]) -> Iterator[dict]:
+    folder = ch.data_folder_in
+    suffixes = tuple(f".{q}.msg" for q in queues)
+    for name in os.listdir(folder):
+        if not name.endswith(suffixes):
+            continue
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                yield _json(f.read())
+        except OSError:  # taken by a worker while we listed the folder
+            continue
+
+
+def _json(raw: bytes | str):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _train_job_id(ch, payload) -> str | None:
+    """The job id a ``worker.train`` message carries (Celery's message protocol 2: the body
+    is ``[args, kwargs, embed]``); None for any other message."""
+    if not isinstance(payload, dict):
+        return None
+    if (payload.get("headers") or {}).get("task") != TRAIN_TASK:
+        return None
+    try:
+        body = ch.decode_body(payload["body"], (payload.get("properties") or {})
+                              .get("body_encoding"))
+        args = json.loads(body)[0]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return args[0] if args and isinstance(args[0], str) else None

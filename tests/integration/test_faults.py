@@ -1,8 +1,12 @@
 """Faults injected into real processes on loopback; each job must end succeeded exactly once.
 
 - a database outage of ~25 s between the WORKER and PostgreSQL (a TCP proxy of the test's
-  own, tests/tcp_proxy.py), once before 4 jobs are claimed and once across the end of a
-  training (the epochs after the cut, the final write);
+  own, tests/tcp_proxy.py) before 4 jobs are claimed;
+- a database outage longer than the API's stale-heartbeat bound, for the worker and the API's
+  background round alike, across the end of a training (the epochs after the cut, the final
+  write): the result is kept;
+- queued jobs no worker takes, re-send rounds, then the broker's data lost (FLUSHDB): one
+  message per job, each sent once more after the loss, then trained once;
 - a broker (redis-server with an AOF) killed with SIGKILL and restarted with 10 jobs queued;
 - a whole worker (parent and child) killed with SIGKILL mid-training; the re-dispatch and a
   second worker take the job over;
@@ -18,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import json
+import logging
 import os
 import re
 import signal
@@ -25,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 
 import pytest
 import redis
@@ -32,14 +38,15 @@ from sqlalchemy import func, select
 
 from devstack import ApiServer, RedisServer, WorkerProcess, worker_env
 from service import lifecycle
-from service.background import dispatch_pending
+from service.background import BackgroundRounds, dispatch_pending
+from service.jobs import submit_job
 from service.queue import CelerySender
 from service.store.db import session_scope
 from service.store.models import Job, JobEpoch, JobStatus
 from tests.helpers import ended_run, tiny_spec, wait_for
 from tests.tcp_proxy import TcpProxy
 
-from .conftest import store_job
+from .conftest import migrated_database, store_job
 from .test_takeover import process_tree, signal_all
 
 pytestmark = pytest.mark.integration
@@ -169,12 +176,13 @@ def assert_succeeded_once(settings, mlflow_client, ids, epochs: int, attempts: i
 # --- a. the database goes away under the worker --------------------------------------------
 
 
-def test_database_outage_before_the_claim_and_across_the_end_of_a_training(
-        fsettings, fclient, db_proxy, workdir, mlflow_client):
+def test_database_outage_before_the_claim(fsettings, fclient, db_proxy, workdir,
+                                          mlflow_client):
     proxied = re.sub(r"@([^:/]+):\d+/", f"@127.0.0.1:{db_proxy.port}/", fsettings.database_url)
     w = start_worker(dataclasses.replace(fsettings, database_url=proxied), workdir, "faults-db")
     try:
-        # Case 1: the database is gone before the jobs arrive; every claim fails at first.
+        # The database is gone before the jobs arrive; every claim fails at first. (Across
+        # the end of a training: test_database_outage_across_the_final_write_past_the_bound.)
         t0 = time.monotonic()
         db_proxy.cut()
         ids = [submit(fclient, tiny_spec(f"db-outage-{i}", epochs=3)) for i in range(4)]
@@ -187,55 +195,127 @@ def test_database_outage_before_the_claim_and_across_the_end_of_a_training(
         wait_all_terminal(fsettings, ids, 180, w)
         TIMINGS["db_outage_claim_4_jobs"] = time.monotonic() - t0
         assert_succeeded_once(fsettings, mlflow_client, ids, epochs=3)
-
-        # Case 2: cut after a few epochs; fit, the artifacts and the model reach MLflow while
-        # the database is away; the epochs left and the final write wait for it.
-        t0 = time.monotonic()
-        # Enough epochs that fit is still going when the cut lands: the worker's own loop
-        # trains the tiny spec's 300 epochs in well under a second (a CI run saw the job end
-        # before the cut).
-        epochs = 3000
-        job_id = submit(fclient, tiny_spec("db-outage-end", epochs=epochs))
-
-        def training():
-            j = rows(fsettings, [job_id])[job_id]
-            return j if j.status == JobStatus.running and (j.progress or {}).get(
-                "epoch", 0) >= 5 else None
-
-        j = wait_for(training, 120, 0.02, "the job to be training")
-        db_proxy.cut()
-        t_cut = time.monotonic()
-        at_cut = rows(fsettings, [job_id])[job_id].progress["epoch"]
-        assert at_cut < epochs
-        run_id = j.mlflow_run_id
-
-        def fit_ended():
-            return any(a.path == "history.csv" for a in mlflow_client.list_artifacts(run_id))
-
-        # At least OUTAGE_S, and until fit and the artifacts are done and the final writes have
-        # met the outage (slower on a busy machine: a CI run restored the database while the
-        # model was still being logged, so the final write never saw the outage).
-        wait_for(fit_ended, 180, 0.5, "fit and the artifacts to end during the outage")
-
-        def final_writes_waiting():
-            text = w.text()
-            return f"final write of job {job_id}" in text or \
-                f"final epochs of job {job_id}" in text
-
-        wait_for(final_writes_waiting, 180, 0.2, "the final writes to meet the outage")
-        assert mlflow_client.get_run(run_id).info.status == "RUNNING"  # not FINISHED yet
-        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - t_cut)))
-        mid = rows(fsettings, [job_id])[job_id]
-        assert mid.status == JobStatus.running and mid.progress["epoch"] < epochs
-        db_proxy.restore()
-        wait_all_terminal(fsettings, [job_id], 120, w)
-        TIMINGS["db_outage_end_of_training"] = time.monotonic() - t0
-        assert_succeeded_once(fsettings, mlflow_client, [job_id], epochs=epochs)
-        history = mlflow_client.get_metric_history(run_id, "loss")
-        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
     finally:
         db_proxy.restore()
         w.stop()
+
+
+STALE_S = 4  # the API's stale-heartbeat bound in the next test; the outage lasts longer
+
+
+@pytest.fixture(scope="module")
+def own_db():
+    """A database of this module's own: the API rounds of the next tests see only their jobs
+    (the session's holds other tests' queued and running jobs, which a round would send)."""
+    with migrated_database("kerasyard_faults") as url:
+        yield url
+
+
+def test_database_outage_across_the_final_write_past_the_bound(
+        fsettings, own_db, db_proxy, workdir, mlflow_client, caplog):
+    """PostgreSQL cut for longer than the API's stale bound, across the end of a training,
+    for the worker and the API's background round alike: the finished result is kept
+    (attempts 1, one FINISHED run with every epoch), and the round logs the outage twice."""
+    direct = dataclasses.replace(fsettings, database_url=own_db, stale_heartbeat_s=STALE_S)
+    proxied = dataclasses.replace(direct, database_url=re.sub(
+        r"@([^:/]+):\d+/", f"@127.0.0.1:{db_proxy.port}/", own_db))
+    caplog.set_level(logging.WARNING, logger="service.background")
+    t0 = time.monotonic()
+    w = start_worker(proxied, workdir, "faults-final")
+    rounds = BackgroundRounds(proxied, 0.5)
+    rounds.start()
+    try:
+        # Enough epochs that fit is still going when the cut lands: the worker's own loop
+        # trains the tiny spec's 300 epochs in well under a second.
+        epochs = 3000
+        job_id = submit_job(proxied, tiny_spec("db-outage-end", epochs=epochs))["id"]
+
+        def training():
+            j = rows(direct, [job_id])[job_id]
+            return j if j.status == JobStatus.running and (j.progress or {}).get(
+                "epoch", 0) >= 5 else None
+
+        run_id = wait_for(training, 120, 0.02, "the job to be training").mlflow_run_id
+        db_proxy.cut()
+        t_cut = time.monotonic()
+        assert rows(direct, [job_id])[job_id].progress["epoch"] < epochs
+
+        # Fit, the artifacts and the model reach MLflow while the database is away; the
+        # epochs left and the final write wait for it.
+        wait_for(lambda: any(a.path == "history.csv" for a in mlflow_client.list_artifacts(
+            run_id)), 180, 0.5, "fit and the artifacts to end during the outage")
+        wait_for(lambda: f"final write of job {job_id}" in w.text() or
+                 f"final epochs of job {job_id}" in w.text(), 180, 0.2,
+                 "the final writes to meet the outage")
+        t_final = time.monotonic()
+        assert mlflow_client.get_run(run_id).info.status == "RUNNING"  # not FINISHED yet
+        # Past the bound twice since the cut, and past it once since the final writes met it.
+        time.sleep(max(0.0, 2 * STALE_S - (t_final - t_cut), STALE_S + 1))
+        mid = rows(direct, [job_id])[job_id]
+        assert mid.status == JobStatus.running and mid.progress["epoch"] < epochs
+        outage_s = time.monotonic() - t_cut
+        db_proxy.restore()
+        wait_all_terminal(direct, [job_id], 120, w)
+        time.sleep(3 * rounds.interval)  # rounds after the end: nothing more to send
+    finally:
+        rounds.stopped.set()
+        db_proxy.restore()
+        w.stop()
+    TIMINGS["db_outage_across_final_write"] = time.monotonic() - t0
+    print(f"database cut for {outage_s:.1f} s (stale bound {STALE_S} s)")
+    assert_succeeded_once(direct, mlflow_client, [job_id], epochs=epochs)
+    history = mlflow_client.get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+    said = [r for r in caplog.records if r.name == "service.background"]
+    lines = [r.getMessage() for r in said]
+    assert len(lines) == 2 and lines[0].startswith("database unreachable (") and \
+        lines[1].startswith("database answered again after an outage of "), lines
+    assert not any(r.exc_info for r in said)  # no traceback
+
+
+def test_unclaimed_jobs_hold_one_message_each_and_survive_a_lost_broker(
+        fsettings, own_db, broker, workdir, mlflow_client, caplog):
+    """Queued jobs no worker takes, API rounds that may re-send any of them at every round
+    (resend bound 0 s): the broker holds one message per job. After FLUSHDB each is sent once
+    more, then a worker trains each once."""
+    st = dataclasses.replace(fsettings, database_url=own_db, resend_unclaimed_s=0)
+    r = redis.Redis.from_url(broker.url)
+
+    def held() -> Counter:
+        """Job id -> train messages in the queue and the unacked hash (read here)."""
+        found = [json.loads(m) for m in r.lrange("cpu", 0, -1)] + \
+            [json.loads(m)[0] for m in r.hvals("unacked")]  # [message, exchange, key]
+        return Counter(m["headers"]["argsrepr"].strip("[]'") for m in found
+                       if m["headers"]["task"] == "worker.train")
+
+    t0 = time.monotonic()
+    ids = [submit_job(st, tiny_spec(f"resend-{i}", epochs=1))["id"] for i in range(4)]
+    caplog.set_level(logging.WARNING, logger="service.background")
+    for _ in range(3):
+        assert dispatch_pending(st) == 0
+        assert held() == Counter({i: 1 for i in ids})
+    r.flushdb()  # the broker's data is lost
+    assert dispatch_pending(st) == 4
+    for _ in range(2):
+        assert dispatch_pending(st) == 0
+        assert held() == Counter({i: 1 for i in ids})
+    resent = [m.getMessage() for m in caplog.records if "holds no message" in m.getMessage()]
+    assert sorted(m.split()[1].rstrip(":") for m in resent) == sorted(ids), resent
+
+    w = start_worker(st, workdir, "faults-resend", KERASYARD_LOG_MODEL="false")
+    try:
+        def trained():
+            w.check_alive()
+            dispatch_pending(st)  # rounds go on while the worker holds the messages
+            got = rows(st, ids)
+            return all(j.status.terminal for j in got.values())
+
+        wait_for(trained, 180, 0.2, "the jobs to be trained")
+    finally:
+        w.stop()
+    TIMINGS["resend_4_jobs_after_flushdb"] = time.monotonic() - t0
+    assert_succeeded_once(st, mlflow_client, ids, epochs=1)
+    assert held() == Counter()
 
 
 # --- b. the broker is killed with jobs queued ----------------------------------------------

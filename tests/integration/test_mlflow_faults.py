@@ -6,6 +6,8 @@ again on the same port and backend store while Celery workers train.
 (c) down when fit ends (artifacts, model)       -> succeeded, FINISHED with its artifacts;
 (d) down past the retry bound (8 s here)        -> failed, naming MLflow and the step; once
     MLflow is back, worker.reconcile_runs ends the run FAILED (not RUNNING for ever).
+(f) the answers of a log_batch lost after MLflow applied it (a proxy of the test's own,
+    tests/http_proxy.py)                        -> one point per epoch per metric.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from service.queue import CelerySender
 from service.store.db import session_scope
 from service.store.models import Job, JobEpoch, JobStatus
 from tests.helpers import tiny_spec, wait_for
+from tests.http_proxy import HttpProxy
 
 from .conftest import store_job
 
@@ -226,3 +229,48 @@ def test_e_the_reconciler_never_relabels_finished_runs(fsettings, mlflow, worker
     assert "RUNNING" not in after.values(), counts
     assert {k for k, v in before.items() if v == "FINISHED"} == \
         {k for k, v in after.items() if v == "FINISHED"}
+
+
+def test_f_a_lost_log_batch_answer_leaves_one_point_per_epoch(fsettings, mlflow, monkeypatch):
+    """The worker's reporter (in this process, on a claimed job) sends epochs to MLflow
+    through a proxy that loses the answers of one log_batch call, every try of it, after
+    MLflow stored its metrics; the reporter sends those epochs again with the next ones."""
+    from service import worker_api
+    from worker.recording import tracking
+    from worker.recording.reporter import Reporter, Signals
+
+    # The worker's own MLflow client settings (worker/celery_app.py), without backoff.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    proxy = HttpProxy(mlflow.url).start()
+    try:
+        job_id = store_job(fsettings, tiny_spec("mlf-lost-answer", epochs=10),
+                           f"lost-{uuid.uuid4().hex[:6]}")
+        claimed = worker_api.claim(fsettings, job_id)
+        cl = tracking.client(proxy.url)
+        run_id = tracking.start_run(cl, tracking.experiment_id(cl, "tests"), "lost-answer",
+                                    {"kerasyard.job_id": job_id}, {})
+        st = dataclasses.replace(fsettings, mlflow_flush_interval_s=0.0, mlflow_max_duty=1.0)
+        reporter = Reporter(st, claimed.fence, 10, Signals())
+        reporter.mlflow, reporter.run_id = cl, run_id
+
+        def epochs(first, last):
+            for e in range(first, last + 1):
+                reporter.epoch(e, {"loss": 1.0 / e, "accuracy": e / 10})
+
+        epochs(1, 4)
+        proxy.lose_answers(3, "/runs/log-batch")  # the call and MLflow's client's 2 retries
+        reporter.flush(final=True)
+        assert len(proxy.lost) == 3 and reporter.mlflow_errors == 1
+        assert reporter.mlflow_pending() == 4  # kept for the next flush
+        epochs(5, 10)
+        reporter.flush(final=True)
+        assert reporter.mlflow_pending() == 0
+        direct = mlflow.client()
+        for key in ("loss", "accuracy"):
+            steps = sorted(m.step for m in direct.get_metric_history(run_id, key))
+            assert steps == list(range(1, 11)), (key, steps)
+        cl.set_terminated(run_id, "FINISHED")
+    finally:
+        proxy.close()

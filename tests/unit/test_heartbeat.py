@@ -69,7 +69,7 @@ def test_heartbeat_goes_through_while_an_mlflow_call_hangs(settings, monkeypatch
     blocked, release = threading.Event(), threading.Event()
     logged: list[list[int]] = []
 
-    def slow_log_epochs(cl, run_id, epochs):
+    def slow_log_epochs(cl, run_id, epochs, values=None, stamps=None):
         blocked.set()
         release.wait(10)
         logged.append([e for e, _ in epochs])
@@ -100,7 +100,8 @@ def test_heartbeat_goes_through_while_an_mlflow_call_hangs(settings, monkeypatch
 def test_superseded_record_stops_every_later_write(settings, monkeypatch):
     db = FakeDb(monkeypatch, answer=SUPERSEDED)
     calls = []
-    monkeypatch.setattr(R.tracking, "log_epochs", lambda cl, run_id, epochs: calls.append(1))
+    monkeypatch.setattr(R.tracking, "log_epochs",
+                        lambda cl, run_id, epochs, stamps=None: calls.append(1))
     signals = R.Signals()
     rep = R.Reporter(settings, FENCE, 10, signals)
     rep.mlflow, rep.run_id = object(), "run"
@@ -122,6 +123,26 @@ def test_superseded_heartbeat_sets_the_signal_and_stops_beating(settings, monkey
     wait(lambda: not beat._thread.is_alive())
     assert db.beats == 1
     beat.stop()
+
+
+def test_while_finishing_the_heartbeat_beats_on_and_acts_on_no_answer(settings, monkeypatch):
+    """During the run's last writes the claim is kept alive; a beat that lands after the final
+    write found the job ended (SUPERSEDED) must not relabel the run as superseded."""
+    db = FakeDb(monkeypatch, answer=OWNED)
+    signals = R.Signals()
+    beat = R.Heartbeat(settings, FENCE, signals)
+    beat.finishing()
+    beat.start()
+    try:
+        wait(lambda: db.beats >= 3)
+        db.answer = SUPERSEDED  # the final write went through: the job has ended
+        before = db.beats
+        wait(lambda: db.beats >= before + 3)
+        assert beat._thread.is_alive()
+        assert not signals.superseded.is_set() and not signals.cancel.is_set()
+    finally:
+        beat.stop()
+    assert not beat._thread.is_alive()
 
 
 def test_cancel_answer_sets_cancel_only(settings, monkeypatch):

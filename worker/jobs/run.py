@@ -83,8 +83,13 @@ class JobRun:
                     raise
         finally:
             self.reporter.close()
-            self.heartbeat.stop()  # the last writes are a few quick transactions
-            result = self._end(outcome)
+            # The heartbeat keeps the claim alive until the final write went through: a final
+            # write that waits out a database outage must not look like a dead worker's.
+            self.heartbeat.finishing()
+            try:
+                result = self._end(outcome)
+            finally:
+                self.heartbeat.stop()
             if result != SUPERSEDED and self.ctx is not None:
                 # Tell Optuna, start the next trials (the superseded leave it to the owner).
                 WorkerSender(self.settings).advance_sweep(self.ctx.sweep_id, self.claim.queue)
@@ -200,6 +205,7 @@ class JobRun:
                             exc_info=True)
         answer = Ownership.SUPERSEDED if self.superseded else final_write(
             self.settings, self.fence, self.reporter, self.signals, outcome, self.mlflow.run_id)
+        self.heartbeat.stop()  # the row has its end (or another owner): nothing to keep alive
         if answer is Ownership.SUPERSEDED:
             self.signals.answer(answer, self.job_id)
             log.warning("job %s: stopped as superseded (attempt %d) after %d epochs; its new "

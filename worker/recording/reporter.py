@@ -67,9 +67,16 @@ class Heartbeat:
                                         name=f"heartbeat-{fence.job_id}")
         self.beats = 0
         self.failing = False
+        self._finishing = False
 
     def start(self) -> None:
         self._thread.start()
+
+    def finishing(self) -> None:
+        """The run's last writes begin: beat on (a final write that waits out a database
+        outage keeps the claim alive), but act on no answer: the final write's own answer
+        says whether the claim still held, and a beat after it lands finds the job ended."""
+        self._finishing = True
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -87,7 +94,8 @@ class Heartbeat:
                 continue
             self.failing = False
             self.beats += 1
-            self.signals.answer(answer, self.fence.job_id)
+            if not self._finishing:
+                self.signals.answer(answer, self.fence.job_id)
 
     def stop(self) -> None:
         self._stop.set()
@@ -113,6 +121,9 @@ class Reporter:
         self.mlflow = None
         self._pending_db: list[tuple[int, dict]] = []
         self._pending_mlflow: list[tuple[int, dict]] = []
+        # Each epoch's MLflow timestamp, from its first send until a send is answered: a batch
+        # whose answer was lost goes again with the same rows, which MLflow keeps once.
+        self._mlflow_stamps: dict[int, int] = {}
         self._lock = threading.Lock()  # the pending lists
         self._flushing = threading.Lock()  # one flush at a time, so writes keep their order
         self._stop = threading.Event()
@@ -250,7 +261,7 @@ class Reporter:
             return
         started = time.monotonic()
         try:
-            tracking.log_epochs(self.mlflow, self.run_id, batch)
+            tracking.log_epochs(self.mlflow, self.run_id, batch, stamps=self._mlflow_stamps)
         except Exception as exc:
             self.mlflow_errors += 1
             self.mlflow_last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -260,6 +271,8 @@ class Reporter:
             return
         took = time.monotonic() - started
         self._last_mlflow = time.monotonic()
+        for epoch, _ in batch:
+            self._mlflow_stamps.pop(epoch, None)
         values = sum(len(m) for _, m in batch)
         self._cost_per_value = 0.5 * self._cost_per_value + 0.5 * took / max(values, 1)
 

@@ -140,13 +140,22 @@ def log_values(cl, run_id: str, values: dict[str, float]) -> None:
 
 
 def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]],
-               values: dict[str, float] | None = None) -> None:
+               values: dict[str, float] | None = None,
+               stamps: dict[int, int] | None = None) -> None:
     """One log_batch call for every epoch gathered since the last flush (step = epoch), and
-    any single-value metrics (``values``, step 0) in the same call."""
+    any single-value metrics (``values``, step 0) in the same call.
+
+    ``stamps`` (epoch -> milliseconds) fixes each epoch's timestamp: an epoch without one gets
+    now, written into it. A batch sent again after a lost answer then repeats the very rows
+    MLflow stored: its SQL store keeps one row per (key, timestamp, step, value), and drops the
+    repeats instead of adding a second point at the same step.
+    """
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(name, value, now, step) for step, row in [*epochs, (0, values or {})]
+    stamps = {} if stamps is None else stamps
+    metrics = [Metric(name, value, stamps.setdefault(step, now), step)
+               for step, row in [*epochs, (0, values or {})]
                for name, value in row.items() if not math.isnan(value)]  # NaN is not loggable
     for i in range(0, len(metrics), METRIC_BATCH):
         cl.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
