@@ -150,8 +150,12 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
 
 def _pause_trainings(settings: Settings, sweep_id: str) -> None:
     """The sweep's queued and running trainings pause (the trials recorded from them follow
-    them)."""
+    them), while the sweep is still paused: its row is locked and read again, so a resume
+    that committed since this pass loaded the sweep is not undone."""
     with session_scope(settings.database_url) as s:
+        sweep = s.get(Sweep, sweep_id, with_for_update=True)
+        if sweep is None or sweep.status != SweepStatus.paused:
+            return
         for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id)
                            .where(Job.trained_by.is_(None))
                            .where(Job.status.in_(lifecycle.PAUSABLE))
@@ -213,6 +217,8 @@ def _start_trainings(settings: Settings, sweep_id: str, sender: Sender, loaded: 
     max_parallel = loaded.spec["max_parallel"]
     created = set(groups)
     with session_scope(url) as s:
+        if s.get(Sweep, sweep_id).status == SweepStatus.paused:
+            return  # paused since this pass loaded it (the pause's own pass follows)
         rows = s.scalars(select(Job).where(Job.sweep_id == sweep_id)
                          .where(Job.trained_by.is_(None))
                          .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
