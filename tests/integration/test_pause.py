@@ -7,6 +7,7 @@ Until a resumed training goes on from its checkpoint, these assert the status tr
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -22,9 +23,10 @@ import yaml
 from devstack import ApiServer
 from kerasyard import Client
 from service import lifecycle
+from service.jobspec import validate_job
 from service.queue import CelerySender
 from service.store.db import session_scope
-from service.store.models import Job
+from service.store.models import Job, JobStatus, utcnow
 from service.sweeps import scheduler
 from tests.helpers import ROOT, ended_run, tiny_spec, wait_for
 
@@ -148,6 +150,60 @@ def test_a_queued_job_pauses_at_once_and_no_worker_trains_it_until_resumed(
     assert resp.status_code == 202 and resp.get_json()["status"] == "cancelled"
     assert idle_client.post("/api/v1/jobs/nope/pause").status_code == 404
     assert idle_client.post("/api/v1/jobs/nope/resume").status_code == 404
+
+
+def _stored(settings, **fields) -> str:
+    spec = tiny_spec("pause-rules")
+    _, plan = validate_job(spec)
+    with session_scope(settings.database_url) as s:
+        job = Job(name="pause-rules", experiment="tests", spec=spec, plan=plan.as_dict(),
+                  **fields)
+        s.add(job)
+    return job.id
+
+
+def test_the_lifecycle_rules_of_a_pause(settings):
+    """The claim, the fenced writes and the stop, on the database alone."""
+    old = utcnow() - dt.timedelta(seconds=settings.stale_heartbeat_s + 5)
+    # Asked to pause while its worker died: the next delivery pauses it and trains nothing.
+    lost = _stored(settings, status=JobStatus.running, attempts=1, worker="gone:1",
+                   heartbeat_at=old, pause_requested=True)
+    skip = lifecycle.claim(settings, lost, worker="test:1")
+    assert isinstance(skip, lifecycle.Skip) and "was paused" in skip.reason
+    assert _row(settings, lost)["pause_requested"] is False
+    # Attempts that stopped on purpose do not count against max_attempts.
+    n = settings.max_attempts
+    stopped = _stored(settings, attempts=n, stopped_attempts=n)
+    got = lifecycle.claim(settings, stopped, worker="test:1")
+    assert isinstance(got, lifecycle.Claim) and got.fence.attempt == n + 1
+    fence = got.fence
+    # While a pause is asked for, the fenced writes answer PAUSE; a cancel beats it.
+    assert lifecycle.heartbeat(settings, fence) is lifecycle.OWNED
+    with session_scope(settings.database_url) as s:
+        s.get(Job, stopped).pause_requested = True
+    assert lifecycle.heartbeat(settings, fence) is lifecycle.PAUSE
+    assert lifecycle.record_epochs(settings, fence, [(1, {"loss": 1.0})], None) \
+        is lifecycle.PAUSE
+    # The stop: paused, once; a retry whose first try landed learns it from stopped_as.
+    assert lifecycle.stop(settings, fence) == JobStatus.paused
+    assert lifecycle.stop(settings, fence) is None
+    assert lifecycle.stopped_as(settings, fence) == JobStatus.paused
+    row = _row(settings, stopped)
+    assert (row["stopped_attempts"], row["pause_requested"]) == (n + 1, False)
+    # A paused job's delivery trains nothing; once resumed, it is claimed again.
+    skip = lifecycle.claim(settings, stopped, worker="test:1")
+    assert isinstance(skip, lifecycle.Skip) and "is paused" in skip.reason
+    with session_scope(settings.database_url) as s:
+        assert lifecycle.resume(s, s.get(Job, stopped, with_for_update=True))
+    again = lifecycle.claim(settings, stopped, worker="test:1")
+    # Without a pause asked for (a worker's shutdown) the stop queues the job again.
+    assert lifecycle.stop(settings, again.fence) == JobStatus.queued
+    # A job asked to pause and to cancel: the cancel wins.
+    with session_scope(settings.database_url) as s:
+        job = s.get(Job, stopped)
+        job.status, job.pause_requested, job.cancel_requested = JobStatus.running, True, True
+    assert lifecycle.heartbeat(settings, again.fence) is lifecycle.CANCEL
+    assert lifecycle.stop(settings, again.fence) == JobStatus.cancelled
 
 
 def _sweep_jobs(client, sweep_id: str) -> list[dict]:
