@@ -272,6 +272,8 @@ def test_pause_and_resume(call, idle_client):
     call("post", "/api/v1/jobs/{job_id}/resume", 409, f"{path}/resume")
     call("post", "/api/v1/jobs/{job_id}/resume", 404, "/api/v1/jobs/nope/resume")
     call("post", "/api/v1/jobs/{job_id}/cancel", 202, f"{path}/cancel")
+    wait_for(lambda: call("get", "/api/v1/jobs/{job_id}", 200, path)
+             .get_json()["status"] == "cancelled", 60, 0.2, "the cancel")
     call("post", "/api/v1/jobs/{job_id}/pause", 409, f"{path}/pause")
 
     sweep_id = idle_client.post("/api/v1/sweeps", json=_sweep("conform-pause")).get_json()["id"]

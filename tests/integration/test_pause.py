@@ -18,11 +18,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 
 from devstack import ApiServer
 from kerasyard import Client
 from service import lifecycle
+from service.background import dispatch_pending
 from service.jobspec import validate_job
 from service.queue import CelerySender
 from service.store.db import session_scope
@@ -127,6 +129,12 @@ def test_a_running_job_pauses_frees_its_worker_resumes_and_is_cancelled_while_pa
     assert (row["attempts"], row["stopped_attempts"]) == (2, 2)
 
 
+def _messages_naming(settings, job_id: str) -> int:
+    """The train messages on the (idle) broker's cpu queue that name the job."""
+    return sum(job_id in m.decode(errors="replace")
+               for m in redis.Redis.from_url(settings.broker_url).lrange("cpu", 0, -1))
+
+
 def test_a_queued_job_pauses_at_once_and_no_worker_trains_it_until_resumed(
         idle_client, idle_settings):
     get = lambda job_id: _job(idle_client, job_id)  # noqa: E731
@@ -138,6 +146,13 @@ def test_a_queued_job_pauses_at_once_and_no_worker_trains_it_until_resumed(
     skip = lifecycle.claim(idle_settings, job_id, worker="test:1")
     assert isinstance(skip, lifecycle.Skip) and "is paused" in skip.reason
     assert get(job_id)["status"] == "paused" and get(job_id)["attempts"] == 0
+    # The background round re-sends lost and unsent jobs, never a paused one.
+    with session_scope(idle_settings.database_url) as s:
+        s.get(Job, job_id).dispatched_at = utcnow() - dt.timedelta(days=1)
+    sent = _messages_naming(idle_settings, job_id)
+    dispatch_pending(idle_settings)
+    assert _messages_naming(idle_settings, job_id) == sent
+    assert get(job_id)["status"] == "paused"
 
     resp = idle_client.post(f"/api/v1/jobs/{job_id}/resume")
     assert resp.status_code == 202 and resp.get_json()["status"] == "queued"
