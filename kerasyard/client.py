@@ -19,14 +19,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ApiError
+from .pausing import Pausing
 from .polling import pages, wait_until_ended
 from .transport import Transport, quote
 
 JOB_TERMINAL = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 SWEEP_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# What ends a wait: an end, or a pause (nothing moves until someone resumes it).
+JOB_WAIT_ENDS = JOB_TERMINAL | {"paused"}
+SWEEP_WAIT_ENDS = SWEEP_TERMINAL | {"paused"}
 
 
-class Client(Transport):
+class Client(Pausing, Transport):
     """The kerasyard REST API (``/api/v1``) as Python methods returning the API's JSON.
 
     Every method makes one or more HTTP calls and raises :class:`ApiError` when the API answers
@@ -167,7 +171,7 @@ class Client(Transport):
     def wait_job(self, job_id: str, poll: float = 0.5, timeout: float | None = None,
                  on_update: Callable[[dict], None] | None = None,
                  unreachable_grace: float = 30.0) -> dict:
-        """Poll until the job has ended (succeeded, failed, cancelled or pruned).
+        """Poll until the job has ended (succeeded, failed, cancelled or pruned) or is paused.
 
         Args:
             job_id: the full id or a unique prefix.
@@ -178,7 +182,7 @@ class Client(Transport):
                 (an API restart) before giving up.
 
         Returns:
-            dict: the job in its final state.
+            dict: the job in its final state, or paused.
 
         Raises:
             TimeoutError: the job had not ended after ``timeout`` seconds.
@@ -189,7 +193,7 @@ class Client(Transport):
             >>> job = api.wait_job(job["id"], on_update=lambda j: print(j["progress"]))
             >>> job["status"], job["summary"]["final_metrics"]["val_loss"]
         """
-        return wait_until_ended(lambda: self.get_job(job_id), JOB_TERMINAL, f"job {job_id}",
+        return wait_until_ended(lambda: self.get_job(job_id), JOB_WAIT_ENDS, f"job {job_id}",
                                 poll, timeout, on_update, unreachable_grace)
 
     # --- sweeps -------------------------------------------------------------------------------
@@ -277,21 +281,21 @@ class Client(Transport):
     def wait_sweep(self, sweep_id: str, poll: float = 1.0, timeout: float | None = None,
                    on_update: Callable[[dict], None] | None = None,
                    unreachable_grace: float = 30.0) -> dict:
-        """Poll until the sweep has ended (succeeded, failed or cancelled).
+        """Poll until the sweep has ended (succeeded, failed or cancelled) or is paused.
 
         Args:
             sweep_id: the full id or a unique prefix.
             poll, timeout, on_update, unreachable_grace: as :meth:`wait_job`.
 
         Returns:
-            dict: the sweep in its final state, its ``best`` trial included.
+            dict: the sweep in its final state (its ``best`` trial included), or paused.
 
         Raises:
             TimeoutError: the sweep had not ended after ``timeout`` seconds.
             ServiceUnreachable: the service stayed unreachable for ``unreachable_grace`` s.
             ApiError: any error answer.
         """
-        return wait_until_ended(lambda: self.get_sweep(sweep_id), SWEEP_TERMINAL,
+        return wait_until_ended(lambda: self.get_sweep(sweep_id), SWEEP_WAIT_ENDS,
                                 f"sweep {sweep_id}", poll, timeout, on_update, unreachable_grace)
 
     # --- datasets and health ------------------------------------------------------------------

@@ -12,7 +12,7 @@ from service.errors import ApiError
 from service.queue import CelerySender
 from service.store.db import session_scope
 from service.store.ids import full_id
-from service.store.models import Job, JobEpoch, JobStatus, Sweep
+from service.store.models import Job, JobEpoch, JobStatus, Sweep, SweepStatus
 from service.store.paging import check_status, iso, keyset_page, next_cursor
 from service.validation import validate
 
@@ -51,10 +51,67 @@ def cancel_job(settings: Settings, job_id: str) -> dict:
         job = _load(s, job_id, lock=True)  # a claim of the same row waits for us, or we for it
         if job.status.terminal:
             raise ApiError(409, "illegal_state", f"job {job.id} is already {job.status.value}; "
-                           "only queued or running jobs can be cancelled")
+                           "only queued, running or paused jobs can be cancelled")
         lifecycle.cancel(s, job)
         s.flush()
         return serialize(settings, job)
+
+
+def pause_job(settings: Settings, job_id: str) -> tuple[dict, int]:
+    """Pause a queued job now, a running one at its next epoch boundary.
+
+    Returns:
+        tuple[dict, int]: The job, and 202 (the pause was asked for, or done now), or 200
+        when it was paused already (nothing changed).
+
+    Raises:
+        ApiError: 404 no such job; 409 it has ended, or it is a trial recorded from another
+            job's training (pause that one).
+    """
+    with session_scope(settings.database_url) as s:
+        job = _load(s, job_id, lock=True)
+        if job.status == JobStatus.paused:
+            return serialize(settings, job), 200
+        if job.status.terminal:
+            raise ApiError(409, "illegal_state", f"job {job.id} is already {job.status.value}; "
+                           "only queued or running jobs can be paused")
+        if job.trained_by:
+            raise ApiError(409, "illegal_state", f"job {job.id} is recorded from the training "
+                           f"of job {job.trained_by}; pause that job instead")
+        lifecycle.pause(s, job)
+        s.flush()
+        return serialize(settings, job), 202
+
+
+def resume_job(settings: Settings, job_id: str) -> dict:
+    """Queue a paused job again and send it; or withdraw the pending pause of a running job
+    (its worker has not stopped yet).
+
+    Raises:
+        ApiError: 404 no such job; 409 it is not paused (the message names its status), it
+            is a trial recorded from another job's training (resume that one), or a trial of
+            a paused sweep (resume the sweep).
+    """
+    with session_scope(settings.database_url) as s:
+        job = _load(s, job_id, lock=True)
+        if not lifecycle.resumable(job):
+            raise ApiError(409, "illegal_state", f"job {job.id} is {job.status.value}; only a "
+                           "paused job (or a running one whose pause is pending) can be "
+                           "resumed")
+        if job.trained_by:
+            raise ApiError(409, "illegal_state", f"job {job.id} is recorded from the training "
+                           f"of job {job.trained_by}; resume that job instead")
+        sweep = s.get(Sweep, job.sweep_id) if job.sweep_id else None
+        if sweep is not None and sweep.status == SweepStatus.paused:
+            raise ApiError(409, "illegal_state", f"job {job.id} is a trial of sweep {sweep.id}, "
+                           "which is paused; resume the sweep (POST /api/v1/sweeps/"
+                           f"{sweep.id}/resume)")
+        send = lifecycle.resume(s, job)
+        job_id, queue = job.id, job.queue
+    if send:  # committed: a worker that picks the id up finds it queued. A broker that is
+        # down leaves it to the background round's re-send (a sweep trial: its scheduler's).
+        lifecycle.dispatch(settings, CelerySender(settings), job_id, queue)
+    return get_job(settings, job_id)
 
 
 def history(settings: Settings, job_id: str) -> dict:
@@ -114,6 +171,7 @@ def serialize(settings: Settings, job: Job) -> dict:
         "error": job.error,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
+        "pause_requested": bool(job.pause_requested),
         "sweep_id": job.sweep_id,
         "trial_number": job.trial_number,
         "repeat": job.repeat,

@@ -11,14 +11,17 @@ Groups:
 
 - **Names**: the states the worker reads and writes (:class:`JobStatus`,
   :class:`SweepStatus`), what a fenced write answers (:class:`Ownership`: :data:`OWNED`,
-  :data:`CANCEL`, :data:`SUPERSEDED`), the claim's types (:class:`Claim`, :class:`Skip`,
-  :class:`Fence`, :class:`StaleRun`), :class:`JobEnd`, the :class:`Sender` protocol the
-  worker's own sender meets, and the row types a sweep's report reads (:class:`Job`,
+  :data:`CANCEL`, :data:`PAUSE`, :data:`SUPERSEDED`), the claim's types (:class:`Claim`,
+  :class:`Skip`, :class:`Fence`, :class:`StaleRun`), :class:`JobEnd`, the :class:`Sender`
+  protocol the worker's own sender meets, and the row types a sweep's report reads (:class:`Job`,
   :class:`Sweep`, detached and read-only).
 - **The claim**: :func:`claim`.
 - **Fenced writes** of the worker that holds a claim (each answers SUPERSEDED and writes
   nothing once another attempt owns the job): :func:`heartbeat`, :func:`record_epochs`,
-  :func:`set_run`, :func:`finish`, :func:`finished_by`, :func:`still_owned`; the trials
+  :func:`set_run`, :func:`finish`, :func:`finished_by`, :func:`still_owned`; an attempt
+  that stopped at an epoch boundary on purpose (a pause, the worker's shutdown):
+  :func:`stop` and :func:`stopped_as`, then :func:`mark_dispatched` once the worker has sent
+  a job that went back to the queue; the trials
   recorded from a training: :func:`finish_recorded`, :func:`recorded_progress`,
   :func:`end_unrecorded` (:func:`trial_context` starts them running).
 - **Ends the worker records for a process it lost**: :func:`fail_out_of_memory` (the
@@ -54,6 +57,7 @@ from service.jobspec import JobSpec, TrainingPlan
 from service.lifecycle import (
     CANCEL,
     OWNED,
+    PAUSE,
     SUPERSEDED,
     Claim,
     Fence,
@@ -70,10 +74,13 @@ from service.lifecycle import (
     finished_by,
     heartbeat,
     job_ends,
+    mark_dispatched,
     record_epochs,
     recorded_progress,
     set_run,
     still_owned,
+    stop,
+    stopped_as,
 )
 from service.store.db import dispose_engines
 from service.store.models import Job, JobStatus, Sweep, SweepStatus
@@ -103,10 +110,12 @@ from service.workers import withdraw as withdraw_worker
 
 __all__ = [
     # names
-    "JobStatus", "SweepStatus", "Ownership", "OWNED", "CANCEL", "SUPERSEDED", "Claim", "Skip",
+    "JobStatus", "SweepStatus", "Ownership", "OWNED", "CANCEL", "PAUSE", "SUPERSEDED", "Claim",
+    "Skip",
     "Fence", "StaleRun", "JobEnd", "Sender", "Job", "Sweep",
     # the claim and the fenced writes
     "claim", "heartbeat", "record_epochs", "set_run", "finish", "finished_by", "still_owned",
+    "stop", "stopped_as", "mark_dispatched",
     "finish_recorded", "recorded_progress", "end_unrecorded",
     "fail_out_of_memory", "job_ends",
     # sweeps

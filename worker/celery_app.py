@@ -12,7 +12,13 @@ import logging
 import os
 
 from celery import Celery
-from celery.signals import celeryd_after_setup, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from service.config import celery_config, get_settings
 
@@ -42,9 +48,13 @@ log = logging.getLogger(__name__)
 @worker_process_init.connect
 def _init_child(**_kwargs) -> None:
     from service import worker_api
+    from worker import shutdown
 
     # Connections inherited from the parent must not be shared across fork.
     worker_api.dispose_connections()
+    # The main process's warm shutdown asks this child to stop its training with a
+    # checkpoint (worker/shutdown.py).
+    shutdown.install_child_handler()
     if settings.worker_preload_keras:
         # Import Keras (and its backend) once per child, before the first task arrives, so a
         # job's wall time is training, not imports.
@@ -55,15 +65,17 @@ def _init_child(**_kwargs) -> None:
 
 # --- GPU check and the workers table (worker/gpu/, worker/presence.py) -----------------------
 _presence = None
+_controller = None  # the WorkController: its pool's children, on a warm shutdown
 
 
 @celeryd_after_setup.connect
 def _check_gpu(sender, instance, **_kwargs) -> None:
     """Before the consumer starts: a worker on the gpu queue whose backend sees no GPU stops
     consuming gpu (and says why); the others keep going."""
-    global _presence
+    global _presence, _controller
     from worker import gpu, presence
 
+    _controller = instance
     queues = instance.app.amqp.queues
     names = sorted(queues.consume_from)
     info, refused = gpu.check_worker(names, settings.keras_backend, settings.require_gpu,
@@ -78,6 +90,16 @@ def _check_gpu(sender, instance, **_kwargs) -> None:
 def _publish(**_kwargs) -> None:
     if _presence is not None:
         _presence.start()
+
+
+@worker_shutting_down.connect
+def _stop_trainings(how: str = "Warm", **_kwargs) -> None:
+    """SIGTERM (warm shutdown): the trainings stop at their next epoch boundary with a
+    checkpoint and their jobs go back to the queue (worker/shutdown.py)."""
+    if how == "Warm":
+        from worker import shutdown
+
+        shutdown.forward_to_children(_controller)
 
 
 @worker_shutdown.connect

@@ -3,7 +3,7 @@ read their history. click parses the command line (and completes it in the shell
 the output; :class:`kerasyard.Client` talks to the API.
 
 - :mod:`.group`: the click group, the global options, errors to exit codes, the help texts;
-- :mod:`.run`: ``submit``, ``sweep``, ``watch``, ``cancel``, ``upload``;
+- :mod:`.run`: ``submit``, ``sweep``, ``watch``, ``cancel``, ``pause``, ``resume``, ``upload``;
 - :mod:`.browse`: ``jobs``, ``sweeps``, ``show``, ``history``, ``open``, ``compare``, ``health``;
 - :mod:`.models`: ``models`` (the uploaded .keras models) and ``models upload FILE``;
 - :mod:`.inputs`: spec files and IDs; :mod:`.ui`: where output goes;

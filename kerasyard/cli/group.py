@@ -19,8 +19,9 @@ from . import format as fmt
 from .inputs import UsageError
 from .ui import Ui
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
-SWEEP_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled",
+                "pruned")
+SWEEP_STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 
 
 DESCRIPTION = """kerasyard: submit Keras training jobs and sweeps to a kerasyard service, watch

@@ -1,6 +1,6 @@
-"""The commands that send something: ``submit`` (a job), ``sweep``, ``cancel`` and ``upload``
-(a dataset), and ``watch``, which follows a job or sweep until it ends (``submit --watch`` and
-``sweep --watch`` too)."""
+"""The commands that send something: ``submit`` (a job), ``sweep``, ``cancel``, ``pause``,
+``resume`` and ``upload`` (a dataset), and ``watch``, which follows a job or sweep until it
+ends or is paused (``submit --watch`` and ``sweep --watch`` too)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,8 @@ def watch_job(client: Client, ui: Ui, job_id: str, interval: float, line_interva
         raise
     watcher.finish(job)
     ui.result(job, fmt.final_line(job))
+    if job["status"] == "paused":
+        ui.note(f"job {job_id} is paused; kerasyard resume {job_id[:8]} continues it")
     return fmt.exit_code_for_status(job["status"])
 
 
@@ -94,6 +96,8 @@ def watch_sweep(client: Client, ui: Ui, sweep_id: str, interval: float, line_int
     url = (sweep.get("mlflow") or {}).get("url")
     ui.result(sweep, Text(f"sweep {sweep.get('name')} ({sweep['id'][:8]}) ")
               + fmt.status_text(sweep["status"]) + (f"\n  MLflow: {url}" if url else ""))
+    if sweep["status"] == "paused":
+        ui.note(f"sweep {sweep_id} is paused; kerasyard resume {sweep_id[:8]} continues it")
     return fmt.exit_code_for_status(sweep["status"])
 
 
@@ -118,6 +122,38 @@ def cmd_cancel(client: Client, ui: Ui, ident: str) -> int:
     else:
         sweep = client.cancel_sweep(item["id"])
         ui.result(sweep, f"cancel requested for sweep {sweep.get('name')} "
+                         f"({fmt.short_id(sweep.get('id'))}): now {sweep.get('status')}")
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("pause", "pause a job or sweep (cooperative: at an epoch boundary); resume goes on")
+@ID
+def cmd_pause(client: Client, ui: Ui, ident: str) -> int:
+    kind, item = resolve(client, ident)
+    if kind == "job":
+        job = client.pause_job(item["id"])
+        later = ("; it stops at its next epoch boundary" if job.get("pause_requested") else "")
+        ui.result(job, f"pause requested for job {fmt.job_label(job)}: now {job['status']}"
+                       f"{later} (kerasyard resume {fmt.short_id(job['id'])} continues it)")
+    else:
+        sweep = client.pause_sweep(item["id"])
+        ui.result(sweep, f"sweep {sweep.get('name')} ({fmt.short_id(sweep.get('id'))}) "
+                         f"{sweep.get('status')}: its running trials stop at their next epoch "
+                         f"boundary, no new ones start (kerasyard resume "
+                         f"{fmt.short_id(sweep.get('id'))} continues it)")
+    return fmt.EXIT_SUCCEEDED
+
+
+@command("resume", "resume a paused job or sweep (queued again for the next worker)")
+@ID
+def cmd_resume(client: Client, ui: Ui, ident: str) -> int:
+    kind, item = resolve(client, ident)
+    if kind == "job":
+        job = client.resume_job(item["id"])
+        ui.result(job, f"resumed job {fmt.job_label(job)}: now {job['status']}")
+    else:
+        sweep = client.resume_sweep(item["id"])
+        ui.result(sweep, f"resumed sweep {sweep.get('name')} "
                          f"({fmt.short_id(sweep.get('id'))}): now {sweep.get('status')}")
     return fmt.EXIT_SUCCEEDED
 

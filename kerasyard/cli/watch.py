@@ -9,7 +9,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.live import Live
 
-from ..client import JOB_TERMINAL, SWEEP_TERMINAL
+from ..client import JOB_WAIT_ENDS, SWEEP_WAIT_ENDS
 from . import format as fmt
 
 
@@ -50,7 +50,7 @@ class JobWatcher:
                 self.live = _live(self.console, transient=True)
                 self.live.start()
             self.live.update(fmt.live_job(job, rate, self.console.width), refresh=True)
-        elif status in JOB_TERMINAL:
+        elif status in JOB_WAIT_ENDS:
             pass  # the caller prints the outcome
         elif status != self.last_status or (
                 epoch != self.last_epoch and now - self.last_print >= self.line_interval):
@@ -107,7 +107,7 @@ class SweepWatcher:
         running = fmt.running_trials(sweep)
         if running:
             header += f"  ({running})"
-        if sweep.get("status") in SWEEP_TERMINAL:
+        if sweep.get("status") in SWEEP_WAIT_ENDS:
             pass  # finish() prints the whole table
         elif header != self.last_header and (changed or now - self.last_print
                                              >= self.line_interval):

@@ -40,3 +40,13 @@ def job_history(job_id: str):
 @bp.post("/<job_id>/cancel")
 def cancel_job(job_id: str):
     return jobs.cancel_job(settings_of(), job_id), 202
+
+
+@bp.post("/<job_id>/pause")
+def pause_job(job_id: str):
+    return jobs.pause_job(settings_of(), job_id)
+
+
+@bp.post("/<job_id>/resume")
+def resume_job(job_id: str):
+    return jobs.resume_job(settings_of(), job_id), 202

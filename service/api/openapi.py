@@ -73,7 +73,8 @@ DS_ID = [{"name": "dataset_id", "in": "path", "required": True, "schema": {"type
 
 # The group each path's operations are listed under on the docs page (its deep links read
 # #/<tag>/<operationId>); paths not listed are "service".
-TAGS = [{"name": "jobs", "description": "Submit a training job, follow it, cancel it"},
+TAGS = [{"name": "jobs", "description": "Submit a training job, follow it, pause, resume "
+                                        "or cancel it"},
         {"name": "sweeps", "description": "Many jobs over a grid or a search space"},
         {"name": "datasets", "description": "Upload CSV or .npz files that specs can train on"},
         {"name": "models", "description": "Upload .keras models of Keras's built-in layers "
@@ -180,6 +181,27 @@ def _job_paths() -> dict:
                           "404": _resp("no such job", "Error"),
                           "409": _resp("the job has already ended (illegal_state), or the id "
                                        "prefix is ambiguous (ambiguous_id)", "Error")}}},
+        "/api/v1/jobs/{job_id}/pause": {"post": {
+            "summary": "Pause: a queued job now, a running one at its next epoch boundary "
+                       "(with a checkpoint; the worker is freed)",
+            "operationId": "pauseJob", "parameters": JOB_ID,
+            "responses": {"200": _resp("paused already; nothing changed", "Job"),
+                          "202": _resp("paused (a queued job), or the pause requested (a "
+                                       "running one: pause_requested, then paused)", "Job"),
+                          **ERRORS, "404": _resp("no such job", "Error"),
+                          "409": _resp("the job has ended, or it is a trial recorded from "
+                                       "another job's training (illegal_state); or the id "
+                                       "prefix is ambiguous (ambiguous_id)", "Error")}}},
+        "/api/v1/jobs/{job_id}/resume": {"post": {
+            "summary": "Resume a paused job: queued again for the next worker",
+            "operationId": "resumeJob", "parameters": JOB_ID,
+            "responses": {"202": _resp("queued again (or, for a running job whose pause was "
+                                       "still pending, the pause withdrawn)", "Job"),
+                          **ERRORS, "404": _resp("no such job", "Error"),
+                          "409": _resp("the job is not paused (the message names its status), "
+                                       "or it is recorded from another job's training or a "
+                                       "trial of a paused sweep (illegal_state); or the id "
+                                       "prefix is ambiguous (ambiguous_id)", "Error")}}},
     }
 
 
@@ -210,6 +232,23 @@ def _sweep_paths() -> dict:
                           "404": _resp("no such sweep", "Error"),
                           "409": _resp("the sweep has already ended (illegal_state), or the "
                                        "id prefix is ambiguous (ambiguous_id)", "Error")}}},
+        "/api/v1/sweeps/{sweep_id}/pause": {"post": {
+            "summary": "Pause a sweep: its trials pause and no new ones start",
+            "operationId": "pauseSweep", "parameters": SWEEP_ID,
+            "responses": {"200": _resp("paused already; nothing changed", "Sweep"),
+                          "202": _resp("paused: queued trials at once, running ones at their "
+                                       "next epoch boundary", "Sweep"),
+                          **ERRORS, "404": _resp("no such sweep", "Error"),
+                          "409": _resp("the sweep has already ended (illegal_state), or the "
+                                       "id prefix is ambiguous (ambiguous_id)", "Error")}}},
+        "/api/v1/sweeps/{sweep_id}/resume": {"post": {
+            "summary": "Resume a paused sweep: its paused trials queue again, new ones start",
+            "operationId": "resumeSweep", "parameters": SWEEP_ID,
+            "responses": {"202": _resp("resumed", "Sweep"),
+                          **ERRORS, "404": _resp("no such sweep", "Error"),
+                          "409": _resp("the sweep is not paused (illegal_state; the message "
+                                       "names its status), or the id prefix is ambiguous "
+                                       "(ambiguous_id)", "Error")}}},
     }
 
 

@@ -144,6 +144,9 @@ def _job_schemas() -> dict:
         "mlflow": MLFLOW,
         "error": NULLABLE_OBJ, "attempts": {"type": "integer"},
         "cancel_requested": {"type": "boolean"},
+        "pause_requested": {"type": "boolean", "description": "a pause was asked for and the "
+                            "job's worker has not stopped yet (it does at the next epoch "
+                            "boundary, and the status becomes paused)"},
         "sweep_id": NULLABLE_STR, "trial_number": {"type": ["integer", "null"]},
         "repeat": {"type": ["integer", "null"]}, "trial_params": NULLABLE_OBJ,
         "trained_by": {"type": ["string", "null"],
@@ -205,7 +208,7 @@ def _sweep_schemas() -> dict:
         "progress": obj({
             "done": {"type": "integer"}, "total": {"type": "integer"},
             "running": {"type": "integer"}, "queued": {"type": "integer"},
-            "trainings_running": {"type": "integer"}}),
+            "paused": {"type": "integer"}, "trainings_running": {"type": "integer"}}),
         "best": best,
         "spec": {"type": "object", "description": "the sweep as validated"},
         "trials": {"type": "array", "items": {"$ref": REF.format(model="Trial")},

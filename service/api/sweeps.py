@@ -32,3 +32,13 @@ def get_sweep(sweep_id: str):
 @bp.post("/<sweep_id>/cancel")
 def cancel_sweep(sweep_id: str):
     return sweeps.cancel_sweep(settings_of(), sweep_id), 202
+
+
+@bp.post("/<sweep_id>/pause")
+def pause_sweep(sweep_id: str):
+    return sweeps.pause_sweep(settings_of(), sweep_id)
+
+
+@bp.post("/<sweep_id>/resume")
+def resume_sweep(sweep_id: str):
+    return sweeps.resume_sweep(settings_of(), sweep_id), 202

@@ -2,7 +2,10 @@
 
     queued --claim--> running --finish--> succeeded | failed | cancelled | pruned
       ^                  |
-      +----requeue-------+   (its worker went silent)
+      +----requeue-------+   (its worker went silent; or stop: its worker was shut down)
+
+    queued | running --pause--> paused   (a running job at its next epoch boundary: stop)
+    paused --resume--> queued            paused --cancel--> cancelled
 
 - :mod:`.rows`: the states a worker's write can find (:class:`Ownership`), its
   :class:`Fence`, and the changes made to a row inside the caller's transaction:
@@ -17,6 +20,9 @@
   superseded (its job requeued or taken over after a stale heartbeat) writes nothing: its
   calls answer :data:`SUPERSEDED` and it stops at the next epoch boundary. Per-epoch rows are
   written idempotently (a row that is there already is kept).
+- :mod:`.pausing`: :func:`pause` and :func:`resume` (the commands), and :func:`stop`, the
+  fenced last write of an attempt that stopped at an epoch boundary on purpose (a pause, or
+  its worker asked to shut down): ``paused``, or ``queued`` for the next worker.
 - :mod:`.lost`: a job whose training child the kernel killed for memory fails saying so
   (:func:`fail_out_of_memory`); :func:`job_ends` is what the worker's MLflow reconciler reads.
 
@@ -49,9 +55,11 @@ from service.lifecycle.fenced import (
     still_owned,
 )
 from service.lifecycle.lost import JobEnd, fail_out_of_memory, job_ends
+from service.lifecycle.pausing import PAUSABLE, pause, resumable, resume, stop, stopped_as
 from service.lifecycle.rows import (
     CANCEL,
     OWNED,
+    PAUSE,
     SUPERSEDED,
     Claim,
     Fence,
@@ -67,10 +75,11 @@ from service.lifecycle.rows import (
 )
 
 __all__ = [
-    "CANCEL", "OWNED", "SUPERSEDED", "Claim", "Fence", "JobEnd", "Ownership", "Sender", "Skip",
-    "StaleRun", "cancel", "claim", "dispatch", "end", "end_unrecorded", "fail_out_of_memory",
-    "fail_unstarted", "finish", "finish_recorded", "finished_by", "heartbeat",
-    "initial_progress", "insert_epochs", "job_ends", "mark_dispatched", "owner_alive",
-    "record_epochs", "recorded_progress", "requeue_stale", "set_run", "start",
-    "start_recorded", "still_owned", "worker_id",
+    "CANCEL", "OWNED", "PAUSE", "PAUSABLE", "SUPERSEDED", "Claim", "Fence", "JobEnd",
+    "Ownership", "Sender", "Skip", "StaleRun", "cancel", "claim", "dispatch", "end",
+    "end_unrecorded", "fail_out_of_memory", "fail_unstarted", "finish", "finish_recorded",
+    "finished_by", "heartbeat", "initial_progress", "insert_epochs", "job_ends",
+    "mark_dispatched", "owner_alive", "pause", "record_epochs", "recorded_progress",
+    "requeue_stale", "resumable", "resume", "set_run", "start", "start_recorded",
+    "still_owned", "stop", "stopped_as", "worker_id",
 ]

@@ -11,6 +11,7 @@ from typing import Protocol
 from sqlalchemy import delete, update
 
 from service.config import Settings
+from service.lifecycle import pausing
 from service.lifecycle.rows import Claim, Fence, Skip, StaleRun, end, start, worker_id
 from service.store.db import session_scope
 from service.store.models import TERMINAL, Job, JobEpoch, JobStatus, as_utc, utcnow
@@ -99,7 +100,9 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
     worker is training (fresh heartbeat) or that has ended is skipped. A running job whose
     worker is gone is taken over: the attempt number moves on (fencing the old worker off),
     its epoch rows are cleared, and its MLflow run is handed back for ending. A job whose
-    worker died ``max_attempts`` times fails instead.
+    worker died ``max_attempts`` times fails instead (attempts that stopped on purpose, a
+    pause or a worker's shutdown, do not count). A paused job is skipped, and one asked to
+    pause while its worker was lost is paused.
 
     Args:
         settings (Settings): The database, ``stale_heartbeat_s`` and ``max_attempts``.
@@ -121,6 +124,9 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
             return Skip(f"job {job_id} not found")
         if job.status in TERMINAL:
             return Skip(f"job {job_id} already {job.status.value}")
+        if job.status == JobStatus.paused:
+            return Skip(f"job {job_id} is paused (POST /api/v1/jobs/{job_id}/resume queues it "
+                        "again)")
         now = utcnow()
         stale = None
         if job.status == JobStatus.running:
@@ -130,15 +136,9 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
             stale = _stale_run(job, cancelled=job.cancel_requested)
         elif job.mlflow_run_id:  # requeued: its last attempt's run was not ended
             stale = _stale_run(job, cancelled=job.cancel_requested)
-        if job.cancel_requested:
-            end(job, JobStatus.cancelled, now)
-            return Skip(f"job {job_id} was cancelled", stale)
-        if job.attempts >= settings.max_attempts:
-            end(job, JobStatus.failed, now, error={
-                "type": "WorkerLost", "message":
-                f"the worker training this job died {job.attempts} times; giving up (see "
-                "the worker logs; memory is the usual cause)"})
-            return Skip(f"job {job_id} failed: its worker died {job.attempts} times", stale)
+        why_not = _not_to_train(s, settings, job, now)
+        if why_not is not None:
+            return Skip(why_not, stale)
         if job.attempts:
             s.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id))
         start(job, now, worker)
@@ -148,6 +148,26 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
         job.mlflow_run_id = job.mlflow_experiment_id = None
         return Claim(Fence(job.id, job.attempts), job.name, job.spec, job.sweep_id, stale,
                      queue=job.queue)
+
+
+def _not_to_train(s, settings: Settings, job: Job, now: dt.datetime) -> str | None:
+    """Why a job about to be claimed ends (cancelled, its worker lost too often) or pauses
+    instead, saying so; None: it trains."""
+    if job.cancel_requested:
+        end(job, JobStatus.cancelled, now)
+        return f"job {job.id} was cancelled"
+    if job.pause_requested:  # asked to pause while its worker was lost
+        pausing.paused(s, job)
+        return f"job {job.id} was paused"
+    # Attempts that stopped on purpose (a pause, a worker's shutdown) are not lost ones.
+    lost = job.attempts - (job.stopped_attempts or 0)
+    if lost >= settings.max_attempts:
+        end(job, JobStatus.failed, now, error={
+            "type": "WorkerLost", "message":
+            f"the worker training this job died {lost} times; giving up (see "
+            "the worker logs; memory is the usual cause)"})
+        return f"job {job.id} failed: its worker died {lost} times"
+    return None
 
 
 def _stale_run(job: Job, cancelled: bool) -> StaleRun | None:

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.lifecycle.rows import CANCEL, OWNED, SUPERSEDED, Fence, Ownership, end, start
+from service.lifecycle.rows import OWNED, SUPERSEDED, Fence, Ownership, asked, end, start
 from service.store.db import session_scope
 from service.store.models import TERMINAL, Job, JobEpoch, JobStatus, utcnow
 
@@ -38,8 +38,9 @@ def heartbeat(settings: Settings, fence: Fence) -> Ownership:
         fence (Fence): The worker's claim.
 
     Returns:
-        Ownership: OWNED; CANCEL when the user asked to cancel; SUPERSEDED (nothing written)
-        when the claim no longer holds.
+        Ownership: OWNED; CANCEL when the user asked to cancel; PAUSE when the user asked to
+        pause (and not to cancel); SUPERSEDED (nothing written) when the claim no longer
+        holds.
 
     Raises:
         sqlalchemy.exc.OperationalError: The database did not answer.
@@ -47,11 +48,11 @@ def heartbeat(settings: Settings, fence: Fence) -> Ownership:
     with session_scope(settings.database_url) as s:
         # No RETURNING: SQLite before 3.35 (still on some laptops) has none.
         n = s.execute(update(Job).where(_holding(fence)).values(heartbeat_at=utcnow())).rowcount
-        cancel = n == 1 and s.scalar(select(Job.cancel_requested)
-                                     .where(Job.id == fence.job_id))
-    if n != 1:
-        return SUPERSEDED
-    return CANCEL if cancel else OWNED
+        if n != 1:
+            return SUPERSEDED
+        cancel, pause = s.execute(select(Job.cancel_requested, Job.pause_requested)
+                                  .where(Job.id == fence.job_id)).one()
+    return asked(cancel, pause)
 
 
 def record_epochs(settings: Settings, fence: Fence, epochs: list[tuple[int, dict]],
@@ -80,7 +81,7 @@ def record_epochs(settings: Settings, fence: Fence, epochs: list[tuple[int, dict
         if progress is not None:
             job.progress = progress
         job.heartbeat_at = utcnow()
-        return CANCEL if job.cancel_requested else OWNED
+        return asked(job.cancel_requested, job.pause_requested)
 
 
 def insert_epochs(s: Session, job_id: str, epochs: list[tuple[int, dict]]) -> None:

@@ -20,10 +20,20 @@ class Ownership(enum.Enum):
 
     OWNED = "owned"  # written; the job is still ours
     CANCEL = "cancel"  # written; and the user asked to cancel
+    PAUSE = "pause"  # written; and the user asked to pause (stop at an epoch boundary)
     SUPERSEDED = "superseded"  # nothing written: another attempt owns the job, or it ended
 
 
-OWNED, CANCEL, SUPERSEDED = Ownership.OWNED, Ownership.CANCEL, Ownership.SUPERSEDED
+OWNED, CANCEL, PAUSE, SUPERSEDED = (Ownership.OWNED, Ownership.CANCEL, Ownership.PAUSE,
+                                    Ownership.SUPERSEDED)
+
+
+def asked(cancel_requested: bool, pause_requested: bool) -> Ownership:
+    """What a fenced write that went through answers, from the job's two flags: a cancel
+    beats a pause."""
+    if cancel_requested:
+        return CANCEL
+    return PAUSE if pause_requested else OWNED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +114,7 @@ def end(job: Job, status: JobStatus, now: dt.datetime | None = None, *,
     """
     assert status in TERMINAL, status
     job.status, job.finished_at = status, now or utcnow()
+    job.pause_requested = False  # nothing left to pause
     if error is not None:
         job.error = error
     if summary is not None:
@@ -125,17 +136,17 @@ def start(job: Job, now: dt.datetime, worker: str) -> None:
 def cancel(s: Session, job: Job, queued_ends: JobStatus = JobStatus.cancelled) -> None:
     """Ask a job to stop (the API's cancel, the sweep scheduler's).
 
-    A queued job ends now; a running one ends at its worker's next epoch boundary (its next
-    fenced write answers :data:`CANCEL`).
+    A queued or paused job ends now; a running one ends at its worker's next epoch boundary
+    (its next fenced write answers :data:`CANCEL`).
 
     Args:
         s (Session): The caller's session (the row is locked by the caller).
         job (Job): The row.
-        queued_ends (JobStatus): How a queued job ends: ``cancelled``, or ``pruned`` for the
-            other seeds of a pruned trial.
+        queued_ends (JobStatus): How a queued (or paused) job ends: ``cancelled``, or
+            ``pruned`` for the other seeds of a pruned trial.
     """
     job.cancel_requested = True
-    if job.status == JobStatus.queued:
+    if job.status in (JobStatus.queued, JobStatus.paused):
         end(job, queued_ends)
 
 

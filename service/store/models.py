@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -45,6 +46,9 @@ class JobStatus(str, enum.Enum):
     failed = "failed"
     cancelled = "cancelled"
     pruned = "pruned"
+    # Stopped at an epoch boundary at the user's request (POST /jobs/{id}/pause); not
+    # terminal: POST /jobs/{id}/resume queues it again, and no worker trains it until then.
+    paused = "paused"
 
     @property
     def terminal(self) -> bool:
@@ -83,6 +87,13 @@ class Job(Base):
     error: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A running job asked to pause: its worker's next fenced write answers PAUSE, and the
+    # training stops at the next epoch boundary as ``paused`` (service/lifecycle/pausing.py).
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default=false())
+    # Attempts that ended at an epoch boundary on purpose (a pause, or a worker asked to shut
+    # down): they do not count against KERASYARD_MAX_ATTEMPTS, which counts lost workers.
+    stopped_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     sweep_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -121,6 +132,8 @@ class SweepStatus(str, enum.Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    # POST /sweeps/{id}/pause: its trials paused, no new ones started until it is resumed.
+    paused = "paused"
 
 
 SWEEP_TERMINAL = frozenset({SweepStatus.succeeded, SweepStatus.failed, SweepStatus.cancelled})

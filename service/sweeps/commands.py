@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from service import lifecycle
 from service.config import Settings
 from service.errors import ApiError
 from service.jobs import mlflow_ref
@@ -76,12 +77,72 @@ def cancel_sweep(settings: Settings, sweep_id: str) -> dict:
         sweep = _load(s, sweep_id, lock=True)
         if sweep.status in scheduler.SWEEP_TERMINAL:
             raise ApiError(409, "illegal_state", f"sweep {sweep.id} is already "
-                           f"{sweep.status.value}; only queued or running sweeps can be "
-                           "cancelled")
+                           f"{sweep.status.value}; only queued, running or paused sweeps can "
+                           "be cancelled")
         sweep.cancel_requested = True
         sweep_id = sweep.id
     scheduler.advance(settings, sweep_id, CelerySender(settings), wait_s=5)
     return get_sweep(settings, sweep_id)
+
+
+def pause_sweep(settings: Settings, sweep_id: str) -> tuple[dict, int]:
+    """Pause a sweep: its trainings pause (queued ones now, running ones at their next epoch
+    boundary) and its scheduler starts no new ones until it is resumed.
+
+    Returns:
+        tuple[dict, int]: The sweep, and 202; 200 when it was paused already.
+
+    Raises:
+        ApiError: 404 no such sweep; 409 it has ended.
+    """
+    with session_scope(settings.database_url) as s:
+        sweep = _load(s, sweep_id, lock=True)
+        if sweep.status == SweepStatus.paused:
+            return serialize(settings, sweep, _jobs(s, sweep.id), with_trials=True), 200
+        if sweep.status in scheduler.SWEEP_TERMINAL:
+            raise ApiError(409, "illegal_state", f"sweep {sweep.id} is already "
+                           f"{sweep.status.value}; only queued or running sweeps can be paused")
+        sweep.status = SweepStatus.paused
+        sweep_id = sweep.id
+    # Under the sweep's lease: a pass of the scheduler that was starting trials meanwhile has
+    # finished, and what it started is paused too.
+    _advance_now(settings, sweep_id)
+    return get_sweep(settings, sweep_id), 202
+
+
+def resume_sweep(settings: Settings, sweep_id: str) -> dict:
+    """Resume a paused sweep: its paused trainings are queued again and sent (up to
+    ``max_parallel``), the pending pauses of those still running are withdrawn, and its
+    scheduler goes on.
+
+    Raises:
+        ApiError: 404 no such sweep; 409 it is not paused (the message names its status).
+    """
+    with session_scope(settings.database_url) as s:
+        sweep = _load(s, sweep_id, lock=True)
+        if sweep.status != SweepStatus.paused:
+            raise ApiError(409, "illegal_state", f"sweep {sweep.id} is {sweep.status.value}; "
+                           "only a paused sweep can be resumed")
+        sweep.status = SweepStatus.running if sweep.started_at else SweepStatus.queued
+        sweep_id = sweep.id
+        for job in s.scalars(select(Job).where(Job.sweep_id == sweep_id)
+                             .where(Job.trained_by.is_(None))
+                             .where(Job.status.in_([JobStatus.paused, JobStatus.running]))
+                             .with_for_update()).all():
+            if lifecycle.resumable(job):
+                lifecycle.resume(s, job)
+    _advance_now(settings, sweep_id)
+    return get_sweep(settings, sweep_id)
+
+
+def _advance_now(settings: Settings, sweep_id: str) -> None:
+    """The scheduler's pass for a command that has committed: one that fails is logged, and
+    the background round does it."""
+    try:
+        scheduler.advance(settings, sweep_id, CelerySender(settings), wait_s=5)
+    except Exception:
+        log.warning("advancing sweep %s failed; the background round retries", sweep_id,
+                    exc_info=True)
 
 
 def list_sweeps(settings: Settings, status: str | None = None, limit: int = 50,
@@ -124,6 +185,7 @@ def serialize(settings: Settings, sweep: Sweep, jobs: list[Job], with_trials: bo
         "progress": {"done": done, "total": sweep.plan["total"],
                      "running": sum(1 for t in trials if t.state == "running"),
                      "queued": sum(1 for t in trials if t.state == "queued"),
+                     "paused": sum(1 for t in trials if t.state == "paused"),
                      "trainings_running": sum(1 for j in jobs if j.trained_by is None and
                                               j.status == JobStatus.running)},
         "best": best_trial(sweep, trials),

@@ -3,7 +3,8 @@
 The database is the sweep's state: its trials are job rows (``Job.sweep_id``), one per
 (trial, seed), unique on ``(sweep_id, trial_number, repeat)``; Optuna's study, in the same
 database, holds what its sampler and pruner need. :func:`advance` looks at those rows and
-does what is due: tells Optuna about finished trials, cancels, asks for new trials up to
+does what is due: tells Optuna about finished trials, cancels, pauses (a paused sweep starts
+nothing), asks for new trials up to
 ``max_parallel`` running trainings and ``max_trials`` in all, sends them with the caller's
 :class:`~service.lifecycle.Sender`, and ends the sweep. It is idempotent, and one caller at a
 time holds the sweep's lease; the API calls it on submit and on cancel, a worker's
@@ -86,7 +87,7 @@ def tick(settings: Settings, sender: Sender) -> None:
     resend_before = utcnow() - dt.timedelta(seconds=REPORT_RESEND_S)
     with session_scope(settings.database_url) as s:
         live = s.scalars(select(Sweep.id).where(Sweep.status.in_(
-            [SweepStatus.queued, SweepStatus.running]))).all()
+            [SweepStatus.queued, SweepStatus.running, SweepStatus.paused]))).all()
         ended = s.scalars(select(Sweep).where(Sweep.status.in_(SWEEP_TERMINAL))).all()
         lost_reports = [sw.id for sw in ended if _report_lost(sw, resend_before)]
     for sweep_id in live:
@@ -126,20 +127,40 @@ def _advance(settings: Settings, sweep_id: str, sender: Sender) -> None:
     groups = by_trial(loaded.jobs)
     # 1. Tell Optuna what finished.
     _tell_finished(settings, loaded.study, groups, loaded.spec["objective"])
-    # 2. Cancel: queued and running jobs cancel, idle trials end FAIL.
+    # 2. Cancel: queued, running and paused jobs cancel, idle trials end FAIL.
     if loaded.cancel:
         with session_scope(settings.database_url) as s:
             for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id)
-                               .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+                               .where(Job.status.in_([JobStatus.queued, JobStatus.running,
+                                                      JobStatus.paused]))
                                .with_for_update()).all():
                 lifecycle.cancel(s, j)
         _fail_idle_trials(loaded.study, loaded.optuna_trials, groups)
+    elif loaded.paused:
+        # Paused: its trainings pause (again: one started by a pass that raced the pause),
+        # and nothing new starts.
+        _pause_trainings(settings, sweep_id)
     else:
         # 3. Trials Optuna holds that no job row knows (a scheduler died between ask and
         # commit), then 4. the trainings that are due.
         _fail_unknown_trials(loaded)
         _start_trainings(settings, sweep_id, sender, loaded, groups)
     _maybe_finish(settings, sweep_id, sender, loaded.study)
+
+
+def _pause_trainings(settings: Settings, sweep_id: str) -> None:
+    """The sweep's queued and running trainings pause (the trials recorded from them follow
+    them), while the sweep is still paused: its row is locked and read again, so a resume
+    that committed since this pass loaded the sweep is not undone."""
+    with session_scope(settings.database_url) as s:
+        sweep = s.get(Sweep, sweep_id, with_for_update=True)
+        if sweep is None or sweep.status != SweepStatus.paused:
+            return
+        for j in s.scalars(select(Job).where(Job.sweep_id == sweep_id)
+                           .where(Job.trained_by.is_(None))
+                           .where(Job.status.in_(lifecycle.PAUSABLE))
+                           .with_for_update()).all():
+            lifecycle.pause(s, j)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +170,7 @@ class _Loaded:
     spec: dict
     plan: dict
     cancel: bool
+    paused: bool
     jobs: list[Job]
     study: Any
     optuna_trials: dict[int, Any]  # Optuna's trial id -> its FrozenTrial
@@ -163,11 +185,12 @@ def _load(settings: Settings, sweep_id: str) -> _Loaded | None:
             return None
         spec, plan = sweep.spec, sweep.plan
         study_name, cancel = sweep.study_name, sweep.cancel_requested
+        paused = sweep.status == SweepStatus.paused
         jobs = s.scalars(select(Job).where(Job.sweep_id == sweep_id)).all()
     studies.create_study(url, study_name, spec)  # a no-op once it exists
     study = studies.load_study(url, study_name, spec)
     optuna_trials = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
-    return _Loaded(spec, plan, cancel, jobs, study, optuna_trials)
+    return _Loaded(spec, plan, cancel, paused, jobs, study, optuna_trials)
 
 
 def _fail_unknown_trials(loaded: _Loaded) -> None:
@@ -194,6 +217,8 @@ def _start_trainings(settings: Settings, sweep_id: str, sender: Sender, loaded: 
     max_parallel = loaded.spec["max_parallel"]
     created = set(groups)
     with session_scope(url) as s:
+        if s.get(Sweep, sweep_id).status == SweepStatus.paused:
+            return  # paused since this pass loaded it (the pause's own pass follows)
         rows = s.scalars(select(Job).where(Job.sweep_id == sweep_id)
                          .where(Job.trained_by.is_(None))
                          .where(Job.status.in_([JobStatus.queued, JobStatus.running]))

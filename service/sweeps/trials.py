@@ -36,7 +36,7 @@ class Trial:
     number: int
     name: str
     params: dict
-    state: str  # pending, queued, running, succeeded, failed, cancelled, pruned
+    state: str  # pending, queued, running, paused, succeeded, failed, cancelled, pruned
     objective: float | None
     objective_std: float | None
     objective_values: list[float]
@@ -92,6 +92,8 @@ def trial_state(jobs: list[Job]) -> JobStatus:
         return JobStatus.pruned
     if JobStatus.running in states:
         return JobStatus.running
+    if JobStatus.paused in states:
+        return JobStatus.paused
     if states == {JobStatus.queued}:
         return JobStatus.queued
     if not all(s.terminal for s in states):

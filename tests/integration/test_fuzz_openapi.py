@@ -219,6 +219,8 @@ NUL_CASES = [
     ("post", "/api/v1/jobs/{job_id}/cancel", "/api/v1/jobs/a%00b/cancel", {}, 404),
     ("get", "/api/v1/sweeps/{sweep_id}", "/api/v1/sweeps/a%00b", {}, 404),
     ("post", "/api/v1/sweeps/{sweep_id}/cancel", "/api/v1/sweeps/a%00b/cancel", {}, 404),
+    ("post", "/api/v1/jobs/{job_id}/pause", "/api/v1/jobs/a%00b/pause", {}, 404),
+    ("post", "/api/v1/sweeps/{sweep_id}/resume", "/api/v1/sweeps/a%00b/resume", {}, 404),
     ("get", "/api/v1/datasets/{dataset_id}", "/api/v1/datasets/a%00b", {}, 404),
     ("get", "/api/v1/models/{model_id}", "/api/v1/models/a%00b", {}, 404),
     ("get", "/api/v1/jobs", "/api/v1/jobs?experiment=a%00b", {}, 400),

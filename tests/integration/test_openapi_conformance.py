@@ -257,6 +257,40 @@ def test_a_trained_job_and_its_history(call, worker, client):
     call("post", "/api/v1/jobs/{job_id}/cancel", 409, f"/api/v1/jobs/{job['id']}/cancel")
 
 
+def test_pause_and_resume(call, idle_client):
+    """On a job and a sweep stored through a broker no worker reads (the same database), so
+    each stays where the test puts it until it resumes them."""
+    job_id = idle_client.post("/api/v1/jobs", json=tiny_spec("conform-pause")).get_json()["id"]
+    path = f"/api/v1/jobs/{job_id}"
+    assert call("post", "/api/v1/jobs/{job_id}/pause", 202, f"{path}/pause"
+                ).get_json()["status"] == "paused"
+    call("post", "/api/v1/jobs/{job_id}/pause", 200, f"{path}/pause")
+    call("post", "/api/v1/jobs/{job_id}/pause", 404, "/api/v1/jobs/nope/pause")
+    # Queued again and sent to the session's worker, which may have claimed it already.
+    assert call("post", "/api/v1/jobs/{job_id}/resume", 202, f"{path}/resume"
+                ).get_json()["status"] in ("queued", "running")
+    call("post", "/api/v1/jobs/{job_id}/resume", 409, f"{path}/resume")
+    call("post", "/api/v1/jobs/{job_id}/resume", 404, "/api/v1/jobs/nope/resume")
+    call("post", "/api/v1/jobs/{job_id}/cancel", 202, f"{path}/cancel")
+    wait_for(lambda: call("get", "/api/v1/jobs/{job_id}", 200, path)
+             .get_json()["status"] == "cancelled", 60, 0.2, "the cancel")
+    call("post", "/api/v1/jobs/{job_id}/pause", 409, f"{path}/pause")
+
+    sweep_id = idle_client.post("/api/v1/sweeps", json=_sweep("conform-pause")).get_json()["id"]
+    path = f"/api/v1/sweeps/{sweep_id}"
+    assert call("post", "/api/v1/sweeps/{sweep_id}/pause", 202, f"{path}/pause"
+                ).get_json()["status"] == "paused"
+    call("post", "/api/v1/sweeps/{sweep_id}/pause", 200, f"{path}/pause")
+    call("post", "/api/v1/sweeps/{sweep_id}/pause", 404, "/api/v1/sweeps/nope/pause")
+    call("post", "/api/v1/sweeps/{sweep_id}/resume", 202, f"{path}/resume")
+    call("post", "/api/v1/sweeps/{sweep_id}/resume", 409, f"{path}/resume")
+    call("post", "/api/v1/sweeps/{sweep_id}/resume", 404, "/api/v1/sweeps/nope/resume")
+    call("post", "/api/v1/sweeps/{sweep_id}/cancel", 202, f"{path}/cancel")
+    wait_for(lambda: call("get", "/api/v1/sweeps/{sweep_id}", 200, path)
+             .get_json()["status"] == "cancelled", 60, 0.5, "the sweep to be cancelled")
+    call("post", "/api/v1/sweeps/{sweep_id}/pause", 409, f"{path}/pause")
+
+
 def test_every_operation_is_exercised(doc, request):
     mine = [i for i in request.session.items if i.module is request.module]
     if len(mine) != len([n for n in dir(request.module) if n.startswith("test_")]):

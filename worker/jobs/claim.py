@@ -44,16 +44,18 @@ def claim(job_id: str, settings: Settings) -> Claim | None:
 
 def end_stale_run(settings: Settings, stale: StaleRun) -> None:
     """Best effort: the job goes on whether or not MLflow answers. A run that already
-    ended FINISHED is left as it is: a run that succeeded is never relabelled. It ends KILLED
-    when the job had been asked to cancel, FAILED otherwise."""
+    ended FINISHED is left as it is: a run that succeeded is never relabelled; so is one that
+    ended KILLED (its attempt stopped on purpose: a pause, its worker's shutdown). It ends
+    KILLED when the job had been asked to cancel, FAILED otherwise."""
     if not settings.mlflow_logging:
         return
     status = "KILLED" if stale.cancelled else "FAILED"
     try:
         cl = tracking.client(settings.mlflow_tracking_uri)
-        if cl.get_run(stale.run_id).info.status == "FINISHED":
-            log.warning("stale MLflow run %s already ended FINISHED; leaving it as it is",
-                        stale.run_id)
+        ended = cl.get_run(stale.run_id).info.status
+        if ended in ("FINISHED", "KILLED"):
+            log.info("the MLflow run %s of an earlier attempt ended %s already; leaving it as "
+                     "it is", stale.run_id, ended)
             return
         cl.set_tag(stale.run_id, "kerasyard.error", stale.reason[:5000])
         cl.set_terminated(stale.run_id, status)

@@ -1,4 +1,6 @@
-"""The job's last database writes: the epochs still waiting, then its final status.
+"""The job's last database writes: the epochs still waiting, then its final status
+(:func:`final_write`), or, for an attempt that stopped on purpose, what it became
+(:func:`stop_write`).
 
 Each is retried while the database does not answer (``db_retry_s``): a training that
 finished is not thrown away for a write that failed during a database outage.
@@ -23,6 +25,9 @@ class Outcome:
     status: JobStatus
     summary: dict | None = None
     error: dict | None = None
+    # Training stopped at an epoch boundary with a checkpoint (a pause, the worker's
+    # shutdown): the job does not end; stop_write says what it became.
+    stopped: bool = False
 
 
 def final_write(settings: Settings, fence: Fence, reporter: Reporter, signals: Signals,
@@ -58,3 +63,30 @@ def final_write(settings: Settings, fence: Fence, reporter: Reporter, signals: S
         # An earlier try committed but its answer was lost with the connection.
         return Ownership.OWNED
     return answer
+
+
+def stop_write(settings: Settings, fence: Fence, reporter: Reporter,
+               signals: Signals) -> JobStatus | None:
+    """The last writes of an attempt that stopped at an epoch boundary on purpose (a pause,
+    the worker's shutdown): the epochs still waiting, then :func:`service.worker_api.stop`,
+    each retried while the database does not answer. Returns what the job became (paused,
+    queued, or cancelled when a cancel came meanwhile); None when the claim no longer held."""
+    st, job_id = settings, fence.job_id
+    retry_db(st, f"final epochs of job {job_id}",
+             lambda: reporter.flush(final=True, raise_db_errors=True))
+    if signals.superseded.is_set():
+        return None
+    failed = []
+
+    def write() -> JobStatus | None:
+        try:
+            return api.stop(st, fence)
+        except Exception:
+            failed.append(True)
+            raise
+
+    status = retry_db(st, f"stop of job {job_id}", write)
+    if status is None and failed:  # did a try whose answer was lost land?
+        status = retry_db(st, f"stop of job {job_id} (did a failed try land?)",
+                          lambda: api.stopped_as(st, fence))
+    return status

@@ -160,6 +160,24 @@ class MlflowRun:
             log.warning("could not end MLflow run %s; the reconciler will", self.run_id,
                         exc_info=True)
 
+    def stopped(self, why: str) -> None:
+        """The attempt stopped at an epoch boundary on purpose and the job goes on (paused,
+        or queued for the next worker): its run ends KILLED with ``kerasyard.stopped``
+        saying why. Best effort, within the bound."""
+        if self.client is None or not self.run_id:
+            return
+        cl, run_id = self.client, self.run_id
+
+        def end() -> None:
+            cl.set_tag(run_id, "kerasyard.stopped", why[:5000])
+            cl.set_terminated(run_id, "KILLED")
+
+        try:
+            self.step(end, "ending the stopped run", Deadline(self.settings.mlflow_retry_s))
+        except Exception:
+            log.warning("could not end MLflow run %s of stopped job %s", run_id, self.job_id,
+                        exc_info=True)
+
     def _end_tags_and_status(self, status: JobStatus, pruned_at: int | None,
                              ctx: api.TrialContext | None) -> None:
         cl, run_id = self.client, self.run_id

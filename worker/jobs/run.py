@@ -22,14 +22,15 @@ from service import jobspec as S
 from service import worker_api as api
 from service.config import Settings
 from service.worker_api import Claim, JobStatus, Ownership
-from worker import gpu
+from worker import gpu, shutdown
 from worker.jobs.claim import claim
-from worker.jobs.finish import Outcome, final_write
+from worker.jobs.finish import Outcome, final_write, stop_write
 from worker.jobs.mlflow_run import MlflowRun
 from worker.jobs.packed import PackTrainer
 from worker.jobs.single import SingleTrainer
 from worker.jobs.trainers import JobInputs, JobTrainer, TrainingFailed, prepare
 from worker.recording import artifacts, outcome
+from worker.recording.dbretry import retry_db
 from worker.recording.mlflow_retry import Deadline, MlflowUnavailable
 from worker.recording.reporter import Heartbeat, Reporter, Signals, clean
 from worker.recording.sender import WorkerSender
@@ -75,8 +76,9 @@ class JobRun:
         outcome = Outcome(JobStatus.failed)
         try:
             try:
-                self.ctx = api.trial_context(self.settings, self.claim)
-                outcome = self._train()
+                with shutdown.training(self.signals):  # a worker asked to stop stops this
+                    self.ctx = api.trial_context(self.settings, self.claim)
+                    outcome = self._train()
             except BaseException as exc:  # SoftTimeLimitExceeded derives from Exception too
                 outcome = self._failed(exc)
                 if not isinstance(exc, Exception):
@@ -120,6 +122,8 @@ class JobRun:
             trainer.close()
         if self.superseded:
             return Outcome(JobStatus.failed)  # never written: _end sees the signal
+        if trainer.callback.stopped:  # a pause or the worker's shutdown: the job goes on
+            return Outcome(JobStatus.paused, stopped=True)
         return self._outcome(job, trainer, fit_time, end_deadline)
 
     def _trainer(self, job: JobInputs) -> JobTrainer:
@@ -196,6 +200,8 @@ class JobRun:
 
     def _end(self, outcome: Outcome) -> str:
         """The last writes: shared trials not reached, the job row, then the MLflow run."""
+        if outcome.stopped and not self.superseded:
+            return self._stopped()
         if not self.superseded:
             try:
                 shared_trials.end_unreached(self.settings, self.fence, self.ctx,
@@ -207,10 +213,36 @@ class JobRun:
             self.settings, self.fence, self.reporter, self.signals, outcome, self.mlflow.run_id)
         self.heartbeat.stop()  # the row has its end (or another owner): nothing to keep alive
         if answer is Ownership.SUPERSEDED:
-            self.signals.answer(answer, self.job_id)
-            log.warning("job %s: stopped as superseded (attempt %d) after %d epochs; its new "
-                        "owner ends MLflow run %s", self.job_id, self.fence.attempt,
-                        self.reporter.last_epoch, self.mlflow.run_id)
-            return SUPERSEDED
+            return self._superseded()
         self.mlflow.end(outcome.status, outcome.error, self.pruned_at, self.ctx)
         return outcome.status.value
+
+    def _superseded(self) -> str:
+        self.signals.answer(Ownership.SUPERSEDED, self.job_id)
+        log.warning("job %s: stopped as superseded (attempt %d) after %d epochs; its new "
+                    "owner ends MLflow run %s", self.job_id, self.fence.attempt,
+                    self.reporter.last_epoch, self.mlflow.run_id)
+        return SUPERSEDED
+
+    def _stopped(self) -> str:
+        """Training stopped at an epoch boundary on purpose: the job is paused, or queued
+        again and sent for the next worker (the shared trials not reached follow it), or
+        cancelled when a cancel came meanwhile. Its MLflow run ends KILLED, saying so."""
+        st, epoch = self.settings, self.reporter.last_epoch
+        status = stop_write(st, self.fence, self.reporter, self.signals)
+        if status is None:
+            return self._superseded()
+        if status == JobStatus.cancelled:
+            self.mlflow.end(status, None, None, self.ctx)
+            return status.value
+        why = "paused" if status == JobStatus.paused else \
+            "its worker was shut down; the job went back to the queue"
+        self.mlflow.stopped(f"{why} after epoch {epoch} of attempt {self.fence.attempt}")
+        if status == JobStatus.queued and WorkerSender(st).train(self.job_id, self.claim.queue):
+            try:
+                retry_db(st, f"marking job {self.job_id} sent",
+                         lambda: api.mark_dispatched(st, self.job_id))
+            except Exception:  # sent all the same; a re-send finds it claimed or ended
+                log.warning("job %s: could not record the re-send", self.job_id, exc_info=True)
+        log.info("job %s: stopped after epoch %d: %s", self.job_id, epoch, why)
+        return status.value

@@ -6,11 +6,12 @@
 - :class:`Reporter` batches the epochs fit hands it to the database
   (:func:`service.worker_api.record_epochs`, fenced and idempotent) and to MLflow.
 - :func:`epoch_callback`: the Keras callback that feeds the reporter and stops training at
-  an epoch boundary on NaN, cancel, a sweep's pruner or a superseded claim.
+  an epoch boundary on NaN, cancel, a sweep's pruner, a superseded claim, or a stop with
+  checkpoint (a pause, the worker's shutdown).
 
 Both threads answer to the same :class:`Signals`: a fenced write that answers CANCEL sets
-``cancel``; one that answers SUPERSEDED sets ``superseded``, after which neither thread
-writes anything more.
+``cancel``; PAUSE sets ``stop_with_checkpoint``; SUPERSEDED sets ``superseded``, after which
+neither thread writes anything more.
 """
 
 from __future__ import annotations
@@ -38,11 +39,19 @@ class Signals:
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     prune: threading.Event = dataclasses.field(default_factory=threading.Event)
     superseded: threading.Event = dataclasses.field(default_factory=threading.Event)
+    # Stop at the next epoch boundary with a checkpoint, without ending the job: a fenced
+    # write answered PAUSE, or the worker was asked to shut down (worker/shutdown.py). The
+    # attempt then ends through service.worker_api.stop (paused, or queued for the next
+    # worker).
+    stop_with_checkpoint: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def answer(self, ownership: Ownership, job_id: str) -> None:
         """Act on what a fenced write found."""
         if ownership is Ownership.CANCEL:
             self.cancel.set()
+        elif ownership is Ownership.PAUSE and not self.stop_with_checkpoint.is_set():
+            log.info("job %s: asked to pause; stopping at the next epoch boundary", job_id)
+            self.stop_with_checkpoint.set()
         elif ownership is Ownership.SUPERSEDED and not self.superseded.is_set():
             log.warning("job %s: superseded (another attempt owns it, or it ended); stopping "
                         "without writing anything more", job_id)
@@ -296,13 +305,14 @@ def epoch_callback(reporter: Reporter, signals: Signals,
 
     class EpochReporter(keras.callbacks.Callback):
         """Per epoch: metrics + learning rate + epoch time to the reporter; NaN, superseded,
-        cancel and a sweep's pruner stop training at the epoch boundary."""
+        cancel, a sweep's pruner and a stop with checkpoint (``stopped``: before the last
+        epoch) stop training at the epoch boundary."""
 
         def __init__(self):
             super().__init__()
             self.history: list[dict[str, float]] = []
             self.nan_epoch: int | None = None
-            self.superseded = self.cancelled = self.pruned = False
+            self.superseded = self.cancelled = self.pruned = self.stopped = False
             self.saved: dict[int, Path] = {}
             self._t = time.perf_counter()
 
@@ -331,6 +341,9 @@ def epoch_callback(reporter: Reporter, signals: Signals,
                 self.model.stop_training = True
             elif signals.prune.is_set():
                 self.pruned = True
+                self.model.stop_training = True
+            elif signals.stop_with_checkpoint.is_set() and epoch + 1 < reporter.epochs:
+                self.stopped = True
                 self.model.stop_training = True
 
     return EpochReporter()

@@ -179,7 +179,8 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
     (the backends that do not pack).
 
     The training job's own outcome reads like :func:`~.reporter.epoch_callback`'s:
-    ``history``, ``saved``, ``nan_epoch``, ``pruned``, ``cancelled``, ``superseded``."""
+    ``history``, ``saved``, ``nan_epoch``, ``pruned``, ``cancelled``, ``superseded``,
+    ``stopped`` (a stop with checkpoint while towers were left to train)."""
     import keras
 
     by_index = {t.index: t for t in towers}
@@ -190,7 +191,7 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
             super().__init__()
             self.active = [t.index for t in towers]
             self.nan_epoch: int | None = None
-            self.superseded = self.cancelled = self.pruned = False
+            self.superseded = self.cancelled = self.pruned = self.stopped = False
             self._t = time.perf_counter()
             self._progress_at = time.monotonic()
 
@@ -223,7 +224,7 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
                 if _cancelled(by_index[i], signals) and i not in leaving:
                     by_index[i].ended, by_index[i].ended_at = "cancelled", e
                     leaving.append(i)
-            _leave(self, own, leaving, prefixed)
+            _leave(self, own, leaving, prefixed, signals.stop_with_checkpoint.is_set())
 
     return PackReporter()
 
@@ -263,9 +264,10 @@ def _tower_epoch(t: Tower, e: int, metrics: dict, reporter) -> bool:
     return bool(t.ended)
 
 
-def _leave(cb, own: Tower, leaving: list[int], prefixed: bool) -> None:
+def _leave(cb, own: Tower, leaving: list[int], prefixed: bool, stop: bool) -> None:
     """The job's own outcome on the callback ``cb``, read from its tower; the towers
-    ``leaving`` out of the pack (fit stops once none is left)."""
+    ``leaving`` out of the pack (fit stops once none is left, or at a ``stop`` with
+    checkpoint: the pack stops as a whole, ``cb.stopped`` when towers were left)."""
     if own.ended == "diverged" and cb.nan_epoch is None:
         cb.nan_epoch = own.ended_at
     cb.pruned = own.ended == "pruned"
@@ -274,6 +276,8 @@ def _leave(cb, own: Tower, leaving: list[int], prefixed: bool) -> None:
         cb.active.remove(i)
     if not cb.active:
         cb.model.stop_training = True
+    elif stop:
+        cb.stopped = cb.model.stop_training = True
     elif leaving and prefixed:
         cb.model.freeze(leaving)
 
@@ -295,6 +299,9 @@ def fit_in_turn(towers: list[Tower], own, reporter, signals, fit):
         if signals.cancel.is_set() or cb.superseded:
             own.cancelled, own.superseded = own.cancelled or signals.cancel.is_set(), \
                 cb.superseded
+            break
+        if cb.stopped or (signals.stop_with_checkpoint.is_set() and t is not towers[-1]):
+            own.stopped = True  # the towers left train when the job goes on
             break
     return own
 

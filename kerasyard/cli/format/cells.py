@@ -102,7 +102,8 @@ def updates(n) -> str:
 
 # --- tables and colour ------------------------------------------------------------------------
 
-STATUS_STYLES = {"queued": "dim", "pending": "dim", "running": "cyan", "succeeded": "green",
+STATUS_STYLES = {"queued": "dim", "pending": "dim", "running": "cyan", "paused": "blue",
+                 "succeeded": "green",
                  "failed": "bold red", "cancelled": "yellow", "pruned": "magenta",
                  "ok": "green", "DOWN": "bold red", "degraded": "bold red"}
 

@@ -9,7 +9,7 @@ EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2          # bad arguments, unreadable spec, or any 4xx from the API
 EXIT_CANCELLED = 3
-EXIT_OTHER = 4          # pruned, a 5xx, or a result that is none of the above
+EXIT_OTHER = 4          # pruned, paused, a 5xx, or a result that is none of the above
 EXIT_UNREACHABLE = 5
 
 EXIT_CODES_HELP = """exit codes:
@@ -17,11 +17,12 @@ EXIT_CODES_HELP = """exit codes:
   1  the job or sweep failed
   2  usage or validation error: bad arguments, unreadable spec, any 4xx from the API
   3  the job or sweep was cancelled
-  4  pruned, or another outcome (a 5xx from the API, no MLflow run yet)
+  4  pruned, paused (a watch ends there), or another outcome (a 5xx from the API, no
+     MLflow run yet)
   5  cannot reach the service"""
 
 _STATUS_EXIT = {"succeeded": EXIT_SUCCEEDED, "failed": EXIT_FAILED,
-                "cancelled": EXIT_CANCELLED, "pruned": EXIT_OTHER}
+                "cancelled": EXIT_CANCELLED, "pruned": EXIT_OTHER, "paused": EXIT_OTHER}
 
 
 def exit_code_for_status(status: str | None) -> int:

@@ -88,8 +88,8 @@ def trial_state(sweep: dict, trial: dict) -> tuple[Text, str]:
     return status_text(state), epoch
 
 
-_STATE_RANK = {"running": 0, "succeeded": 2, "pruned": 2, "failed": 2, "cancelled": 2,
-               "queued": 3, "pending": 4}
+_STATE_RANK = {"running": 0, "paused": 1, "succeeded": 2, "pruned": 2, "failed": 2,
+               "cancelled": 2, "queued": 3, "pending": 4}
 
 
 def visible_trials(trials: list[dict], best: int | None, max_rows: int | None
