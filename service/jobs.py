@@ -108,6 +108,7 @@ def serialize(settings: Settings, job: Job) -> dict:
         "mlflow": mlflow_ref(settings, job.mlflow_experiment_id, job.mlflow_run_id),
         "error": job.error,
         "attempts": job.attempts,
+        "resumed_from_epoch": job.resumed_from_epoch,
         "cancel_requested": job.cancel_requested,
         "sweep_id": job.sweep_id,
         "trial_number": job.trial_number,

@@ -21,6 +21,10 @@ Groups:
   :func:`set_run`, :func:`finish`, :func:`finished_by`, :func:`still_owned`; the trials
   recorded from a training: :func:`finish_recorded`, :func:`recorded_progress`,
   :func:`end_unrecorded` (:func:`trial_context` starts them running).
+- **Checkpoints** (fenced too): :func:`save_checkpoint` stores the training's state as the
+  job's newest checkpoint; an attempt whose claim says ``resumed_from_epoch`` reads it with
+  :func:`load_checkpoint` (:class:`StoredCheckpoint`), or :func:`start_over` when it does not
+  fit.
 - **Ends the worker records for a process it lost**: :func:`fail_out_of_memory` (the
   kernel killed a training child), :func:`job_ends` (what the MLflow reconciler reads).
 - **Sweeps**: :func:`trial_context` (:class:`TrialContext`, :class:`SharedTrial`),
@@ -62,6 +66,7 @@ from service.lifecycle import (
     Sender,
     Skip,
     StaleRun,
+    StoredCheckpoint,
     claim,
     end_unrecorded,
     fail_out_of_memory,
@@ -70,9 +75,12 @@ from service.lifecycle import (
     finished_by,
     heartbeat,
     job_ends,
+    load_checkpoint,
     record_epochs,
     recorded_progress,
+    save_checkpoint,
     set_run,
+    start_over,
     still_owned,
 )
 from service.store.db import dispose_engines
@@ -109,6 +117,8 @@ __all__ = [
     "claim", "heartbeat", "record_epochs", "set_run", "finish", "finished_by", "still_owned",
     "finish_recorded", "recorded_progress", "end_unrecorded",
     "fail_out_of_memory", "job_ends",
+    # checkpoints
+    "StoredCheckpoint", "save_checkpoint", "load_checkpoint", "start_over",
     # sweeps
     "TrialContext", "SharedTrial", "SweepParent", "ReportData", "Trial", "TrialJob",
     "trial_context", "parent_run", "adopt_parent_run", "pruner", "advance_sweep",

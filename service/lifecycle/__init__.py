@@ -17,6 +17,9 @@
   superseded (its job requeued or taken over after a stale heartbeat) writes nothing: its
   calls answer :data:`SUPERSEDED` and it stops at the next epoch boundary. Per-epoch rows are
   written idempotently (a row that is there already is kept).
+- :mod:`.checkpoints`: a job's newest checkpoint, written fenced (:func:`save_checkpoint`);
+  the claim of the next attempt goes on from it (:func:`carry_on`, :func:`resume_point`), which reads it
+  (:func:`load_checkpoint`) or, when it does not fit, starts over (:func:`start_over`).
 - :mod:`.lost`: a job whose training child the kernel killed for memory fails saying so
   (:func:`fail_out_of_memory`); :func:`job_ends` is what the worker's MLflow reconciler reads.
 
@@ -27,6 +30,14 @@ end after the transaction (never under the row lock), and the worker decides how
 a job shows in MLflow.
 """
 
+from service.lifecycle.checkpoints import (
+    StoredCheckpoint,
+    carry_on,
+    load_checkpoint,
+    resume_point,
+    save_checkpoint,
+    start_over,
+)
 from service.lifecycle.claims import (
     Sender,
     claim,
@@ -73,4 +84,6 @@ __all__ = [
     "initial_progress", "insert_epochs", "job_ends", "mark_dispatched", "owner_alive",
     "record_epochs", "recorded_progress", "requeue_stale", "set_run", "start",
     "start_recorded", "still_owned", "worker_id",
+    "StoredCheckpoint", "save_checkpoint", "load_checkpoint", "start_over", "resume_point",
+    "carry_on",
 ]

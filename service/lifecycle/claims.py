@@ -8,12 +8,13 @@ import os
 import socket
 from typing import Protocol
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 
 from service.config import Settings
+from service.lifecycle.checkpoints import carry_on
 from service.lifecycle.rows import Claim, Fence, Skip, StaleRun, end, start, worker_id
 from service.store.db import session_scope
-from service.store.models import TERMINAL, Job, JobEpoch, JobStatus, as_utc, utcnow
+from service.store.models import TERMINAL, Job, JobStatus, as_utc, utcnow
 
 
 class Sender(Protocol):
@@ -97,9 +98,11 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
 
     The row lock serialises two deliveries of the same id. A delivery for a job another live
     worker is training (fresh heartbeat) or that has ended is skipped. A running job whose
-    worker is gone is taken over: the attempt number moves on (fencing the old worker off),
-    its epoch rows are cleared, and its MLflow run is handed back for ending. A job whose
-    worker died ``max_attempts`` times fails instead.
+    worker is gone is taken over: the attempt number moves on (fencing the old worker off).
+    A job with a checkpoint (:mod:`.checkpoints`) goes on from it: its epoch rows after the
+    checkpoint are cleared, and its MLflow run stays the job's for the new attempt to train
+    on in; without one its epoch rows are cleared and its MLflow run is handed back for
+    ending. A job whose worker died ``max_attempts`` times fails instead.
 
     Args:
         settings (Settings): The database, ``stale_heartbeat_s`` and ``max_attempts``.
@@ -139,15 +142,15 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
                 f"the worker training this job died {job.attempts} times; giving up (see "
                 "the worker logs; memory is the usual cause)"})
             return Skip(f"job {job_id} failed: its worker died {job.attempts} times", stale)
-        if job.attempts:
-            s.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id))
         start(job, now, worker)
+        resumed = carry_on(s, job)
+        if resumed is not None:
+            stale = None  # the run goes on: this attempt trains on in it from the checkpoint
         job.attempts += 1
         job.heartbeat_at = now
         job.error = None
-        job.mlflow_run_id = job.mlflow_experiment_id = None
         return Claim(Fence(job.id, job.attempts), job.name, job.spec, job.sweep_id, stale,
-                     queue=job.queue)
+                     queue=job.queue, resumed_from_epoch=resumed)
 
 
 def _stale_run(job: Job, cancelled: bool) -> StaleRun | None:

@@ -23,6 +23,9 @@ class Outcome:
     status: JobStatus
     summary: dict | None = None
     error: dict | None = None
+    # Training stopped at this epoch with a checkpoint (stop_with_checkpoint): the job is not
+    # ended; its next attempt goes on from the checkpoint.
+    stopped_at: int | None = None
 
 
 def final_write(settings: Settings, fence: Fence, reporter: Reporter, signals: Signals,
