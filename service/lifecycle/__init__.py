@@ -18,8 +18,9 @@
   calls answer :data:`SUPERSEDED` and it stops at the next epoch boundary. Per-epoch rows are
   written idempotently (a row that is there already is kept).
 - :mod:`.checkpoints`: a job's newest checkpoint, written fenced (:func:`save_checkpoint`);
-  the claim of the next attempt goes on from it (:func:`carry_on`, :func:`resume_point`), which reads it
-  (:func:`load_checkpoint`) or, when it does not fit, starts over (:func:`start_over`).
+  the claim of the next attempt goes on from it (:func:`carry_on`, :func:`resume_point`),
+  which reads it (:func:`load_checkpoint`) or, when it does not fit, starts over
+  (:func:`start_over`).
 - :mod:`.lost`: a job whose training child the kernel killed for memory fails saying so
   (:func:`fail_out_of_memory`); :func:`job_ends` is what the worker's MLflow reconciler reads.
 
