@@ -216,13 +216,14 @@ def files_state(saved: dict[int, object], prefix: str) -> tuple[dict, dict[str, 
 def restore_files(meta: dict, arrays: dict[str, np.ndarray], prefix: str,
                   paths: dict[int, Path], model) -> dict[int, object]:
     """The ``saved`` mapping again: each file written back to ``paths[epoch]``, ``model``
-    where the model itself was saved."""
+    where the model itself was saved. An epoch ``paths`` lacks is left out (its trial was
+    recorded before the checkpoint's attempt died: nothing records it again)."""
     out: dict[int, object] = {}
     for key, kind in meta.items():
         epoch = int(key)
         if kind == "model":
             out[epoch] = model
-        else:
+        elif epoch in paths:
             paths[epoch].write_bytes(arrays[f"{prefix}/{epoch}"].tobytes())
             out[epoch] = paths[epoch]
     return out
