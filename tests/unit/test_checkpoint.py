@@ -376,6 +376,22 @@ def test_the_claim_keeps_the_epochs_up_to_the_checkpoint_and_the_run(settings):
     assert third.resumed_from_epoch is None
 
 
+def test_a_resumed_reporter_skips_the_steps_its_run_has(settings):
+    """MLflow has loss/accuracy up to epoch 5 (the killed attempt logged past its checkpoint
+    at 3) and chance_loss at step 0: the resumed reporter sends none of them again, and
+    every epoch after them whole."""
+    rep = Reporter(settings, api.Fence("job", 2), 8, Signals())
+    rep.mlflow_logged = {"loss": 5, "accuracy": 5, "chance_loss": 0}
+    history = [{"loss": 1.0 / e, "accuracy": 0.1 * e, "epoch_time_s": 0.01}
+               for e in range(1, 4)]
+    rep.resumed(history, elapsed_before=12.5)
+    assert rep._pending_mlflow == [(e, {"epoch_time_s": 0.01}) for e in (1, 2, 3)]
+    assert rep.last_epoch == 3 and rep.progress((3, history[-1]))["elapsed_s"] >= 12.5
+    later = [(e, {"loss": 0.5, "accuracy": 0.5, "epoch_time_s": 0.02}) for e in (4, 5, 6)]
+    assert rep._not_logged(later) == [(4, {"epoch_time_s": 0.02}), (5, {"epoch_time_s": 0.02}),
+                                      later[2]]
+
+
 def test_checkpoint_and_stop_reaches_the_running_training():
     assert not checkpointing.checkpoint_and_stop()
     signals = Signals()

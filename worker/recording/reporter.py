@@ -152,8 +152,11 @@ class Reporter:
         checkpoint; the database has them): MLflow gets those its run does not have yet."""
         self.last_epoch = len(history)
         self.elapsed_before = elapsed_before
+        pending = list(enumerate(history, start=1))
+        if self.mlflow_logged:
+            pending = self._not_logged(pending)
         with self._lock:
-            self._pending_mlflow[:0] = list(enumerate(history, start=1))
+            self._pending_mlflow[:0] = pending
 
     def db_pending(self) -> int:
         """Epochs the database has not taken yet (kept after a failed write)."""
