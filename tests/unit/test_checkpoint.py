@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -50,17 +51,20 @@ def settings(tmp_path) -> Settings:
     return s
 
 
+def stored(settings: Settings, spec: dict) -> str:
+    """A new job row of ``spec``, as POST /jobs stores it (not sent anywhere)."""
+    parsed, plan = validate_job(spec)
+    with session_scope(settings.database_url) as s:
+        job = Job(name=parsed.name, experiment=parsed.experiment,
+                  spec=parsed.model_dump(mode="json"), plan=plan.as_dict(), queue="cpu")
+        s.add(job)
+    return job.id
+
+
 def claimed(settings: Settings, spec: dict, job_id: str | None = None):
     """A claim of a new job row of ``spec`` (or a new claim of ``job_id``: this process's
     earlier claim counts as a lost worker's, so it is a takeover)."""
-    if job_id is None:
-        parsed, plan = validate_job(spec)
-        with session_scope(settings.database_url) as s:
-            job = Job(name=parsed.name, experiment=parsed.experiment,
-                      spec=parsed.model_dump(mode="json"), plan=plan.as_dict(), queue="cpu")
-            s.add(job)
-        job_id = job.id
-    got = api.claim(settings, job_id)
+    got = api.claim(settings, job_id or stored(settings, spec))
     assert isinstance(got, api.Claim), got
     return got
 
@@ -390,6 +394,56 @@ def test_a_resumed_reporter_skips_the_steps_its_run_has(settings):
     later = [(e, {"loss": 0.5, "accuracy": 0.5, "epoch_time_s": 0.02}) for e in (4, 5, 6)]
     assert rep._not_logged(later) == [(4, {"epoch_time_s": 0.02}), (5, {"epoch_time_s": 0.02}),
                                       later[2]]
+
+
+EPOCHS_RUN = 1500  # a few seconds: the stop comes well before the end
+
+
+@pytest.mark.skipif(not TF, reason="the worker's own loop runs on TensorFlow")
+def test_a_job_run_stopped_with_a_checkpoint_is_resumed_by_its_next_attempt(settings):
+    """worker.jobs.run end to end (MLflow off): checkpoint_and_stop() from another thread
+    stops the training at an epoch boundary with a checkpoint and leaves the job to its next
+    attempt, which goes on from it; the history equals an uncut run's."""
+    import threading
+
+    from worker.jobs.run import STOPPED, run_job
+
+    settings = dataclasses.replace(settings, report_interval_s=0.05)
+    spec = tiny_spec("job-run", epochs=EPOCHS_RUN)
+    uncut, job_id = stored(settings, spec), stored(settings, spec)
+    assert run_job(uncut, settings) == "succeeded"
+
+    def progress() -> int:
+        with session_scope(settings.database_url) as s:
+            return (s.get(Job, job_id).progress or {}).get("epoch", 0)
+
+    def stop_soon():
+        while progress() < 3:
+            time.sleep(0.005)
+        checkpointing.checkpoint_and_stop()
+
+    stopper = threading.Thread(target=stop_soon, daemon=True)
+    stopper.start()
+    assert run_job(job_id, settings) == STOPPED
+    stopper.join(5)
+    with session_scope(settings.database_url) as s:
+        j = s.get(Job, job_id)
+        stopped_at = s.get(Checkpoint, job_id).epoch
+        assert j.status == JobStatus.running and 3 <= stopped_at < EPOCHS_RUN
+        assert j.progress["epoch"] == stopped_at
+    assert run_job(job_id, settings) == "succeeded"
+    with session_scope(settings.database_url) as s:
+        j = s.get(Job, job_id)
+        assert (j.attempts, j.resumed_from_epoch) == (2, stopped_at)
+        assert j.summary["epochs_completed"] == EPOCHS_RUN
+        assert s.get(Checkpoint, job_id) is None
+
+        def rows(i):
+            return [(r.epoch, {k: v for k, v in r.metrics.items() if k != "epoch_time_s"})
+                    for r in s.query(JobEpoch).filter_by(job_id=i).order_by(JobEpoch.epoch)]
+
+        assert rows(job_id) == rows(uncut)
+        assert len(rows(job_id)) == EPOCHS_RUN
 
 
 def test_checkpoint_and_stop_reaches_the_running_training():
