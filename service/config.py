@@ -191,6 +191,11 @@ class Settings:
     # Seconds between the API's requests to a worker to end the MLflow runs left RUNNING by
     # jobs that have ended (a worker killed by the OOM killer, MLflow down at a run's end).
     reconcile_s: float = _env("KERASYARD_RECONCILE_S", 300.0)
+    # A training saves its whole state (a checkpoint, in the database) at the first epoch
+    # boundary after this many seconds, and again every as many, so that the next attempt of
+    # a job whose worker was lost goes on from there instead of from epoch 1; less often
+    # when a checkpoint takes longer than 2 % of the interval. 0 turns checkpoints off.
+    checkpoint_s: float = _env("KERASYARD_CHECKPOINT_S", 30.0)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -170,6 +170,7 @@ def serialize(settings: Settings, job: Job) -> dict:
         "mlflow": mlflow_ref(settings, job.mlflow_experiment_id, job.mlflow_run_id),
         "error": job.error,
         "attempts": job.attempts,
+        "resumed_from_epoch": job.resumed_from_epoch,
         "cancel_requested": job.cancel_requested,
         "pause_requested": bool(job.pause_requested),
         "sweep_id": job.sweep_id,

@@ -24,6 +24,10 @@ Groups:
   a job that went back to the queue; the trials
   recorded from a training: :func:`finish_recorded`, :func:`recorded_progress`,
   :func:`end_unrecorded` (:func:`trial_context` starts them running).
+- **Checkpoints** (fenced too): :func:`save_checkpoint` stores the training's state as the
+  job's newest checkpoint; an attempt whose claim says ``resumed_from_epoch`` reads it with
+  :func:`load_checkpoint` (:class:`StoredCheckpoint`), or :func:`start_over` when it does not
+  fit.
 - **Ends the worker records for a process it lost**: :func:`fail_out_of_memory` (the
   kernel killed a training child), :func:`job_ends` (what the MLflow reconciler reads).
 - **Sweeps**: :func:`trial_context` (:class:`TrialContext`, :class:`SharedTrial`),
@@ -66,6 +70,7 @@ from service.lifecycle import (
     Sender,
     Skip,
     StaleRun,
+    StoredCheckpoint,
     claim,
     end_unrecorded,
     fail_out_of_memory,
@@ -74,10 +79,13 @@ from service.lifecycle import (
     finished_by,
     heartbeat,
     job_ends,
+    load_checkpoint,
     mark_dispatched,
     record_epochs,
     recorded_progress,
+    save_checkpoint,
     set_run,
+    start_over,
     still_owned,
     stop,
     stopped_as,
@@ -118,6 +126,8 @@ __all__ = [
     "stop", "stopped_as", "mark_dispatched",
     "finish_recorded", "recorded_progress", "end_unrecorded",
     "fail_out_of_memory", "job_ends",
+    # checkpoints
+    "StoredCheckpoint", "save_checkpoint", "load_checkpoint", "start_over",
     # sweeps
     "TrialContext", "SharedTrial", "SweepParent", "ReportData", "Trial", "TrialJob",
     "trial_context", "parent_run", "adopt_parent_run", "pruner", "advance_sweep",

@@ -143,6 +143,10 @@ def _job_schemas() -> dict:
                        "it fits its training set, not how it does on new data"},
         "mlflow": MLFLOW,
         "error": NULLABLE_OBJ, "attempts": {"type": "integer"},
+        "resumed_from_epoch": {
+            "type": ["integer", "null"],
+            "description": "the epoch of the checkpoint the current attempt went on after (its "
+            "worker was lost, killed or stopped); null when it started from scratch"},
         "cancel_requested": {"type": "boolean"},
         "pause_requested": {"type": "boolean", "description": "a pause was asked for and the "
                             "job's worker has not stopped yet (it does at the next epoch "

@@ -23,6 +23,10 @@
 - :mod:`.pausing`: :func:`pause` and :func:`resume` (the commands), and :func:`stop`, the
   fenced last write of an attempt that stopped at an epoch boundary on purpose (a pause, or
   its worker asked to shut down): ``paused``, or ``queued`` for the next worker.
+- :mod:`.checkpoints`: a job's newest checkpoint, written fenced (:func:`save_checkpoint`);
+  the claim of the next attempt goes on from it (:func:`carry_on`, :func:`resume_point`),
+  which reads it (:func:`load_checkpoint`) or, when it does not fit, starts over
+  (:func:`start_over`).
 - :mod:`.lost`: a job whose training child the kernel killed for memory fails saying so
   (:func:`fail_out_of_memory`); :func:`job_ends` is what the worker's MLflow reconciler reads.
 
@@ -33,6 +37,14 @@ end after the transaction (never under the row lock), and the worker decides how
 a job shows in MLflow.
 """
 
+from service.lifecycle.checkpoints import (
+    StoredCheckpoint,
+    carry_on,
+    load_checkpoint,
+    resume_point,
+    save_checkpoint,
+    start_over,
+)
 from service.lifecycle.claims import (
     Sender,
     claim,
@@ -82,4 +94,6 @@ __all__ = [
     "mark_dispatched", "owner_alive", "pause", "record_epochs", "recorded_progress",
     "requeue_stale", "resumable", "resume", "set_run", "start", "start_recorded",
     "still_owned", "stop", "stopped_as", "worker_id",
+    "StoredCheckpoint", "save_checkpoint", "load_checkpoint", "start_over", "resume_point",
+    "carry_on",
 ]

@@ -8,13 +8,14 @@ import os
 import socket
 from typing import Protocol
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 
 from service.config import Settings
 from service.lifecycle import pausing
+from service.lifecycle.checkpoints import carry_on
 from service.lifecycle.rows import Claim, Fence, Skip, StaleRun, end, start, worker_id
 from service.store.db import session_scope
-from service.store.models import TERMINAL, Job, JobEpoch, JobStatus, as_utc, utcnow
+from service.store.models import TERMINAL, Job, JobStatus, as_utc, utcnow
 
 
 class Sender(Protocol):
@@ -98,11 +99,13 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
 
     The row lock serialises two deliveries of the same id. A delivery for a job another live
     worker is training (fresh heartbeat) or that has ended is skipped. A running job whose
-    worker is gone is taken over: the attempt number moves on (fencing the old worker off),
-    its epoch rows are cleared, and its MLflow run is handed back for ending. A job whose
-    worker died ``max_attempts`` times fails instead (attempts that stopped on purpose, a
-    pause or a worker's shutdown, do not count). A paused job is skipped, and one asked to
-    pause while its worker was lost is paused.
+    worker is gone is taken over: the attempt number moves on (fencing the old worker off).
+    A job with a checkpoint (:mod:`.checkpoints`) goes on from it: its epoch rows after the
+    checkpoint are cleared, and its MLflow run stays the job's for the new attempt to train
+    on in; without one its epoch rows are cleared and its MLflow run is handed back for
+    ending. A job whose worker died ``max_attempts`` times fails instead (attempts that
+    stopped on purpose, a pause or a worker's shutdown, do not count). A paused job is
+    skipped, and one asked to pause while its worker was lost is paused.
 
     Args:
         settings (Settings): The database, ``stale_heartbeat_s`` and ``max_attempts``.
@@ -139,15 +142,15 @@ def claim(settings: Settings, job_id: str, worker: str | None = None) -> Claim |
         why_not = _not_to_train(s, settings, job, now)
         if why_not is not None:
             return Skip(why_not, stale)
-        if job.attempts:
-            s.execute(delete(JobEpoch).where(JobEpoch.job_id == job_id))
         start(job, now, worker)
+        resumed = carry_on(s, job)
+        if resumed is not None:
+            stale = None  # the run goes on: this attempt trains on in it from the checkpoint
         job.attempts += 1
         job.heartbeat_at = now
         job.error = None
-        job.mlflow_run_id = job.mlflow_experiment_id = None
         return Claim(Fence(job.id, job.attempts), job.name, job.spec, job.sweep_id, stale,
-                     queue=job.queue)
+                     queue=job.queue, resumed_from_epoch=resumed)
 
 
 def _not_to_train(s, settings: Settings, job: Job, now: dt.datetime) -> str | None:

@@ -10,9 +10,10 @@ import os
 import socket
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import delete
+from sqlalchemy.orm import Session, object_session
 
-from service.store.models import TERMINAL, Job, JobStatus, utcnow
+from service.store.models import TERMINAL, Checkpoint, Job, JobStatus, utcnow
 
 
 class Ownership(enum.Enum):
@@ -64,6 +65,8 @@ class Claim:
     sweep_id: str | None
     stale_run: StaleRun | None = None
     queue: str | None = None  # the queue the job was sent to (the trial's next steps go there)
+    # The epoch of the job's checkpoint this attempt goes on after; None: from scratch.
+    resumed_from_epoch: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +103,7 @@ def end(job: Job, status: JobStatus, now: dt.datetime | None = None, *,
     """Make a row terminal: the one place a job ends.
 
     Inside the caller's transaction, on a row it has loaded (and locked where another writer
-    may race it).
+    may race it). The job's checkpoint goes with it: nothing resumes an ended job.
 
     Args:
         job (Job): The row.
@@ -119,6 +122,9 @@ def end(job: Job, status: JobStatus, now: dt.datetime | None = None, *,
         job.error = error
     if summary is not None:
         job.summary = summary
+    s = object_session(job)
+    if s is not None:
+        s.execute(delete(Checkpoint).where(Checkpoint.job_id == job.id))
 
 
 def start(job: Job, now: dt.datetime, worker: str) -> None:

@@ -107,6 +107,9 @@ class Job(Base):
     # A trial that differs from another only in fit.epochs is recorded from that one's
     # training ("train once for the epochs axis"); this is the id of the job that trains it.
     trained_by: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # The epoch the current attempt went on after, from the job's checkpoint (a resumed
+    # training); None when it started from scratch.
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Written by the worker's heartbeat thread; a running job whose heartbeat is stale belongs
     # to a worker that died (or hangs), and the next claim takes it over. ``attempts`` is the
     # fence: every write of a worker is conditional on the attempt number its claim took.
@@ -183,6 +186,24 @@ class JobEpoch(Base):
                                         primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     metrics: Mapped[dict] = mapped_column(JSONType)
+
+
+class Checkpoint(Base):
+    """The newest checkpoint of a running (or requeued) job's training, one row per job,
+    overwritten: its whole state at the end of epoch ``epoch`` (worker/training/checkpoint.py
+    writes and reads ``state``). Written fenced by the attempt that trained it; the next
+    attempt goes on from it. In the database so that a worker on any host can read it; gone
+    when the job ends."""
+
+    __tablename__ = "checkpoints"
+
+    job_id: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Dataset(Base):

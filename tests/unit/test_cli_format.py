@@ -180,6 +180,14 @@ def test_job_details_lists_the_lecture_arithmetic():
                                                                  "steps_per_epoch": 1})))
 
 
+def test_job_details_say_from_which_epoch_a_resumed_job_went_on():
+    facts = dict(line.split(None, 1) for line in plain(fmt.job_details(job(
+        resumed_from_epoch=57, attempts=2))).splitlines())
+    assert facts["resumed"] == ("after epoch 57, from its checkpoint (attempt 2: its worker "
+                                "was lost or stopped)")
+    assert "resumed" not in plain(fmt.job_details(job(resumed_from_epoch=None)))
+
+
 def test_job_details_list_each_layers_output_shape_and_params():
     plan = {**job()["plan"], "input_shape": [64], "memory_mb": 3.5, "layers": [
         {"name": "img", "type": "reshape", "output_shape": [8, 8, 1], "params": 0},

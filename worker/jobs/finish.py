@@ -26,7 +26,8 @@ class Outcome:
     summary: dict | None = None
     error: dict | None = None
     # Training stopped at an epoch boundary with a checkpoint (a pause, the worker's
-    # shutdown): the job does not end; stop_write says what it became.
+    # shutdown): the job does not end; stop_write says what it became; its next attempt goes
+    # on from the checkpoint.
     stopped: bool = False
 
 

@@ -86,6 +86,58 @@ class MlflowRun:
         self.step(lambda: inputs.log_inputs(cl, self.run_id, self.inputs),
                   "logging the dataset inputs", deadline)
 
+    def resume(self, job, sweep_id: str | None, ctx: api.TrialContext | None,
+               run_id: str | None, exp_id: str | None, epoch: int) -> None:
+        """A training resumed from its checkpoint at ``epoch`` goes on in the run the job
+        trained into (``run_id``): it is recorded on the job's row again, tagged with this
+        attempt, and the reporter skips the steps it has already (the attempt before logged
+        epochs after its checkpoint too). A run that is gone, deleted or FINISHED is not
+        reused: a new one is started and gets every epoch (:meth:`start`)."""
+        st = self.settings
+        cl = tracking.client(st.mlflow_tracking_uri)
+        deadline = Deadline(st.mlflow_retry_s)
+        run = self.step(lambda: self._reusable(cl, run_id), "reading the job's run", deadline)
+        if run is None:
+            log.warning("job %s: MLflow run %s cannot be resumed; starting a new run",
+                        self.job_id, run_id)
+            return self.start(job, sweep_id, ctx)
+        self.client, self.run_id = cl, run_id
+        if ctx is not None:
+            self.parent_run_id, _ = self.step(
+                lambda: tracking.sweep_parent_run(st, cl, ctx.sweep_id),
+                "reading the sweep's parent run", deadline)
+        answer = api.set_run(st, self.fence, run_id, exp_id)
+        if answer is Ownership.SUPERSEDED:  # the job's run still: its new owner goes on in it
+            self.signals.answer(answer, self.job_id)
+            self.client = self.run_id = None
+            return
+        self.step(lambda: self._reopen(cl, run_id, epoch), "tagging the resumed run", deadline)
+        self.reporter.mlflow_logged = self.step(lambda: tracking.logged_steps(cl, run_id),
+                                                "reading the run's logged steps", deadline)
+        self.reporter.mlflow, self.reporter.run_id = cl, run_id
+        self.inputs = self._dataset_inputs(job)
+
+    @staticmethod
+    def _reusable(cl, run_id: str | None):
+        """The run, when a resumed attempt can go on in it."""
+        if not run_id:
+            return None
+        try:
+            run = cl.get_run(run_id)
+        except Exception as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise
+        if run.info.lifecycle_stage != "active" or run.info.status == "FINISHED":
+            return None
+        return run
+
+    def _reopen(self, cl, run_id: str, epoch: int) -> None:
+        if cl.get_run(run_id).info.status != "RUNNING":  # ended by a reconciler meanwhile
+            cl.update_run(run_id, status="RUNNING")
+        cl.set_tag(run_id, "kerasyard.attempt", str(self.fence.attempt))
+        cl.set_tag(run_id, "kerasyard.resumed_from_epoch", str(epoch))
+
     def _dataset_inputs(self, job) -> list:
         """The job's training and validation data as MLflow dataset inputs (an upload named
         by its name when the database says it; by its id otherwise)."""

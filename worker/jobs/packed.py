@@ -17,6 +17,7 @@ from worker.recording import outcome
 from worker.recording.reporter import clean
 from worker.sweeps import pack as P
 from worker.sweeps import shared_trials
+from worker.training import checkpoint as C
 from worker.training import model as M
 from worker.training import trainer as F
 from worker.training import uploaded as U
@@ -32,6 +33,14 @@ class PackTrainer(JobTrainer):
         super().__init__(*args, **kwargs)
         self.towers: list[P.Tower] = []
         self.pack_fit_s = 0.0
+        self.pack = None  # the towers as one model (TensorFlow)
+
+    def build(self) -> None:
+        super().build()
+        if P.backend_packs():
+            x, y, bs = self.job.data.x_train, self.y_train, self.job.plan.batch_size
+            self.pack = P.make_pack([t.model for t in self.towers], self.job.spe,
+                                    (x[:bs], y[:bs]))
 
     def _callbacks(self) -> list:
         self.towers = towers = self._towers(self.checkpoint_folder())
@@ -74,13 +83,11 @@ class PackTrainer(JobTrainer):
         x, y, fit_kw = self.job.data.x_train, self.y_train, self.fit_kw()
         t0 = time.perf_counter()
         try:
-            if P.backend_packs():
-                bs = fit_kw["batch_size"]
-                pk = P.make_pack([t.model for t in self.towers], fit_kw["steps_per_execution"],
-                                 (x[:bs], y[:bs]))
-                F.fit(pk, x, y, epochs=self.job.plan.epochs, callbacks=[self.callback],
+            if self.pack is not None:
+                F.fit(self.pack, x, y, epochs=self.job.plan.epochs, callbacks=self.callbacks,
                       **fit_kw)
                 return
+            fit_kw.update(orders=None, initial_epoch=0)  # each tower's own fit from its start
             self.callback = P.fit_in_turn(
                 self.towers, self.callback, self.reporter, self.signals,
                 lambda t, cb: F.fit(t.model, x, y, epochs=t.epochs, callbacks=[cb], **fit_kw))
@@ -94,6 +101,52 @@ class PackTrainer(JobTrainer):
             return None
         longest = max(len(t.history) for t in self.towers)
         return [sum(1 for t in self.towers if len(t.history) > i) for i in range(longest)]
+
+    # --- checkpoints: the pack as a whole (TensorFlow; towers fit in turn are not) ----------
+
+    def checkpoints(self) -> bool:
+        return P.backend_packs()
+
+    def _state(self, meta: dict, arrays: dict) -> None:
+        towers = []
+        for t in self.towers:
+            p = f"t{t.index}"
+            arrays.update(C.model_arrays(t.model, p))
+            history, h = C.history_state(t.history, p + "/history")
+            saved, f = C.files_state(t.saved, p + "/saved")
+            arrays.update(h)
+            arrays.update(f)
+            towers.append({"key": P.tower_key(t.raw), "index": t.index, "history": history,
+                           "saved": saved, "ended": t.ended, "ended_at": t.ended_at,
+                           "cancelled": sorted(t.cancelled),
+                           "active": t.index in self.callback.active})
+        meta["towers"] = towers
+
+    def _stored_towers(self, state) -> list[tuple[P.Tower, dict]]:
+        """Each tower with its state in the checkpoint (matched by configuration: a tower
+        whose trials were all recorded before the checkpoint's attempt died is not here)."""
+        stored = {t["key"]: t for t in state.meta["towers"]}
+        missing = [t.index for t in self.towers if P.tower_key(t.raw) not in stored]
+        if missing:
+            raise C.CheckpointMismatch(f"towers {missing} are not in the checkpoint")
+        return [(t, stored[P.tower_key(t.raw)]) for t in self.towers]
+
+    def _check(self, state) -> None:
+        for t, st in self._stored_towers(state):
+            C.check_model(t.model, state.arrays, f"t{st['index']}")
+
+    def _restore(self, state) -> None:
+        leaving = []
+        for t, st in self._stored_towers(state):
+            p = f"t{st['index']}"
+            C.restore_model(t.model, state.arrays, p)
+            t.history[:] = C.restore_history(st["history"], state.arrays, p + "/history")
+            t.saved.update(C.restore_files(st["saved"], state.arrays, p + "/saved",
+                                           t.checkpoints, t.model))
+            t.ended, t.ended_at, t.cancelled = st["ended"], st["ended_at"], set(st["cancelled"])
+            if not st["active"]:
+                leaving.append(t.index)
+        P.restore_left(self.callback, self.towers[0], leaving, self.pack)
 
     def _progress(self) -> None:
         """Live progress of the trials the pack carries; reads which were asked to cancel."""

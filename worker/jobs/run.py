@@ -23,7 +23,8 @@ from service import worker_api as api
 from service.config import Settings
 from service.worker_api import Claim, JobStatus, Ownership
 from worker import gpu, shutdown
-from worker.jobs.claim import claim
+from worker.jobs import checkpointing
+from worker.jobs.claim import claim, end_stale_run
 from worker.jobs.finish import Outcome, final_write, stop_write
 from worker.jobs.mlflow_run import MlflowRun
 from worker.jobs.packed import PackTrainer
@@ -36,6 +37,7 @@ from worker.recording.reporter import Heartbeat, Reporter, Signals, clean
 from worker.recording.sender import WorkerSender
 from worker.sweeps import pack as P
 from worker.sweeps import shared_trials
+from worker.training import checkpoint as C
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,10 @@ class JobRun:
         outcome = Outcome(JobStatus.failed)
         try:
             try:
-                with shutdown.training(self.signals):  # a worker asked to stop stops this
-                    self.ctx = api.trial_context(self.settings, self.claim)
+                self.ctx = api.trial_context(self.settings, self.claim)
+                # A worker asked to stop (shutdown) or a pause stops this at an epoch boundary,
+                # with a checkpoint (checkpointing).
+                with shutdown.training(self.signals), checkpointing.Running(self.signals):
                     outcome = self._train()
             except BaseException as exc:  # SoftTimeLimitExceeded derives from Exception too
                 outcome = self._failed(exc)
@@ -104,12 +108,20 @@ class JobRun:
         job = prepare(st, self.claim.spec)
         self.reporter.epochs = job.plan.epochs
         trainer = self._trainer(job)
+        resume = self._checkpoint()
         if st.mlflow_logging and not self.superseded:
-            self.mlflow.start(job, self.claim.sweep_id, self.ctx)
+            if resume is None:
+                self.mlflow.start(job, self.claim.sweep_id, self.ctx)
+            else:
+                stored, state = resume
+                self.mlflow.resume(job, self.claim.sweep_id, self.ctx, stored.mlflow_run_id,
+                                   stored.mlflow_experiment_id, state.epoch)
         self.reporter.on_epochs = api.pruner(st, self.ctx)
         trainer.build()
         try:
-            fit_time = self._fit(trainer)
+            if resume is not None:
+                self._restore(trainer, resume[1], job)
+            fit_time = self._fit(trainer) + trainer.fit_time_before
             # Every epoch is in MLflow before the artifacts; an MLflow that does not answer
             # now delays the job (bounded), it does not lose the epochs.
             end_deadline = Deadline(st.mlflow_retry_s)
@@ -117,14 +129,60 @@ class JobRun:
             if self.reporter.mlflow_pending() and not self.superseded:
                 self.mlflow.step(self.mlflow.flush_metrics, "logging the last epochs' metrics",
                                  end_deadline)
-            trainer.record(self.mlflow)
+            stopped = trainer.callback.stopped
+            if not stopped:  # a stopped training's trials are recorded by the next attempt
+                trainer.record(self.mlflow)
         finally:
             trainer.close()
         if self.superseded:
             return Outcome(JobStatus.failed)  # never written: _end sees the signal
-        if trainer.callback.stopped:  # a pause or the worker's shutdown: the job goes on
+        if stopped:  # a pause or the worker's shutdown: the job goes on from its checkpoint
             return Outcome(JobStatus.paused, stopped=True)
         return self._outcome(job, trainer, fit_time, end_deadline)
+
+    # --- resuming from a checkpoint ----------------------------------------------------------
+
+    def _checkpoint(self) -> tuple[api.StoredCheckpoint, C.State] | None:
+        """The checkpoint this attempt goes on from (its claim said so), read; None: from
+        scratch (none, or one that cannot be read: the job starts over)."""
+        if self.claim.resumed_from_epoch is None:
+            return None
+        stored = retry_db(self.settings, f"checkpoint of job {self.job_id}",
+                          lambda: api.load_checkpoint(self.settings, self.fence))
+        try:
+            if stored is None:
+                raise C.CheckpointMismatch("it is gone")
+            return stored, C.from_bytes(stored.state)
+        except Exception as exc:
+            self._start_over(f"its checkpoint could not be read: {exc}")
+            return None
+
+    def _restore(self, trainer: JobTrainer, state: C.State, job: JobInputs) -> None:
+        """The checkpoint's state into the built trainer; one that does not fit its models
+        starts the job over (a new MLflow run: the one resumed in is ended)."""
+        try:
+            trainer.restore(state)
+        except C.CheckpointMismatch as exc:
+            self._start_over(f"its checkpoint does not fit the model: {exc}")
+            self.reporter.mlflow = self.reporter.run_id = None
+            self.reporter.mlflow_logged = {}
+            self.mlflow = MlflowRun(self.settings, self.fence, self.reporter, self.signals)
+            if self.settings.mlflow_logging and not self.superseded:
+                self.mlflow.start(job, self.claim.sweep_id, self.ctx)
+            return
+        self.reporter.resumed(trainer.history(), trainer.fit_time_before)
+        log.info("job %s: attempt %d goes on after epoch %d, from its checkpoint",
+                 self.job_id, self.fence.attempt, state.epoch)
+
+    def _start_over(self, reason: str) -> None:
+        log.warning("job %s: attempt %d starts from scratch: %s", self.job_id,
+                    self.fence.attempt, reason)
+        run_id = retry_db(self.settings, f"start over of job {self.job_id}",
+                          lambda: api.start_over(self.settings, self.fence))
+        if run_id is not None:
+            end_stale_run(self.settings, api.StaleRun(
+                run_id, False, f"attempt {self.fence.attempt} of this job could not resume "
+                f"from its checkpoint ({reason}) and trained again from scratch in a new run"))
 
     def _trainer(self, job: JobInputs) -> JobTrainer:
         """A pack when the sweep packed other configurations into this job, else one model."""
@@ -169,6 +227,10 @@ class JobRun:
             self.pruned_at = len(history)
             summary["pruned_at_epoch"] = len(history)
         summary.update(trainer.summary())
+        ckpt = trainer.checkpointer
+        if ckpt is not None and ckpt.saved:
+            summary["checkpoints"] = {"saved": ckpt.saved, "seconds": round(ckpt.seconds, 3),
+                                      "last_epoch": ckpt.last_epoch, "bytes": ckpt.last_size}
         # The chance levels were logged when the run started.
         self.mlflow.log_artifacts(job, trainer.model, history, status, end_deadline,
                                   outcome.run_metrics(summary))

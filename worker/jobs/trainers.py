@@ -4,9 +4,15 @@
 the sweep packed into this job.
 
 :class:`~.run.JobRun` prepares the job (:func:`prepare`), picks one trainer once, and calls it
-in this order: :meth:`JobTrainer.build` (once the MLflow run is started), :meth:`~JobTrainer.fit`,
-:meth:`~JobTrainer.record` (once every epoch is flushed), :meth:`~JobTrainer.summary`, and
-:meth:`~JobTrainer.close` in every case after fit.
+in this order: :meth:`JobTrainer.build` (once the MLflow run is started), for a resumed
+attempt :meth:`~JobTrainer.restore`, :meth:`~JobTrainer.fit`, :meth:`~JobTrainer.record`
+(once every epoch is flushed), :meth:`~JobTrainer.summary`, and :meth:`~JobTrainer.close` in
+every case after fit.
+
+Checkpoints (:mod:`.checkpointing`, :mod:`worker.training.checkpoint`): a trainer's
+:meth:`~JobTrainer.state` is everything the rest of its training depends on, and
+:meth:`~JobTrainer.restore` puts it back into a trainer built from the same spec, which then
+trains on from the epoch after it to the same end, bit for bit.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from pathlib import Path
 from service import worker_api as api
 from service.config import Settings
 from service.worker_api import Fence
+from worker.jobs import checkpointing
 from worker.recording.reporter import Reporter, Signals
 from worker.sweeps import shared_trials
+from worker.training import checkpoint as C
 from worker.training import datasets as D
 from worker.training import model as M
 from worker.training import uploaded as U
@@ -88,6 +96,10 @@ class JobTrainer(abc.ABC):
         self.y_train = self.y_val = None
         self.ckpt_dir = None
         self.timings: dict = {}
+        self.orders: D.EpochOrders | None = None  # the data order, read by checkpoints
+        self.checkpointer = None  # the checkpoint callback (None: checkpoints are off)
+        self.start_epoch = 0  # epochs done before this attempt's fit (from a checkpoint)
+        self.fit_time_before = 0.0  # their fit seconds
 
     @property
     def superseded(self) -> bool:
@@ -108,6 +120,11 @@ class JobTrainer(abc.ABC):
         self.y_val = M.prepare_targets(self.job.data.y_val, spec, plan)
         self.ckpt_dir = shared_trials.checkpoint_dir() if self.ctx and self.ctx.shared else None
         self.callbacks = self._callbacks()
+        self.orders = D.epoch_orders(self.job.data.n_train, spec.fit.seed, spec.fit.shuffle)
+        if self.settings.checkpoint_s > 0 and self.checkpoints():
+            self.checkpointer = checkpointing.checkpoint_callback(
+                self, plan.epochs, self.settings.checkpoint_s)
+            self.callbacks.append(self.checkpointer)  # last: it reads the others' state
 
     @abc.abstractmethod
     def _callbacks(self) -> list:
@@ -118,11 +135,64 @@ class JobTrainer(abc.ABC):
         """Train until the last epoch, or until a callback stops it."""
 
     def fit_kw(self) -> dict:
-        """The arguments of :func:`worker.training.trainer.fit` besides the data and epochs."""
+        """The arguments of :func:`worker.training.trainer.fit` besides the data and epochs
+        (a resumed training's first epoch and data order included)."""
         job = self.job
         val = None if job.data.x_val is None else (job.data.x_val, self.y_val)
         return {"batch_size": job.plan.batch_size, "steps_per_execution": job.spe,
-                "seed": job.spec.fit.seed, "shuffle": job.spec.fit.shuffle, "validation": val}
+                "seed": job.spec.fit.seed, "shuffle": job.spec.fit.shuffle, "validation": val,
+                "initial_epoch": self.start_epoch, "orders": self.orders}
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def checkpoints(self) -> bool:
+        """Whether this trainer's training can be checkpointed and resumed."""
+        return True
+
+    def state(self, epoch: int, fit_s: float) -> C.State:
+        """The training's whole state at the end of ``epoch`` (``fit_s``: this attempt's
+        fit seconds so far): what the trainer adds (:meth:`_state`), the data order's
+        position, Keras's global seed, whether the pruner said stop."""
+        meta = {"orders": self.orders.state_before(epoch),
+                "fit_time_s": self.fit_time_before + fit_s,
+                "prune": self.signals.prune.is_set()}
+        arrays = C.seed_state()
+        self._state(meta, arrays)
+        return C.State(epoch, meta, arrays)
+
+    def restore(self, state: C.State) -> None:
+        """Put a checkpoint's state back into this trainer (built); fit then starts at the
+        epoch after it. Raises :class:`~worker.training.checkpoint.CheckpointMismatch`, with
+        nothing changed, when it does not fit."""
+        self._check(state)
+        self._restore(state)
+        spec = self.job.spec
+        self.orders = D.EpochOrders(self.job.data.n_train, spec.fit.seed, spec.fit.shuffle,
+                                    state=state.meta["orders"], start=state.epoch)
+        self.start_epoch, self.fit_time_before = state.epoch, state.meta["fit_time_s"]
+        C.restore_seed_state(state.arrays)
+        if state.meta.get("prune"):
+            self.signals.prune.set()
+
+    def after_train_begin(self) -> None:
+        """Called by the checkpoint callback after every callback's ``on_train_begin`` (which
+        resets their state): a resumed trainer puts callbacks' state back here."""
+
+    @abc.abstractmethod
+    def _state(self, meta: dict, arrays: dict) -> None:
+        """Add the models, their optimizers and the callbacks' state."""
+
+    @abc.abstractmethod
+    def _check(self, state: C.State) -> None:
+        """Raise CheckpointMismatch unless ``state`` fits this trainer's models."""
+
+    @abc.abstractmethod
+    def _restore(self, state: C.State) -> None:
+        """Put back what :meth:`_state` added."""
+
+    def history(self) -> list[dict]:
+        """This job's own epochs so far (the reporter's)."""
+        return self.callback.history
 
     def record(self, run) -> None:
         """The shared trials this job's own model reached, each recorded as a finished job

@@ -39,10 +39,10 @@ class Signals:
     cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
     prune: threading.Event = dataclasses.field(default_factory=threading.Event)
     superseded: threading.Event = dataclasses.field(default_factory=threading.Event)
-    # Stop at the next epoch boundary with a checkpoint, without ending the job: a fenced
-    # write answered PAUSE, or the worker was asked to shut down (worker/shutdown.py). The
-    # attempt then ends through service.worker_api.stop (paused, or queued for the next
-    # worker).
+    # Stop at the next epoch boundary with a checkpoint (worker.jobs.checkpointing saves it),
+    # without ending the job: a fenced write answered PAUSE, or the worker was asked to shut
+    # down (worker/shutdown.py). The attempt then ends through service.worker_api.stop
+    # (paused, or queued for the next worker), and the next attempt goes on from it.
     stop_with_checkpoint: threading.Event = dataclasses.field(default_factory=threading.Event)
 
     def answer(self, ownership: Ownership, job_id: str) -> None:
@@ -147,6 +147,10 @@ class Reporter:
         self.mlflow_last_error: str | None = None  # "Type: message" of the last failed call
         self._db_failing = False
         self.last_epoch = 0  # the last epoch fit finished
+        # A resumed training: its fit seconds before the checkpoint (elapsed and ETA count
+        # them), and the steps its MLflow run has of each metric already (not logged again).
+        self.elapsed_before = 0.0
+        self.mlflow_logged: dict[str, int] = {}
         # Called from this thread with each batch of new epochs; True stops training (a sweep
         # trial's pruner).
         self.on_epochs: Callable[[list[tuple[int, dict]]], bool] | None = None
@@ -160,6 +164,22 @@ class Reporter:
 
     def fit_started(self) -> None:
         self._t0 = time.monotonic()  # elapsed and ETA count from here
+
+    def resumed(self, history: list[dict], elapsed_before: float) -> None:
+        """A training resumed after ``len(history)`` epochs (``history``: theirs, from the
+        checkpoint; the database has them): MLflow gets those its run does not have yet."""
+        self.last_epoch = len(history)
+        self.elapsed_before = elapsed_before
+        pending = list(enumerate(history, start=1))
+        if self.mlflow_logged:
+            pending = self._not_logged(pending)
+        with self._lock:
+            self._pending_mlflow[:0] = pending
+
+    def db_pending(self) -> int:
+        """Epochs the database has not taken yet (kept after a failed write)."""
+        with self._lock:
+            return len(self._pending_db)
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self.last_epoch = epoch
@@ -249,7 +269,7 @@ class Reporter:
 
     def progress(self, last: tuple[int, dict]) -> dict:
         epoch, metrics = last
-        elapsed = time.monotonic() - self._t0
+        elapsed = self.elapsed_before + time.monotonic() - self._t0
         eta = elapsed / epoch * (self.epochs - epoch) if epoch else None
         return {"epoch": epoch, "epochs": self.epochs, "metrics": clean(metrics),
                 "elapsed_s": round(elapsed, 3), "eta_s": None if eta is None else round(eta, 3)}
@@ -266,6 +286,8 @@ class Reporter:
             return
         with self._lock:
             batch = self._mlflow_share(final)
+        if self.mlflow_logged:
+            batch = self._not_logged(batch)
         if not batch:
             return
         started = time.monotonic()
@@ -284,6 +306,20 @@ class Reporter:
             self._mlflow_stamps.pop(epoch, None)
         values = sum(len(m) for _, m in batch)
         self._cost_per_value = 0.5 * self._cost_per_value + 0.5 * took / max(values, 1)
+
+    def _not_logged(self, batch: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+        """A resumed run's epochs less the metrics its run has at those steps already (the
+        attempt before logged them after its checkpoint, the same values but epoch_time_s)."""
+        last = max(self.mlflow_logged.values())
+        out = []
+        for epoch, metrics in batch:
+            if epoch > last:
+                out.append((epoch, metrics))
+                continue
+            left = {k: v for k, v in metrics.items() if epoch > self.mlflow_logged.get(k, 0)}
+            if left:
+                out.append((epoch, left))
+        return out
 
     def close(self) -> None:
         self._stop.set()
@@ -314,6 +350,9 @@ def epoch_callback(reporter: Reporter, signals: Signals,
             self.nan_epoch: int | None = None
             self.superseded = self.cancelled = self.pruned = self.stopped = False
             self.saved: dict[int, Path] = {}
+            # The epoch training stopped at, with a checkpoint, on signals.stop_with_checkpoint
+            # (worker.jobs.checkpointing); None when it did not stop so.
+            self.checkpointed_epoch: int | None = None
             self._t = time.perf_counter()
 
         def on_epoch_begin(self, epoch, logs=None):

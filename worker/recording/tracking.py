@@ -161,6 +161,13 @@ def log_epochs(cl, run_id: str, epochs: list[tuple[int, dict[str, float]]],
         cl.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
 
 
+def logged_steps(cl, run_id: str) -> dict[str, int]:
+    """Each metric of the run and the last step logged of it (a resumed run skips those)."""
+    metrics = cl.get_run(run_id).data.metrics
+    return {key: max((m.step for m in cl.get_metric_history(run_id, key)), default=0)
+            for key in metrics}
+
+
 def base_tags(job_id: str, sweep_id: str | None, digest: str, backend: str) -> dict[str, str]:
     tags = {
         "kerasyard.job_id": job_id,

@@ -192,6 +192,7 @@ def pack_callback(towers: list[Tower], reporter, signals, prefixed: bool = True,
             self.active = [t.index for t in towers]
             self.nan_epoch: int | None = None
             self.superseded = self.cancelled = self.pruned = self.stopped = False
+            self.checkpointed_epoch: int | None = None  # as the epoch callback's
             self._t = time.perf_counter()
             self._progress_at = time.monotonic()
 
@@ -280,6 +281,19 @@ def _leave(cb, own: Tower, leaving: list[int], prefixed: bool, stop: bool) -> No
         cb.stopped = cb.model.stop_training = True
     elif leaving and prefixed:
         cb.model.freeze(leaving)
+
+
+def restore_left(cb, own: Tower, left: list[int], pack) -> None:
+    """A resumed pack: the towers that had ``left`` it before the checkpoint are out of the
+    pack's step and of the callback ``cb``'s active towers again, and the job's own outcome
+    reads from its tower as at the checkpoint."""
+    cb.active = [i for i in cb.active if i not in left]
+    if left and pack is not None:
+        pack.freeze(left)
+    if own.ended == "diverged":
+        cb.nan_epoch = own.ended_at
+    cb.pruned = own.ended == "pruned"
+    cb.cancelled = own.ended == "cancelled"
 
 
 def _cancelled(t: Tower, signals) -> bool:

@@ -176,23 +176,61 @@ def build_dataset(spec: S.JobSpec, plan: S.TrainingPlan, load_upload: Callable |
                 x_val.astype(plan.input_dtype), y_val, plan.task, class_names, digest(x, y))
 
 
-def epoch_orders(n: int, seed: int, shuffle: bool = True):
+class EpochOrders:
     """Endless: each epoch's order of the ``n`` training rows, a fresh permutation each epoch
-    (``seed``), or the rows as they are."""
-    rng = np.random.default_rng(seed)
-    while True:
-        yield rng.permutation(n) if shuffle else np.arange(n)
+    from one generator seeded by ``seed``, or the rows as they are.
+
+    A checkpoint stores where the generator stood before an epoch's order was drawn
+    (:meth:`state_before`); built from that ``state`` with ``start`` = that epoch, it draws
+    the same orders from there on as the uninterrupted generator does. Whoever reads ahead
+    (an input pipeline that prefetches batches of the next epoch) does not move what
+    :meth:`state_before` answers for an epoch already drawn.
+    """
+
+    KEEP = 64  # epochs drawn whose starting state is kept (prefetching reads a few ahead)
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True, state: dict | None = None,
+                 start: int = 0):
+        self.n, self.shuffle = n, shuffle
+        self.rng = np.random.default_rng(seed)
+        if state is not None:
+            self.rng.bit_generator.state = state
+        self.drawn = start  # the epoch (0-based) whose order comes next
+        self._before: dict[int, dict] = {}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        self._before[self.drawn] = self.rng.bit_generator.state
+        self._before.pop(self.drawn - self.KEEP, None)
+        self.drawn += 1
+        return self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+
+    def state_before(self, epoch: int) -> dict:
+        """The generator's state before epoch ``epoch``'s (0-based) order was drawn."""
+        if epoch == self.drawn:
+            return self.rng.bit_generator.state
+        return self._before[epoch]
 
 
-def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True):
+def epoch_orders(n: int, seed: int, shuffle: bool = True) -> EpochOrders:
+    """Endless: each epoch's order of the ``n`` training rows, a fresh permutation each epoch
+    (``seed``), or the rows as they are (:class:`EpochOrders`)."""
+    return EpochOrders(n, seed, shuffle)
+
+
+def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, shuffle: bool = True,
+                  orders: EpochOrders | None = None):
     """Endless batches in :func:`epoch_orders`'s order (``Model.fit``'s input on the backends
-    where the worker's own loop does not run, see :mod:`worker.training.trainer`).
+    where the worker's own loop does not run, see :mod:`worker.training.trainer`); ``orders``:
+    that order from a checkpoint's position on (default: from the first epoch).
 
     Handing Keras one endless generator plus steps_per_epoch keeps one input iterator for the
     whole fit; with arrays, the TensorFlow backend builds a new tf.data iterator every epoch,
     which on the lecture example cost more than the 40 training steps themselves.
     """
-    for order in epoch_orders(len(x), seed, shuffle):
+    for order in orders if orders is not None else epoch_orders(len(x), seed, shuffle):
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
             yield x[idx], y[idx]

@@ -34,38 +34,46 @@ from worker.training import datasets as D
 
 def fit(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int,
         steps_per_execution: int, seed: int, shuffle: bool,
-        validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks=()
+        validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks=(),
+        initial_epoch: int = 0, orders: D.EpochOrders | None = None
         ) -> dict[str, list[float]]:
     """Train ``model`` (compiled and, for a pack, built) for ``epochs`` epochs of
     ``ceil(len(x) / batch_size)`` steps; the epoch order is
     :func:`~.datasets.epoch_orders` (``seed``, ``shuffle``); ``validation`` (x, y) is
     evaluated as one batch after each epoch. Returns the per-epoch logs (``Model.fit``'s
-    ``history.history``)."""
+    ``history.history``).
+
+    A resumed training (:mod:`.checkpoint`) starts at epoch ``initial_epoch`` (0-based, as
+    ``Model.fit`` counts) with ``orders`` standing where the checkpoint left the data order;
+    a caller that checkpoints hands in ``orders`` to read that position from."""
     import keras
 
     steps = -(-len(x) // batch_size)
     if steps % steps_per_execution:
         raise ValueError(f"steps_per_execution {steps_per_execution} does not divide the "
                          f"{steps} steps of an epoch")
+    if orders is None:
+        orders = D.epoch_orders(len(x), seed, shuffle)
     if getattr(x, "streamed", False):
-        return _fit_streamed(model, x, y, batch_size, epochs, seed, shuffle, validation,
-                             callbacks)
+        return _fit_streamed(model, x, y, batch_size, epochs, orders, validation, callbacks,
+                             initial_epoch)
     held = x.nbytes + y.nbytes + (0 if validation is None else
                                   validation[0].nbytes + validation[1].nbytes)
     if keras.backend.backend() != "tensorflow" or held > IN_GRAPH_DATA_MAX:
         return model.fit(
-            D.epoch_batches(x, y, batch_size, seed, shuffle), steps_per_epoch=steps,
+            D.epoch_batches(x, y, batch_size, seed, shuffle, orders), steps_per_epoch=steps,
             epochs=epochs, validation_data=None if validation is None else D.epoch_batches(
                 *validation, len(validation[0]), 0, shuffle=False),
             validation_steps=None if validation is None else 1, callbacks=list(callbacks),
-            verbose=0, shuffle=False).history
+            verbose=0, shuffle=False, initial_epoch=initial_epoch).history
     from worker.training.backends.tensorflow import TFLoop
 
     return TFLoop(model, x, y, batch_size, steps, steps_per_execution).fit(
-        epochs, D.epoch_orders(len(x), seed, shuffle), validation, callbacks)
+        epochs, orders, validation, callbacks, initial_epoch)
 
 
-def _fit_streamed(model, x, y, batch_size, epochs, seed, shuffle, validation, callbacks):
+def _fit_streamed(model, x, y, batch_size, epochs, orders, validation, callbacks,
+                  initial_epoch):
     """``Model.fit`` over :func:`~.datasets.epoch_batches` of streamed rows
     (:class:`~.streaming.StreamedRows`, gathered from a memory map batch by batch): the
     batches the in-memory path trains on; the validation set is evaluated in batches of
@@ -84,6 +92,7 @@ def _fit_streamed(model, x, y, batch_size, epochs, seed, shuffle, validation, ca
 
     steps = -(-len(x) // batch_size)
     return model.fit(
-        D.epoch_batches(x, y, batch_size, seed, shuffle), steps_per_epoch=steps, epochs=epochs,
-        validation_data=None if validation is None else Batches(),
-        callbacks=list(callbacks), verbose=0, shuffle=False).history
+        D.epoch_batches(x, y, batch_size, 0, orders=orders), steps_per_epoch=steps,
+        epochs=epochs, validation_data=None if validation is None else Batches(),
+        callbacks=list(callbacks), verbose=0, shuffle=False,
+        initial_epoch=initial_epoch).history

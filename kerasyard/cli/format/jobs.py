@@ -228,6 +228,9 @@ def job_details(job: dict) -> Table:
         rows.append(("plan", plan_line(plan)))
         rows.append(("params", params_line(plan)))
         rows += layer_rows(plan)
+    if job.get("resumed_from_epoch") is not None:
+        rows.append(("resumed", f"after epoch {job['resumed_from_epoch']}, from its checkpoint "
+                     f"(attempt {job.get('attempts')}: its worker was lost or stopped)"))
     if job.get("status") != "queued":
         rows.append(("progress", progress_line(job)))
         rows += metric_rows(job)

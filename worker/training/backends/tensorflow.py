@@ -64,8 +64,10 @@ class TFLoop:
 
         return evaluate
 
-    def fit(self, epochs: int, orders, validation, callbacks) -> dict[str, list[float]]:
-        """``orders`` gives each epoch's order of the training rows."""
+    def fit(self, epochs: int, orders, validation, callbacks, initial_epoch: int = 0
+            ) -> dict[str, list[float]]:
+        """``orders`` gives each epoch's order of the training rows, from epoch
+        ``initial_epoch`` (0-based; a resumed training's first)."""
         model = self.model
         cbs = keras.callbacks.CallbackList(list(callbacks), model=model, epochs=epochs,
                                            steps=self.steps, verbose=0)
@@ -74,7 +76,7 @@ class TFLoop:
         history: dict[str, list[float]] = {}
         model.stop_training = False
         cbs.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             cbs.on_epoch_begin(epoch)
             execution, evaluate = self._functions()
