@@ -275,8 +275,10 @@ def test_a_killed_pack_resumes_as_a_whole(rsettings, rclient, rworker, mlflow_cl
 def test_a_killed_training_resumes_with_the_shorter_trial_it_carries(
         rsettings, rclient, rworker, mlflow_client):
     """Killed after a checkpoint past the carried trial's 300 epochs: its model at epoch 300
-    comes back from the checkpoint."""
+    comes back from the checkpoint. The training goes on to 3,000 epochs, so that a moment to
+    kill comes after epoch 300 even where a busy machine spaces the checkpoints out (each is
+    due no sooner than 50 times the last one's duration)."""
     cut, uncut = cut_and_uncut_sweeps(rsettings, rclient, mlflow_client,
-                                      {"fit.epochs": [300, EPOCHS]}, 301)
+                                      {"fit.epochs": [300, 3 * EPOCHS]}, 301)
     for name in cut:
         assert_equal_trainings(rclient, mlflow_client, cut[name], uncut[name])
