@@ -402,11 +402,12 @@ EPOCHS_RUN = 1500  # a few seconds: the stop comes well before the end
 @pytest.mark.skipif(not TF, reason="the worker's own loop runs on TensorFlow")
 def test_a_job_run_stopped_with_a_checkpoint_is_resumed_by_its_next_attempt(settings):
     """worker.jobs.run end to end (MLflow off): checkpoint_and_stop() from another thread
-    stops the training at an epoch boundary with a checkpoint and leaves the job to its next
-    attempt, which goes on from it; the history equals an uncut run's."""
+    stops the training at an epoch boundary with a checkpoint and puts the job back in the
+    queue (as a worker's shutdown does) for its next attempt, which goes on from it; the
+    history equals an uncut run's."""
     import threading
 
-    from worker.jobs.run import STOPPED, run_job
+    from worker.jobs.run import run_job
 
     settings = dataclasses.replace(settings, report_interval_s=0.05)
     spec = tiny_spec("job-run", epochs=EPOCHS_RUN)
@@ -424,12 +425,12 @@ def test_a_job_run_stopped_with_a_checkpoint_is_resumed_by_its_next_attempt(sett
 
     stopper = threading.Thread(target=stop_soon, daemon=True)
     stopper.start()
-    assert run_job(job_id, settings) == STOPPED
+    assert run_job(job_id, settings) == "queued"
     stopper.join(5)
     with session_scope(settings.database_url) as s:
         j = s.get(Job, job_id)
         stopped_at = s.get(Checkpoint, job_id).epoch
-        assert j.status == JobStatus.running and 3 <= stopped_at < EPOCHS_RUN
+        assert j.status == JobStatus.queued and 3 <= stopped_at < EPOCHS_RUN
         assert j.progress["epoch"] == stopped_at
     assert run_job(job_id, settings) == "succeeded"
     with session_scope(settings.database_url) as s:
