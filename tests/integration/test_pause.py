@@ -110,7 +110,11 @@ def test_a_running_job_pauses_frees_its_worker_resumes_and_is_cancelled_while_pa
 
     resp = client.post(f"/api/v1/jobs/{job_id}/resume")
     assert resp.status_code == 202 and resp.get_json()["status"] == "queued", resp.get_json()
-    _training(get, job_id, 2)
+    resumed = _training(get, job_id, 2)
+    # It goes on from the checkpoint the pause wrote, at the epoch it paused after, in the
+    # same MLflow run (reopened).
+    assert resumed["resumed_from_epoch"] == paused["progress"]["epoch"], resumed
+    assert resumed["mlflow"]["run_id"] == paused["mlflow"]["run_id"]
     resp = client.post(f"/api/v1/jobs/{job_id}/resume")
     assert resp.status_code == 409, resp.get_json()
     assert "is running; only a paused job" in resp.get_json()["error"]["message"]
@@ -382,11 +386,13 @@ def test_a_worker_asked_to_stop_stops_at_an_epoch_boundary_and_the_next_worker_t
     assert done["worker"] != first["worker"]
     assert done["summary"]["epochs_completed"] == SIGTERM_EPOCHS
     assert _row(settings, job_id)["stopped_attempts"] == 1  # not a lost attempt
+    # The second attempt went on from the checkpoint the shutdown wrote, in the same MLflow
+    # run: one FINISHED run with one point per epoch.
+    assert done["resumed_from_epoch"] is not None and done["resumed_from_epoch"] >= 3, done
+    assert done["mlflow"]["run_id"] == first["mlflow"]["run_id"]
     assert ended_run(mlflow_client, done["mlflow"]["run_id"]).info.status == "FINISHED"
-    if first["mlflow"]["run_id"] != done["mlflow"]["run_id"]:  # the stopped attempt's own run
-        run = ended_run(mlflow_client, first["mlflow"]["run_id"])
-        assert run.info.status == "KILLED"
-        assert "its worker was shut down" in run.data.tags["kerasyard.stopped"]
+    steps = [m.step for m in mlflow_client.get_metric_history(done["mlflow"]["run_id"], "loss")]
+    assert sorted(steps) == list(range(1, SIGTERM_EPOCHS + 1)), steps
     log = a.text()
     assert "warm shutdown: 1 training process asked to stop" in log
     assert re.search(rf"job {job_id}: stopped after epoch (\d+): its worker was shut down",

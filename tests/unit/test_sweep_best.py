@@ -167,6 +167,27 @@ def test_show_says_the_best_its_runner_up_and_the_noise_in_one_sentence():
         "best: trial 0 (t0)  val_loss 1.000 over 1 seed"
 
 
+def test_show_names_the_registered_winner_or_why_there_is_none():
+    from rich.console import Console
+
+    from kerasyard.cli import format as fmt
+
+    def shown(report):
+        console = Console(width=200, record=True)
+        console.print(fmt.sweep_details({"id": "s" * 32, "name": "lecture", "status":
+                                         "succeeded", "report": report, "trials": []}))
+        return console.export_text()
+
+    url = "http://mlflow.local/#/models/lecture/versions/3?mode"
+    out = shown({"registered_model": {"name": "lecture", "version": "3", "alias": "best",
+                                      "url": url}})
+    line = next(x for x in out.splitlines() if x.lstrip().startswith("best model"))
+    assert "models:/lecture@best (version 3)" in line and url in line, out
+    out = shown({"registered_model": None, "no_model_registered": "KERASYARD_LOG_MODEL is off"})
+    assert "none registered: KERASYARD_LOG_MODEL is off" in out
+    assert "best model" not in shown(None)
+
+
 def test_job_listings_keep_sweep_trials_apart(tmp_path):
     """``GET /jobs?standalone=true`` lists the jobs submitted on their own, ``false`` the
     sweeps' trials; filters combine; a value that is not true or false is a 400 naming the

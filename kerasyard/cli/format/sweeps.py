@@ -165,6 +165,18 @@ def best_line(sweep: dict) -> str | None:
     return line
 
 
+def registered_line(sweep: dict) -> str | None:
+    """Where the winner's model is (``models:/<name>@best``, version and its page), or why
+    none was registered; None before the report is written."""
+    report = sweep.get("report") or {}
+    model = report.get("registered_model")
+    if model:
+        return (f"models:/{model.get('name')}@{model.get('alias') or 'best'} "
+                f"(version {model.get('version')})  {model.get('url') or ''}").rstrip()
+    why = report.get("no_model_registered")
+    return f"none registered: {why}" if why else None
+
+
 def sweep_header(sweep: dict) -> str:
     return (f"sweep {sweep.get('name') or '?'} ({short_id(sweep.get('id'))}) "
             f"{sweep.get('status')}  {sweep.get('method', '')}  {sweep_progress(sweep)}")
@@ -228,6 +240,9 @@ def sweep_details(sweep: dict) -> RenderableType:
         rows.append(("error", Text(f"{err.get('type', 'error')}: {err.get('message', '')}"
                                    if isinstance(err, dict) else str(err), style="red")))
     rows.append(("mlflow", (sweep.get("mlflow") or {}).get("url") or "-"))
+    model = registered_line(sweep)
+    if model:
+        rows.append(("best model", model))
     rows.append(("created", sweep.get("created_at") or "-"))
     if sweep.get("finished_at"):
         rows.append(("finished", f"{sweep['finished_at']} (took {fmt_duration(took(sweep))})"))
