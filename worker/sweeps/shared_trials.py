@@ -56,6 +56,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
     (:func:`worker.recording.outcome.fit_share`)."""
     done = []
     trials = ctx.shared if trials is None else trials
+    experiments: dict[str, str] = {}  # name -> id: the trials of a training share theirs
     pruned_id = max(trials, key=lambda t: t.epochs).id if pruned_model is not None and trials \
         else None
     for trial in trials:
@@ -74,7 +75,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
                                  trainer_run_id, data, history[:e],
                                  pruned_model if pruned else saved[e],
                                  JobStatus.pruned if pruned else JobStatus.succeeded, timings,
-                                 inputs, active)
+                                 inputs, active, experiments)
         except Exception as exc:
             log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
             api.end_unrecorded(
@@ -96,8 +97,10 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
                 parent_run_id: str | None, trainer_run_id: str | None, data,
                 history: list[dict], checkpoint, status: JobStatus = JobStatus.succeeded,
                 timings: dict | None = None, inputs: list | None = None,
-                active: list[int] | None = None) -> Ownership:
-    """``checkpoint``: where the model was saved at the trial's epochs, or the model."""
+                active: list[int] | None = None,
+                experiments: dict[str, str] | None = None) -> Ownership:
+    """``checkpoint``: where the model was saved at the trial's epochs, or the model.
+    ``experiments``: experiment ids by name looked up already (this adds to it)."""
     import keras
 
     spec, plan = api.validate(settings, trial.spec)
@@ -108,7 +111,10 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
     if cl is not None:
         model = keras.models.load_model(checkpoint) if isinstance(checkpoint, Path) \
             else checkpoint
-        exp_id = tracking.experiment_id(cl, spec.experiment)
+        experiments = {} if experiments is None else experiments
+        if spec.experiment not in experiments:
+            experiments[spec.experiment] = tracking.experiment_id(cl, spec.experiment)
+        exp_id = experiments[spec.experiment]
         tags = tracking.base_tags(trial.id, ctx.sweep_id, data.digest, keras.backend.backend())
         if parent_run_id:
             tags.update(child_tags(ctx, parent_run_id, trial))
@@ -130,14 +136,16 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
             # metric (one request per metric) to link the model to step 0's metrics, which
             # a run whose steps are epochs (1..n) does not have: 0.4 s a trial for nothing.
             t0 = time.perf_counter()
-            artifacts.log_model(settings, model, data, run_id)
+            artifacts.log_model(settings, model, data, run_id, experiment_id=exp_id,
+                                params=params)
             if timings is not None:
                 timings["model_log_s"] = timings.get("model_log_s", 0.0) + \
                     time.perf_counter() - t0
         # The epochs, and the run's best epoch, fit time and chance levels, in one call.
         tracking.log_epochs(cl, run_id, list(enumerate(history, start=1)),
                             outcome.run_metrics(summary, chance))
-        artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data, history)
+        artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data, history,
+                                  lean=settings.lean_recording)
     progress = {"epoch": len(history), "epochs": plan.epochs, "metrics": clean(history[-1])}
     answer = api.finish_recorded(settings, fence, trial.id,
                                        epochs=[clean(h) for h in history], summary=summary,
