@@ -7,6 +7,7 @@ import csv
 import json
 import tempfile
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from service.config import Settings
@@ -45,7 +46,35 @@ def write_artifacts(cl, run_id: str, raw: dict, spec, plan, model, data,
             counts = plots.confusion_counts(y, pred, plan.n_classes or 2)
             fig.confusion_matrix(counts, data.class_names or [], out / f"confusion_matrix.{ext}",
                                  f"confusion matrix ({which} set)")
-        cl.log_artifacts(run_id, str(out))
+        if lean:
+            upload(cl, out, run_id=run_id)
+        else:
+            cl.log_artifacts(run_id, str(out))
+
+
+def upload(cl, folder: Path, *, run_id: str | None = None, model_id: str | None = None) -> None:
+    """Every file under ``folder`` to the run's (or the logged model's) artifacts, the
+    files side by side: one request each either way, but on the project's 2-core machine six
+    small files took 0.02-0.03 s at once against 0.06-0.18 s one after another. A client
+    without MLflow's artifact-repository lookup uploads them one after another."""
+    resource, rid = ("run", run_id) if run_id else ("logged_model", model_id)
+    try:
+        repo = cl._tracking_client._get_artifact_repo(rid, resource=resource)
+    except AttributeError:  # another client (or a future MLflow): its own sequential upload
+        if run_id:
+            cl.log_artifacts(run_id, str(folder))
+        else:
+            cl.log_model_artifacts(model_id, str(folder))
+        return
+    files = [p for p in sorted(Path(folder).rglob("*")) if p.is_file()]
+
+    def put(path: Path) -> None:
+        rel = path.parent.relative_to(folder).as_posix()
+        repo.log_artifact(str(path), None if rel == "." else rel)
+
+    if files:
+        with ThreadPoolExecutor(min(8, len(files))) as pool:
+            list(pool.map(put, files))  # the first failure is raised here
 
 
 def predict(model, x, batch_size: int):
@@ -127,7 +156,7 @@ def _log_model_lean(client, model, run_id: str, logged, signature, reqs: list[st
                          run_id=run_id, model_id=model_id)
             mlflow.keras.save_model(model, str(path), mlflow_model=meta, signature=signature,
                                     pip_requirements=reqs)
-            client.log_model_artifacts(model_id, str(path))
+            upload(client, path, model_id=model_id)
         client.log_outputs(run_id, models=[LoggedModelOutput(model_id, step=0)])
         client.finalize_logged_model(model_id, LoggedModelStatus.READY)
     except BaseException:

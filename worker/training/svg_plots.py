@@ -123,6 +123,9 @@ def _panel(ox: float, oy: float, name: str, train: list[float], val: list[float]
         out.append(f"<line x1='{x0}' x2='{x1}' y1='{py(chance):.1f}' y2='{py(chance):.1f}' "
                    f"stroke='{CHANCE}' stroke-dasharray='5,4'/>")
         legend.append((CHANCE, f"chance ({chance:.3g})", "5,4"))
+    # The legend on a white ground: it is read over the lines it names.
+    out.append(f"<rect x='{x1 - 156}' y='{y0 + 3}' width='152' height='{15 * len(legend) + 5}' "
+               "fill='white' fill-opacity='0.85'/>")
     for i, (colour, label, dash) in enumerate(legend):
         ly = y0 + 14 + 15 * i
         style = f" stroke-dasharray='{dash}'" if dash else ""
@@ -176,7 +179,7 @@ def confusion_matrix(counts: np.ndarray, class_names: list[str], path: Path, tit
     label_w = 12 + 7 * max((len(str(c)) for c in class_names), default=1)
     x0, y0 = label_w + 30, 40
     width = x0 + cell * n + 20
-    height = y0 + cell * n + label_w + 40
+    height = y0 + cell * n + 0.75 * label_w + 36  # the predicted labels run at 45 degrees
     top = counts.max() if counts.size else 0
     body = _title([title], width)
     for i in range(n):
