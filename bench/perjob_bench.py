@@ -58,6 +58,7 @@ from devstack import Process, StackError, WorkerProcess
 LECTURE = ROOT / "examples" / "lecture_mlp.json"
 SWEEP = ROOT / "examples" / "sweep_lecture.json"
 MODES = {"baseline": "false", "lean": "true"}  # mode -> KERASYARD_LEAN_RECORDING
+TRIAL_PARTS = ("checkpoint_load_s", "model_log_s", "artifacts_s", "database_s")
 
 
 def log(msg: str) -> None:
@@ -155,10 +156,13 @@ def run_sweep(client, worker: WorkerProcess, args, mode: str) -> dict:
     record = sum(p.get("record_s", 0.0) for p in packs)
     model = sum(p.get("model_log_s", 0.0) for p in packs)
     fit = sum(p.get("fit_time_s", j["summary"]["fit_time_s"]) for p, j in zip(packs, trainings))
+    # The parts of record_s the trainings time (worker/sweeps/shared_trials.py), per trial.
+    parts = {k: sum(p.get(k, 0.0) for p in packs) / carried if carried else None
+             for k in TRIAL_PARTS}
     return {"trials": len(jobs), "trainings": len(trainings), "carried": carried,
             "record_s": record, "model_log_s": model, "fit_s": fit, "wall_s": wall,
             "per_trial_s": record / carried if carried else None,
-            "model_per_trial_s": model / carried if carried else None}
+            "model_per_trial_s": model / carried if carried else None, "parts": parts}
 
 
 def start_worker(client, tmp: Path, env: dict, mode: str, timeout: float) -> WorkerProcess:
@@ -227,6 +231,12 @@ def report(results: dict, profiles: dict, modes: list[str]) -> None:
                 line += (f"   {m} / baseline "
                          f"{ratio(s['per_trial_s'], results[base]['sweep']['per_trial_s'])}")
             print(line)
+            known = {k: v for k, v in s["parts"].items() if v}
+            if known:
+                rest = s["per_trial_s"] - sum(known.values())
+                print("            a trial: " + ", ".join(
+                    f"{k[:-2].replace('_', ' ')} {v:.3f} s" for k, v in known.items())
+                    + f", the rest (its MLflow run, params, epochs, end) {rest:.3f} s")
     if profiles:
         print("\n== where a one-epoch job's time goes (task body under cProfile, per job) ==")
         print(f"  {'part':<34}" + "".join(f"{m:>18}" for m in modes))
