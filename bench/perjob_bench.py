@@ -2,7 +2,7 @@
 sweep's carried trials, and where a job's time goes; the lean recording against the old one,
 in one run.
 
-    .venv/bin/python -m bench.perjob_bench [--jobs 200] [--profile-jobs 5]
+    .venv/bin/python -m bench.perjob_bench [--jobs 200] [--blocks 4] [--profile-jobs 5]
                                            [--sweep-batch-sizes 40,200] [--sweep-epochs 2,5,10]
                                            [--modes baseline,lean] [--no-sweep] [--json out.json]
 
@@ -11,8 +11,8 @@ in one run.
 The stack is the embedded one ``make run`` starts (:mod:`devstack`): an ``mlflow server`` on
 SQLite, the jobs database on SQLite, kombu's filesystem broker, the API in this process
 through Flask's test client, and **one Celery worker with one prefork child** (``make
-run``'s concurrency, 1). Each mode gets its own worker, started and warmed up (two untimed
-one-epoch jobs) before it is timed, and stopped before the next mode starts:
+run``'s concurrency, 1) per mode. Each mode's worker is started and warmed up (two untimed
+one-epoch jobs) before it is timed:
 
 - ``baseline``: ``KERASYARD_LEAN_RECORDING=false``, the recording as it was before
   2026-12-02 (matplotlib PNG plots, MLflow's ``Model.log``);
@@ -20,16 +20,22 @@ one-epoch jobs) before it is timed, and stopped before the next mode starts:
 
 Per mode it measures:
 
-1. **jobs**: ``--jobs`` copies of ``examples/lecture_mlp.json`` with ``fit.epochs`` 1, all
-   POSTed at once; wall time from the first POST to the last job's ``finished_at``, over the
-   number of jobs (the issue's 1.78 s a job was this, at 200 jobs);
+1. **jobs**: ``--jobs`` copies of ``examples/lecture_mlp.json`` with ``fit.epochs`` 1, in
+   ``--blocks`` blocks, each block POSTed at once; wall time from a block's first POST to its
+   last job's ``finished_at``, summed over the blocks, over the number of jobs (the issue's
+   1.78 s a job was this, at 200 jobs in one block). Both modes' workers are up together,
+   each on a queue of its own (``cpu``, ``gpu``; the gpu one trains on the CPU), and the modes
+   take turns block by block, the order flipping each block, so a machine whose load drifts
+   weighs on both alike; the idle worker only polls its broker folder;
 2. **carried trials**: ``examples/sweep_lecture.json`` cut to ``--sweep-batch-sizes`` x its
-   three activations x ``--sweep-epochs`` (one seed), packed: each batch size trains once,
-   its towers and shorter epoch counts are carried trials. The seconds the trainings spent
-   recording them (their summaries' ``pack.record_s``) over their number;
+   three activations x ``--sweep-epochs`` (one seed), packed, on the ``cpu`` queue with the
+   mode's worker alone: each batch size trains once, its towers and shorter epoch counts are
+   carried trials. The seconds the trainings spent recording them (their summaries'
+   ``pack.record_s``, and its parts) over their number;
 3. **breakdown**: ``--profile-jobs`` one-epoch jobs run by this process under cProfile (the
    task body, :func:`worker.jobs.run.run_job`, on jobs POSTed to a queue no worker reads),
-   their time split by the functions that do each part (claim, MLflow run and params, fit,
+   the modes taking turns job by job, their time split by the functions that do each part
+   (claim, MLflow run and params, fit,
    plots, artifacts upload, logged model, final database write, ending the run), with the
    number of MLflow HTTP requests and database commits a job makes. cProfile slows Python
    code down, so the shares are what to read, not the seconds.
@@ -93,11 +99,12 @@ def finished(client, experiment: str) -> list[dict]:
             return out
 
 
-def run_jobs(client, worker: WorkerProcess, mode: str, n: int, timeout: float) -> dict:
-    """``n`` one-epoch jobs POSTed at once; wall time from the first POST to the last
-    ``finished_at``."""
-    experiment = f"perjob-{mode}"
-    specs = [one_epoch(f"perjob-{mode}-{i}", experiment) for i in range(n)]
+def run_jobs(client, worker: WorkerProcess, mode: str, n: int, timeout: float,
+             queue: str = "cpu", block: int = 0) -> dict:
+    """``n`` one-epoch jobs POSTed at once to ``queue``; wall time from the first POST to the
+    last ``finished_at``."""
+    experiment = f"perjob-{mode}-{block}"
+    specs = [one_epoch(f"perjob-{mode}-{block}-{i}", experiment, queue) for i in range(n)]
     start = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     for spec in specs:
@@ -165,15 +172,17 @@ def run_sweep(client, worker: WorkerProcess, args, mode: str) -> dict:
             "model_per_trial_s": model / carried if carried else None, "parts": parts}
 
 
-def start_worker(client, tmp: Path, env: dict, mode: str, timeout: float) -> WorkerProcess:
-    """The mode's worker, ready and warmed up by two untimed one-epoch jobs (the first MLflow
-    experiment, the child's first traces)."""
+def start_worker(client, tmp: Path, env: dict, mode: str, timeout: float,
+                 queue: str = "cpu") -> WorkerProcess:
+    """The mode's worker on ``queue``, ready and warmed up by two untimed one-epoch jobs (the
+    first MLflow experiment, the child's first traces)."""
+    # The gpu queue is only a second queue here: its worker trains on the CPU on purpose.
     worker = WorkerProcess(dict(env, KERASYARD_LEAN_RECORDING=MODES[mode]),
-                           tmp / f"worker-{mode}.log", queues="cpu", concurrency=1,
+                           tmp / f"worker-{mode}-{queue}.log", queues=queue, concurrency=1,
                            name=f"perjob-{mode}-{os.getpid()}@%h", cwd=tmp, new_session=True)
     try:
         log(f"{mode}: worker ready in {worker.wait_ready(timeout):.1f} s; two warm-up jobs")
-        ids = [post(client, "/api/v1/jobs", one_epoch(f"warm-{mode}-{i}", "perjob-warm"))
+        ids = [post(client, "/api/v1/jobs", one_epoch(f"warm-{mode}-{i}", "perjob-warm", queue))
                for i in range(2)]
         t0 = time.perf_counter()
         for job_id in ids:
@@ -189,20 +198,48 @@ def start_worker(client, tmp: Path, env: dict, mode: str, timeout: float) -> Wor
     return worker
 
 
-def measure_mode(client, tmp: Path, env: dict, mode: str, args) -> dict:
+def measure_jobs(client, tmp: Path, env: dict, modes: list[str], args) -> dict:
+    """Each mode's worker up at once, on a queue of its own; the jobs in ``--blocks`` blocks a
+    mode, the modes taking turns (the order flips every block), so both see the machine's
+    load alike. A mode's wall time is its blocks' summed."""
+    queues = dict(zip(modes, ("cpu", "gpu")))
+    workers: dict[str, WorkerProcess] = {}
+    out = {m: {"jobs": 0, "wall_s": 0.0, "posting_s": 0.0, "blocks": []} for m in modes}
+    try:
+        for mode in modes:
+            workers[mode] = start_worker(client, tmp, env, mode, args.ready_timeout,
+                                         queues[mode])
+        sizes = [args.jobs // args.blocks + (i < args.jobs % args.blocks)
+                 for i in range(args.blocks)]
+        for b, n in enumerate(sizes):
+            for mode in (modes if b % 2 == 0 else modes[::-1]):
+                r = run_jobs(client, workers[mode], mode, n, args.timeout, queues[mode], b)
+                o = out[mode]
+                o["jobs"] += n
+                o["wall_s"] += r["wall_s"]
+                o["posting_s"] += r["posting_s"]
+                o["blocks"].append(r)
+                log(f"{mode}: block {b + 1}: {n} jobs in {r['wall_s']:.1f} s, "
+                    f"{r['per_job_s']:.3f} s a job (load {os.getloadavg()[0]:.1f})")
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    for o in out.values():
+        o["per_job_s"] = o["wall_s"] / o["jobs"]
+        o["fit_median_s"] = sorted(r["fit_median_s"] for r in o["blocks"])[len(o["blocks"]) // 2]
+    return out
+
+
+def measure_sweep(client, tmp: Path, env: dict, mode: str, args) -> dict:
+    """The packed sweep on the cpu queue (as a user sends it) with the mode's worker alone."""
     worker = start_worker(client, tmp, env, mode, args.ready_timeout)
     try:
-        out = {"jobs": run_jobs(client, worker, mode, args.jobs, args.timeout)}
-        log(f"{mode}: {args.jobs} jobs in {out['jobs']['wall_s']:.1f} s, "
-            f"{out['jobs']['per_job_s']:.3f} s a job")
-        if not args.no_sweep:
-            out["sweep"] = run_sweep(client, worker, args, mode)
-            s = out["sweep"]
-            log(f"{mode}: sweep of {s['trials']} trials, {s['carried']} carried: recording "
-                f"{s['record_s']:.1f} s, {s['per_trial_s']:.3f} s a carried trial")
+        s = run_sweep(client, worker, args, mode)
     finally:
         worker.stop()
-    return out
+    log(f"{mode}: sweep of {s['trials']} trials, {s['carried']} carried: recording "
+        f"{s['record_s']:.1f} s, {s['per_trial_s']:.3f} s a carried trial")
+    return s
 
 
 def ratio(a, b) -> str:
@@ -214,8 +251,10 @@ def report(results: dict, profiles: dict, modes: list[str]) -> None:
     print("\n== one-epoch jobs through the service (one worker, concurrency 1) ==")
     for m in modes:
         j = results[m]["jobs"]
+        blocks = "/".join(f"{b['per_job_s']:.2f}" for b in j["blocks"])
         line = (f"  {m:<9} {j['jobs']} jobs in {j['wall_s']:.1f} s: {j['per_job_s']:.3f} s a job"
-                f" (posting took {j['posting_s']:.1f} s; median fit {j['fit_median_s']:.3f} s)")
+                f" (blocks {blocks}; posting {j['posting_s']:.1f} s; median fit "
+                f"{j['fit_median_s']:.3f} s)")
         if base and m != base:
             line += f"   {m} / baseline {ratio(j['per_job_s'], results[base]['jobs']['per_job_s'])}"
         print(line)
@@ -256,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--blocks", type=int, default=4,
+                        help="the jobs of a mode in this many blocks, the modes taking turns")
     parser.add_argument("--profile-jobs", type=int, default=5,
                         help="jobs run under cProfile per mode (0: no breakdown)")
     parser.add_argument("--sweep-batch-sizes", default="40,200")
@@ -267,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-timeout", type=float, default=300)
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
-    if args.jobs < 1 or not modes or any(m not in MODES for m in modes):
-        parser.error(f"--jobs must be >= 1 and --modes a list of {sorted(MODES)}")
+    if args.jobs < 1 or not 1 <= args.blocks <= args.jobs or not 1 <= len(modes) <= 2 or \
+            any(m not in MODES for m in modes):
+        parser.error(f"--jobs must be >= --blocks >= 1 and --modes one or two of {sorted(MODES)}")
     print(f"kerasyard per-job bench: {args.jobs} one-epoch jobs, modes {', '.join(modes)}; "
           f"python {platform.python_version()}, {os.cpu_count()} CPUs; {versions()}", flush=True)
     json_path = Path(args.json).resolve() if args.json else None
@@ -293,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.from_env()
             upgrade(settings.database_url)
             client = create_app(settings).test_client()
-            for mode in modes:
-                results[mode] = measure_mode(client, tmp, env, mode, args)
+            jobs = measure_jobs(client, tmp, env, modes, args)
+            results = {mode: {"jobs": jobs[mode]} for mode in modes}
+            for mode in ([] if args.no_sweep else modes):
+                results[mode]["sweep"] = measure_sweep(client, tmp, env, mode, args)
             if args.profile_jobs > 0:  # in this process, with no worker running
                 profiles = profile_jobs(client, settings, modes, args.profile_jobs, one_epoch,
                                         log)

@@ -70,28 +70,28 @@ def breakdown(prof: cProfile.Profile, n: int) -> dict:
 
 def profile_jobs(client, settings, modes: list[str], n: int, spec_of, log) -> dict:
     """For each mode (``baseline``: lean recording off, ``lean``: on), two untimed jobs, then
-    ``n`` jobs under cProfile; their :func:`breakdown`."""
+    ``n`` jobs under cProfile, the modes taking turns job by job; their :func:`breakdown`."""
     import worker.celery_app  # noqa: F401  (the worker's environment: MLflow, TensorFlow)
     from worker.jobs.run import run_job
 
-    out = {}
-    for mode in modes:
+    def one(mode: str, i: int) -> None:
         st = dataclasses.replace(settings, lean_recording=mode == "lean")
+        resp = client.post("/api/v1/jobs",
+                           json=spec_of(f"profile-{mode}-{i}", "perjob-profile", "gpu"))
+        status = run_job(resp.get_json()["id"], st)
+        if status != "succeeded":
+            raise RuntimeError(f"profiled job {i} ({mode}) ended {status}")
 
-        def one(i: int, mode=mode, st=st) -> None:
-            resp = client.post("/api/v1/jobs",
-                               json=spec_of(f"profile-{mode}-{i}", "perjob-profile", "gpu"))
-            status = run_job(resp.get_json()["id"], st)
-            if status != "succeeded":
-                raise RuntimeError(f"profiled job {i} ({mode}) ended {status}")
-
+    for mode in modes:
         for i in range(2):
-            one(-1 - i)
-        prof = cProfile.Profile()
-        prof.enable()
-        for i in range(n):
-            one(i)
-        prof.disable()
-        out[mode] = breakdown(prof, n)
+            one(mode, -1 - i)
+    profs = {mode: cProfile.Profile() for mode in modes}
+    for i in range(n):
+        for mode in (modes if i % 2 == 0 else modes[::-1]):
+            profs[mode].enable()
+            one(mode, i)
+            profs[mode].disable()
+    out = {mode: breakdown(profs[mode], n) for mode in modes}
+    for mode in modes:
         log(f"{mode}: profiled {n} jobs, {out[mode]['parts']['total']:.3f} s a job under cProfile")
     return out
