@@ -148,7 +148,7 @@ class Settings:
     mlflow_logging: bool = _env("KERASYARD_MLFLOW_LOGGING", True)
     log_model: bool = _env("KERASYARD_LOG_MODEL", True)
     # A run's plots as SVG written without matplotlib and its model logged in a few requests
-    # (worker/recording/artifacts.py): 0.7 s less per run on 2 cores. Off: matplotlib PNGs and
+    # (worker/recording/artifacts.py): ~1 s less per run on 2 cores. Off: matplotlib PNGs and
     # MLflow's own Model.log, the recording before 2026-12-02 (bench/perjob_bench.py's
     # baseline).
     lean_recording: bool = _env("KERASYARD_LEAN_RECORDING", True)
