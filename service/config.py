@@ -147,6 +147,11 @@ class Settings:
     mlflow_max_duty: float = _env("KERASYARD_MLFLOW_MAX_DUTY", 0.01)
     mlflow_logging: bool = _env("KERASYARD_MLFLOW_LOGGING", True)
     log_model: bool = _env("KERASYARD_LOG_MODEL", True)
+    # A run's plots as SVG written without matplotlib and its model logged in a few requests
+    # (worker/recording/artifacts.py): ~1 s less per run on 2 cores. Off: matplotlib PNGs and
+    # MLflow's own Model.log, the recording before 2026-12-02 (bench/perjob_bench.py's
+    # baseline).
+    lean_recording: bool = _env("KERASYARD_LEAN_RECORDING", True)
     task_soft_time_limit_s: int = _env("KERASYARD_TASK_SOFT_TIME_LIMIT_S", 6 * 3600)
     task_time_limit_s: int = _env("KERASYARD_TASK_TIME_LIMIT_S", 6 * 3600 + 300)
     max_attempts: int = _env("KERASYARD_MAX_ATTEMPTS", 3)

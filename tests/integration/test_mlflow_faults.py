@@ -142,7 +142,7 @@ def check_succeeded(settings, mlflow, job_id, done, epochs, artifacts=False) -> 
     assert steps == list(range(1, epochs + 1))
     if artifacts:
         names = {a.path for a in cl.list_artifacts(done["mlflow_run_id"])}
-        assert {"spec.json", "history.csv", "learning_curve.png"} <= names, names
+        assert {"spec.json", "history.csv", "learning_curve.svg"} <= names, names
 
 
 def test_a_mlflow_down_when_the_job_starts(fsettings, mlflow, workers):

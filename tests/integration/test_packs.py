@@ -66,7 +66,7 @@ def test_a_pack_records_each_trial_as_its_own_job_run_and_model(client, worker, 
         steps = [m.step for m in mlflow_client.get_metric_history(run.info.run_id, "val_loss")]
         assert steps == list(range(1, t["params"]["fit.epochs"] + 1))
         files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-        assert {"history.csv", "learning_curve.png", "spec.json"} <= files
+        assert {"history.csv", "learning_curve.svg", "spec.json"} <= files
         # What it trained on, the same datasets (name, digest) packed or not, carried or not.
         alone_run = client.get(f"/api/v1/jobs/{alone_id}").get_json()["mlflow"]["run_id"]
         data_of = lambda r: sorted((t.value, i.dataset.name, i.dataset.digest)

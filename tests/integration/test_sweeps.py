@@ -248,7 +248,7 @@ def test_grid_sweep_parent_child_runs_report_and_shared_epochs(client, worker, m
         assert {"best_epoch", "best_val_loss", "chance_loss", "chance_accuracy",
                 "fit_time_s"} <= set(run.data.metrics), run.info.run_name
         child_artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-        assert {"history.csv", "learning_curve.png", "spec.json"} <= child_artifacts
+        assert {"history.csv", "learning_curve.svg", "spec.json"} <= child_artifacts
     csv_path = mlflow_client.download_artifacts(parent.info.run_id, "trials.csv",
                                                 str(settings.data_dir))
     rows = open(csv_path).read().splitlines()

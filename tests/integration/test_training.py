@@ -74,8 +74,8 @@ def test_lecture_mlp_end_to_end(client, worker, mlflow_client):
     assert tags["kerasyard.keras_backend"] == "tensorflow"
     assert len(tags["kerasyard.dataset_digest"]) == 16
     artifacts = {a.path for a in mlflow_client.list_artifacts(run_id)}
-    assert {"spec.json", "model_summary.txt", "history.csv", "learning_curve.png",
-            "confusion_matrix.png"} <= artifacts
+    assert {"spec.json", "model_summary.txt", "history.csv", "learning_curve.svg",
+            "confusion_matrix.svg"} <= artifacts
 
     # The run page's "Datasets": the 200 training and 50 validation rows, each its own digest.
     inputs = {t.value: i.dataset for i in run.inputs.dataset_inputs for t in i.tags
@@ -234,9 +234,11 @@ def test_killed_worker_child_is_retried_not_lost(client, worker):
     worker.wait_ready()  # the pool replaced the child
 
 
-def test_logging_the_model_leaves_the_run_running(settings, mlflow_client):
-    """artifacts.log_model against the real server: the run stays RUNNING throughout (its end
-    status waits for the job's final write), never ended and set back; the model loads from
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "model-log"])
+def test_logging_the_model_leaves_the_run_running(settings, mlflow_client, lean):
+    """artifacts.log_model against the real server, both ways (the lean recording's few
+    requests, MLflow's Model.log): the run stays RUNNING throughout (its end status waits for
+    the job's final write), never ended and set back; the model loads from
     ``runs:/<run>/model`` and predicts what the model in memory does."""
     import dataclasses as dc
 
@@ -246,7 +248,9 @@ def test_logging_the_model_leaves_the_run_running(settings, mlflow_client):
 
     from worker.recording import artifacts
 
-    experiment_id = mlflow_client.create_experiment(f"log-model-{os.getpid()}-{id(settings)}")
+    experiment_id = mlflow_client.create_experiment(
+        f"log-model-{os.getpid()}-{id(settings)}-{lean}")
+    settings = dc.replace(settings, lean_recording=lean)
     run = mlflow_client.create_run(experiment_id)
     run_id = run.info.run_id
     mlflow_client.log_param(run_id, "fit.batch_size", "5")

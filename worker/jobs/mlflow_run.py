@@ -37,6 +37,9 @@ class MlflowRun:
         self.run_id: str | None = None
         self.parent_run_id: str | None = None
         self.inputs: list | None = None  # the dataset inputs, for the carried trials' runs too
+        # The run's experiment and params as logged (for its logged model); None: read them.
+        self.experiment_id: str | None = None
+        self.params: dict | None = None
 
     def step(self, fn, what: str, deadline: Deadline):
         """``fn()`` retried while MLflow does not answer, within ``deadline``
@@ -45,8 +48,9 @@ class MlflowRun:
                      stop=lambda: self.signals.superseded.is_set())
 
     def start(self, job, sweep_id: str | None, ctx: api.TrialContext | None) -> None:
-        """The run, its tags and params (``job``: the :class:`~.trainers.JobInputs`), recorded
-        on the job's row; then the reading aids. Superseded at the row: the run ends KILLED."""
+        """The run, its tags, params and reading aids (``job``: the :class:`~.trainers.
+        JobInputs`), recorded on the job's row; then its dataset inputs. Superseded at the row:
+        the run ends KILLED."""
         st = self.settings
         spec = job.spec
         self.client = cl = tracking.client(st.mlflow_tracking_uri)
@@ -69,9 +73,20 @@ class MlflowRun:
         params = tracking.run_params(job.raw, job.plan, {"steps_per_execution": job.spe,
                                                          "keras_backend": job.backend},
                                      ctx.params if ctx is not None else None)
-        self.run_id = self.step(
-            lambda: tracking.start_job_run(cl, exp_id, spec.name, tags, params),
-            "creating the job's run and logging its params", deadline)
+        # The reading aids go with the run's tags and params: no requests of their own.
+        aids, aid_tags = self._reading_aids(job.plan, job.chance)
+        tags.update(aid_tags)
+        tries: list[bool] = []
+
+        def create() -> str:
+            # Only a try after a failed one can have left a run behind to find again.
+            tries.append(True)
+            return tracking.start_job_run(cl, exp_id, spec.name, tags, params, aids,
+                                          retried=len(tries) > 1)
+
+        self.run_id = self.step(create, "creating the job's run and logging its params",
+                                deadline)
+        self.experiment_id, self.params = exp_id, params
         answer = api.set_run(st, self.fence, self.run_id, exp_id)
         if answer is Ownership.SUPERSEDED:
             # The job row never held this run, so no new owner will end it: end it here.
@@ -80,8 +95,6 @@ class MlflowRun:
             self.client = self.run_id = None
             return
         self.reporter.mlflow, self.reporter.run_id = cl, self.run_id
-        self.step(lambda: self._log_reading_aids(job.plan, job.chance),
-                  "logging the chance levels", deadline)
         self.inputs = self._dataset_inputs(job)
         self.step(lambda: inputs.log_inputs(cl, self.run_id, self.inputs),
                   "logging the dataset inputs", deadline)
@@ -150,17 +163,17 @@ class MlflowRun:
                 log.warning("could not read upload %s's name", ds.id, exc_info=True)
         return inputs.dataset_inputs(job.spec, job.data, upload)
 
-    def _log_reading_aids(self, plan, chance: dict[str, float] | None) -> None:
-        """The chance-level loss and accuracy beside the run's metrics and, without held-out
-        data, a description saying its metrics are on the training data."""
-        from mlflow.entities import Metric, RunTag
+    @staticmethod
+    def _reading_aids(plan, chance: dict[str, float] | None) -> tuple[list, dict[str, str]]:
+        """The chance-level loss and accuracy beside the run's metrics (step 0) and, without
+        held-out data, a description saying its metrics are on the training data (tags)."""
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [Metric(f"chance_{k}", v, now, 0) for k, v in (chance or {}).items()]
-        tags = [] if plan.n_val else [RunTag("mlflow.note.content", TRAINING_DATA_NOTE),
-                                      RunTag("kerasyard.metrics_on", "training")]
-        if metrics or tags:
-            self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+        tags = {} if plan.n_val else {"mlflow.note.content": TRAINING_DATA_NOTE,
+                                      "kerasyard.metrics_on": "training"}
+        return metrics, tags
 
     def _end_unrecorded(self, reason: str) -> None:
         try:
@@ -189,10 +202,12 @@ class MlflowRun:
             self.step(lambda: tracking.log_values(self.client, self.run_id, metrics),
                       "logging the run's best epoch and fit time", deadline)
         self.step(lambda: artifacts.write_artifacts(
-            self.client, self.run_id, job.raw, job.spec, job.plan, model, job.data, history),
-            "logging the run's artifacts", deadline)
+            self.client, self.run_id, job.raw, job.spec, job.plan, model, job.data, history,
+            lean=st.lean_recording), "logging the run's artifacts", deadline)
         if status == JobStatus.succeeded and st.log_model and not superseded():
-            self.step(lambda: artifacts.log_model(st, model, job.data, self.run_id),
+            self.step(lambda: artifacts.log_model(st, model, job.data, self.run_id,
+                                                  experiment_id=self.experiment_id,
+                                                  params=self.params),
                       "logging the model", deadline)
 
     def end(self, status: JobStatus, error: dict | None, pruned_at: int | None,

@@ -100,18 +100,21 @@ def run_params(spec_dict: dict, plan: S.TrainingPlan, extra: dict,
     return {k[:250]: str(v)[:6000] for k, v in params.items()}
 
 
-def log_params(cl, run_id: str, params: dict[str, str]) -> None:
-    """Every param, in log_batch calls of at most :data:`PARAM_BATCH`."""
+def log_params(cl, run_id: str, params: dict[str, str], metrics: list | None = None) -> None:
+    """Every param, in log_batch calls of at most :data:`PARAM_BATCH`; ``metrics`` (MLflow
+    ``Metric``s) go with the first call."""
     from mlflow.entities import Param
 
     items = [Param(k, v) for k, v in sorted(params.items())]
-    for i in range(0, len(items), PARAM_BATCH):
-        cl.log_batch(run_id, params=items[i:i + PARAM_BATCH])
+    for i in range(0, max(len(items), 1 if metrics else 0), PARAM_BATCH):
+        cl.log_batch(run_id, params=items[i:i + PARAM_BATCH],
+                     metrics=(metrics or []) if i == 0 else [])
 
 
-def start_run(cl, exp_id: str, run_name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+def start_run(cl, exp_id: str, run_name: str, tags: dict[str, str], params: dict[str, str],
+              metrics: list | None = None) -> str:
     run = cl.create_run(exp_id, run_name=run_name, tags=tags)
-    log_params(cl, run.info.run_id, params)
+    log_params(cl, run.info.run_id, params, metrics)
     return run.info.run_id
 
 
@@ -123,14 +126,18 @@ def find_run(cl, exp_id: str, job_id: str, attempt: int) -> str | None:
 
 
 def start_job_run(cl, exp_id: str, run_name: str, tags: dict[str, str],
-                  params: dict[str, str]) -> str:
+                  params: dict[str, str], metrics: list | None = None,
+                  retried: bool = True) -> str:
     """:func:`start_run` that may be called again after a failure: a run with the same
-    ``kerasyard.job_id`` and ``kerasyard.attempt`` tags is reused (its params logged again,
-    same values), so retries never leave two runs."""
-    run_id = find_run(cl, exp_id, tags["kerasyard.job_id"], int(tags["kerasyard.attempt"]))
+    ``kerasyard.job_id`` and ``kerasyard.attempt`` tags is reused (its params and
+    ``metrics`` logged again, same values and timestamps), so retries never leave two runs.
+    ``retried`` False (the first try of an attempt, when no run can exist yet) skips the
+    search."""
+    run_id = find_run(cl, exp_id, tags["kerasyard.job_id"], int(tags["kerasyard.attempt"])) \
+        if retried else None
     if run_id is None:
-        return start_run(cl, exp_id, run_name, tags, params)
-    log_params(cl, run_id, params)
+        return start_run(cl, exp_id, run_name, tags, params, metrics)
+    log_params(cl, run_id, params, metrics)
     return run_id
 
 

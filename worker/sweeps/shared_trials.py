@@ -10,6 +10,7 @@ run is marked FINISHED only once that write went through.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -46,7 +47,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
     """Record each shared trial this training reached (``trials``: those of one tower of a
     pack; all of them by default); returns the ids recorded. One that fails ends ``failed``
     (the others go on); a superseded claim stops the lot. ``timings`` gets ``record_s`` and
-    ``model_log_s`` added (seconds spent, the model logging included in the first).
+    its parts added (seconds spent: :func:`_record_one`).
 
     With ``pruned_model`` (a pack's tower its pruner stopped, at ``len(history)`` epochs), the
     trial with the most epochs is recorded ``pruned`` from that model and history.
@@ -56,6 +57,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
     (:func:`worker.recording.outcome.fit_share`)."""
     done = []
     trials = ctx.shared if trials is None else trials
+    experiments: dict[str, str] = {}  # name -> id: the trials of a training share theirs
     pruned_id = max(trials, key=lambda t: t.epochs).id if pruned_model is not None and trials \
         else None
     for trial in trials:
@@ -74,7 +76,7 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
                                  trainer_run_id, data, history[:e],
                                  pruned_model if pruned else saved[e],
                                  JobStatus.pruned if pruned else JobStatus.succeeded, timings,
-                                 inputs, active)
+                                 inputs, active, experiments)
         except Exception as exc:
             log.exception("recording trial %s from job %s failed", trial.id, fence.job_id)
             api.end_unrecorded(
@@ -92,12 +94,27 @@ def record(settings: Settings, fence: Fence, signals: Signals, cl, *, ctx: Trial
     return done
 
 
+@contextlib.contextmanager
+def _timed(timings: dict | None, key: str):
+    """Adds the seconds the block took to ``timings[key]`` (when there are timings)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+
+
 def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: SharedTrial,
                 parent_run_id: str | None, trainer_run_id: str | None, data,
                 history: list[dict], checkpoint, status: JobStatus = JobStatus.succeeded,
                 timings: dict | None = None, inputs: list | None = None,
-                active: list[int] | None = None) -> Ownership:
-    """``checkpoint``: where the model was saved at the trial's epochs, or the model."""
+                active: list[int] | None = None,
+                experiments: dict[str, str] | None = None) -> Ownership:
+    """``checkpoint``: where the model was saved at the trial's epochs, or the model.
+    ``experiments``: experiment ids by name looked up already (this adds to it).
+    ``timings`` gets the parts of ``record_s``: ``checkpoint_load_s``, ``model_log_s``,
+    ``artifacts_s`` (plots included) and ``database_s``."""
     import keras
 
     spec, plan = api.validate(settings, trial.spec)
@@ -106,43 +123,38 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
     summary = _summary(ctx, spec, plan, history, status, fence.job_id, active, chance)
     run_id = exp_id = None
     if cl is not None:
-        model = keras.models.load_model(checkpoint) if isinstance(checkpoint, Path) \
-            else checkpoint
-        exp_id = tracking.experiment_id(cl, spec.experiment)
-        tags = tracking.base_tags(trial.id, ctx.sweep_id, data.digest, keras.backend.backend())
-        if parent_run_id:
-            tags.update(child_tags(ctx, parent_run_id, trial))
-        tags["kerasyard.trained_by"] = fence.job_id
-        tags["mlflow.note.content"] = (f"Recorded from the training of job {fence.job_id} "
-                                       f"(run {trainer_run_id}) at epoch {len(history)}: the "
-                                       "same seed, data order and updates as a separate "
-                                       "training.")
-        if status == JobStatus.pruned:
-            tags["kerasyard.pruned"] = "true"
-            tags["kerasyard.pruned_at_epoch"] = str(len(history))
-        tags["kerasyard.trial_state"] = status.value
+        with _timed(timings, "checkpoint_load_s"):
+            model = keras.models.load_model(checkpoint) if isinstance(checkpoint, Path) \
+                else checkpoint
+        experiments = {} if experiments is None else experiments
+        if spec.experiment not in experiments:
+            experiments[spec.experiment] = tracking.experiment_id(cl, spec.experiment)
+        exp_id = experiments[spec.experiment]
         params = tracking.run_params(trial.spec, plan, {"trained_by": fence.job_id},
                                      trial.params)
-        run_id = tracking.start_run(cl, exp_id, spec.name, tags, params)
+        run_id = tracking.start_run(cl, exp_id, spec.name, _tags(
+            ctx, trial, fence, parent_run_id, trainer_run_id, len(history), status,
+            data.digest, keras.backend.backend()), params)
         log_inputs(cl, run_id, inputs)
         if settings.log_model and status == JobStatus.succeeded:
             # Before the epochs: MLflow's log_model reads the run's whole history of every
             # metric (one request per metric) to link the model to step 0's metrics, which
             # a run whose steps are epochs (1..n) does not have: 0.4 s a trial for nothing.
-            t0 = time.perf_counter()
-            artifacts.log_model(settings, model, data, run_id)
-            if timings is not None:
-                timings["model_log_s"] = timings.get("model_log_s", 0.0) + \
-                    time.perf_counter() - t0
+            with _timed(timings, "model_log_s"):
+                artifacts.log_model(settings, model, data, run_id, experiment_id=exp_id,
+                                    params=params)
         # The epochs, and the run's best epoch, fit time and chance levels, in one call.
         tracking.log_epochs(cl, run_id, list(enumerate(history, start=1)),
                             outcome.run_metrics(summary, chance))
-        artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data, history)
+        with _timed(timings, "artifacts_s"):
+            artifacts.write_artifacts(cl, run_id, trial.spec, spec, plan, model, data,
+                                      history, lean=settings.lean_recording)
     progress = {"epoch": len(history), "epochs": plan.epochs, "metrics": clean(history[-1])}
-    answer = api.finish_recorded(settings, fence, trial.id,
-                                       epochs=[clean(h) for h in history], summary=summary,
-                                       progress=progress, run_id=run_id, experiment_id=exp_id,
-                                       status=status)
+    with _timed(timings, "database_s"):
+        answer = api.finish_recorded(settings, fence, trial.id,
+                                     epochs=[clean(h) for h in history], summary=summary,
+                                     progress=progress, run_id=run_id, experiment_id=exp_id,
+                                     status=status)
     if run_id is not None:
         try:  # FINISHED only once the job row says so; otherwise nobody else will end it
             cl.set_terminated(run_id, MLFLOW_RUN_STATUS[status] if answer is Ownership.OWNED
@@ -151,6 +163,25 @@ def _record_one(settings: Settings, fence: Fence, cl, ctx: TrialContext, trial: 
             log.warning("could not end MLflow run %s of trial %s", run_id, trial.id,
                         exc_info=True)
     return answer
+
+
+def _tags(ctx: TrialContext, trial: SharedTrial, fence: Fence, parent_run_id: str | None,
+          trainer_run_id: str | None, epochs: int, status: JobStatus, digest: str,
+          backend: str) -> dict[str, str]:
+    """A recorded trial's run tags: a child of the sweep's run, trained by ``fence``'s job,
+    a note saying so."""
+    tags = tracking.base_tags(trial.id, ctx.sweep_id, digest, backend)
+    if parent_run_id:
+        tags.update(child_tags(ctx, parent_run_id, trial))
+    tags["kerasyard.trained_by"] = fence.job_id
+    tags["mlflow.note.content"] = (f"Recorded from the training of job {fence.job_id} "
+                                   f"(run {trainer_run_id}) at epoch {epochs}: the same "
+                                   "seed, data order and updates as a separate training.")
+    if status == JobStatus.pruned:
+        tags["kerasyard.pruned"] = "true"
+        tags["kerasyard.pruned_at_epoch"] = str(epochs)
+    tags["kerasyard.trial_state"] = status.value
+    return tags
 
 
 def _summary(ctx: TrialContext, spec, plan, history: list[dict], status: JobStatus,
