@@ -33,7 +33,10 @@ def _engine_kwargs(url: str) -> dict:
         return {"connect_args": {"timeout": 30}}
     # The process role's pool (service.store.db.set_pool), as the service's own engine: a
     # training process keeps one connection for Optuna too, the per-write roles none.
-    return {"connect_args": db.connect_args(url), **db.pool_kwargs(url)}
+    kwargs = {"connect_args": db.connect_args(url), **db.pool_kwargs(url)}
+    if db.pool_role() == "service":  # the API's: sweeps' asks and tells, fewer than its reads
+        kwargs.update(pool_size=2, max_overflow=4)
+    return kwargs
 
 
 def init_storage(url: str) -> None:
