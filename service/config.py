@@ -210,6 +210,14 @@ class Settings:
     # when a checkpoint takes longer than 2 % of the interval. 0 turns checkpoints off.
     checkpoint_s: float = _env("KERASYARD_CHECKPOINT_S", 30.0)
 
+    @property
+    def report_bound_s(self) -> float:
+        """The longest interval between a training's progress writes and its heartbeats:
+        ``report_interval_max_s``, but never more than a quarter of ``stale_heartbeat_s``, so
+        a live training never looks silent (a beat may come 1.5 intervals apart)."""
+        return max(self.report_interval_s,
+                   min(self.report_interval_max_s, self.stale_heartbeat_s / 4))
+
     @classmethod
     def from_env(cls) -> Settings:
         """The settings the environment gives: each field's variable (``_env``), parsed as

@@ -75,3 +75,20 @@ def test_set_pool_drops_the_engines_made_so_far(restore_pool):
     first = db.get_engine(PG)
     db.set_pool("training")
     assert db.get_engine(PG) is not first
+
+
+def test_the_bound_stays_a_quarter_of_the_stale_heartbeat_bound():
+    """The progress write is the heartbeat: its bound must keep a live training from looking
+    silent, whatever stale bound an operator (or a test) sets."""
+    import dataclasses
+
+    from devstack.servers import worker_env
+    from service.config import Settings
+
+    base = Settings.from_env()
+    assert base.report_bound_s == 4.0  # defaults: 4 s, stale after 120 s
+    quick = dataclasses.replace(base, stale_heartbeat_s=3)
+    assert quick.report_bound_s == 0.75
+    assert dataclasses.replace(quick, report_interval_s=1.0).report_bound_s == 1.0
+    # A worker started for an API with a short stale bound writes within it.
+    assert worker_env(quick, base={})["KERASYARD_REPORT_INTERVAL_MAX_S"] == "0.75"

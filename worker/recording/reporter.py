@@ -73,14 +73,13 @@ def clean(metrics: dict) -> dict:
 
 class Heartbeat:
     """A thread that keeps the claim alive: one fenced row update per interval in which the
-    reporter wrote nothing (default ``report_interval_max_s``; keep it well below
-    ``stale_heartbeat_s``)."""
+    reporter wrote nothing (default ``report_interval_max_s``, at most a quarter of
+    ``stale_heartbeat_s``: :attr:`Settings.report_bound_s`)."""
 
     def __init__(self, settings: Settings, fence: Fence, signals: Signals,
                  interval_s: float | None = None):
         self.settings, self.fence, self.signals = settings, fence, signals
-        self.interval_s = interval_s if interval_s is not None else max(
-            settings.report_interval_max_s, settings.report_interval_s)
+        self.interval_s = interval_s if interval_s is not None else settings.report_bound_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"heartbeat-{fence.job_id}")
@@ -170,7 +169,7 @@ class Reporter:
         # Called from this thread with each batch of new epochs; True stops training (a sweep
         # trial's pruner).
         self.on_epochs: Callable[[list[tuple[int, dict]]], bool] | None = None
-        self.pace = Pace(settings.report_interval_s, settings.report_interval_max_s)
+        self.pace = Pace(settings.report_interval_s, settings.report_bound_s)
 
     @property
     def job_id(self) -> str:
