@@ -88,7 +88,7 @@ def settings_for(stack: Stack, mode: Mode, db_retry_s: float):
     return dataclasses.replace(
         base, data_dir=stack.base / "data", database_url=stack.database_url,
         broker_url=stack.broker_url, mlflow_tracking_uri=stack.mlflow_url,
-        mlflow_ui_url=stack.mlflow_url, db_retry_s=db_retry_s, mlflow_retry_s=db_retry_s,
+        mlflow_ui_url=stack.mlflow_url, db_retry_s=db_retry_s,
         **extra)
 
 

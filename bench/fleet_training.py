@@ -125,6 +125,7 @@ def train(settings, plan: Plan, baseline: bool, errors: Errors) -> str:
     from worker.jobs.finish import Outcome, final_write
     from worker.recording import tracking
     from worker.recording.dbretry import retry_db
+    from worker.recording.mlflow_retry import Deadline, retry
     from worker.recording.reporter import Heartbeat, Reporter, Signals
 
     time.sleep(max(0.0, plan.start_at - time.time()))
@@ -139,11 +140,18 @@ def train(settings, plan: Plan, baseline: bool, errors: Errors) -> str:
     outcome, cl, run_id = Outcome(JobStatus.failed), None, None
     try:
         cl = tracking.client(settings.mlflow_tracking_uri)
-        exp_id = tracking.experiment_id(cl, "fleet")
+        deadline = Deadline(settings.mlflow_retry_s)  # as worker.jobs.mlflow_run.MlflowRun
+
+        def step(fn, what):
+            return retry(fn, what, settings.mlflow_tracking_uri, deadline,
+                         stop=signals.superseded.is_set)
+
+        exp_id = step(lambda: tracking.experiment_id(cl, "fleet"), "finding the experiment")
         tags = tracking.base_tags(plan.job_id, None, "fleet", "tensorflow")
         tags["kerasyard.attempt"] = str(fence.attempt)
-        run_id = tracking.start_job_run(cl, exp_id, f"fleet-{plan.index}", tags,
-                                        {"epochs": str(plan.epochs), "epoch_s": str(plan.epoch_s)})
+        params = {"epochs": str(plan.epochs), "epoch_s": str(plan.epoch_s)}
+        run_id = step(lambda: tracking.start_job_run(cl, exp_id, f"fleet-{plan.index}", tags,
+                                                     params), "starting the run")
         signals.answer(retry_db(settings, "set_run",
                                 lambda: api.set_run(settings, fence, run_id, exp_id)),
                        plan.job_id)
@@ -174,7 +182,9 @@ def train(settings, plan: Plan, baseline: bool, errors: Errors) -> str:
         return f"final write {answer}"
     if run_id is not None:
         try:
-            cl.set_terminated(run_id, tracking.MLFLOW_RUN_STATUS[outcome.status])
+            retry(lambda: cl.set_terminated(run_id, tracking.MLFLOW_RUN_STATUS[outcome.status]),
+                  "ending the run", settings.mlflow_tracking_uri,
+                  Deadline(settings.mlflow_retry_s))
         except Exception as exc:
             errors.note(f"MLflow end raised {type(exc).__name__}")
     return outcome.status.value

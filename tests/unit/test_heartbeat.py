@@ -232,3 +232,25 @@ def test_the_reporter_backs_off_to_the_bound_and_its_writes_count_as_heartbeats(
     for _ in range(20):
         rep.pace.wrote(0.0)
     assert rep.pace.interval == 3.0
+
+
+def test_a_slow_mlflow_call_spaces_the_next(settings, monkeypatch):
+    """A loaded MLflow server gets fewer calls: the next waits 20 times the last one's time."""
+    FakeDb(monkeypatch)
+    calls = []
+
+    def slow(cl, run_id, epochs, stamps=None):
+        calls.append([e for e, _ in epochs])
+        time.sleep(0.1)
+
+    monkeypatch.setattr(R.tracking, "log_epochs", slow)
+    rep = R.Reporter(settings, FENCE, 10, R.Signals())
+    rep.mlflow, rep.run_id = object(), "run"
+    time.sleep(0.05)  # past the pace's first interval
+    rep.epoch(1, metrics())
+    rep.flush()
+    rep.epoch(2, metrics())
+    rep.flush()  # within 2 s of a 0.1 s call: MLflow waits
+    assert calls == [[1]] and rep._mlflow_wait >= 2.0
+    rep.flush(final=True)  # the run's end sends what waited
+    assert calls == [[1], [2]]

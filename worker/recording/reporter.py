@@ -35,6 +35,13 @@ from worker.recording.pace import Pace
 
 log = logging.getLogger(__name__)
 
+# A slow MLflow server gets fewer calls: after a log_batch that took t seconds (answered or
+# not) the next waits at least t / MLFLOW_CALL_SHARE, at most MLFLOW_WAIT_MAX_S. A fleet's
+# trainings then share a loaded server instead of queueing on it until their calls time out
+# (bench/fleet.py, docs/fleet.md); an idle server (a call in 20-50 ms) sees no change.
+MLFLOW_CALL_SHARE = 0.05
+MLFLOW_WAIT_MAX_S = 60.0
+
 
 @dataclasses.dataclass
 class Signals:
@@ -132,8 +139,8 @@ class Reporter:
     growing to ``report_interval_max_s``) the thread writes the new epochs and the progress to
     the database in one fenced transaction that also reads the cancel flag and counts as the
     heartbeat. MLflow gets one log_batch at most every ``mlflow_flush_interval_s`` (or the
-    pace's interval, when longer), sized so that its calls fill at most ``mlflow_max_duty`` of
-    the wall clock (see _mlflow_share).
+    pace's interval, or 20 times the last call's time, when longer), sized so that its calls
+    fill at most ``mlflow_max_duty`` of the wall clock (see _mlflow_share).
     """
 
     def __init__(self, settings: Settings, fence: Fence, epochs: int, signals: Signals):
@@ -158,6 +165,7 @@ class Reporter:
         # Seconds of MLflow call per metric value, learned from each call (fixed costs included,
         # so small batches overestimate it: the safe side).
         self._cost_per_value = 2e-4
+        self._mlflow_wait = 0.0  # seconds the next call waits after the last (see above)
         self.mlflow_errors = 0
         self.mlflow_last_error: str | None = None  # "Type: message" of the last failed call
         self._db_failing = False
@@ -221,7 +229,8 @@ class Reporter:
         if final:
             batch, self._pending_mlflow = self._pending_mlflow, []
             return batch
-        every = max(self.settings.mlflow_flush_interval_s, 0.9 * self.pace.interval)
+        every = max(self.settings.mlflow_flush_interval_s, 0.9 * self.pace.interval,
+                    self._mlflow_wait)
         if not self._pending_mlflow or now - self._last_mlflow < every:
             return []
         budget = self.settings.mlflow_max_duty * (now - self._last_mlflow) / self._cost_per_value
@@ -313,6 +322,9 @@ class Reporter:
         try:
             tracking.log_epochs(self.mlflow, self.run_id, batch, stamps=self._mlflow_stamps)
         except Exception as exc:
+            self._mlflow_wait = min(MLFLOW_WAIT_MAX_S,
+                                    (time.monotonic() - started) / MLFLOW_CALL_SHARE)
+            self._last_mlflow = time.monotonic()
             self.mlflow_errors += 1
             self.mlflow_last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             log.warning("MLflow log_batch failed; will retry", exc_info=True)
@@ -321,6 +333,7 @@ class Reporter:
             return
         took = time.monotonic() - started
         self._last_mlflow = time.monotonic()
+        self._mlflow_wait = min(MLFLOW_WAIT_MAX_S, took / MLFLOW_CALL_SHARE)
         for epoch, _ in batch:
             self._mlflow_stamps.pop(epoch, None)
         values = sum(len(m) for _, m in batch)
