@@ -112,26 +112,30 @@ def run_mode(mode: Mode, args) -> dict:
         ids = submit(stack.api_url, args.trainings, epochs)
         print(f"  [{mode.name}] stack up, {len(ids)} jobs submitted in "
               f"{time.time() - prep:.1f} s", flush=True)
-        start = time.time() + 10  # the processes import MLflow and the worker first
-        # Steady: every training has started and backed off (10 s), none has ended yet.
-        window = (start + args.ramp_s + 10, start + max(args.seconds, args.ramp_s + 20))
-        deadline = start + args.ramp_s + args.seconds + args.grace_s
+        # Seconds after the fleet's start, which comes once every process is ready. Steady:
+        # every training has started and backed off (10 s), none has ended yet.
+        window = (args.ramp_s + 10, max(args.seconds, args.ramp_s + 20))
+        deadline = args.ramp_s + args.seconds + args.grace_s
         return _fleet(stack, settings, mode, args,
-                      plans(ids, args.seconds, start, args.ramp_s, args.seed),
-                      window, deadline, start, ids)
+                      plans(ids, args.seconds, 0.0, args.ramp_s, args.seed),
+                      window, deadline, ids)
     finally:
         stack.stop()
 
 
-def _fleet(stack, settings, mode, args, all_plans, window, deadline, start, ids) -> dict:
+def _fleet(stack, settings, mode, args, all_plans, window, deadline, ids) -> dict:
     ctx = mp.get_context("spawn")
-    results = ctx.Queue()
+    results, ready, go = ctx.Queue(), ctx.Queue(), ctx.Value("d", 0.0)
     procs = [ctx.Process(target=run_share, daemon=True,
                          args=(settings, all_plans[i::args.processes], mode.baseline, mode.pool,
-                               window, deadline, results))
+                               window, deadline, results, ready, go))
              for i in range(args.processes)]
     for p in procs:
         p.start()
+    for _ in procs:
+        ready.get(timeout=600)
+    start = go.value = time.time() + 1
+    window, deadline = (start + window[0], start + window[1]), start + deadline
     db = Database(stack.stats_url)
     db.start()
     time.sleep(max(0.0, start - time.time()))

@@ -31,7 +31,8 @@ _calls_lock = threading.Lock()
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """One simulated training: its job, its epoch time, its epochs and its wall-clock start."""
+    """One simulated training: its job, its epoch time, its epochs and its start (seconds
+    after the fleet's start; the wall clock once :func:`run_share` knows it)."""
 
     job_id: str
     index: int
@@ -198,8 +199,12 @@ def _sample_calls(window: tuple[float, float], out: dict) -> None:
 
 
 def run_share(settings, plans: list[Plan], baseline: bool, pool: str,
-              window: tuple[float, float], deadline: float, results) -> None:
-    """A process's share of the fleet; puts its tallies on ``results`` (a queue)."""
+              window: tuple[float, float], deadline: float, results, ready, go) -> None:
+    """A process's share of the fleet; puts its tallies on ``results`` (a queue).
+
+    ``plans``' starts, ``window`` and ``deadline`` are seconds after the fleet's start: the wall
+    time the parent writes into ``go`` once every process has put itself on ``ready`` (imports
+    take long on a loaded machine, and must not eat into the measured window)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # as worker/celery_app.py
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -215,6 +220,15 @@ def run_share(settings, plans: list[Plan], baseline: bool, pool: str,
         reporter.MLFLOW_CALL_SHARE = float("inf")
     count_mlflow_requests()
     count_transactions()
+    import worker.jobs.claim  # noqa: F401  (the imports before the start, not in it)
+    import worker.jobs.finish  # noqa: F401
+
+    ready.put(os.getpid())
+    while go.value <= 0:
+        time.sleep(0.05)
+    base = go.value
+    plans = [dataclasses.replace(p, start_at=base + p.start_at) for p in plans]
+    window, deadline = (base + window[0], base + window[1]), base + deadline
     ends: collections.Counter = collections.Counter()
     lock = threading.Lock()
     tally: dict = {}
