@@ -109,7 +109,9 @@ def test_a_running_job_pauses_frees_its_worker_resumes_and_is_cancelled_while_pa
     assert all(j["status"] == "paused" for j in listed)
 
     resp = client.post(f"/api/v1/jobs/{job_id}/resume")
-    assert resp.status_code == 202 and resp.get_json()["status"] == "queued", resp.get_json()
+    # Queued again; an idle worker may claim it before the answer is read back ("running").
+    assert resp.status_code == 202 and resp.get_json()["status"] in ("queued", "running"), \
+        resp.get_json()
     resumed = _training(get, job_id, 2)
     # It goes on from the checkpoint the pause wrote, at the epoch it paused after, in the
     # same MLflow run (reopened).
