@@ -19,6 +19,13 @@ def _pyplot():
     return plt
 
 
+def plotted_metrics(history: dict[str, list[float]]) -> list[str]:
+    """The metrics a learning curve has a panel for: each training metric (its ``val_``
+    twin drawn in the same panel), not the learning rate or the epoch's time."""
+    return [k for k in history if not k.startswith("val_")
+            and k not in ("learning_rate", "epoch_time_s")]
+
+
 def learning_curve(history: dict[str, list[float]], path: Path, title: str,
                    chance: dict[str, float] | None = None) -> Path:
     """One panel per metric, training and validation lines; ``chance`` (metric -> value, for
@@ -26,8 +33,7 @@ def learning_curve(history: dict[str, list[float]], path: Path, title: str,
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    names = [k for k in history if not k.startswith("val_")
-             and k not in ("learning_rate", "epoch_time_s")]
+    names = plotted_metrics(history)
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(history[name]) + 1)

@@ -17,6 +17,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from worker.training.plots import plotted_metrics
+
 TRAIN, VAL, CHANCE = "#1f77b4", "#ff7f0e", "#737373"
 PANEL_W, PANEL_H = 380, 270
 # Plot area inside a panel: left margin for the y tick labels, bottom for the x ticks.
@@ -150,8 +152,7 @@ def learning_curve(history: dict[str, list[float]], path: Path, title: str,
     """One panel per metric, training and validation lines; ``chance`` (metric -> value, for
     classification) drawn as a dashed line: what guessing scores. Same arguments as
     :func:`.plots.learning_curve`."""
-    names = [k for k in history if not k.startswith("val_")
-             and k not in ("learning_rate", "epoch_time_s")]
+    names = plotted_metrics(history)
     lines = str(title).split("\n")
     head = 10 + 16 * len(lines)
     width, height = PANEL_W * max(len(names), 1), head + PANEL_H
