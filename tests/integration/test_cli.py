@@ -240,17 +240,27 @@ def test_cancel_a_running_job_then_watch_exits_3(api_url, worker, tmp_path):
     api = Client(api_url)
     wait_for(lambda: api.get_job(job_id)["progress"]["epoch"] >= 2, 120, what="a few epochs")
 
-    result = cli(api_url, "cancel", job_id[:9])
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"cancel requested for job cli-long ({job_id[:8]}): now "
-                                     "running; it stops at its next epoch boundary")
+    # The watch starts first and has printed a live line before the cancel, so the cancel
+    # cannot win the race and leave the watch nothing but the final state to print.
     # --json: the final job on stdout, the live lines on stderr.
-    result = cli(api_url, "watch", job_id, "--interval", "0.2", "--json")
-    assert result.returncode == 3, (result.stdout, result.stderr)
-    final = json.loads(result.stdout)
+    cmd = [sys.executable, "-m", "kerasyard.cli", "--url", api_url, "watch", job_id,
+           "--interval", "0.2", "--json"]
+    watch = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=ROOT)
+    try:
+        first_line = watch.stderr.readline()
+        assert re.search(rf"cli-long \({job_id[:8]}\) running  \[", first_line), first_line
+        result = cli(api_url, "cancel", job_id[:9])
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == (f"cancel requested for job cli-long ({job_id[:8]}): "
+                                         "now running; it stops at its next epoch boundary")
+        stdout, stderr = watch.communicate(timeout=120)
+    finally:
+        watch.kill()
+    assert watch.returncode == 3, (stdout, first_line + stderr)
+    final = json.loads(stdout)
     assert final["id"] == job_id and final["status"] == "cancelled"
     assert 2 <= final["summary"]["epochs_completed"] < 5000
-    assert re.search(rf"cli-long \({job_id[:8]}\) running  \[", result.stderr), result.stderr
 
     result = cli(api_url, "cancel", job_id)
     assert result.returncode == 2
