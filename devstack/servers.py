@@ -79,7 +79,7 @@ def worker_cmd(queues: str = "cpu,gpu", concurrency: int = 1, name: str = "embed
 
 def worker_env(settings: Settings, base: dict | None = None, **extra: str) -> dict:
     """The environment that gives a worker process ``settings``' database, broker, MLflow,
-    data folder and report interval."""
+    data folder and report intervals."""
     env = dict(os.environ if base is None else base)
     env.update({
         "DATABASE_URL": settings.database_url,
@@ -87,6 +87,9 @@ def worker_env(settings: Settings, base: dict | None = None, **extra: str) -> di
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "KERASYARD_DATA_DIR": str(settings.data_dir),
         "KERASYARD_REPORT_INTERVAL_S": str(settings.report_interval_s),
+        # The API's stale bound may be shorter than the worker's default: its writes keep
+        # within a quarter of the API's (service.config.Settings.report_bound_s).
+        "KERASYARD_REPORT_INTERVAL_MAX_S": str(settings.report_bound_s),
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

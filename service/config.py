@@ -136,10 +136,22 @@ class Settings:
     pack_max_towers: int = _env("KERASYARD_PACK_MAX_TOWERS", 16)
     pack_max_towers_gpu: int = _env("KERASYARD_PACK_MAX_TOWERS_GPU", 128)
     # How often the worker's reporter thread flushes epochs to MLflow / the database and reads
-    # the cancel flag. Fit never waits for either.
+    # the cancel flag at a training's start; the interval then grows by half each write up to
+    # report_interval_max_s (worker/recording/pace.py), so a fleet's writes grow with the
+    # number of trainings divided by that bound, not by this. Fit never waits for either.
     report_interval_s: float = _env("KERASYARD_REPORT_INTERVAL_S", 0.25)
+    # The longest interval between a training's progress writes (and cancel/pause reads), and
+    # the heartbeat's: progress read through the API is at most this (plus an epoch) old.
+    # Keep it well below stale_heartbeat_s.
+    report_interval_max_s: float = _env("KERASYARD_REPORT_INTERVAL_MAX_S", 4.0)
+    # The PostgreSQL connections a process keeps (service/store/db.py POOLS): empty for its
+    # role's default (API "service": 5 + 5; training process "training": 1 + 1; the Celery
+    # parent "per-write": none); "per-write" for training processes too when a fleet has more
+    # of them than PostgreSQL has connections and no pooler in front (docs/fleet.md).
+    db_pool: str = _env("KERASYARD_DB_POOL", "")
     # MLflow gets fewer, larger log_batch calls: each call costs the training process GIL time
-    # and the tracking server a transaction, and the UI refreshes no faster than this anyway.
+    # and the tracking server a transaction, and the UI refreshes no faster than this anyway
+    # (nor faster than the progress writes' pace: a long training's calls back off with it).
     mlflow_flush_interval_s: float = _env("KERASYARD_MLFLOW_FLUSH_INTERVAL_S", 1.0)
     # ...each holding only as many waiting epochs as keep MLflow calls within this share of the
     # run's wall clock; the rest follow after fit (on a small machine the server's ingest
@@ -155,8 +167,9 @@ class Settings:
     task_soft_time_limit_s: int = _env("KERASYARD_TASK_SOFT_TIME_LIMIT_S", 6 * 3600)
     task_time_limit_s: int = _env("KERASYARD_TASK_TIME_LIMIT_S", 6 * 3600 + 300)
     max_attempts: int = _env("KERASYARD_MAX_ATTEMPTS", 3)
-    # A running job whose heartbeat (written 4x a second by the worker's reporter thread, from
-    # claim to the end) is older than this belongs to a dead worker: the API re-sends its id
+    # A running job whose heartbeat (written by the worker's reporter with each progress write,
+    # or by its heartbeat thread at least every report_interval_max_s, from claim to the end)
+    # is older than this belongs to a dead worker: the API re-sends its id
     # and the next worker to claim it takes over.
     stale_heartbeat_s: int = _env("KERASYARD_STALE_HEARTBEAT_S", 120)
     # Seconds between the API re-dispatcher's rounds (jobs never sent, jobs gone silent).
@@ -201,6 +214,14 @@ class Settings:
     # a job whose worker was lost goes on from there instead of from epoch 1; less often
     # when a checkpoint takes longer than 2 % of the interval. 0 turns checkpoints off.
     checkpoint_s: float = _env("KERASYARD_CHECKPOINT_S", 30.0)
+
+    @property
+    def report_bound_s(self) -> float:
+        """The longest interval between a training's progress writes and its heartbeats:
+        ``report_interval_max_s``, but never more than a quarter of ``stale_heartbeat_s``, so
+        a live training never looks silent (a beat may come 1.5 intervals apart)."""
+        return max(self.report_interval_s,
+                   min(self.report_interval_max_s, self.stale_heartbeat_s / 4))
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -43,7 +43,8 @@ Groups:
   worker checks the file again before Keras loads it).
 - **The worker's presence** in the ``workers`` table (/health): :func:`publish_worker`,
   :func:`withdraw_worker`, every :data:`WORKER_HEARTBEAT_S`.
-- **Processes**: :func:`dispose_connections` in a forked child.
+- **Processes**: :func:`dispose_connections` in a forked child; :func:`use_pool` chooses
+  the connections a process keeps by its role.
 - **What MLflow names an upload by**: :func:`upload_label` (the run's dataset inputs).
 
 MLflow's terms (run statuses, tag names) are the worker's, not here. Functions that touch
@@ -90,7 +91,7 @@ from service.lifecycle import (
     stop,
     stopped_as,
 )
-from service.store.db import dispose_engines
+from service.store.db import dispose_engines, set_pool
 from service.store.models import Job, JobStatus, Sweep, SweepStatus
 from service.sweeps.hooks import (
     ReportData,
@@ -137,6 +138,7 @@ __all__ = [
     "check_keras_file", "KerasFileError",
     # presence and processes
     "WORKER_HEARTBEAT_S", "publish_worker", "withdraw_worker", "dispose_connections",
+    "use_pool",
     # the run's dataset inputs
     "upload_label",
 ]
@@ -170,6 +172,21 @@ def dispose_connections() -> None:
     Called from Celery's ``worker_process_init``; the child opens its own on first use.
     """
     dispose_engines()
+    dispose_storages()
+
+
+def use_pool(role: str) -> None:
+    """Choose the database connections this process keeps (``service.store.db.POOLS``):
+    "training" in a training process, "per-write" in the Celery parent; drops those made so
+    far (the service's engines and Optuna's storages).
+
+    Args:
+        role (str): A key of ``service.store.db.POOLS``.
+
+    Raises:
+        ValueError: ``role`` is not a known pool; the message names them.
+    """
+    set_pool(role)
     dispose_storages()
 
 

@@ -50,8 +50,10 @@ def _init_child(**_kwargs) -> None:
     from service import worker_api
     from worker import shutdown
 
-    # Connections inherited from the parent must not be shared across fork.
+    # Connections inherited from the parent must not be shared across fork (the parent keeps
+    # none: see below); a training keeps one (service/store/db.py POOLS).
     worker_api.dispose_connections()
+    worker_api.use_pool(settings.db_pool or "training")
     # The main process's warm shutdown asks this child to stop its training with a
     # checkpoint (worker/shutdown.py).
     shutdown.install_child_handler()
@@ -76,6 +78,7 @@ def _check_gpu(sender, instance, **_kwargs) -> None:
     from worker import gpu, presence
 
     _controller = instance
+    _choose_pool(instance)
     queues = instance.app.amqp.queues
     names = sorted(queues.consume_from)
     info, refused = gpu.check_worker(names, settings.keras_backend, settings.require_gpu,
@@ -84,6 +87,18 @@ def _check_gpu(sender, instance, **_kwargs) -> None:
         queues.deselect(list(refused))
     _presence = presence.Presence(settings, str(sender), sorted(queues.consume_from), refused,
                                   gpu.describe(info) if info else None, settings.keras_backend)
+
+
+def _choose_pool(instance) -> None:
+    """A prefork parent trains nothing: it keeps no database connection between its few writes
+    (its presence), so it hands none to a forked child and takes no slot of a fleet's
+    PostgreSQL. The solo and thread pools train in this process: a training's pool."""
+    from service import worker_api
+
+    pool = getattr(instance, "pool_cls", None)
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    prefork = "prefork" in name or "processes" in name
+    worker_api.use_pool("per-write" if prefork else (settings.db_pool or "training"))
 
 
 @worker_ready.connect

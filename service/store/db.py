@@ -1,4 +1,9 @@
-"""SQLAlchemy 2.0 engine and a session scope that commits, rolls back on error and closes."""
+"""SQLAlchemy 2.0 engine and a session scope that commits, rolls back on error and closes.
+
+How many PostgreSQL connections a process keeps depends on its role (:func:`set_pool`, one
+of :data:`POOLS`): a fleet of a thousand training processes must not ask one PostgreSQL for
+ten thousand connections. docs/fleet.md has the arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,75 @@ from collections.abc import Iterator
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+
+# Connections each role keeps (pool_size, max_overflow); None: none kept, every transaction
+# opens its own and closes it (NullPool).
+# - service: the API's gunicorn workers and the migrations (requests on several threads).
+# - training: a training process (the Celery prefork child) writes from three threads (the
+#   run, its reporter, its heartbeat) but one at a time most of the time: one connection kept,
+#   one more while two overlap.
+# - per-write: the Celery parent (it writes its presence once a minute and must hand no socket
+#   to a forked child), and a fleet larger than PostgreSQL's max_connections without a pooler
+#   (a training writes once every few seconds: a connection kept idle between writes is a slot
+#   another training could use).
+POOLS: dict[str, tuple[int, int] | None] = {
+    "service": (5, 5),
+    "training": (1, 1),
+    "per-write": None,
+}
+_pool = "service"
+
+
+def set_pool(role: str) -> None:
+    """Choose the connections this process keeps (one of :data:`POOLS`); drops the engines
+    made so far, so the next session uses the new pool.
+
+    Raises:
+        ValueError: ``role`` is not a key of :data:`POOLS`.
+    """
+    global _pool
+    if role not in POOLS:
+        raise ValueError(f"database pool {role!r} is not one of {sorted(POOLS)}: set "
+                         f"KERASYARD_DB_POOL to one of them, or leave it empty for the role's "
+                         f"default")
+    dispose_engines()
+    _pool = role
+
+
+def pool_role() -> str:
+    """The role :func:`set_pool` chose last ("service" unless told)."""
+    return _pool
+
+
+def pool_kwargs(url: str) -> dict:
+    """create_engine's pool arguments for this process's role (SQLite: none)."""
+    if url.startswith("sqlite"):
+        return {}
+    sizes = POOLS[_pool]
+    if sizes is None:
+        return {"poolclass": NullPool}
+    return {"pool_pre_ping": True, "pool_size": sizes[0], "max_overflow": sizes[1]}
+
+
+def connect_args(url: str) -> dict:
+    """Driver arguments for a PostgreSQL URL.
+
+    connect_timeout: a database host that drops packets (a network cut, not a refusal) fails a
+    connect in seconds, so the worker's retries (worker/recording/dbretry.py) go on instead of
+    hanging in the kernel's SYN retries for minutes. prepare_threshold None: psycopg prepares
+    no server-side statements, which a pooler in transaction mode (PgBouncer, docs/fleet.md)
+    would hand to another client's server connection.
+    """
+    if not url.startswith("postgresql"):
+        return {}
+    args: dict = {"connect_timeout": 10}
+    if url.startswith("postgresql+psycopg:"):
+        args["prepare_threshold"] = None
+    return args
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -33,12 +104,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # connect_timeout: a database host that drops packets (a network cut, not a refusal)
-    # fails a connect in seconds, so the worker's retries (worker/recording/dbretry.py) go on
-    # instead of hanging in the kernel's SYN retries for minutes.
-    connect_args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                         connect_args=connect_args)
+    return create_engine(url, connect_args=connect_args(url), **pool_kwargs(url))
 
 
 def get_engine(url: str) -> Engine:

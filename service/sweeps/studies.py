@@ -19,6 +19,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from service.store import db
+
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -29,7 +31,12 @@ _storages: dict[str, optuna.storages.RDBStorage] = {}
 def _engine_kwargs(url: str) -> dict:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4}
+    # The process role's pool (service.store.db.set_pool), as the service's own engine: a
+    # training process keeps one connection for Optuna too, the per-write roles none.
+    kwargs = {"connect_args": db.connect_args(url), **db.pool_kwargs(url)}
+    if db.pool_role() == "service":  # the API's: sweeps' asks and tells, fewer than its reads
+        kwargs.update(pool_size=2, max_overflow=4)
+    return kwargs
 
 
 def init_storage(url: str) -> None:

@@ -24,7 +24,8 @@ FENCE = Fence("job", 1)
 @pytest.fixture()
 def settings() -> Settings:
     return dataclasses.replace(Settings.from_env(), report_interval_s=0.02,
-                               mlflow_flush_interval_s=0.0, mlflow_max_duty=1.0)
+                               report_interval_max_s=0.02, mlflow_flush_interval_s=0.0,
+                               mlflow_max_duty=1.0)
 
 
 class FakeDb:
@@ -188,3 +189,68 @@ def test_pruner_answer_sets_prune(settings, monkeypatch):
     rep.epoch(2, metrics())
     rep.flush()
     assert signals.prune.is_set() and seen == [1, 2]
+
+
+def test_a_progress_write_is_the_heartbeat_the_thread_beats_only_when_it_is_missing(
+        settings, monkeypatch):
+    """One write per interval, not two: while the reporter writes, the heartbeat thread stays
+    quiet; when the reporter stops writing (MLflow hangs, the run's last writes), it beats."""
+    db = FakeDb(monkeypatch)
+    settings = dataclasses.replace(settings, report_interval_max_s=0.1)
+    signals = R.Signals()
+    beat = R.Heartbeat(settings, FENCE, signals)
+    assert beat.interval_s == 0.1
+    stop = threading.Event()
+
+    def reporter():  # writes every 0.05 s, as a reporter's record_epochs would
+        while not stop.wait(0.05):
+            signals.progress_written_at = time.monotonic()
+
+    writer = threading.Thread(target=reporter, daemon=True)
+    writer.start()
+    beat.start()
+    try:
+        time.sleep(0.6)
+        assert db.beats == 0
+        stop.set()
+        wait(lambda: db.beats >= 2)
+    finally:
+        stop.set()
+        beat.stop()
+
+
+def test_the_reporter_backs_off_to_the_bound_and_its_writes_count_as_heartbeats(
+        settings, monkeypatch):
+    FakeDb(monkeypatch)
+    settings = dataclasses.replace(settings, report_interval_s=0.25, report_interval_max_s=3.0)
+    signals = R.Signals()
+    rep = R.Reporter(settings, FENCE, 10, signals)
+    assert rep.pace.interval == 0.25
+    rep.epoch(1, metrics())
+    rep.flush()
+    assert signals.progress_written_at > time.monotonic() - 5
+    for _ in range(20):
+        rep.pace.wrote(0.0)
+    assert rep.pace.interval == 3.0
+
+
+def test_a_slow_mlflow_call_spaces_the_next(settings, monkeypatch):
+    """A loaded MLflow server gets fewer calls: the next waits 20 times the last one's time."""
+    FakeDb(monkeypatch)
+    calls = []
+
+    def slow(cl, run_id, epochs, stamps=None):
+        calls.append([e for e, _ in epochs])
+        time.sleep(0.1)
+
+    monkeypatch.setattr(R.tracking, "log_epochs", slow)
+    rep = R.Reporter(settings, FENCE, 10, R.Signals())
+    rep.mlflow, rep.run_id = object(), "run"
+    time.sleep(0.05)  # past the pace's first interval
+    rep.epoch(1, metrics())
+    rep.flush()
+    rep.epoch(2, metrics())
+    rep.flush()  # within 2 s of a 0.1 s call: MLflow waits
+    assert calls == [[1]] and rep._mlflow_wait >= 2.0
+    rep.flush(final=True)  # the run's end sends what waited
+    assert calls == [[1], [2]]

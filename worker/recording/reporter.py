@@ -1,10 +1,13 @@
 """What a training tells the world while it runs, from two background threads.
 
-- :class:`Heartbeat` only calls :func:`service.worker_api.heartbeat` every
-  ``report_interval_s``: one row update, so nothing else the worker waits on (an MLflow call
-  that hangs, a slow flush) can make a live job look dead.
 - :class:`Reporter` batches the epochs fit hands it to the database
-  (:func:`service.worker_api.record_epochs`, fenced and idempotent) and to MLflow.
+  (:func:`service.worker_api.record_epochs`, fenced and idempotent, and a heartbeat too) and
+  to MLflow, at the pace of :mod:`worker.recording.pace`: every ``report_interval_s`` at
+  first, backing off to ``report_interval_max_s``.
+- :class:`Heartbeat` calls :func:`service.worker_api.heartbeat` (one row update) when the
+  reporter has written nothing for longer than ``report_interval_max_s``: so nothing else the
+  worker waits on (an MLflow call that hangs, a slow flush, the run's last writes) can make a
+  live job look dead, and a training makes one write per interval, not two.
 - :func:`epoch_callback`: the Keras callback that feeds the reporter and stops training at
   an epoch boundary on NaN, cancel, a sweep's pruner, a superseded claim, or a stop with
   checkpoint (a pause, the worker's shutdown).
@@ -28,8 +31,16 @@ from service import worker_api as api
 from service.config import Settings
 from service.worker_api import Fence, Ownership
 from worker.recording import tracking
+from worker.recording.pace import Pace
 
 log = logging.getLogger(__name__)
+
+# A slow MLflow server gets fewer calls: after a log_batch that took t seconds (answered or
+# not) the next waits at least t / MLFLOW_CALL_SHARE, at most MLFLOW_WAIT_MAX_S. A fleet's
+# trainings then share a loaded server instead of queueing on it until their calls time out
+# (bench/fleet.py, docs/fleet.md); an idle server (a call in 20-50 ms) sees no change.
+MLFLOW_CALL_SHARE = 0.05
+MLFLOW_WAIT_MAX_S = 60.0
 
 
 @dataclasses.dataclass
@@ -44,6 +55,9 @@ class Signals:
     # down (worker/shutdown.py). The attempt then ends through service.worker_api.stop
     # (paused, or queued for the next worker), and the next attempt goes on from it.
     stop_with_checkpoint: threading.Event = dataclasses.field(default_factory=threading.Event)
+    # time.monotonic() of the reporter's last fenced write that went through (it counts as a
+    # heartbeat: the Heartbeat thread beats only when this is older than its interval).
+    progress_written_at: float = -math.inf
 
     def answer(self, ownership: Ownership, job_id: str) -> None:
         """Act on what a fenced write found."""
@@ -65,12 +79,14 @@ def clean(metrics: dict) -> dict:
 
 
 class Heartbeat:
-    """A thread that keeps the claim alive: one fenced row update per interval."""
+    """A thread that keeps the claim alive: one fenced row update per interval in which the
+    reporter wrote nothing (default ``report_interval_max_s``, at most a quarter of
+    ``stale_heartbeat_s``: :attr:`Settings.report_bound_s`)."""
 
     def __init__(self, settings: Settings, fence: Fence, signals: Signals,
                  interval_s: float | None = None):
         self.settings, self.fence, self.signals = settings, fence, signals
-        self.interval_s = interval_s if interval_s is not None else settings.report_interval_s
+        self.interval_s = interval_s if interval_s is not None else settings.report_bound_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True,
                                         name=f"heartbeat-{fence.job_id}")
@@ -91,6 +107,10 @@ class Heartbeat:
         while not self._stop.wait(self.interval_s):
             if self.signals.superseded.is_set():
                 return
+            # The reporter's last write was a heartbeat too. 1.5: a reporter at the bound
+            # writes every interval plus its write's time, which must not cost a beat each.
+            if time.monotonic() - self.signals.progress_written_at < 1.5 * self.interval_s:
+                continue
             try:
                 answer = api.heartbeat(self.settings, self.fence)
             except Exception as exc:
@@ -115,10 +135,12 @@ class Heartbeat:
 class Reporter:
     """Hands epochs to the database and MLflow from a background thread.
 
-    fit() only appends to a list. Every ``report_interval_s`` the thread writes the new epochs
-    and the progress to the database in one fenced transaction that also reads the cancel flag.
-    MLflow gets one log_batch at most every ``mlflow_flush_interval_s``, sized so that its
-    calls fill at most ``mlflow_max_duty`` of the wall clock (see _mlflow_share).
+    fit() only appends to a list. Every interval of its :class:`Pace` (``report_interval_s``
+    growing to ``report_interval_max_s``) the thread writes the new epochs and the progress to
+    the database in one fenced transaction that also reads the cancel flag and counts as the
+    heartbeat. MLflow gets one log_batch at most every ``mlflow_flush_interval_s`` (or the
+    pace's interval, or 20 times the last call's time, when longer), sized so that its calls
+    fill at most ``mlflow_max_duty`` of the wall clock (see _mlflow_share).
     """
 
     def __init__(self, settings: Settings, fence: Fence, epochs: int, signals: Signals):
@@ -143,6 +165,7 @@ class Reporter:
         # Seconds of MLflow call per metric value, learned from each call (fixed costs included,
         # so small batches overestimate it: the safe side).
         self._cost_per_value = 2e-4
+        self._mlflow_wait = 0.0  # seconds the next call waits after the last (see above)
         self.mlflow_errors = 0
         self.mlflow_last_error: str | None = None  # "Type: message" of the last failed call
         self._db_failing = False
@@ -154,6 +177,7 @@ class Reporter:
         # Called from this thread with each batch of new epochs; True stops training (a sweep
         # trial's pruner).
         self.on_epochs: Callable[[list[tuple[int, dict]]], bool] | None = None
+        self.pace = Pace(settings.report_interval_s, settings.report_bound_s)
 
     @property
     def job_id(self) -> str:
@@ -188,8 +212,10 @@ class Reporter:
             self._pending_mlflow.append((epoch, metrics))
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.settings.report_interval_s):
+        while not self._stop.wait(self.pace.interval):
+            started = time.monotonic()
             self.flush()
+            self.pace.wrote(time.monotonic() - started)
 
     def _mlflow_share(self, final: bool) -> list[tuple[int, dict]]:
         """The epochs MLflow gets now (called under the lock).
@@ -203,8 +229,9 @@ class Reporter:
         if final:
             batch, self._pending_mlflow = self._pending_mlflow, []
             return batch
-        if not self._pending_mlflow or now - self._last_mlflow < \
-                self.settings.mlflow_flush_interval_s:
+        every = max(self.settings.mlflow_flush_interval_s, 0.9 * self.pace.interval,
+                    self._mlflow_wait)
+        if not self._pending_mlflow or now - self._last_mlflow < every:
             return []
         budget = self.settings.mlflow_max_duty * (now - self._last_mlflow) / self._cost_per_value
         taken, values = 0, 0
@@ -264,6 +291,7 @@ class Reporter:
             self._db_failing = True
             return False
         self._db_failing = False
+        self.signals.progress_written_at = time.monotonic()
         self.signals.answer(answer, self.job_id)
         return True
 
@@ -294,6 +322,9 @@ class Reporter:
         try:
             tracking.log_epochs(self.mlflow, self.run_id, batch, stamps=self._mlflow_stamps)
         except Exception as exc:
+            self._mlflow_wait = min(MLFLOW_WAIT_MAX_S,
+                                    (time.monotonic() - started) / MLFLOW_CALL_SHARE)
+            self._last_mlflow = time.monotonic()
             self.mlflow_errors += 1
             self.mlflow_last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
             log.warning("MLflow log_batch failed; will retry", exc_info=True)
@@ -302,6 +333,7 @@ class Reporter:
             return
         took = time.monotonic() - started
         self._last_mlflow = time.monotonic()
+        self._mlflow_wait = min(MLFLOW_WAIT_MAX_S, took / MLFLOW_CALL_SHARE)
         for epoch, _ in batch:
             self._mlflow_stamps.pop(epoch, None)
         values = sum(len(m) for _, m in batch)
