@@ -13,6 +13,8 @@ again on the same port and backend store while Celery workers train.
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import time
 import uuid
 
@@ -106,6 +108,12 @@ def row(settings: Settings, job_id: str) -> dict:
                 "attempts": j.attempts, "mlflow_run_id": j.mlflow_run_id}
 
 
+def worker_of(settings: Settings, job_id: str) -> str:
+    """The job row's ``worker``: ``name:pid`` of the process training it."""
+    with session_scope(settings.database_url) as s:
+        return s.get(Job, job_id).worker
+
+
 def epochs_of(settings: Settings, job_id: str) -> list[int]:
     with session_scope(settings.database_url) as s:
         return list(s.scalars(select(JobEpoch.epoch).where(JobEpoch.job_id == job_id)
@@ -162,8 +170,15 @@ def test_b_mlflow_down_during_training(fsettings, mlflow, workers):
     epochs = 400
     job_id = submit(fsettings, tiny_spec("mlf-b", epochs=epochs), fsettings.default_queue)
     wait_progress(fsettings, job_id, 3)
-    mlflow.stop()
-    at = row(fsettings, job_id)["progress"]["epoch"]
+    # The training process is frozen while MLflow stops, so that it is still training when
+    # MLflow goes, however fast its epochs or slow the stop.
+    pid = int(worker_of(fsettings, job_id).rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        at = row(fsettings, job_id)["progress"]["epoch"]
+        mlflow.stop()
+    finally:
+        os.kill(pid, signal.SIGCONT)
     time.sleep(25)
     mlflow.start()
     done = wait_end(fsettings, job_id)

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 # Long enough that no attempt gets to its end before the test pauses or cancels it.
 LONG = 3000
 # The SIGTERM test's job: its worker is told to stop at once (a signal), after epoch 3.
-SIGTERM_EPOCHS = 300
+SIGTERM_EPOCHS = 1000
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -232,7 +232,9 @@ def _sweep_jobs(client, sweep_id: str) -> list[dict]:
 
 
 def test_a_paused_sweep_starts_no_trial_until_resumed_then_finishes(client, worker, settings):
-    spec = {"name": "pause-sweep", "base": tiny_spec("pause-sweep", epochs=200),
+    # Epochs enough that the first trial is still training when its pause is read, at the
+    # progress write after the request (its writes back off: worker/recording/pace.py).
+    spec = {"name": "pause-sweep", "base": tiny_spec("pause-sweep", epochs=2000),
             "parameters": {"compile.optimizer.learning_rate": [0.05, 0.02]},
             "objective": {"metric": "loss"}, "max_parallel": 1, "pack": False}
     sweep_id = client.post("/api/v1/sweeps", json=spec).get_json()["id"]

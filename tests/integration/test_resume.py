@@ -55,8 +55,13 @@ def rclient(rsettings):
 
 @pytest.fixture(scope="module")
 def rworker(rsettings, workdir):
+    # Checkpoints, progress writes and MLflow calls far more often than by default (no
+    # back-off: KERASYARD_REPORT_INTERVAL_MAX_S), so that the kill can come at a moment when
+    # MLflow has epochs past the checkpoint in a training of a few seconds.
     w = WorkerProcess(worker_env(rsettings, KERASYARD_CHECKPOINT_S="0.3",
                                  KERASYARD_MLFLOW_FLUSH_INTERVAL_S="0.1",
+                                 KERASYARD_REPORT_INTERVAL_S="0.1",
+                                 KERASYARD_REPORT_INTERVAL_MAX_S="0.1",
                                  KERASYARD_MLFLOW_MAX_DUTY="1"),
                       workdir / "resume-worker.log", queues="cpu", concurrency=2,
                       name=f"resume-{uuid.uuid4().hex[:6]}@%h")

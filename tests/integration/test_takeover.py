@@ -29,7 +29,7 @@ from .conftest import WorkerProcess, store_job, worker_env
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 600
+EPOCHS = 1500
 
 
 def process_tree(pid: int) -> list[int]:

@@ -156,3 +156,43 @@ def test_rows_read_on_demand_are_not_read_for_the_inputs():
     schema = json.loads(json.loads(got["training"].schema)["mlflow_tensorspec"]["features"])
     assert schema[0]["tensor-spec"] == {"dtype": "float32", "shape": [-1, 28, 28]}
     assert read == [2, 2]
+
+
+def _refusing_client(refusals: int, message: str):
+    """A client whose first ``refusals`` log_inputs calls are refused as MLflow's server
+    refuses them (its REST answer, raised by MlflowClient as RestException)."""
+    from mlflow.exceptions import RestException
+
+    class Client:
+        calls = 0
+
+        def log_inputs(self, run_id, datasets):
+            Client.calls += 1
+            if Client.calls <= refusals:
+                raise RestException({"error_code": "BAD_REQUEST", "message": message})
+
+    return Client()
+
+
+RACE = ("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+        "datasets.name, datasets.digest")
+
+
+def test_log_inputs_makes_the_call_again_when_another_run_inserted_the_dataset_first():
+    spec, _, data = built(digits_spec())
+    cl = _refusing_client(1, RACE)
+    inputs.log_inputs(cl, "r1", inputs.dataset_inputs(spec, data))
+    assert cl.calls == 2
+
+    cl = _refusing_client(inputs.INSERT_RACE_TRIES, RACE)  # a race that never ends: raised
+    with pytest.raises(Exception, match="UNIQUE constraint failed"):
+        inputs.log_inputs(cl, "r1", inputs.dataset_inputs(spec, data))
+    assert cl.calls == inputs.INSERT_RACE_TRIES
+
+
+def test_log_inputs_raises_any_other_refusal_at_once():
+    spec, _, data = built(digits_spec())
+    cl = _refusing_client(1, "Run 'r1' not found")
+    with pytest.raises(Exception, match="not found"):
+        inputs.log_inputs(cl, "r1", inputs.dataset_inputs(spec, data))
+    assert cl.calls == 1

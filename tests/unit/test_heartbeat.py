@@ -234,8 +234,10 @@ def test_the_reporter_backs_off_to_the_bound_and_its_writes_count_as_heartbeats(
     assert rep.pace.interval == 3.0
 
 
-def test_a_slow_mlflow_call_spaces_the_next(settings, monkeypatch):
-    """A loaded MLflow server gets fewer calls: the next waits 20 times the last one's time."""
+@pytest.mark.parametrize("duty, least_wait", [(0.01, 2.0), (0.25, 0.4)])
+def test_a_slow_mlflow_call_spaces_the_next(settings, monkeypatch, duty, least_wait):
+    """A loaded MLflow server gets fewer calls: the next waits 20 times the last one's time,
+    or 1 / KERASYARD_MLFLOW_MAX_DUTY times it when that duty is above 5 %."""
     FakeDb(monkeypatch)
     calls = []
 
@@ -244,13 +246,14 @@ def test_a_slow_mlflow_call_spaces_the_next(settings, monkeypatch):
         time.sleep(0.1)
 
     monkeypatch.setattr(R.tracking, "log_epochs", slow)
-    rep = R.Reporter(settings, FENCE, 10, R.Signals())
+    rep = R.Reporter(dataclasses.replace(settings, mlflow_max_duty=duty), FENCE, 10,
+                     R.Signals())
     rep.mlflow, rep.run_id = object(), "run"
     time.sleep(0.05)  # past the pace's first interval
     rep.epoch(1, metrics())
     rep.flush()
     rep.epoch(2, metrics())
-    rep.flush()  # within 2 s of a 0.1 s call: MLflow waits
-    assert calls == [[1]] and rep._mlflow_wait >= 2.0
+    rep.flush()  # within the wait after a 0.1 s call: MLflow waits
+    assert calls == [[1]] and least_wait <= rep._mlflow_wait < 2 * least_wait
     rep.flush(final=True)  # the run's end sends what waited
     assert calls == [[1], [2]]

@@ -113,7 +113,27 @@ def _shuffle_seed(spec) -> int:
     return ds.seed if isinstance(ds, S.SyntheticDataset) else spec.fit.seed
 
 
+# What MLflow's server answers when two runs of one experiment log the same new dataset at the
+# same moment: its store looks the dataset up, finds none, and both insert it (SQLite's and
+# PostgreSQL's words for the unique key that refuses the second).
+_INSERT_RACE = ("IntegrityError", "UNIQUE constraint failed", "duplicate key value")
+INSERT_RACE_TRIES = 3
+
+
 def log_inputs(cl, run_id: str, inputs: list | None) -> None:
-    """The job's dataset inputs on a run, in one call (nothing when there are none)."""
-    if inputs:
-        cl.log_inputs(run_id, datasets=inputs)
+    """The job's dataset inputs on a run, in one call (nothing when there are none).
+
+    A call refused because another run inserted the same dataset at the same moment is made
+    again (up to :data:`INSERT_RACE_TRIES` calls): the dataset exists by then and is linked,
+    not inserted. Any other error is raised at once."""
+    if not inputs:
+        return
+    from mlflow.exceptions import MlflowException
+
+    for tries_left in range(INSERT_RACE_TRIES - 1, -1, -1):
+        try:
+            cl.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as exc:
+            if not tries_left or not any(w in str(exc) for w in _INSERT_RACE):
+                raise

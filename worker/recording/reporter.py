@@ -36,9 +36,10 @@ from worker.recording.pace import Pace
 log = logging.getLogger(__name__)
 
 # A slow MLflow server gets fewer calls: after a log_batch that took t seconds (answered or
-# not) the next waits at least t / MLFLOW_CALL_SHARE, at most MLFLOW_WAIT_MAX_S. A fleet's
-# trainings then share a loaded server instead of queueing on it until their calls time out
-# (bench/fleet.py, docs/fleet.md); an idle server (a call in 20-50 ms) sees no change.
+# not) the next waits at least t / share, at most MLFLOW_WAIT_MAX_S, where the share is
+# MLFLOW_CALL_SHARE or KERASYARD_MLFLOW_MAX_DUTY when that is larger. A fleet's trainings then
+# share a loaded server instead of queueing on it until their calls time out (bench/fleet.py,
+# docs/fleet.md); an idle server (a call in 20-50 ms) sees no change.
 MLFLOW_CALL_SHARE = 0.05
 MLFLOW_WAIT_MAX_S = 60.0
 
@@ -309,6 +310,11 @@ class Reporter:
         with self._lock:
             return len(self._pending_mlflow)
 
+    def _wait_after(self, took_s: float) -> float:
+        """The least wait before the next MLflow call after one that took ``took_s``."""
+        share = max(MLFLOW_CALL_SHARE, self.settings.mlflow_max_duty)
+        return min(MLFLOW_WAIT_MAX_S, took_s / share)
+
     def _write_mlflow(self, final: bool) -> None:
         if self.mlflow is None or not self.run_id:
             return
@@ -322,8 +328,7 @@ class Reporter:
         try:
             tracking.log_epochs(self.mlflow, self.run_id, batch, stamps=self._mlflow_stamps)
         except Exception as exc:
-            self._mlflow_wait = min(MLFLOW_WAIT_MAX_S,
-                                    (time.monotonic() - started) / MLFLOW_CALL_SHARE)
+            self._mlflow_wait = self._wait_after(time.monotonic() - started)
             self._last_mlflow = time.monotonic()
             self.mlflow_errors += 1
             self.mlflow_last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -333,7 +338,7 @@ class Reporter:
             return
         took = time.monotonic() - started
         self._last_mlflow = time.monotonic()
-        self._mlflow_wait = min(MLFLOW_WAIT_MAX_S, took / MLFLOW_CALL_SHARE)
+        self._mlflow_wait = self._wait_after(took)
         for epoch, _ in batch:
             self._mlflow_stamps.pop(epoch, None)
         values = sum(len(m) for _, m in batch)
